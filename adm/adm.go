@@ -1,0 +1,150 @@
+// Package adm is the overlayadm command line: dladm's overlay and VNIC
+// subcommands, talking to overlayd over its admin socket.
+package adm
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"overlaynet/admin"
+	"overlaynet/overlay"
+	"overlaynet/prop"
+)
+
+// Exit statuses.
+const (
+	ExitOK    = 0
+	ExitError = 1 // the request failed
+	ExitUsage = 2 // the command line was wrong
+)
+
+// usageError is a mistake on the command line: it is followed by the
+// subcommand's usage line.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
+
+// env is what every subcommand needs.
+type env struct {
+	stdout, stderr io.Writer
+	socket         string
+}
+
+func (e *env) client() *admin.Client { return &admin.Client{Socket: e.socket} }
+
+func (e *env) call(method string, params, result any) error {
+	return e.client().Call(method, params, result)
+}
+
+// Main runs overlayadm with args (without the program name) and returns
+// the exit status.
+func Main(args []string, stdout, stderr io.Writer) int {
+	e := &env{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:   "overlayadm [--socket PATH] <subcommand> [options] [operands]",
+		Short: "administer overlay networks and their VNICs",
+		Long: `overlayadm administers the overlay networks of one host, as dladm does on
+illumos. An overlay is a virtual switch spanning hosts, identified by a
+virtual network id (vnetid) and carried over the underlay IP network by an
+encapsulation (vxlan). Its search plugin says where frames for MACs that
+are not on this host go: direct sends everything to one peer. VNICs are
+network interfaces on an overlay.
+
+overlayadm talks to overlayd over its admin socket: the --socket flag, else
+$OVERLAYD_SOCKET, else ` + admin.DefaultSocket + `.
+
+Exit status: 0 on success, 1 when a request fails, 2 on a usage error.`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		Example: `  overlayadm create-overlay -e vxlan -s direct -v 42 \
+      -p vxlan/listen_ip=192.0.2.1 -p direct/dest_ip=192.0.2.2,direct/dest_port=4789 overlay0
+  overlayadm create-vnic -l overlay0 vnic0
+  overlayadm show-overlay overlay0
+  overlayadm show-vnic -p -o link,macaddress`,
+	}
+	root.PersistentFlags().StringVar(&e.socket, "socket", "", "overlayd admin socket (default $"+admin.SocketEnv+", then "+admin.DefaultSocket+")")
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usagef("%v", err) })
+	root.AddCommand(
+		createOverlayCmd(e), deleteOverlayCmd(e), showOverlayCmd(e), setLinkpropCmd(e),
+		createVNICCmd(e), deleteVNICCmd(e), showVNICCmd(e), showListenerCmd(e),
+	)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.PersistentPreRun = func(*cobra.Command, []string) {
+		if e.socket == "" {
+			e.socket = os.Getenv(admin.SocketEnv)
+		}
+		if e.socket == "" {
+			e.socket = admin.DefaultSocket
+		}
+	}
+	cmd, err := root.ExecuteC()
+	if err == nil {
+		return ExitOK
+	}
+	fmt.Fprintf(stderr, "overlayadm: %v\n", oneLine(err))
+	var ue *usageError
+	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") {
+		if cmd != nil && cmd != root {
+			fmt.Fprintf(stderr, "usage: overlayadm %s\n", cmd.Use)
+		} else {
+			fmt.Fprintf(stderr, "run 'overlayadm --help' for the subcommands\n")
+		}
+		return ExitUsage
+	}
+	return ExitError
+}
+
+func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
+
+// assignments converts -p arguments.
+func assignments(args []string) ([]overlay.Assignment, error) {
+	pairs, err := prop.ParseAssignments(args)
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	out := make([]overlay.Assignment, len(pairs))
+	for i, p := range pairs {
+		out[i] = overlay.Assignment{Name: p[0], Value: p[1]}
+	}
+	return out, nil
+}
+
+// oneOperand checks a subcommand got exactly one operand.
+func oneOperand(what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		switch {
+		case len(args) == 0:
+			return usagef("missing %s name", what)
+		case len(args) > 1:
+			return usagef("only one %s may be given, got %d: %s", what, len(args), strings.Join(args, " "))
+		}
+		return nil
+	}
+}
+
+// optionalOperand allows zero or one operand.
+func optionalOperand(what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) > 1 {
+			return usagef("only one %s may be given, got %d: %s", what, len(args), strings.Join(args, " "))
+		}
+		return nil
+	}
+}
+
+func first(args []string) string {
+	if len(args) == 0 {
+		return ""
+	}
+	return args[0]
+}

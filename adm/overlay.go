@@ -1,0 +1,296 @@
+package adm
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"overlaynet/admin"
+	"overlaynet/encap"
+	"overlaynet/ofmt"
+	"overlaynet/overlay"
+	"overlaynet/search"
+)
+
+func createOverlayCmd(e *env) *cobra.Command {
+	var req overlay.CreateOverlayRequest
+	var props []string
+	c := &cobra.Command{
+		Use:   "create-overlay [-t] -e <encap> -s <search> -v <vnetid> [-p <prop>=<value>[,...]]... <overlay>",
+		Short: "create an overlay",
+		Long: `Create an overlay: a virtual switch spanning hosts.
+
+-e names the encapsulation (` + strings.Join(encap.Names(), ", ") + `), -s the search plugin
+(` + strings.Join(search.Names(), ", ") + `), -v the virtual network id (VXLAN: 0-16777215).
+A host holds one overlay per encapsulation and vnetid.
+
+Properties (-p, repeatable, or comma-joined):
+  mtu=<576-8900>             largest frame payload, default 1400
+  vxlan/listen_ip=<ip>       underlay address to receive on (required)
+  vxlan/listen_port=<port>   UDP port to receive on, default 4789
+  direct/dest_ip=<ip>        the one peer's underlay address (direct, required)
+  direct/dest_port=<port>    the one peer's UDP port (direct, required)
+
+Overlay names use letters, digits, '_' and '.', start with a letter, and
+have at most 31 characters. Without -t the overlay is persistent.`,
+		Example: `  overlayadm create-overlay -e vxlan -s direct -v 42 \
+      -p vxlan/listen_ip=192.0.2.1 \
+      -p direct/dest_ip=192.0.2.2,direct/dest_port=4789 overlay0`,
+		Args: oneOperand("overlay"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case req.VNetID == "":
+				return usagef("missing required virtual network id (-v)")
+			case req.Encap == "":
+				return usagef("missing required encapsulation plugin (-e)")
+			case req.Search == "":
+				return usagef("missing required search plugin (-s)")
+			}
+			if _, err := strconv.ParseUint(req.VNetID, 10, 64); err != nil {
+				return usagef("cannot parse virtual network id %q: want a decimal number", req.VNetID)
+			}
+			var err error
+			if req.Props, err = assignments(props); err != nil {
+				return err
+			}
+			req.Name = args[0]
+			return e.call(admin.MethodCreateOverlay, req, nil)
+		},
+	}
+	f := c.Flags()
+	f.BoolVarP(&req.Temporary, "temporary", "t", false, "do not keep the overlay across a restart")
+	f.StringVarP(&req.Encap, "encap", "e", "", "encapsulation plugin")
+	f.StringVarP(&req.Search, "search", "s", "", "search plugin")
+	f.StringVarP(&req.VNetID, "vnetid", "v", "", "virtual network id")
+	f.StringArrayVarP(&props, "prop", "p", nil, "property assignments <prop>=<value>[,...]")
+	return c
+}
+
+func deleteOverlayCmd(e *env) *cobra.Command {
+	var temporary bool
+	c := &cobra.Command{
+		Use:   "delete-overlay [-t] <overlay>",
+		Short: "delete an overlay",
+		Long: `Delete an overlay. It must have no VNICs left; delete them first.
+With -t only the running overlay is deleted.`,
+		Args: oneOperand("overlay"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return e.call(admin.MethodDeleteOverlay, admin.NameParams{Name: args[0]}, nil)
+		},
+	}
+	c.Flags().BoolVarP(&temporary, "temporary", "t", false, "delete only the running overlay")
+	return c
+}
+
+func setLinkpropCmd(e *env) *cobra.Command {
+	var props []string
+	c := &cobra.Command{
+		Use:   "set-linkprop -p <prop>=<value>[,...] <overlay>",
+		Short: "change read-write properties of an overlay",
+		Long: `Change read-write properties (PERM rw in show-overlay) of a running overlay.
+All given properties take effect together, or none does. Read-only
+properties (encap, search, varpd/id) cannot be changed.`,
+		Example: `  overlayadm set-linkprop -p direct/dest_ip=192.0.2.3 overlay0`,
+		Args:    oneOperand("overlay"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			as, err := assignments(props)
+			if err != nil {
+				return err
+			}
+			if len(as) == 0 {
+				return usagef("no property given (-p <prop>=<value>)")
+			}
+			return e.call(admin.MethodSetProps, overlay.SetPropsRequest{Name: args[0], Props: as}, nil)
+		},
+	}
+	c.Flags().StringArrayVarP(&props, "prop", "p", nil, "property assignments <prop>=<value>[,...]")
+	return c
+}
+
+var (
+	propFields   = []ofmt.Field{{Name: "LINK", Width: 19}, {Name: "PROPERTY", Width: 19}, {Name: "PERM", Width: 5}, {Name: "REQ", Width: 4}, {Name: "VALUE", Width: 11}, {Name: "DEFAULT", Width: 10}, {Name: "POSSIBLE", Width: 10}}
+	faultFields  = []ofmt.Field{{Name: "LINK", Width: 20}, {Name: "STATUS", Width: 9}, {Name: "DETAILS", Width: 52}}
+	targetFields = []ofmt.Field{{Name: "LINK", Width: 20}, {Name: "TARGET", Width: 18}, {Name: "DESTINATION", Width: 42}}
+	statFields   = []ofmt.Field{{Name: "LINK", Width: 20}, {Name: "STATISTIC", Width: 20}, {Name: "VALUE", Width: 20}}
+)
+
+func showOverlayCmd(e *env) *cobra.Command {
+	var fault, targets, stats, parsable bool
+	var output string
+	c := &cobra.Command{
+		Use:   "show-overlay [-f | -t | -s] [-p] [-o <field>,...] [<overlay>]",
+		Short: "show overlays: properties, status, targets or statistics",
+		Long: `Show the named overlay, or all overlays.
+
+By default one row per property:
+  LINK PROPERTY PERM REQ VALUE DEFAULT POSSIBLE
+PERM is rw or r-, REQ y when required; -- marks a missing value.
+
+-f (--fault)     LINK STATUS DETAILS: ONLINE, or DEGRADED with the reason.
+-t (--targets)   LINK TARGET DESTINATION: the target table. A point-mode
+                 overlay shows one entry, *:*:*:*:*:*, its one destination.
+-s (--stats)     LINK STATISTIC VALUE: the overlay's counters (frames and
+                 bytes in and out, local-switched, encapsulated,
+                 decapsulated, lookups, and drops by reason).
+
+-o selects fields (case-insensitive, or "all"); -p prints them
+':'-separated without a header, with ':' and '\' escaped by '\'. -p needs -o.`,
+		Example: `  overlayadm show-overlay overlay0
+  overlayadm show-overlay -p -o property,value overlay0
+  overlayadm show-overlay -f`,
+		Args: optionalOperand("overlay"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n := 0
+			for _, b := range []bool{fault, targets, stats} {
+				if b {
+					n++
+				}
+			}
+			if n > 1 {
+				return usagef("only one of -f, -t and -s may be used")
+			}
+			name := first(args)
+			switch {
+			case fault:
+				return showFault(e, name, output, parsable)
+			case targets:
+				return showTargets(e, name, output, parsable)
+			case stats:
+				return showStats(e, name, output, parsable)
+			}
+			return showProps(e, name, output, parsable)
+		},
+	}
+	f := c.Flags()
+	f.BoolVarP(&fault, "fault", "f", false, "show status and degradation reason")
+	f.BoolVarP(&targets, "targets", "t", false, "show the target table")
+	f.BoolVarP(&stats, "stats", "s", false, "show statistics")
+	f.BoolVarP(&parsable, "parsable", "p", false, "machine-parsable output (needs -o)")
+	f.StringVarP(&output, "output", "o", "", "fields to print, comma-separated, or all")
+	return c
+}
+
+func printer(e *env, fields []ofmt.Field, output string, parsable bool) (*ofmt.Printer, error) {
+	p, err := ofmt.New(e.stdout, e.stderr, fields, output, parsable)
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	return p, nil
+}
+
+func showProps(e *env, name, output string, parsable bool) error {
+	p, err := printer(e, propFields, output, parsable)
+	if err != nil {
+		return err
+	}
+	var ovs []overlay.OverlayInfo
+	if err := e.call(admin.MethodShowOverlay, admin.NameParams{Name: name}, &ovs); err != nil {
+		return err
+	}
+	for _, ov := range ovs {
+		for _, pr := range ov.Props {
+			req := "-"
+			if pr.Required {
+				req = "y"
+			}
+			vals := map[string]string{"LINK": ov.Name, "PROPERTY": pr.Name, "PERM": pr.Perm,
+				"REQ": req, "VALUE": pr.Value, "DEFAULT": pr.Default, "POSSIBLE": pr.Possible}
+			p.Row(func(f string) string { return vals[f] })
+		}
+	}
+	return nil
+}
+
+func showFault(e *env, name, output string, parsable bool) error {
+	p, err := printer(e, faultFields, output, parsable)
+	if err != nil {
+		return err
+	}
+	var ovs []overlay.OverlayInfo
+	if err := e.call(admin.MethodShowOverlay, admin.NameParams{Name: name}, &ovs); err != nil {
+		return err
+	}
+	for _, ov := range ovs {
+		details := ov.Details
+		if details == "" {
+			details = "-"
+		}
+		vals := map[string]string{"LINK": ov.Name, "STATUS": ov.Status, "DETAILS": details}
+		p.Row(func(f string) string { return vals[f] })
+	}
+	return nil
+}
+
+func showTargets(e *env, name, output string, parsable bool) error {
+	p, err := printer(e, targetFields, output, parsable)
+	if err != nil {
+		return err
+	}
+	var ts []overlay.TargetInfo
+	if err := e.call(admin.MethodShowTargets, admin.NameParams{Name: name}, &ts); err != nil {
+		return err
+	}
+	for _, t := range ts {
+		vals := map[string]string{"LINK": t.Overlay, "TARGET": t.Target, "DESTINATION": t.Destination}
+		p.Row(func(f string) string { return vals[f] })
+	}
+	return nil
+}
+
+func showStats(e *env, name, output string, parsable bool) error {
+	p, err := printer(e, statFields, output, parsable)
+	if err != nil {
+		return err
+	}
+	var ss []overlay.StatsInfo
+	if err := e.call(admin.MethodShowStats, admin.NameParams{Name: name}, &ss); err != nil {
+		return err
+	}
+	for _, s := range ss {
+		for _, st := range s.Stats {
+			vals := map[string]string{"LINK": s.Overlay, "STATISTIC": st.Name, "VALUE": fmt.Sprint(st.Value)}
+			p.Row(func(f string) string { return vals[f] })
+		}
+	}
+	return nil
+}
+
+var listenerFields = []ofmt.Field{{Name: "LISTEN", Width: 24}, {Name: "OVERLAYS", Width: 24}, {Name: "STATISTIC", Width: 20}, {Name: "VALUE", Width: 20}}
+
+func showListenerCmd(e *env) *cobra.Command {
+	var parsable bool
+	var output string
+	c := &cobra.Command{
+		Use:   "show-listener [-p] [-o <field>,...]",
+		Short: "show the underlay addresses overlayd receives on",
+		Long: `Show each underlay address (listen_ip:listen_port) overlayd receives on,
+the overlays sharing it, and its counters: packets received, and packets
+dropped before they reach an overlay (too short, bad header, unknown VNI).
+
+  LISTEN OVERLAYS STATISTIC VALUE`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := printer(e, listenerFields, output, parsable)
+			if err != nil {
+				return err
+			}
+			var ls []overlay.ListenerInfo
+			if err := e.call(admin.MethodShowListeners, nil, &ls); err != nil {
+				return err
+			}
+			for _, l := range ls {
+				for _, st := range l.Stats {
+					vals := map[string]string{"LISTEN": l.Listen, "OVERLAYS": strings.Join(l.Overlays, ","),
+						"STATISTIC": st.Name, "VALUE": fmt.Sprint(st.Value)}
+					p.Row(func(f string) string { return vals[f] })
+				}
+			}
+			return nil
+		},
+	}
+	c.Flags().BoolVarP(&parsable, "parsable", "p", false, "machine-parsable output (needs -o)")
+	c.Flags().StringVarP(&output, "output", "o", "", "fields to print, comma-separated, or all")
+	return c
+}

@@ -1,0 +1,115 @@
+// Package daemon is overlayd: it wires the data path, the overlay core and
+// the admin API together and runs until told to stop.
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"overlaynet/admin"
+	"overlaynet/datapath/userspace"
+	"overlaynet/overlay"
+)
+
+// DefaultStateDir is where overlayd keeps its state.
+const DefaultStateDir = "/var/lib/overlayd"
+
+// Options configure overlayd.
+type Options struct {
+	Socket      string
+	SocketGroup string
+	StateDir    string
+	LogFormat   string
+	LogLevel    string
+}
+
+// Main runs overlayd with args (without the program name) and returns the
+// exit status.
+func Main(args []string, stderr io.Writer) int {
+	var o Options
+	c := &cobra.Command{
+		Use:   "overlayd [--socket PATH] [--state-dir DIR] [options]",
+		Short: "the overlay network daemon",
+		Long: `overlayd carries this host's overlay networks: it holds the overlays, their
+VNICs and search plugins, moves frames between VNICs and the underlay
+(VXLAN over UDP), and answers overlayadm on its admin socket.
+
+It runs in the foreground and logs to stderr. It needs root (CAP_NET_ADMIN
+to create TAP interfaces and set their addresses, and to bind the
+underlay sockets). SIGINT or SIGTERM stop it; its VNICs go with it.
+
+The admin socket is mode 0600 (root only), or 0660 owned by
+--socket-group so that members of that group may use overlayadm.`,
+		Args:          cobra.NoArgs,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return run(o, stderr)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.Socket, "socket", admin.DefaultSocket, "admin socket path")
+	f.StringVar(&o.SocketGroup, "socket-group", "", "group allowed to use the admin socket (mode 0660)")
+	f.StringVar(&o.StateDir, "state-dir", DefaultStateDir, "directory for persistent state")
+	f.StringVar(&o.LogFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	c.SetArgs(args)
+	c.SetOut(stderr)
+	c.SetErr(stderr)
+	if err := c.Execute(); err != nil {
+		fmt.Fprintf(stderr, "overlayd: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(o Options, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.LogLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", o.LogLevel)
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	switch o.LogFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, hopts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, hopts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", o.LogFormat)
+}
+
+func run(o Options, stderr io.Writer) error {
+	log, err := newLogger(o, stderr)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	ln, err := admin.Listen(o.Socket, o.SocketGroup)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(o.Socket)
+	dp := userspace.New(log.With("datapath", "userspace"))
+	defer dp.Close()
+	mgr := overlay.NewManager(log, dp)
+	defer mgr.Close()
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	log.Info("overlayd started", "socket", o.Socket, "state_dir", o.StateDir, "datapath", "userspace", "pid", os.Getpid())
+	srv := &admin.Server{Manager: mgr, Log: log}
+	if err := srv.Serve(ctx, ln); err != nil {
+		return fmt.Errorf("admin socket: %w", err)
+	}
+	log.Info("overlayd stopping")
+	return nil
+}

@@ -1,0 +1,338 @@
+package userspace
+
+import (
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"overlaynet/datapath"
+	"overlaynet/encap"
+)
+
+// overlay is one overlay's switch.
+type overlay struct {
+	dp  *DataPath
+	log *slog.Logger
+
+	mu     sync.Mutex // serialises control operations
+	closed bool
+
+	// state and vnics are replaced, never modified, so that the frame
+	// paths read a consistent view without locks.
+	state atomic.Pointer[ovState]
+	vnics atomic.Pointer[vnicSet]
+
+	ctr datapath.Counters
+}
+
+// ovState is what the frame paths need to know about an overlay.
+type ovState struct {
+	cfg datapath.OverlayConfig
+	ln  *listener
+}
+
+// vnicSet indexes an overlay's VNICs.
+type vnicSet struct {
+	byKey  map[vnicKey]*vnic
+	byName map[string]*vnic
+	byVLAN map[uint16][]*vnic
+}
+
+// vnic is a VNIC and the goroutine reading its TAP.
+type vnic struct {
+	ov   *overlay
+	name string
+	key  vnicKey
+	tap  *tap
+	done chan struct{}
+}
+
+// CreateOverlay implements datapath.DataPath.
+func (dp *DataPath) CreateOverlay(cfg datapath.OverlayConfig) (datapath.Overlay, error) {
+	ov := &overlay{dp: dp, log: dp.log.With("overlay", cfg.Name)}
+	ln, err := dp.acquire(cfg.Listen, cfg.Encap, cfg.VNetID, ov)
+	if err != nil {
+		return nil, err
+	}
+	ov.state.Store(&ovState{cfg: cfg, ln: ln})
+	ov.vnics.Store(&vnicSet{byKey: map[vnicKey]*vnic{}, byName: map[string]*vnic{}, byVLAN: map[uint16][]*vnic{}})
+	return ov, nil
+}
+
+func (ov *overlay) name() string { return ov.state.Load().cfg.Name }
+
+// Update implements datapath.Overlay.
+func (ov *overlay) Update(cfg datapath.OverlayConfig) error {
+	ov.mu.Lock()
+	defer ov.mu.Unlock()
+	if ov.closed {
+		return fmt.Errorf("overlay %s is closed", cfg.Name)
+	}
+	old := ov.state.Load()
+	ln := old.ln
+	if cfg.Listen != old.cfg.Listen || cfg.VNetID != old.cfg.VNetID || cfg.Encap.Name() != old.cfg.Encap.Name() {
+		// Take the new registration before dropping the old one so a
+		// failure leaves the overlay as it was.
+		var err error
+		if ln, err = ov.dp.acquire(cfg.Listen, cfg.Encap, cfg.VNetID, ov); err != nil {
+			return err
+		}
+		ov.dp.release(old.ln, old.cfg.VNetID)
+	}
+	ov.state.Store(&ovState{cfg: cfg, ln: ln})
+	if cfg.MTU != old.cfg.MTU {
+		for _, v := range ov.vnics.Load().byName {
+			if err := v.tap.setMTU(cfg.MTU); err != nil {
+				ov.log.Warn("cannot apply the new overlay MTU to a VNIC; set it where the VNIC lives",
+					"vnic", v.name, "mtu", cfg.MTU, "err", err)
+			}
+		}
+	}
+	return nil
+}
+
+// AddVNIC implements datapath.Overlay.
+func (ov *overlay) AddVNIC(cfg datapath.VNICConfig) error {
+	ov.mu.Lock()
+	defer ov.mu.Unlock()
+	if ov.closed {
+		return fmt.Errorf("overlay is closed")
+	}
+	if len(cfg.MAC) != 6 {
+		return fmt.Errorf("VNIC %s: MAC %s is not an Ethernet address", cfg.Name, cfg.MAC)
+	}
+	key := vnicKey{vlan: cfg.VLAN}
+	copy(key.mac[:], cfg.MAC)
+	set := ov.vnics.Load()
+	if other := set.byKey[key]; other != nil {
+		return fmt.Errorf("MAC %s (VLAN %d) is already used by VNIC %s on this overlay", cfg.MAC, cfg.VLAN, other.name)
+	}
+	t, err := openTAP(cfg.Name, cfg.MAC, cfg.MTU)
+	if err != nil {
+		return err
+	}
+	v := &vnic{ov: ov, name: cfg.Name, key: key, tap: t, done: make(chan struct{})}
+	ov.vnics.Store(set.with(v))
+	go v.readLoop()
+	ov.log.Info("VNIC up", "vnic", cfg.Name, "mac", cfg.MAC.String(), "vlan", cfg.VLAN, "mtu", cfg.MTU)
+	return nil
+}
+
+// RemoveVNIC implements datapath.Overlay.
+func (ov *overlay) RemoveVNIC(name string) error {
+	ov.mu.Lock()
+	defer ov.mu.Unlock()
+	set := ov.vnics.Load()
+	v := set.byName[name]
+	if v == nil {
+		return fmt.Errorf("no VNIC %s on this overlay", name)
+	}
+	ov.vnics.Store(set.without(v))
+	v.stop()
+	ov.log.Info("VNIC removed", "vnic", name)
+	return nil
+}
+
+// Stats implements datapath.Overlay.
+func (ov *overlay) Stats() datapath.Stats { return ov.ctr.Snapshot(datapath.OverlayCounters...) }
+
+// Close implements datapath.Overlay.
+func (ov *overlay) Close() error {
+	ov.mu.Lock()
+	defer ov.mu.Unlock()
+	if ov.closed {
+		return nil
+	}
+	ov.closed = true
+	for _, v := range ov.vnics.Load().byName {
+		v.stop()
+	}
+	ov.vnics.Store(&vnicSet{})
+	st := ov.state.Load()
+	ov.dp.release(st.ln, st.cfg.VNetID)
+	return nil
+}
+
+func (s *vnicSet) with(v *vnic) *vnicSet {
+	n := s.copyExcept(nil)
+	n.byKey[v.key] = v
+	n.byName[v.name] = v
+	n.byVLAN[v.key.vlan] = append(n.byVLAN[v.key.vlan], v)
+	return n
+}
+
+func (s *vnicSet) without(v *vnic) *vnicSet { return s.copyExcept(v) }
+
+func (s *vnicSet) copyExcept(skip *vnic) *vnicSet {
+	n := &vnicSet{byKey: map[vnicKey]*vnic{}, byName: map[string]*vnic{}, byVLAN: map[uint16][]*vnic{}}
+	for _, v := range s.byName {
+		if v == skip {
+			continue
+		}
+		n.byKey[v.key] = v
+		n.byName[v.name] = v
+		n.byVLAN[v.key.vlan] = append(n.byVLAN[v.key.vlan], v)
+	}
+	return n
+}
+
+func (v *vnic) stop() {
+	v.tap.close()
+	<-v.done
+}
+
+// readLoop switches the frames the VNIC's user transmits.
+func (v *vnic) readLoop() {
+	defer close(v.done)
+	buf := make([]byte, headroom+maxFrame)
+	for {
+		n, err := v.tap.read(buf[headroom:])
+		if err != nil {
+			if isClosed(err) {
+				return
+			}
+			v.ov.log.Warn("VNIC read failed", "vnic", v.name, "err", err)
+			continue
+		}
+		v.ov.fromVNIC(v, buf, headroom, n)
+	}
+}
+
+// fromVNIC handles the frame buf[off:off+n] transmitted by VNIC src:
+// deliver locally, or encapsulate and send, or drop and count.
+func (ov *overlay) fromVNIC(src *vnic, buf []byte, off, n int) {
+	ov.ctr.Inc(datapath.InFrames)
+	ov.ctr.Add(datapath.InBytes, uint64(n))
+	st := ov.state.Load()
+	frame := buf[off : off+n]
+	if n < ethHeaderLen {
+		ov.ctr.Inc(datapath.DropMalformed)
+		return
+	}
+	if _, tagged := frameVLAN(frame); tagged {
+		// A VNIC's VLAN is set by the operator, never by its user.
+		ov.ctr.Inc(datapath.DropVLAN)
+		return
+	}
+	vlan := src.key.vlan
+	limit := st.cfg.MTU + ethHeaderLen
+	if n > limit {
+		ov.ctr.Inc(datapath.DropMTU)
+		return
+	}
+	if src.key.vlan != 0 {
+		frame = insertTag(buf, off, n, vlan)
+		off -= vlanTagLen
+	}
+	set := ov.vnics.Load()
+	if isUnicast(frame) {
+		var key vnicKey
+		key.vlan = vlan
+		copy(key.mac[:], frame[:6])
+		if dst := set.byKey[key]; dst != nil {
+			if dst != src {
+				ov.deliver(dst, frame)
+				ov.ctr.Inc(datapath.LocalSwitched)
+			}
+			return
+		}
+	} else {
+		for _, dst := range set.byVLAN[vlan] {
+			if dst != src {
+				ov.deliver(dst, frame)
+			}
+		}
+	}
+	if st.cfg.Point == nil {
+		if isUnicast(frame) {
+			ov.ctr.Inc(datapath.DropNoTarget)
+		}
+		return
+	}
+	ov.send(st, buf, off, frame, *st.cfg.Point)
+}
+
+// send encapsulates frame, which starts at buf[off], in place and sends it.
+func (ov *overlay) send(st *ovState, buf []byte, off int, frame []byte, dest encap.Dest) {
+	hl := st.cfg.Encap.HeaderLen()
+	pkt := buf[off-hl : off+len(frame)]
+	st.cfg.Encap.Encap(pkt[:hl], st.cfg.VNetID)
+	conn := st.ln.sender(encap.FlowHash(frame))
+	if _, err := conn.WriteToUDPAddrPort(pkt, dest.AddrPort()); err != nil {
+		ov.ctr.Inc(datapath.DropSendError)
+		ov.log.Debug("underlay send failed", "dest", dest.String(), "err", err)
+		return
+	}
+	ov.ctr.Inc(datapath.Encapsulated)
+	ov.ctr.Add(datapath.EncapBytes, uint64(len(pkt)))
+}
+
+// fromUnderlay delivers a decapsulated frame to the local VNICs it is for.
+func (ov *overlay) fromUnderlay(frame []byte) {
+	ov.ctr.Inc(datapath.Decapsulated)
+	ov.ctr.Add(datapath.DecapBytes, uint64(len(frame)))
+	st := ov.state.Load()
+	if len(frame) < ethHeaderLen {
+		ov.ctr.Inc(datapath.DropMalformed)
+		return
+	}
+	limit := st.cfg.MTU + ethHeaderLen
+	vlan, tagged := frameVLAN(frame)
+	if tagged {
+		if len(frame) < ethHeaderLen+vlanTagLen {
+			ov.ctr.Inc(datapath.DropMalformed)
+			return
+		}
+		limit += vlanTagLen
+	}
+	if len(frame) > limit {
+		ov.ctr.Inc(datapath.DropMTU)
+		return
+	}
+	set := ov.vnics.Load()
+	if isUnicast(frame) {
+		var key vnicKey
+		key.vlan = vlan
+		copy(key.mac[:], frame[:6])
+		dst := set.byKey[key]
+		if dst == nil {
+			ov.ctr.Inc(datapath.DropNoVNIC)
+			return
+		}
+		ov.deliver(dst, frame)
+		return
+	}
+	dsts := set.byVLAN[vlan]
+	if len(dsts) == 0 {
+		ov.ctr.Inc(datapath.DropNoVNIC)
+		return
+	}
+	for _, dst := range dsts {
+		ov.deliver(dst, frame)
+	}
+}
+
+// deliver writes a frame in overlay form (tagged when it belongs to a
+// VLAN) to a local VNIC, whose user sees it untagged.
+func (ov *overlay) deliver(dst *vnic, frame []byte) {
+	var err error
+	if dst.key.vlan != 0 {
+		// Remove the tag in place by moving the MAC addresses, and put
+		// it back afterwards: the same buffer may go to more VNICs and
+		// then onto the underlay.
+		var saved [16]byte
+		copy(saved[:], frame[:16])
+		copy(frame[4:16], saved[:12])
+		err = dst.tap.write(frame[4:])
+		copy(frame[:16], saved[:])
+	} else {
+		err = dst.tap.write(frame)
+	}
+	if err != nil {
+		ov.ctr.Inc(datapath.DropVNICWrite)
+		return
+	}
+	ov.ctr.Inc(datapath.OutFrames)
+	ov.ctr.Add(datapath.OutBytes, uint64(len(frame)))
+}

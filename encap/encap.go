@@ -1,0 +1,109 @@
+// Package encap defines encapsulation plugins — how an overlay frame is
+// carried on the underlay wire — and the registry they join by name.
+// Adding an encapsulation touches one folder below this one.
+package encap
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+
+	"overlaynet/prop"
+)
+
+// DestType is the set of address parts an encapsulation needs to reach a
+// peer, as the bit mask illumos uses.
+type DestType uint8
+
+// Destination parts.
+const (
+	DestEthernet DestType = 0x01
+	DestIP       DestType = 0x02
+	DestPort     DestType = 0x04
+)
+
+func (t DestType) String() string {
+	var parts []string
+	if t&DestEthernet != 0 {
+		parts = append(parts, "ethernet")
+	}
+	if t&DestIP != 0 {
+		parts = append(parts, "ip")
+	}
+	if t&DestPort != 0 {
+		parts = append(parts, "port")
+	}
+	return strings.Join(parts, "+")
+}
+
+// Dest is an underlay destination: where a search plugin says a frame goes.
+type Dest struct {
+	IP   netip.Addr
+	Port uint16
+}
+
+// AddrPort returns the destination as a socket address.
+func (d Dest) AddrPort() netip.AddrPort { return netip.AddrPortFrom(d.IP, d.Port) }
+
+func (d Dest) String() string { return d.AddrPort().String() }
+
+// Plugin is an encapsulation. Implementations are stateless and safe for
+// concurrent use; the data path calls Encap and Decap on every packet.
+type Plugin interface {
+	// Name is the value of the encap property, e.g. "vxlan".
+	Name() string
+	// Dest is what a search plugin must supply to address a peer.
+	Dest() DestType
+	// HeaderLen is the length of the header Encap writes.
+	HeaderLen() int
+	// MaxVNetID is the largest virtual network id the header can carry.
+	MaxVNetID() uint32
+	// Props describes the plugin's own properties (names "<plugin>/...").
+	Props() []prop.Desc
+	// Listen derives the underlay address to receive on from the
+	// plugin's properties.
+	Listen(p *prop.Set) (netip.AddrPort, error)
+	// Encap writes the header for vnetid into hdr[:HeaderLen()].
+	Encap(hdr []byte, vnetid uint32)
+	// Decap validates the header at the start of pkt and returns the
+	// virtual network id and the inner frame (a sub-slice, not a copy).
+	Decap(pkt []byte) (vnetid uint32, inner []byte, err error)
+}
+
+var (
+	mu      sync.RWMutex
+	plugins = map[string]Plugin{}
+)
+
+// Register adds an encapsulation; plugins call it from init. A duplicate
+// name is a programming error and panics.
+func Register(p Plugin) {
+	mu.Lock()
+	defer mu.Unlock()
+	if _, dup := plugins[p.Name()]; dup {
+		panic(fmt.Sprintf("encap: plugin %q registered twice", p.Name()))
+	}
+	plugins[p.Name()] = p
+}
+
+// Lookup returns the registered encapsulation with that name.
+func Lookup(name string) (Plugin, bool) {
+	mu.RLock()
+	defer mu.RUnlock()
+	p, ok := plugins[name]
+	return p, ok
+}
+
+// Names returns the registered encapsulation names, sorted.
+func Names() []string {
+	mu.RLock()
+	defer mu.RUnlock()
+	names := make([]string, 0, len(plugins))
+	for n := range plugins {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}

@@ -1,0 +1,523 @@
+// Package overlay is the control-plane core: overlays with their
+// properties and plugin instances, VNICs, and the state operators see.
+// It drives a datapath.DataPath and never touches frames itself.
+package overlay
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"overlaynet/datapath"
+	"overlaynet/encap"
+	"overlaynet/ether"
+	"overlaynet/prop"
+	"overlaynet/search"
+)
+
+// ErrNotFound is matched (errors.Is) by errors about objects that do not
+// exist.
+var ErrNotFound = errors.New("not found")
+
+type notFoundError struct{ msg string }
+
+func (e *notFoundError) Error() string        { return e.msg }
+func (e *notFoundError) Is(target error) bool { return target == ErrNotFound }
+
+func notFound(format string, a ...any) error {
+	return &notFoundError{msg: fmt.Sprintf(format, a...)}
+}
+
+// Manager holds every overlay and VNIC of one overlayd. Its methods are
+// safe for concurrent use; they are serialised by one lock, since
+// configuration changes are rare and must not interleave.
+type Manager struct {
+	log *slog.Logger
+	dp  datapath.DataPath
+
+	mu       sync.Mutex
+	overlays map[string]*overlay
+	vnics    map[string]*vnic
+	nextID   uint64
+}
+
+type overlay struct {
+	name      string
+	temporary bool
+	id        uint64
+	props     *prop.Set
+	enc       encap.Plugin
+	sp        *search.Plugin
+	inst      search.Instance
+	dp        datapath.Overlay
+	vnics     map[string]*vnic
+	degraded  string
+	log       *slog.Logger
+}
+
+type vnic struct {
+	name      string
+	overlay   *overlay
+	mac       net.HardwareAddr
+	vlan      uint16
+	mtu       int
+	temporary bool
+}
+
+// NewManager returns a manager driving dp.
+func NewManager(log *slog.Logger, dp datapath.DataPath) *Manager {
+	return &Manager{log: log, dp: dp, overlays: map[string]*overlay{}, vnics: map[string]*vnic{}, nextID: 1}
+}
+
+// CreateOverlay creates an overlay. On any error nothing is left behind.
+func (m *Manager) CreateOverlay(req CreateOverlayRequest) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := checkName("overlay", req.Name, MaxOverlayName); err != nil {
+		return err
+	}
+	if _, dup := m.overlays[req.Name]; dup {
+		return fmt.Errorf("overlay %s already exists", req.Name)
+	}
+	enc, ok := encap.Lookup(req.Encap)
+	if !ok {
+		return fmt.Errorf("unknown encapsulation plugin %q (available: %s)", req.Encap, strings.Join(encap.Names(), ", "))
+	}
+	sp, ok := search.Lookup(req.Search)
+	if !ok {
+		return fmt.Errorf("unknown search plugin %q (available: %s)", req.Search, strings.Join(search.Names(), ", "))
+	}
+	props := overlayProps(enc, sp)
+	props.SetCanonical(PropEncap, enc.Name())
+	props.SetCanonical(PropSearch, sp.Name)
+	if req.VNetID == "" {
+		return fmt.Errorf("missing required virtual network id (-v)")
+	}
+	if err := props.Set(PropVNetID, req.VNetID); err != nil {
+		return err
+	}
+	if err := applyAssignments(props, req.Props, sp.Name); err != nil {
+		return err
+	}
+	if missing := props.Missing(); len(missing) > 0 {
+		return missingError(missing)
+	}
+	if err := m.checkUnique(req.Name, enc, props); err != nil {
+		return err
+	}
+	ov := &overlay{name: req.Name, temporary: req.Temporary, id: m.nextID, props: props,
+		enc: enc, sp: sp, vnics: map[string]*vnic{},
+		log: m.log.With("overlay", req.Name)}
+	props.SetCanonical(PropVarpdID, strconv.FormatUint(ov.id, 10))
+	inst, err := startPlugin(ov, props)
+	if err != nil {
+		return err
+	}
+	cfg, err := dataConfig(ov, props, inst)
+	if err != nil {
+		inst.Stop()
+		return err
+	}
+	dpo, err := m.dp.CreateOverlay(cfg)
+	if err != nil {
+		inst.Stop()
+		return err
+	}
+	ov.inst, ov.dp = inst, dpo
+	m.nextID++
+	m.overlays[req.Name] = ov
+	ov.log.Info("overlay created", "encap", enc.Name(), "search", sp.Name,
+		"vnetid", cfg.VNetID, "listen", cfg.Listen.String(), "temporary", req.Temporary)
+	return nil
+}
+
+// checkUnique enforces the illumos rule: one overlay per (encapsulation,
+// vnetid) on a host, whatever the listen address.
+func (m *Manager) checkUnique(self string, enc encap.Plugin, props *prop.Set) error {
+	vnetid := props.Uint(PropVNetID)
+	for _, o := range m.overlays {
+		if o.name != self && o.enc.Name() == enc.Name() && o.props.Uint(PropVNetID) == vnetid {
+			return fmt.Errorf("vnetid %d is already used by overlay %s (a host holds one %s overlay per vnetid)", vnetid, o.name, enc.Name())
+		}
+	}
+	return nil
+}
+
+func startPlugin(ov *overlay, props *prop.Set) (search.Instance, error) {
+	inst, err := ov.sp.New(search.Config{Props: props, Dest: ov.enc.Dest(),
+		VNetID: uint32(props.Uint(PropVNetID)), Log: ov.log.With("search", ov.sp.Name)})
+	if err != nil {
+		return nil, fmt.Errorf("search plugin %s: %w", ov.sp.Name, err)
+	}
+	if err := inst.Start(); err != nil {
+		return nil, fmt.Errorf("search plugin %s: %w", ov.sp.Name, err)
+	}
+	return inst, nil
+}
+
+// dataConfig derives the data path's view of an overlay.
+func dataConfig(ov *overlay, props *prop.Set, inst search.Instance) (datapath.OverlayConfig, error) {
+	listen, err := ov.enc.Listen(props)
+	if err != nil {
+		return datapath.OverlayConfig{}, err
+	}
+	cfg := datapath.OverlayConfig{
+		Name:   ov.name,
+		VNetID: uint32(props.Uint(PropVNetID)),
+		Encap:  ov.enc,
+		Listen: listen,
+		MTU:    int(props.Uint(PropMTU)),
+	}
+	if pi, ok := inst.(search.PointInstance); ok {
+		p := pi.Point()
+		if err := checkFamilies(listen.Addr(), p.IP); err != nil {
+			return cfg, err
+		}
+		cfg.Point = &p
+	}
+	return cfg, nil
+}
+
+// checkFamilies refuses a destination the listen socket cannot reach: an
+// IPv4 socket cannot send to IPv6 and the reverse. An unspecified "::"
+// listen address serves both.
+func checkFamilies(listen, dest netip.Addr) error {
+	if listen.IsUnspecified() && listen.Is6() {
+		return nil
+	}
+	if listen.Is4() != dest.Is4() {
+		fam := func(a netip.Addr) string {
+			if a.Is4() {
+				return "IPv4"
+			}
+			return "IPv6"
+		}
+		return fmt.Errorf("destination %s is %s but the listen address %s is %s; use addresses of one family",
+			dest, fam(dest), listen, fam(listen))
+	}
+	return nil
+}
+
+// DeleteOverlay deletes an overlay that has no VNICs.
+func (m *Manager) DeleteOverlay(name string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ov, err := m.overlay(name)
+	if err != nil {
+		return err
+	}
+	if len(ov.vnics) > 0 {
+		return fmt.Errorf("overlay %s still has VNICs (%s); delete them first", name, strings.Join(sortedKeys(ov.vnics), ", "))
+	}
+	ov.dp.Close()
+	ov.inst.Stop()
+	delete(m.overlays, name)
+	ov.log.Info("overlay deleted")
+	return nil
+}
+
+// SetProps changes read-write properties of an overlay. All of them take
+// effect, or none.
+func (m *Manager) SetProps(req SetPropsRequest) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ov, err := m.overlay(req.Name)
+	if err != nil {
+		return err
+	}
+	if len(req.Props) == 0 {
+		return fmt.Errorf("no property to set")
+	}
+	props := ov.props.Clone()
+	if err := applyAssignments(props, req.Props, ov.sp.Name); err != nil {
+		return err
+	}
+	if missing := props.Missing(); len(missing) > 0 {
+		return missingError(missing)
+	}
+	if err := m.checkUnique(ov.name, ov.enc, props); err != nil {
+		return err
+	}
+	newMTU := int(props.Uint(PropMTU))
+	for _, v := range ov.vnics {
+		if v.mtu > newMTU {
+			return fmt.Errorf("VNIC %s has mtu %d, above the new overlay mtu %d; lower or delete it first", v.name, v.mtu, newMTU)
+		}
+	}
+	// A new plugin instance when a plugin property changed, so a plugin
+	// never sees its configuration change under it.
+	inst := ov.inst
+	searchChanged := false
+	for _, a := range req.Props {
+		if strings.HasPrefix(a.Name, ov.sp.Name+"/") {
+			searchChanged = true
+		}
+	}
+	if searchChanged {
+		if inst, err = startPlugin(ov, props); err != nil {
+			return err
+		}
+	}
+	cfg, err := dataConfig(ov, props, inst)
+	if err == nil {
+		err = ov.dp.Update(cfg)
+	}
+	if err != nil {
+		if searchChanged {
+			inst.Stop()
+		}
+		return err
+	}
+	if searchChanged {
+		ov.inst.Stop()
+		ov.inst = inst
+	}
+	ov.props = props
+	for _, a := range req.Props {
+		ov.log.Info("property set", "prop", a.Name, "value", props.Get(a.Name))
+	}
+	return nil
+}
+
+// CreateVNIC creates a VNIC on an overlay.
+func (m *Manager) CreateVNIC(req CreateVNICRequest) (VNICInfo, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := checkName("VNIC", req.Name, MaxVNICName); err != nil {
+		return VNICInfo{}, err
+	}
+	if _, dup := m.vnics[req.Name]; dup {
+		return VNICInfo{}, fmt.Errorf("VNIC %s already exists", req.Name)
+	}
+	if req.Overlay == "" {
+		return VNICInfo{}, fmt.Errorf("missing overlay (-l) for VNIC %s", req.Name)
+	}
+	ov, err := m.overlay(req.Overlay)
+	if err != nil {
+		return VNICInfo{}, err
+	}
+	if req.VLAN > 4094 {
+		return VNICInfo{}, fmt.Errorf("VLAN id %d out of range 1-4094", req.VLAN)
+	}
+	var mac net.HardwareAddr
+	switch req.MAC {
+	case "", "auto", "random":
+		mac = m.freeMAC(ov, req.VLAN)
+	default:
+		if mac, err = ether.ParseMAC(req.MAC); err != nil {
+			return VNICInfo{}, err
+		}
+		if !ether.IsUnicast(mac) || ether.IsZero(mac) {
+			return VNICInfo{}, fmt.Errorf("MAC address %s is not a unicast address", req.MAC)
+		}
+	}
+	props := vnicProps(int(ov.props.Uint(PropMTU)))
+	for _, a := range req.Props {
+		if _, ok := props.Desc(a.Name); !ok {
+			return VNICInfo{}, fmt.Errorf("unknown VNIC property %s (settable: mtu)", a.Name)
+		}
+		if err := props.Set(a.Name, a.Value); err != nil {
+			return VNICInfo{}, err
+		}
+	}
+	v := &vnic{name: req.Name, overlay: ov, mac: mac, vlan: req.VLAN,
+		mtu: int(props.Uint(PropMTU)), temporary: req.Temporary}
+	if err := ov.dp.AddVNIC(datapath.VNICConfig{Name: v.name, MAC: v.mac, VLAN: v.vlan, MTU: v.mtu}); err != nil {
+		return VNICInfo{}, fmt.Errorf("VNIC %s: %w", req.Name, err)
+	}
+	ov.vnics[v.name] = v
+	m.vnics[v.name] = v
+	return v.info(), nil
+}
+
+// freeMAC picks a random MAC not yet used on the overlay's VLAN.
+func (m *Manager) freeMAC(ov *overlay, vlan uint16) net.HardwareAddr {
+	for {
+		mac := ether.RandomMAC(ether.DefaultPrefix)
+		used := false
+		for _, v := range ov.vnics {
+			if v.vlan == vlan && v.mac.String() == mac.String() {
+				used = true
+			}
+		}
+		if !used {
+			return mac
+		}
+	}
+}
+
+// DeleteVNIC deletes a VNIC.
+func (m *Manager) DeleteVNIC(name string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v, ok := m.vnics[name]
+	if !ok {
+		return notFound("VNIC %s does not exist", name)
+	}
+	if err := v.overlay.dp.RemoveVNIC(name); err != nil {
+		return err
+	}
+	delete(v.overlay.vnics, name)
+	delete(m.vnics, name)
+	return nil
+}
+
+// Overlays describes the named overlay, or all overlays sorted by name.
+func (m *Manager) Overlays(name string) ([]OverlayInfo, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ovs, err := m.pick(name)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]OverlayInfo, 0, len(ovs))
+	for _, ov := range ovs {
+		info := OverlayInfo{Name: ov.name, Temporary: ov.temporary, Status: StatusOnline,
+			Details: ov.degraded, VNICs: sortedKeys(ov.vnics)}
+		if ov.degraded != "" {
+			info.Status = StatusDegraded
+		}
+		for _, d := range ov.props.Descs() {
+			info.Props = append(info.Props, PropInfo{Name: d.Name, Perm: d.Perm.String(),
+				Required: d.Required, Value: ov.props.Get(d.Name), Default: d.Default,
+				Possible: d.PossibleText()})
+		}
+		out = append(out, info)
+	}
+	return out, nil
+}
+
+// VNICs describes VNICs: the named one, or those of one overlay, or all.
+func (m *Manager) VNICs(overlayName, name string) ([]VNICInfo, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if overlayName != "" {
+		if _, err := m.overlay(overlayName); err != nil {
+			return nil, err
+		}
+	}
+	if name != "" {
+		v, ok := m.vnics[name]
+		if !ok {
+			return nil, notFound("VNIC %s does not exist", name)
+		}
+		if overlayName != "" && v.overlay.name != overlayName {
+			return nil, notFound("VNIC %s is not on overlay %s", name, overlayName)
+		}
+		return []VNICInfo{v.info()}, nil
+	}
+	var out []VNICInfo
+	for _, n := range sortedKeys(m.vnics) {
+		v := m.vnics[n]
+		if overlayName == "" || v.overlay.name == overlayName {
+			out = append(out, v.info())
+		}
+	}
+	return out, nil
+}
+
+// Targets lists target table entries of the named overlay, or of all.
+func (m *Manager) Targets(name string) ([]TargetInfo, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ovs, err := m.pick(name)
+	if err != nil {
+		return nil, err
+	}
+	var out []TargetInfo
+	for _, ov := range ovs {
+		if pi, ok := ov.inst.(search.PointInstance); ok {
+			out = append(out, TargetInfo{Overlay: ov.name, Target: "*:*:*:*:*:*", Destination: pi.Point().String()})
+		}
+	}
+	return out, nil
+}
+
+// Stats returns the counters of the named overlay, or of all.
+func (m *Manager) Stats(name string) ([]StatsInfo, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ovs, err := m.pick(name)
+	if err != nil {
+		return nil, err
+	}
+	var out []StatsInfo
+	for _, ov := range ovs {
+		out = append(out, StatsInfo{Overlay: ov.name, Stats: convStats(ov.dp.Stats())})
+	}
+	return out, nil
+}
+
+// Listeners describes the underlay listen addresses.
+func (m *Manager) Listeners() []ListenerInfo {
+	var out []ListenerInfo
+	for _, l := range m.dp.Listeners() {
+		sort.Strings(l.Overlays)
+		out = append(out, ListenerInfo{Listen: l.Addr.String(), Overlays: l.Overlays, Stats: convStats(l.Stats)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Listen < out[j].Listen })
+	return out
+}
+
+// Close deletes every VNIC and overlay from the data path, leaving the
+// configuration as it is.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, ov := range m.overlays {
+		ov.dp.Close()
+		ov.inst.Stop()
+	}
+	m.overlays = map[string]*overlay{}
+	m.vnics = map[string]*vnic{}
+}
+
+func (m *Manager) overlay(name string) (*overlay, error) {
+	ov, ok := m.overlays[name]
+	if !ok {
+		return nil, notFound("overlay %s does not exist", name)
+	}
+	return ov, nil
+}
+
+func (m *Manager) pick(name string) ([]*overlay, error) {
+	if name != "" {
+		ov, err := m.overlay(name)
+		if err != nil {
+			return nil, err
+		}
+		return []*overlay{ov}, nil
+	}
+	var out []*overlay
+	for _, n := range sortedKeys(m.overlays) {
+		out = append(out, m.overlays[n])
+	}
+	return out, nil
+}
+
+func (v *vnic) info() VNICInfo {
+	return VNICInfo{Name: v.name, Overlay: v.overlay.name, MAC: v.mac.String(), VLAN: v.vlan, MTU: v.mtu, Temporary: v.temporary}
+}
+
+func convStats(s datapath.Stats) []Stat {
+	out := make([]Stat, len(s))
+	for i, st := range s {
+		out[i] = Stat{Name: st.Name, Value: st.Value}
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,102 @@
+package overlay
+
+import (
+	"fmt"
+	"strings"
+
+	"overlaynet/encap"
+	"overlaynet/prop"
+	"overlaynet/search"
+)
+
+// Generic property names.
+const (
+	PropMTU     = "mtu"
+	PropVNetID  = "vnetid"
+	PropEncap   = "encap"
+	PropSearch  = "search"
+	PropVarpdID = "varpd/id"
+)
+
+// MTU limits of an overlay (illumos: 576-8900, default 1400).
+const (
+	DefaultMTU = 1400
+	MinMTU     = 576
+	MaxMTU     = 8900
+)
+
+// overlayProps builds the property set of an overlay with the given
+// plugins, in the order show-overlay prints them: mtu, vnetid, encap,
+// varpd/id, the encapsulation's properties, search, the search plugin's.
+func overlayProps(enc encap.Plugin, sp *search.Plugin) *prop.Set {
+	head := []prop.Desc{
+		{Name: PropMTU, Type: prop.Uint, Perm: prop.ReadWrite, Default: fmt.Sprint(DefaultMTU),
+			HasRange: true, Min: MinMTU, Max: MaxMTU,
+			Help: "largest frame payload carried; applied to the overlay's VNICs"},
+		{Name: PropVNetID, Type: prop.Uint, Perm: prop.ReadWrite, Required: true,
+			HasRange: true, Min: 0, Max: int64(enc.MaxVNetID()),
+			Help: "virtual network id written into every packet"},
+		{Name: PropEncap, Type: prop.String, Perm: prop.ReadOnly, Required: true,
+			Possible: encap.Names(), Help: "encapsulation plugin"},
+		{Name: PropVarpdID, Type: prop.Uint, Perm: prop.ReadOnly,
+			Help: "search plugin instance id, assigned by overlayd"},
+	}
+	searchDesc := []prop.Desc{
+		{Name: PropSearch, Type: prop.String, Perm: prop.ReadOnly, Required: true,
+			Possible: search.Names(), Help: "search plugin"},
+	}
+	return prop.NewSet(head, enc.Props(), searchDesc, sp.Props(enc.Dest()))
+}
+
+// applyAssignments sets operator-given properties on s. With create set,
+// read-only properties are refused too, since they come from -e, -s or
+// overlayd itself; either way read-only properties cannot be set.
+func applyAssignments(s *prop.Set, as []Assignment, searchName string) error {
+	for _, a := range as {
+		d, ok := s.Desc(a.Name)
+		if !ok {
+			return unknownProp(a.Name, s, searchName)
+		}
+		if d.Perm != prop.ReadWrite {
+			return fmt.Errorf("property %s is read-only", a.Name)
+		}
+		if err := s.Set(a.Name, a.Value); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func unknownProp(name string, s *prop.Set, searchName string) error {
+	if plugin, _, ok := strings.Cut(name, "/"); ok {
+		if _, isSearch := search.Lookup(plugin); isSearch && plugin != searchName {
+			return fmt.Errorf("property %s belongs to the %s search plugin, but this overlay uses %s", name, plugin, searchName)
+		}
+		if _, isEncap := encap.Lookup(plugin); isEncap {
+			return fmt.Errorf("property %s belongs to the %s encapsulation, which this overlay does not use", name, plugin)
+		}
+	}
+	var names []string
+	for _, d := range s.Descs() {
+		if d.Perm == prop.ReadWrite {
+			names = append(names, d.Name)
+		}
+	}
+	return fmt.Errorf("unknown property %s (settable properties: %s)", name, strings.Join(names, ", "))
+}
+
+func missingError(missing []string) error {
+	if len(missing) == 1 {
+		return fmt.Errorf("missing required property %s", missing[0])
+	}
+	return fmt.Errorf("missing required properties %s", strings.Join(missing, ", "))
+}
+
+// vnicProps is the property set of a VNIC on an overlay with the given MTU.
+func vnicProps(overlayMTU int) *prop.Set {
+	return prop.NewSet([]prop.Desc{
+		{Name: PropMTU, Type: prop.Uint, Perm: prop.ReadWrite, Default: fmt.Sprint(overlayMTU),
+			HasRange: true, Min: MinMTU, Max: int64(overlayMTU),
+			Help: "the VNIC's MTU, at most the overlay's"},
+	})
+}

@@ -1,0 +1,113 @@
+// Package search defines search plugins — where a frame for a non-local
+// MAC goes — and the registry they join by name, as varpd's plugins do.
+// Adding a search plugin touches one folder below this one: it registers
+// a Plugin from init, and overlayd imports the folder.
+package search
+
+import (
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+
+	"overlaynet/encap"
+	"overlaynet/prop"
+)
+
+// Mode is how a plugin answers: one destination for everything (point), or
+// per-MAC lookups (dynamic).
+type Mode int
+
+// Target modes, numbered as illumos numbers them.
+const (
+	Point   Mode = 1
+	Dynamic Mode = 2
+)
+
+func (m Mode) String() string {
+	switch m {
+	case Point:
+		return "point"
+	case Dynamic:
+		return "dynamic"
+	}
+	return fmt.Sprintf("Mode(%d)", int(m))
+}
+
+// Plugin is a registered search plugin.
+type Plugin struct {
+	// Name is the value of the search property, e.g. "direct".
+	Name string
+	// Mode is the plugin's target mode.
+	Mode Mode
+	// Props describes the plugin's properties (names "<plugin>/...").
+	Props func(dest encap.DestType) []prop.Desc
+	// New creates an instance for one overlay. It fails when the plugin
+	// cannot supply the destination type the encapsulation needs.
+	New func(cfg Config) (Instance, error)
+}
+
+// Config is what an instance is created with.
+type Config struct {
+	// Props holds the overlay's properties; the instance reads its own.
+	// It is a snapshot: a property change creates a new instance.
+	Props *prop.Set
+	// Dest is what the encapsulation needs to address a peer.
+	Dest encap.DestType
+	// VNetID is the overlay's virtual network id.
+	VNetID uint32
+	// Log is the overlay's logger.
+	Log *slog.Logger
+}
+
+// Instance is a plugin serving one overlay.
+type Instance interface {
+	// Start verifies the configuration and acquires what the plugin
+	// needs. An error aborts the overlay's creation.
+	Start() error
+	// Stop releases what Start acquired.
+	Stop()
+}
+
+// PointInstance is implemented by point-mode instances.
+type PointInstance interface {
+	Instance
+	// Point is the single destination of every non-local frame.
+	Point() encap.Dest
+}
+
+var (
+	mu      sync.RWMutex
+	plugins = map[string]*Plugin{}
+)
+
+// Register adds a search plugin; plugins call it from init. A duplicate
+// name is a programming error and panics.
+func Register(p *Plugin) {
+	mu.Lock()
+	defer mu.Unlock()
+	if _, dup := plugins[p.Name]; dup {
+		panic(fmt.Sprintf("search: plugin %q registered twice", p.Name))
+	}
+	plugins[p.Name] = p
+}
+
+// Lookup returns the registered plugin with that name.
+func Lookup(name string) (*Plugin, bool) {
+	mu.RLock()
+	defer mu.RUnlock()
+	p, ok := plugins[name]
+	return p, ok
+}
+
+// Names returns the registered plugin names, sorted.
+func Names() []string {
+	mu.RLock()
+	defer mu.RUnlock()
+	names := make([]string, 0, len(plugins))
+	for n := range plugins {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
