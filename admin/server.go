@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -84,7 +85,9 @@ func (s *Server) handle(c net.Conn) {
 	c.SetDeadline(time.Now().Add(30 * time.Second))
 	var req Request
 	if err := json.NewDecoder(bufio.NewReader(c)).Decode(&req); err != nil {
-		s.Log.Warn("admin: unreadable request", "err", err)
+		if !errors.Is(err, io.EOF) { // a bare connect is a liveness probe
+			s.Log.Warn("admin: unreadable request", "err", err)
+		}
 		return
 	}
 	result, err := s.dispatch(req)

@@ -1,0 +1,94 @@
+// Package integration tests overlayd end to end: real network namespaces
+// as hosts, real overlayd processes, real TAP devices, real UDP, and real
+// peers (the kernel's vxlan driver, tshark, iperf3). The tests need root.
+package integration
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"testing"
+
+	"overlaynet/netlab"
+)
+
+var binDir string
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		fmt.Println("integration tests need root; skipping")
+		os.Exit(0)
+	}
+	dir, err := os.MkdirTemp("", "overlay-bin-")
+	if err != nil {
+		fmt.Println(err)
+		os.Exit(1)
+	}
+	if binDir, err = netlab.Build(dir); err != nil {
+		fmt.Println(err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// newLab returns a lab torn down when the test ends; on failure the
+// daemons' logs are printed first.
+func newLab(t *testing.T) *netlab.Lab {
+	t.Helper()
+	l, err := netlab.New(binDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			logs, _ := exec.Command("sh", "-c", "tail -n 40 "+l.Dir+"/*.log").CombinedOutput()
+			t.Logf("lab logs:\n%s", logs)
+		}
+		l.Close()
+	})
+	return l
+}
+
+// need skips the test when a tool is missing (.ci/run installs them all).
+func need(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is not installed (scripts/install-deps installs the test tools)", tool)
+		}
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// twoHostsDirect builds two hosts with overlayd each and overlay ov0
+// (vnetid 42, direct) between them, one VNIC on each moved into a guest
+// with 10.9.0.1 and 10.9.0.2.
+func twoHostsDirect(t *testing.T) (l *netlab.Lab, d1, d2 *netlab.Daemon, g1, g2 *netlab.NS) {
+	t.Helper()
+	l = newLab(t)
+	h1, h2, err := l.TwoHosts()
+	must(t, err)
+	d1, err = l.StartDaemon(h1)
+	must(t, err)
+	d2, err = l.StartDaemon(h2)
+	must(t, err)
+	must(t, d1.DirectOverlay("ov0", 42, netlab.Host1IP, netlab.Host2IP))
+	must(t, d2.DirectOverlay("ov0", 42, netlab.Host2IP, netlab.Host1IP))
+	_, err = d1.Adm("create-vnic", "-l", "ov0", "vnic1")
+	must(t, err)
+	_, err = d2.Adm("create-vnic", "-l", "ov0", "vnic2")
+	must(t, err)
+	g1, err = d1.Guest("g1", "vnic1", "10.9.0.1/24")
+	must(t, err)
+	g2, err = d2.Guest("g2", "vnic2", "10.9.0.2/24")
+	must(t, err)
+	return l, d1, d2, g1, g2
+}
