@@ -2,6 +2,7 @@ package adm
 
 import (
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 
@@ -49,7 +50,7 @@ have at most 31 characters. Without -t the overlay is persistent.`,
 				return usagef("missing required search plugin (-s)")
 			}
 			if _, err := strconv.ParseUint(req.VNetID, 10, 64); err != nil {
-				return usagef("cannot parse virtual network id %q: want a decimal number", req.VNetID)
+				return fmt.Errorf("cannot parse virtual network id %q: want a decimal number", req.VNetID)
 			}
 			var err error
 			if req.Props, err = assignments(props); err != nil {
@@ -173,7 +174,7 @@ PERM is rw or r-, REQ y when required; -- marks a missing value.
 }
 
 func printer(e *env, fields []ofmt.Field, output string, parsable bool) (*ofmt.Printer, error) {
-	p, err := ofmt.New(e.stdout, e.stderr, fields, output, parsable)
+	p, err := ofmt.New(e.stdout, prefixWriter{e.stderr}, fields, output, parsable)
 	if err != nil {
 		return nil, usagef("%v", err)
 	}
@@ -293,4 +294,14 @@ dropped before they reach an overlay (too short, bad header, unknown VNI).
 	c.Flags().BoolVarP(&parsable, "parsable", "p", false, "machine-parsable output (needs -o)")
 	c.Flags().StringVarP(&output, "output", "o", "", "fields to print, comma-separated, or all")
 	return c
+}
+
+// prefixWriter marks warnings as overlayadm's.
+type prefixWriter struct{ w io.Writer }
+
+func (p prefixWriter) Write(b []byte) (int, error) {
+	if _, err := io.WriteString(p.w, "overlayadm: "); err != nil {
+		return 0, err
+	}
+	return p.w.Write(b)
 }

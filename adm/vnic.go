@@ -38,7 +38,7 @@ receives untagged frames; they carry the tag inside the overlay.
 			if vid != "" {
 				v, err := strconv.ParseUint(vid, 10, 16)
 				if err != nil || v < 1 || v > 4094 {
-					return usagef("invalid VLAN id %q: want 1-4094", vid)
+					return fmt.Errorf("invalid VLAN id %q: want 1-4094", vid)
 				}
 				req.VLAN = uint16(v)
 			}

@@ -85,6 +85,13 @@ func (m *Manager) CreateOverlay(req CreateOverlayRequest) error {
 	if _, dup := m.overlays[req.Name]; dup {
 		return fmt.Errorf("overlay %s already exists", req.Name)
 	}
+	if err := m.createOverlay(req); err != nil {
+		return fmt.Errorf("overlay %s: %w", req.Name, err)
+	}
+	return nil
+}
+
+func (m *Manager) createOverlay(req CreateOverlayRequest) error {
 	enc, ok := encap.Lookup(req.Encap)
 	if !ok {
 		return fmt.Errorf("unknown encapsulation plugin %q (available: %s)", req.Encap, strings.Join(encap.Names(), ", "))
@@ -231,6 +238,14 @@ func (m *Manager) SetProps(req SetPropsRequest) error {
 	if err != nil {
 		return err
 	}
+	if err := m.setProps(ov, req); err != nil {
+		return fmt.Errorf("overlay %s: %w", req.Name, err)
+	}
+	return nil
+}
+
+func (m *Manager) setProps(ov *overlay, req SetPropsRequest) error {
+	var err error
 	if len(req.Props) == 0 {
 		return fmt.Errorf("no property to set")
 	}
@@ -303,7 +318,7 @@ func (m *Manager) CreateVNIC(req CreateVNICRequest) (VNICInfo, error) {
 		return VNICInfo{}, err
 	}
 	if req.VLAN > 4094 {
-		return VNICInfo{}, fmt.Errorf("VLAN id %d out of range 1-4094", req.VLAN)
+		return VNICInfo{}, fmt.Errorf("VNIC %s: VLAN id %d out of range 1-4094", req.Name, req.VLAN)
 	}
 	var mac net.HardwareAddr
 	switch req.MAC {
@@ -311,19 +326,19 @@ func (m *Manager) CreateVNIC(req CreateVNICRequest) (VNICInfo, error) {
 		mac = m.freeMAC(ov, req.VLAN)
 	default:
 		if mac, err = ether.ParseMAC(req.MAC); err != nil {
-			return VNICInfo{}, err
+			return VNICInfo{}, fmt.Errorf("VNIC %s: %w", req.Name, err)
 		}
 		if !ether.IsUnicast(mac) || ether.IsZero(mac) {
-			return VNICInfo{}, fmt.Errorf("MAC address %s is not a unicast address", req.MAC)
+			return VNICInfo{}, fmt.Errorf("VNIC %s: MAC address %s is not a unicast address", req.Name, req.MAC)
 		}
 	}
 	props := vnicProps(int(ov.props.Uint(PropMTU)))
 	for _, a := range req.Props {
 		if _, ok := props.Desc(a.Name); !ok {
-			return VNICInfo{}, fmt.Errorf("unknown VNIC property %s (settable: mtu)", a.Name)
+			return VNICInfo{}, fmt.Errorf("VNIC %s: unknown property %s (settable: mtu)", req.Name, a.Name)
 		}
 		if err := props.Set(a.Name, a.Value); err != nil {
-			return VNICInfo{}, err
+			return VNICInfo{}, fmt.Errorf("VNIC %s: %w", req.Name, err)
 		}
 	}
 	v := &vnic{name: req.Name, overlay: ov, mac: mac, vlan: req.VLAN,
@@ -502,7 +517,7 @@ func (m *Manager) pick(name string) ([]*overlay, error) {
 }
 
 func (v *vnic) info() VNICInfo {
-	return VNICInfo{Name: v.name, Overlay: v.overlay.name, MAC: v.mac.String(), VLAN: v.vlan, MTU: v.mtu, Temporary: v.temporary}
+	return VNICInfo{Name: v.name, Overlay: v.overlay.name, MAC: ether.Short(v.mac), VLAN: v.vlan, MTU: v.mtu, Temporary: v.temporary}
 }
 
 func convStats(s datapath.Stats) []Stat {

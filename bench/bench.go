@@ -1,0 +1,235 @@
+// Package bench measures the overlay beside its references in one run:
+// the raw underlay, the Linux kernel's vxlan driver, and overlayd's
+// userspace data path, each between two simulated hosts (network
+// namespaces joined by veth). Absolute figures on shared virtual machines
+// move from run to run; the ratios to kernel vxlan measured in the same
+// run are what to compare.
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"overlaynet/netlab"
+)
+
+// Options tune a benchmark run.
+type Options struct {
+	// Duration of each iperf3 run.
+	Duration time.Duration
+	// Rounds of the whole set; medians are reported.
+	Rounds int
+	// Bin holds overlayd and overlayadm.
+	Bin string
+	// Log receives progress lines.
+	Log io.Writer
+}
+
+// Result is the measurement of one path.
+type Result struct {
+	Path    string
+	TCP1    float64 // Gbit/s, one stream
+	TCP4    float64 // Gbit/s, four streams
+	PingAvg float64 // ms
+}
+
+// path is one way of carrying traffic from host 1 to host 2.
+type path struct {
+	name   string
+	client *netlab.NS // where iperf3 -c and ping run
+	target string     // the address they aim at
+}
+
+// Run measures every path and returns one result per path, in order, the
+// kernel vxlan row second.
+func Run(o Options) ([]Result, error) {
+	l, err := netlab.New(o.Bin)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Close()
+	h1, h2, err := l.TwoHosts()
+	if err != nil {
+		return nil, err
+	}
+
+	// Kernel vxlan on port 4790, so that overlayd keeps 4789.
+	for _, h := range []struct {
+		ns          *netlab.NS
+		local, peer string
+		addr        string
+	}{{h1, netlab.Host1IP, netlab.Host2IP, "10.99.0.1/24"}, {h2, netlab.Host2IP, netlab.Host1IP, "10.99.0.2/24"}} {
+		for _, args := range [][]string{
+			{"link", "add", "vxk0", "type", "vxlan", "id", "42", "dstport", "4790", "remote", h.peer, "local", h.local, "dev", "ul0"},
+			{"link", "set", "vxk0", "mtu", "1400"},
+			{"addr", "add", h.addr, "dev", "vxk0"},
+			{"link", "set", "vxk0", "up"},
+		} {
+			if _, err := h.ns.IP(args...); err != nil {
+				return nil, err
+			}
+		}
+	}
+
+	// Our overlay, VNICs in guest namespaces as an operator would use them.
+	d1, err := l.StartDaemon(h1, "--log-level", "warn")
+	if err != nil {
+		return nil, err
+	}
+	d2, err := l.StartDaemon(h2, "--log-level", "warn")
+	if err != nil {
+		return nil, err
+	}
+	if err := d1.DirectOverlay("ov0", 42, netlab.Host1IP, netlab.Host2IP); err != nil {
+		return nil, err
+	}
+	if err := d2.DirectOverlay("ov0", 42, netlab.Host2IP, netlab.Host1IP); err != nil {
+		return nil, err
+	}
+	if _, err := d1.Adm("create-vnic", "-l", "ov0", "vnic1"); err != nil {
+		return nil, err
+	}
+	if _, err := d2.Adm("create-vnic", "-l", "ov0", "vnic2"); err != nil {
+		return nil, err
+	}
+	g1, err := d1.Guest("g1", "vnic1", "10.9.0.1/24")
+	if err != nil {
+		return nil, err
+	}
+	g2, err := d2.Guest("g2", "vnic2", "10.9.0.2/24")
+	if err != nil {
+		return nil, err
+	}
+
+	for _, ns := range []*netlab.NS{h2, g2} {
+		if _, err := l.Start(ns, "iperf3-"+ns.Name, "iperf3", "-s"); err != nil {
+			return nil, err
+		}
+	}
+	paths := []path{
+		{"raw underlay (veth)", h1, netlab.Host2IP},
+		{"kernel vxlan", h1, "10.99.0.2"},
+		{"overlayd userspace", g1, "10.9.0.2"},
+	}
+	for _, p := range paths { // warm up: ARP, server readiness
+		if err := waitIperf(p); err != nil {
+			return nil, err
+		}
+	}
+
+	samples := make([][]Result, len(paths))
+	for r := 0; r < o.Rounds; r++ {
+		for i, p := range paths {
+			fmt.Fprintf(o.Log, "round %d/%d: %s\n", r+1, o.Rounds, p.name)
+			res := Result{Path: p.name}
+			if res.TCP1, err = iperf(p, o.Duration, 1); err != nil {
+				return nil, err
+			}
+			if res.TCP4, err = iperf(p, o.Duration, 4); err != nil {
+				return nil, err
+			}
+			if res.PingAvg, err = pingAvg(p); err != nil {
+				return nil, err
+			}
+			samples[i] = append(samples[i], res)
+		}
+	}
+	out := make([]Result, len(paths))
+	for i, ss := range samples {
+		out[i] = Result{Path: paths[i].name,
+			TCP1:    median(ss, func(r Result) float64 { return r.TCP1 }),
+			TCP4:    median(ss, func(r Result) float64 { return r.TCP4 }),
+			PingAvg: median(ss, func(r Result) float64 { return r.PingAvg })}
+	}
+	return out, nil
+}
+
+func waitIperf(p path) error {
+	var err error
+	for i := 0; i < 50; i++ {
+		if _, err = p.client.Exec("iperf3", "-c", p.target, "-t", "1", "-J"); err == nil {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("%s: iperf3 never connected: %w", p.name, err)
+}
+
+// iperf runs an iperf3 TCP test and returns the received rate in Gbit/s.
+func iperf(p path, d time.Duration, streams int) (float64, error) {
+	out, err := p.client.Exec("iperf3", "-c", p.target, "-t", strconv.Itoa(int(d.Seconds())),
+		"-P", strconv.Itoa(streams), "-J")
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", p.name, err)
+	}
+	var res struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		return 0, fmt.Errorf("%s: iperf3 output: %w", p.name, err)
+	}
+	return res.End.SumReceived.BitsPerSecond / 1e9, nil
+}
+
+var rttLine = regexp.MustCompile(`= [\d.]+/([\d.]+)/`)
+
+// pingAvg returns the average round trip of 20 pings, in milliseconds.
+func pingAvg(p path) (float64, error) {
+	out, err := p.client.Exec("ping", "-c", "20", "-i", "0.05", "-q", p.target)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", p.name, err)
+	}
+	m := rttLine.FindStringSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("%s: no rtt in ping output %q", p.name, out)
+	}
+	return strconv.ParseFloat(m[1], 64)
+}
+
+func median(rs []Result, f func(Result) float64) float64 {
+	v := make([]float64, len(rs))
+	for i, r := range rs {
+		v[i] = f(r)
+	}
+	sort.Float64s(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+// Print writes the results as a table with ratios to the kernel vxlan row.
+func Print(w io.Writer, rs []Result) {
+	var ref Result
+	for _, r := range rs {
+		if strings.Contains(r.Path, "kernel vxlan") {
+			ref = r
+		}
+	}
+	ratio := func(a, b float64) string {
+		if b == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.2f", a/b)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PATH\tTCP 1 STREAM\tRATIO\tTCP 4 STREAMS\tRATIO\tPING AVG\tRATIO")
+	for _, r := range rs {
+		fmt.Fprintf(tw, "%s\t%.2f Gbit/s\t%s\t%.2f Gbit/s\t%s\t%.3f ms\t%s\n", r.Path,
+			r.TCP1, ratio(r.TCP1, ref.TCP1), r.TCP4, ratio(r.TCP4, ref.TCP4),
+			r.PingAvg, ratio(r.PingAvg, ref.PingAvg))
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "Ratios are to kernel vxlan measured in the same run (throughput: higher is better; ping: lower is better).")
+}
