@@ -16,7 +16,8 @@ func FlowHash(frame []byte) uint32 {
 	off := 12
 	etype := binary.BigEndian.Uint16(frame[off:])
 	if etype == 0x8100 && len(frame) >= 18 {
-		h = fnv(h, frame[14:16]) // the VLAN id keeps VLANs apart
+		// The VLAN id, not the priority bits, keeps VLANs apart.
+		h = fnv(h, []byte{frame[14] & 0x0f, frame[15]})
 		off = 16
 		etype = binary.BigEndian.Uint16(frame[off:])
 	}

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -51,16 +52,34 @@ func TestTsharkDecodesVXLAN(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	capture := d2.Host.Command(ctx, "tshark", "-q", "-i", "ul0", "-f", "udp port 4789", "-c", "6", "-w", pcap)
-	stderr := &strings.Builder{}
-	capture.Stderr = stderr
+	errPipe, err := capture.StderrPipe()
+	must(t, err)
 	must(t, capture.Start())
-	for i := 0; i < 100 && !strings.Contains(stderr.String(), "Capturing on"); i++ {
-		time.Sleep(50 * time.Millisecond)
+	ready := make(chan struct{})
+	stderrDone := make(chan string, 1)
+	go func() {
+		var all strings.Builder
+		started := false
+		sc := bufio.NewScanner(errPipe)
+		for sc.Scan() {
+			all.WriteString(sc.Text() + "\n")
+			if !started && strings.Contains(sc.Text(), "Capturing on") {
+				started = true
+				close(ready)
+			}
+		}
+		stderrDone <- all.String()
+	}()
+	select {
+	case <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("tshark did not start capturing")
 	}
 	time.Sleep(200 * time.Millisecond)
 	if _, err := g1.Ping("10.9.0.2", 5); err != nil {
 		t.Fatal(err)
 	}
+	stderr := <-stderrDone
 	if err := capture.Wait(); err != nil {
 		t.Fatalf("tshark capture: %v: %s", err, stderr)
 	}
