@@ -181,81 +181,77 @@ func printer(e *env, fields []ofmt.Field, output string, parsable bool) (*ofmt.P
 	return p, nil
 }
 
-func showProps(e *env, name, output string, parsable bool) error {
-	p, err := printer(e, propFields, output, parsable)
+// row is one output row: field name to value.
+type row = map[string]string
+
+// show fetches a list of T with one admin call and prints the rows that
+// rows makes of each item.
+func show[T any](e *env, fields []ofmt.Field, output string, parsable bool, method string, params any, rows func(T) []row) error {
+	p, err := printer(e, fields, output, parsable)
 	if err != nil {
 		return err
 	}
-	var ovs []overlay.OverlayInfo
-	if err := e.call(admin.MethodShowOverlay, admin.NameParams{Name: name}, &ovs); err != nil {
+	var items []T
+	if err := e.call(method, params, &items); err != nil {
 		return err
 	}
-	for _, ov := range ovs {
-		for _, pr := range ov.Props {
-			req := "-"
-			if pr.Required {
-				req = "y"
-			}
-			vals := map[string]string{"LINK": ov.Name, "PROPERTY": pr.Name, "PERM": pr.Perm,
-				"REQ": req, "VALUE": pr.Value, "DEFAULT": pr.Default, "POSSIBLE": pr.Possible}
-			p.Row(func(f string) string { return vals[f] })
+	for _, it := range items {
+		for _, r := range rows(it) {
+			p.Row(func(f string) string { return r[f] })
 		}
 	}
 	return nil
+}
+
+func showProps(e *env, name, output string, parsable bool) error {
+	return show(e, propFields, output, parsable, admin.MethodShowOverlay, admin.NameParams{Name: name},
+		func(ov overlay.OverlayInfo) []row {
+			var rows []row
+			for _, pr := range ov.Props {
+				req := "-"
+				if pr.Required {
+					req = "y"
+				}
+				rows = append(rows, row{"LINK": ov.Name, "PROPERTY": pr.Name, "PERM": pr.Perm,
+					"REQ": req, "VALUE": pr.Value, "DEFAULT": pr.Default, "POSSIBLE": pr.Possible})
+			}
+			return rows
+		})
 }
 
 func showFault(e *env, name, output string, parsable bool) error {
-	p, err := printer(e, faultFields, output, parsable)
-	if err != nil {
-		return err
-	}
-	var ovs []overlay.OverlayInfo
-	if err := e.call(admin.MethodShowOverlay, admin.NameParams{Name: name}, &ovs); err != nil {
-		return err
-	}
-	for _, ov := range ovs {
-		details := ov.Details
-		if details == "" {
-			details = "-"
-		}
-		vals := map[string]string{"LINK": ov.Name, "STATUS": ov.Status, "DETAILS": details}
-		p.Row(func(f string) string { return vals[f] })
-	}
-	return nil
+	return show(e, faultFields, output, parsable, admin.MethodShowOverlay, admin.NameParams{Name: name},
+		func(ov overlay.OverlayInfo) []row {
+			details := ov.Details
+			if details == "" {
+				details = "-"
+			}
+			return []row{{"LINK": ov.Name, "STATUS": ov.Status, "DETAILS": details}}
+		})
 }
 
 func showTargets(e *env, name, output string, parsable bool) error {
-	p, err := printer(e, targetFields, output, parsable)
-	if err != nil {
-		return err
-	}
-	var ts []overlay.TargetInfo
-	if err := e.call(admin.MethodShowTargets, admin.NameParams{Name: name}, &ts); err != nil {
-		return err
-	}
-	for _, t := range ts {
-		vals := map[string]string{"LINK": t.Overlay, "TARGET": t.Target, "DESTINATION": t.Destination}
-		p.Row(func(f string) string { return vals[f] })
-	}
-	return nil
+	return show(e, targetFields, output, parsable, admin.MethodShowTargets, admin.NameParams{Name: name},
+		func(t overlay.TargetInfo) []row {
+			return []row{{"LINK": t.Overlay, "TARGET": t.Target, "DESTINATION": t.Destination}}
+		})
 }
 
 func showStats(e *env, name, output string, parsable bool) error {
-	p, err := printer(e, statFields, output, parsable)
-	if err != nil {
-		return err
-	}
-	var ss []overlay.StatsInfo
-	if err := e.call(admin.MethodShowStats, admin.NameParams{Name: name}, &ss); err != nil {
-		return err
-	}
-	for _, s := range ss {
-		for _, st := range s.Stats {
-			vals := map[string]string{"LINK": s.Overlay, "STATISTIC": st.Name, "VALUE": fmt.Sprint(st.Value)}
-			p.Row(func(f string) string { return vals[f] })
+	return show(e, statFields, output, parsable, admin.MethodShowStats, admin.NameParams{Name: name},
+		func(s overlay.StatsInfo) []row { return statRows("LINK", s.Overlay, s.Stats) })
+}
+
+// statRows makes one row per counter, keyed by the object's field.
+func statRows(keyField, key string, stats []overlay.Stat, extra ...string) []row {
+	rows := make([]row, len(stats))
+	for i, st := range stats {
+		rows[i] = row{keyField: key, "STATISTIC": st.Name, "VALUE": fmt.Sprint(st.Value)}
+		for j := 0; j+1 < len(extra); j += 2 {
+			rows[i][extra[j]] = extra[j+1]
 		}
 	}
-	return nil
+	return rows
 }
 
 var listenerFields = []ofmt.Field{{Name: "LISTEN", Width: 24}, {Name: "OVERLAYS", Width: 24}, {Name: "STATISTIC", Width: 20}, {Name: "VALUE", Width: 20}}
@@ -273,22 +269,10 @@ dropped before they reach an overlay (too short, bad header, unknown VNI).
   LISTEN OVERLAYS STATISTIC VALUE`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := printer(e, listenerFields, output, parsable)
-			if err != nil {
-				return err
-			}
-			var ls []overlay.ListenerInfo
-			if err := e.call(admin.MethodShowListeners, nil, &ls); err != nil {
-				return err
-			}
-			for _, l := range ls {
-				for _, st := range l.Stats {
-					vals := map[string]string{"LISTEN": l.Listen, "OVERLAYS": strings.Join(l.Overlays, ","),
-						"STATISTIC": st.Name, "VALUE": fmt.Sprint(st.Value)}
-					p.Row(func(f string) string { return vals[f] })
-				}
-			}
-			return nil
+			return show(e, listenerFields, output, parsable, admin.MethodShowListeners, nil,
+				func(l overlay.ListenerInfo) []row {
+					return statRows("LISTEN", l.Listen, l.Stats, "OVERLAYS", strings.Join(l.Overlays, ","))
+				})
 		},
 	}
 	c.Flags().BoolVarP(&parsable, "parsable", "p", false, "machine-parsable output (needs -o)")

@@ -88,20 +88,12 @@ func showVNICCmd(e *env) *cobra.Command {
 VID is 0 for an untagged VNIC. -o and -p work as for show-overlay.`,
 		Args: optionalOperand("VNIC"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := printer(e, vnicFields, output, parsable)
-			if err != nil {
-				return err
-			}
-			var vs []overlay.VNICInfo
-			if err := e.call(admin.MethodShowVNIC, admin.ShowVNICParams{Overlay: over, Name: first(args)}, &vs); err != nil {
-				return err
-			}
-			for _, v := range vs {
-				vals := map[string]string{"LINK": v.Name, "OVER": v.Overlay, "MACADDRESS": v.MAC,
-					"VID": fmt.Sprint(v.VLAN), "MTU": fmt.Sprint(v.MTU)}
-				p.Row(func(f string) string { return vals[f] })
-			}
-			return nil
+			return show(e, vnicFields, output, parsable, admin.MethodShowVNIC,
+				admin.ShowVNICParams{Overlay: over, Name: first(args)},
+				func(v overlay.VNICInfo) []row {
+					return []row{{"LINK": v.Name, "OVER": v.Overlay, "MACADDRESS": v.MAC,
+						"VID": fmt.Sprint(v.VLAN), "MTU": fmt.Sprint(v.MTU)}}
+				})
 		},
 	}
 	f := c.Flags()

@@ -4,13 +4,11 @@
 package encap
 
 import (
-	"fmt"
 	"net/netip"
-	"sort"
 	"strings"
-	"sync"
 
 	"overlaynet/prop"
+	"overlaynet/registry"
 )
 
 // DestType is the set of address parts an encapsulation needs to reach a
@@ -72,38 +70,14 @@ type Plugin interface {
 	Decap(pkt []byte) (vnetid uint32, inner []byte, err error)
 }
 
-var (
-	mu      sync.RWMutex
-	plugins = map[string]Plugin{}
-)
+var plugins = registry.New[Plugin]("encap")
 
-// Register adds an encapsulation; plugins call it from init. A duplicate
-// name is a programming error and panics.
-func Register(p Plugin) {
-	mu.Lock()
-	defer mu.Unlock()
-	if _, dup := plugins[p.Name()]; dup {
-		panic(fmt.Sprintf("encap: plugin %q registered twice", p.Name()))
-	}
-	plugins[p.Name()] = p
-}
+// Register adds a plugin; plugins call it from init. A duplicate name is a
+// programming error and panics.
+func Register(p Plugin) { plugins.Register(p.Name(), p) }
 
-// Lookup returns the registered encapsulation with that name.
-func Lookup(name string) (Plugin, bool) {
-	mu.RLock()
-	defer mu.RUnlock()
-	p, ok := plugins[name]
-	return p, ok
-}
+// Lookup returns the registered plugin with that name.
+func Lookup(name string) (Plugin, bool) { return plugins.Lookup(name) }
 
-// Names returns the registered encapsulation names, sorted.
-func Names() []string {
-	mu.RLock()
-	defer mu.RUnlock()
-	names := make([]string, 0, len(plugins))
-	for n := range plugins {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
-}
+// Names returns the registered plugin names, sorted.
+func Names() []string { return plugins.Names() }

@@ -15,13 +15,9 @@ import (
 // and counted.
 func TestIsolation(t *testing.T) {
 	need(t, "ping")
-	l := newLab(t)
-	h1, h2, err := l.TwoHosts()
-	must(t, err)
-	d1, err := l.StartDaemon(h1)
-	must(t, err)
-	d2, err := l.StartDaemon(h2)
-	must(t, err)
+	_, d1, d2 := twoDaemons(t)
+	h1 := d1.Host
+	var err error
 	for _, ov := range []struct {
 		name   string
 		vnetid int

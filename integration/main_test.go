@@ -73,13 +73,8 @@ func must(t *testing.T, err error) {
 // with 10.9.0.1 and 10.9.0.2.
 func twoHostsDirect(t *testing.T) (l *netlab.Lab, d1, d2 *netlab.Daemon, g1, g2 *netlab.NS) {
 	t.Helper()
-	l = newLab(t)
-	h1, h2, err := l.TwoHosts()
-	must(t, err)
-	d1, err = l.StartDaemon(h1)
-	must(t, err)
-	d2, err = l.StartDaemon(h2)
-	must(t, err)
+	l, d1, d2 = twoDaemons(t)
+	var err error
 	must(t, d1.DirectOverlay("ov0", 42, netlab.Host1IP, netlab.Host2IP))
 	must(t, d2.DirectOverlay("ov0", 42, netlab.Host2IP, netlab.Host1IP))
 	_, err = d1.Adm("create-vnic", "-l", "ov0", "vnic1")
@@ -91,4 +86,17 @@ func twoHostsDirect(t *testing.T) (l *netlab.Lab, d1, d2 *netlab.Daemon, g1, g2 
 	g2, err = d2.Guest("g2", "vnic2", "10.9.0.2/24")
 	must(t, err)
 	return l, d1, d2, g1, g2
+}
+
+// twoDaemons builds two hosts joined by an underlay, with overlayd on each.
+func twoDaemons(t *testing.T) (l *netlab.Lab, d1, d2 *netlab.Daemon) {
+	t.Helper()
+	l = newLab(t)
+	h1, h2, err := l.TwoHosts()
+	must(t, err)
+	d1, err = l.StartDaemon(h1)
+	must(t, err)
+	d2, err = l.StartDaemon(h2)
+	must(t, err)
+	return l, d1, d2
 }

@@ -11,13 +11,7 @@ import (
 // untagged VNICs, although all share one subnet.
 func TestVLANs(t *testing.T) {
 	need(t, "ping")
-	l := newLab(t)
-	h1, h2, err := l.TwoHosts()
-	must(t, err)
-	d1, err := l.StartDaemon(h1)
-	must(t, err)
-	d2, err := l.StartDaemon(h2)
-	must(t, err)
+	_, d1, d2 := twoDaemons(t)
 	must(t, d1.DirectOverlay("ov0", 42, netlab.Host1IP, netlab.Host2IP))
 	must(t, d2.DirectOverlay("ov0", 42, netlab.Host2IP, netlab.Host1IP))
 	guest := func(d *netlab.Daemon, vnic, vid, addr string) *netlab.NS {

@@ -7,11 +7,10 @@ package search
 import (
 	"fmt"
 	"log/slog"
-	"sort"
-	"sync"
 
 	"overlaynet/encap"
 	"overlaynet/prop"
+	"overlaynet/registry"
 )
 
 // Mode is how a plugin answers: one destination for everything (point), or
@@ -76,38 +75,14 @@ type PointInstance interface {
 	Point() encap.Dest
 }
 
-var (
-	mu      sync.RWMutex
-	plugins = map[string]*Plugin{}
-)
+var plugins = registry.New[*Plugin]("search")
 
-// Register adds a search plugin; plugins call it from init. A duplicate
-// name is a programming error and panics.
-func Register(p *Plugin) {
-	mu.Lock()
-	defer mu.Unlock()
-	if _, dup := plugins[p.Name]; dup {
-		panic(fmt.Sprintf("search: plugin %q registered twice", p.Name))
-	}
-	plugins[p.Name] = p
-}
+// Register adds a plugin; plugins call it from init. A duplicate name is a
+// programming error and panics.
+func Register(p *Plugin) { plugins.Register(p.Name, p) }
 
 // Lookup returns the registered plugin with that name.
-func Lookup(name string) (*Plugin, bool) {
-	mu.RLock()
-	defer mu.RUnlock()
-	p, ok := plugins[name]
-	return p, ok
-}
+func Lookup(name string) (*Plugin, bool) { return plugins.Lookup(name) }
 
 // Names returns the registered plugin names, sorted.
-func Names() []string {
-	mu.RLock()
-	defer mu.RUnlock()
-	names := make([]string, 0, len(plugins))
-	for n := range plugins {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
-}
+func Names() []string { return plugins.Names() }
