@@ -74,6 +74,7 @@ Exit status: 0 on success, 1 when a request fails, 2 on a usage error.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usagef("%v", err) })
 	root.AddCommand(
 		createOverlayCmd(e), deleteOverlayCmd(e), showOverlayCmd(e), setLinkpropCmd(e),
+		modifyOverlayCmd(e), refreshOverlayCmd(e),
 		createVNICCmd(e), deleteVNICCmd(e), showVNICCmd(e), showListenerCmd(e),
 	)
 	root.SetArgs(args)

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"overlaynet/datapath"
+	"overlaynet/encap"
 )
 
 // fakeDataPath is an in-memory datapath.DataPath for control-plane tests.
@@ -80,9 +81,10 @@ func (d *fakeDataPath) overlayCount() int {
 }
 
 type fakeOverlay struct {
-	dp    *fakeDataPath
-	cfg   datapath.OverlayConfig
-	vnics map[string]datapath.VNICConfig
+	dp      *fakeDataPath
+	cfg     datapath.OverlayConfig
+	vnics   map[string]datapath.VNICConfig
+	targets map[datapath.MAC]datapath.Target
 }
 
 func (o *fakeOverlay) Update(cfg datapath.OverlayConfig) error {
@@ -119,3 +121,52 @@ func (o *fakeOverlay) Close() error {
 	delete(o.dp.overlays, o)
 	return nil
 }
+
+// The target table of the fake: a plain map, enough for modify-overlay
+// and show-overlay -t.
+
+func (o *fakeOverlay) SetTarget(mac datapath.MAC, dest encap.Dest) {
+	o.dp.mu.Lock()
+	defer o.dp.mu.Unlock()
+	o.targetMap()[mac] = datapath.Target{MAC: mac, Dest: dest}
+}
+
+func (o *fakeOverlay) DropTarget(mac datapath.MAC, admin bool) {
+	o.dp.mu.Lock()
+	defer o.dp.mu.Unlock()
+	if admin {
+		o.targetMap()[mac] = datapath.Target{MAC: mac, State: datapath.TargetDrop}
+	}
+}
+
+func (o *fakeOverlay) RemoveTarget(mac datapath.MAC) {
+	o.dp.mu.Lock()
+	defer o.dp.mu.Unlock()
+	delete(o.targetMap(), mac)
+}
+
+func (o *fakeOverlay) FlushTargets() {
+	o.dp.mu.Lock()
+	defer o.dp.mu.Unlock()
+	o.targets = nil
+}
+
+func (o *fakeOverlay) Targets() []datapath.Target {
+	o.dp.mu.Lock()
+	defer o.dp.mu.Unlock()
+	var out []datapath.Target
+	for _, t := range o.targets {
+		out = append(out, t)
+	}
+	return out
+}
+
+func (o *fakeOverlay) targetMap() map[datapath.MAC]datapath.Target {
+	if o.targets == nil {
+		o.targets = map[datapath.MAC]datapath.Target{}
+	}
+	return o.targets
+}
+
+func (o *fakeOverlay) Inject(vlan uint16, frame []byte) {}
+func (o *fakeOverlay) Resend(vlan uint16, frame []byte) {}

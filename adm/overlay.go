@@ -110,6 +110,69 @@ properties (encap, search, varpd/id) cannot be changed.`,
 	return c
 }
 
+func modifyOverlayCmd(e *env) *cobra.Command {
+	var req overlay.ModifyRequest
+	c := &cobra.Command{
+		Use:   "modify-overlay -d <mac> | -f | -s <mac>=<ip>:<port> <overlay>",
+		Short: "edit the target table of a dynamic overlay",
+		Long: `Edit the target table of an overlay with a dynamic search plugin (files):
+the cache of MAC -> underlay destination answers (show-overlay -t).
+
+-d <mac>              remove one entry; the next frame for the MAC is looked
+                      up again
+-f                    flush the whole table
+-s <mac>=<ip>:<port>  set an entry by hand; IPv6 as [<ipv6>]:<port>;
+   <mac>=drop         or drop every frame for the MAC
+
+Entries set by hand are not kept across a restart of overlayd, and the
+plugin may replace them when its answer changes. Point-mode overlays
+(direct) have no target table.`,
+		Example: `  overlayadm modify-overlay -s 2:8:20:aa:bb:1=192.0.2.7:4789 overlay1
+  overlayadm modify-overlay -s 2:8:20:aa:bb:2=[2001:db8::7]:4789 overlay1
+  overlayadm modify-overlay -d 2:8:20:aa:bb:1 overlay1
+  overlayadm modify-overlay -f overlay1`,
+		Args: oneOperand("overlay"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n := 0
+			for _, given := range []bool{req.Delete != "", req.Flush, req.Set != ""} {
+				if given {
+					n++
+				}
+			}
+			switch {
+			case n == 0:
+				return usagef("need one of -d, -f and -s")
+			case n > 1:
+				return usagef("only one of -d, -f and -s may be used")
+			}
+			req.Name = args[0]
+			return e.call(admin.MethodModify, req, nil)
+		},
+	}
+	f := c.Flags()
+	f.StringVarP(&req.Delete, "delete", "d", "", "remove the entry of this MAC")
+	f.BoolVarP(&req.Flush, "flush", "f", false, "flush the target table")
+	f.StringVarP(&req.Set, "set", "s", "", "set an entry: <mac>=<ip>:<port> or <mac>=drop")
+	return c
+}
+
+func refreshOverlayCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "refresh-overlay [<overlay>]",
+		Short: "reload a search plugin's configuration",
+		Long: `Make the search plugin of the named overlay, or of every overlay, reload its
+configuration now: the files plugin rereads its file. (It also rereads it by
+itself when the file changes, and overlayd refreshes every overlay on
+SIGHUP.) A file that does not parse is reported here with its path, line
+and column; the previous map stays in force and the overlay shows DEGRADED
+until a good file is loaded.`,
+		Args: optionalOperand("overlay"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return e.call(admin.MethodRefresh, admin.NameParams{Name: first(args)}, nil)
+		},
+	}
+}
+
 var (
 	propFields   = []ofmt.Field{{Name: "LINK", Width: 19}, {Name: "PROPERTY", Width: 19}, {Name: "PERM", Width: 5}, {Name: "REQ", Width: 4}, {Name: "VALUE", Width: 11}, {Name: "DEFAULT", Width: 10}, {Name: "POSSIBLE", Width: 10}}
 	faultFields  = []ofmt.Field{{Name: "LINK", Width: 20}, {Name: "STATUS", Width: 9}, {Name: "DETAILS", Width: 52}}

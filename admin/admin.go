@@ -27,6 +27,8 @@ const (
 	MethodShowTargets   = "show-targets"
 	MethodShowStats     = "show-stats"
 	MethodShowListeners = "show-listeners"
+	MethodModify        = "modify-overlay"
+	MethodRefresh       = "refresh-overlay"
 )
 
 // Request is what a client sends.

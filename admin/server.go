@@ -164,6 +164,18 @@ func (s *Server) dispatch(req Request) (any, error) {
 		return m.Stats(p.Name)
 	case MethodShowListeners:
 		return m.Listeners(), nil
+	case MethodModify:
+		var p overlay.ModifyRequest
+		if err := decode(req, &p); err != nil {
+			return nil, err
+		}
+		return nil, m.ModifyTargets(p)
+	case MethodRefresh:
+		var p NameParams
+		if err := decode(req, &p); err != nil {
+			return nil, err
+		}
+		return nil, m.Refresh(p.Name)
 	}
 	return nil, fmt.Errorf("unknown admin method %q", req.Method)
 }

@@ -44,6 +44,8 @@ VNICs and search plugins, moves frames between VNICs and the underlay
 It runs in the foreground and logs to stderr. It needs root (CAP_NET_ADMIN
 to create TAP interfaces and set their addresses, and to bind the
 underlay sockets). SIGINT or SIGTERM stop it; its VNICs go with it.
+SIGHUP makes every search plugin reload its configuration (files: reread
+the file), as 'overlayadm refresh-overlay' does.
 
 The admin socket is mode 0600 (root only), or 0660 owned by
 --socket-group so that members of that group may use overlayadm.`,
@@ -106,6 +108,17 @@ func run(o Options, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	log.Info("overlayd started", "socket", o.Socket, "state_dir", o.StateDir, "datapath", "userspace", "pid", os.Getpid())
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			log.Info("SIGHUP: refreshing every overlay's search plugin")
+			if err := mgr.Refresh(""); err != nil {
+				log.Error("refresh failed", "err", err)
+			}
+		}
+	}()
 	srv := &admin.Server{Manager: mgr, Log: log}
 	if err := srv.Serve(ctx, ln); err != nil {
 		return fmt.Errorf("admin socket: %w", err)

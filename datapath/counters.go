@@ -35,6 +35,13 @@ const (
 	DropShort      // underlay packet shorter than the encapsulation header
 	DropBadHeader  // encapsulation header invalid (VXLAN: I flag not set)
 	DropUnknownVNI // no overlay with that VNI on the listen address
+	DropAdmin      // the target entry says drop (set by an operator)
+	DropTableFull  // the target table is full
+	DropLookups    // too many lookups outstanding
+	ProxyARP       // ARP requests answered
+	ProxyNDP       // neighbour solicitations answered
+	ProxyDHCP      // DHCP broadcasts redirected to a unicast MAC
+	ProxyUnanswered
 	numCounters
 )
 
@@ -63,6 +70,13 @@ var counterNames = [numCounters]string{
 	DropShort:       "drop-short",
 	DropBadHeader:   "drop-bad-header",
 	DropUnknownVNI:  "drop-unknown-vni",
+	DropAdmin:       "drop-admin",
+	DropTableFull:   "drop-table-full",
+	DropLookups:     "drop-lookup-limit",
+	ProxyARP:        "proxy-arp",
+	ProxyNDP:        "proxy-ndp",
+	ProxyDHCP:       "proxy-dhcp",
+	ProxyUnanswered: "proxy-unanswered",
 }
 
 func (c Counter) String() string { return counterNames[c] }
@@ -95,11 +109,17 @@ func (cs *Counters) Snapshot(which ...Counter) Stats {
 // ListenerCounters are the counters a listener reports.
 var ListenerCounters = []Counter{Decapsulated, DecapBytes, DropShort, DropBadHeader, DropUnknownVNI}
 
-// OverlayCounters are the counters an overlay reports.
+// OverlayCounters are the counters a data path keeps per overlay.
 var OverlayCounters = []Counter{
 	InFrames, InBytes, OutFrames, OutBytes, LocalSwitched,
-	Encapsulated, EncapBytes, Decapsulated, DecapBytes,
-	LookupsStarted, LookupsAnswered, LookupsDropped, LookupsTimedOut, QueueDrops,
-	DropMalformed, DropMTU, DropNoVNIC, DropNoTarget, DropVLAN, DropSendError, DropVNICWrite,
-	DropBadHeader,
+	Encapsulated, EncapBytes, Decapsulated, DecapBytes, QueueDrops,
+	DropMalformed, DropMTU, DropNoVNIC, DropNoTarget, DropAdmin, DropTableFull, DropLookups,
+	DropVLAN, DropSendError, DropVNICWrite,
+}
+
+// LookupCounters are the counters the lookup engine above the data path
+// keeps per overlay.
+var LookupCounters = []Counter{
+	LookupsStarted, LookupsAnswered, LookupsDropped, LookupsTimedOut,
+	ProxyARP, ProxyNDP, ProxyDHCP, ProxyUnanswered,
 }

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 
 	"overlaynet/encap"
+	"overlaynet/proxy"
 )
 
 // OverlayConfig is what a data path needs to carry one overlay.
@@ -27,8 +28,44 @@ type OverlayConfig struct {
 	// overlay carries; larger frames are dropped and counted.
 	MTU int
 	// Point, when set, is the one destination of every non-local frame
-	// (point mode). Nil means dynamic mode: destinations per MAC.
+	// (point mode). Nil means dynamic mode: destinations per MAC, from
+	// the target table, filled through Handler.
 	Point *encap.Dest
+	// Handler receives misses and proxy frames in dynamic mode.
+	Handler Handler
+}
+
+// MAC is an Ethernet address as the data path keys it.
+type MAC = [6]byte
+
+// Handler is told what a data path cannot decide alone. Its methods are
+// called on the frame path: they must start work and return at once.
+type Handler interface {
+	// Miss reports a unicast frame for a MAC with no target entry. The
+	// data path holds frames for it (a bounded queue) until SetTarget or
+	// DropTarget answers; it reports one miss per MAC until then.
+	Miss(mac MAC, vlan uint16)
+	// Proxy hands up a broadcast frame that a dynamic overlay answers
+	// instead of flooding it (ARP request, neighbour solicitation, DHCP
+	// broadcast). frame is an untagged copy the handler owns.
+	Proxy(vlan uint16, kind proxy.Kind, frame []byte)
+}
+
+// TargetState is the state of a target table entry.
+type TargetState int
+
+// Target states.
+const (
+	TargetValid   TargetState = iota // frames go to Dest
+	TargetDrop                       // set by an operator: frames are dropped
+	TargetPending                    // a lookup is outstanding; frames are held
+)
+
+// Target is a target table entry.
+type Target struct {
+	MAC   MAC
+	Dest  encap.Dest
+	State TargetState
 }
 
 // VNICConfig describes a virtual NIC on an overlay.
@@ -69,6 +106,26 @@ type Overlay interface {
 	RemoveVNIC(name string) error
 	// Stats returns the overlay's counters.
 	Stats() Stats
+
+	// The target table of a dynamic overlay (point-mode overlays have
+	// none). SetTarget makes a valid entry and sends the frames held
+	// for it. DropTarget answers a lookup with "drop": held frames are
+	// dropped and, with admin unset, the answer is remembered for a few
+	// seconds (a negative entry) so that a flood of frames to an unknown
+	// MAC costs one lookup, not one per frame; with admin set the entry
+	// stays until removed (modify-overlay -s <mac>=drop).
+	SetTarget(mac MAC, dest encap.Dest)
+	DropTarget(mac MAC, admin bool)
+	RemoveTarget(mac MAC)
+	FlushTargets()
+	Targets() []Target
+
+	// Inject delivers an untagged frame to the local VNICs on vlan as if
+	// it came from the underlay (proxy replies, gratuitous ARP).
+	Inject(vlan uint16, frame []byte)
+	// Resend sends an untagged frame through the overlay as if a VNIC on
+	// vlan had sent it (a DHCP broadcast redirected to a unicast MAC).
+	Resend(vlan uint16, frame []byte)
 	// Close stops carrying the overlay and deletes its VNICs.
 	Close() error
 }

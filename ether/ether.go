@@ -11,6 +11,9 @@ import (
 	"strings"
 )
 
+// MAC is an Ethernet address as a comparable value, for map keys.
+type MAC = [6]byte
+
 // ParseMAC parses a MAC address written as six ':'-separated groups of
 // one or two hex digits ("02:08:20:aa:bb:01" or "2:8:20:aa:bb:1"), the
 // forms illumos's ether_aton accepts. '-' separators are accepted too.

@@ -30,6 +30,9 @@ type Lab struct {
 	// Dir is a scratch directory for sockets, state and logs.
 	Dir string
 
+	// Switch is the namespace holding the underlay bridge of Hosts.
+	Switch *NS
+
 	prefix string
 	mu     sync.Mutex
 	ns     []*NS

@@ -33,3 +33,55 @@ func (d *Daemon) DirectOverlay(name string, vnetid int, listenIP, peerIP string,
 	_, err := d.Adm(append(args, name)...)
 	return err
 }
+
+// HostIP returns the underlay address of host i (1-based) in a Hosts
+// topology.
+func HostIP(i int) string { return fmt.Sprintf("198.18.0.%d", i) }
+
+// Hosts makes n host namespaces on one underlay segment: a switch
+// namespace holds a bridge, and each host joins it with a veth named
+// "ul0" carrying HostIP(i)/24.
+func (l *Lab) Hosts(n int) ([]*NS, error) {
+	sw, err := l.Namespace("sw")
+	if err != nil {
+		return nil, err
+	}
+	if _, err := sw.IP("link", "add", "br0", "type", "bridge"); err != nil {
+		return nil, err
+	}
+	if _, err := sw.IP("link", "set", "br0", "up"); err != nil {
+		return nil, err
+	}
+	var hosts []*NS
+	for i := 1; i <= n; i++ {
+		h, err := l.Namespace(fmt.Sprintf("h%d", i))
+		if err != nil {
+			return nil, err
+		}
+		port := fmt.Sprintf("p%d", i)
+		for _, args := range [][]string{
+			{"link", "add", "ul0", "type", "veth", "peer", "name", port, "netns", sw.Name},
+			{"addr", "add", HostIP(i) + "/24", "dev", "ul0"},
+			{"link", "set", "ul0", "up"},
+		} {
+			if _, err := h.IP(args...); err != nil {
+				return nil, err
+			}
+		}
+		if _, err := sw.IP("link", "set", port, "master", "br0", "up"); err != nil {
+			return nil, err
+		}
+		hosts = append(hosts, h)
+	}
+	l.Switch = sw
+	return hosts, nil
+}
+
+// FilesOverlay creates a VXLAN overlay with the files plugin on d,
+// listening on listenIP:4789 and reading the map from path.
+func (d *Daemon) FilesOverlay(name string, vnetid int, listenIP, path string, extra ...string) error {
+	args := []string{"create-overlay", "-e", "vxlan", "-s", "files", "-v", fmt.Sprint(vnetid),
+		"-p", "vxlan/listen_ip=" + listenIP, "-p", "files/config=" + path}
+	_, err := d.Adm(append(append(args, extra...), name)...)
+	return err
+}

@@ -4,6 +4,7 @@
 package overlay
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"overlaynet/datapath"
 	"overlaynet/encap"
@@ -57,8 +59,15 @@ type overlay struct {
 	inst      search.Instance
 	dp        datapath.Overlay
 	vnics     map[string]*vnic
-	degraded  string
+	engine    *engine
 	log       *slog.Logger
+
+	// Plugins report trouble from their own goroutines, so the state
+	// they change has its own lock rather than the manager's.
+	smu           sync.Mutex
+	degraded      string
+	degradedSince time.Time
+	hostDP        datapath.Overlay
 }
 
 type vnic struct {
@@ -121,6 +130,7 @@ func (m *Manager) createOverlay(req CreateOverlayRequest) error {
 	ov := &overlay{name: req.Name, temporary: req.Temporary, id: m.nextID, props: props,
 		enc: enc, sp: sp, vnics: map[string]*vnic{},
 		log: m.log.With("overlay", req.Name)}
+	ov.engine = newEngine(ov.log)
 	props.SetCanonical(PropVarpdID, strconv.FormatUint(ov.id, 10))
 	inst, err := startPlugin(ov, props)
 	if err != nil {
@@ -137,6 +147,11 @@ func (m *Manager) createOverlay(req CreateOverlayRequest) error {
 		return err
 	}
 	ov.inst, ov.dp = inst, dpo
+	ov.engine.dp = dpo
+	ov.engine.setInstance(inst)
+	ov.smu.Lock()
+	ov.hostDP = dpo
+	ov.smu.Unlock()
 	m.nextID++
 	m.overlays[req.Name] = ov
 	ov.log.Info("overlay created", "encap", enc.Name(), "search", sp.Name,
@@ -158,7 +173,7 @@ func (m *Manager) checkUnique(self string, enc encap.Plugin, props *prop.Set) er
 
 func startPlugin(ov *overlay, props *prop.Set) (search.Instance, error) {
 	inst, err := ov.sp.New(search.Config{Props: props, Dest: ov.enc.Dest(),
-		VNetID: uint32(props.Uint(PropVNetID)), Log: ov.log.With("search", ov.sp.Name)})
+		VNetID: uint32(props.Uint(PropVNetID)), Log: ov.log.With("search", ov.sp.Name), Host: ov})
 	if err != nil {
 		return nil, fmt.Errorf("search plugin %s: %w", ov.sp.Name, err)
 	}
@@ -187,6 +202,8 @@ func dataConfig(ov *overlay, props *prop.Set, inst search.Instance) (datapath.Ov
 			return cfg, err
 		}
 		cfg.Point = &p
+	} else {
+		cfg.Handler = ov.engine
 	}
 	return cfg, nil
 }
@@ -224,6 +241,7 @@ func (m *Manager) DeleteOverlay(name string) error {
 	}
 	ov.dp.Close()
 	ov.inst.Stop()
+	ov.engine.setInstance(nil)
 	delete(m.overlays, name)
 	ov.log.Info("overlay deleted")
 	return nil
@@ -290,8 +308,11 @@ func (m *Manager) setProps(ov *overlay, req SetPropsRequest) error {
 		return err
 	}
 	if searchChanged {
+		ov.engine.setInstance(inst)
 		ov.inst.Stop()
 		ov.inst = inst
+		// Answers of the old configuration may be wrong now.
+		ov.dp.FlushTargets()
 	}
 	ov.props = props
 	for _, a := range req.Props {
@@ -394,10 +415,14 @@ func (m *Manager) Overlays(name string) ([]OverlayInfo, error) {
 	out := make([]OverlayInfo, 0, len(ovs))
 	for _, ov := range ovs {
 		info := OverlayInfo{Name: ov.name, Temporary: ov.temporary, Status: StatusOnline,
-			Details: ov.degraded, VNICs: sortedKeys(ov.vnics)}
+			VNICs: sortedKeys(ov.vnics)}
+		ov.smu.Lock()
 		if ov.degraded != "" {
 			info.Status = StatusDegraded
+			info.Details = ov.degraded
+			info.DegradedSince = ov.degradedSince.UTC().Format(time.RFC3339)
 		}
+		ov.smu.Unlock()
 		for _, d := range ov.props.Descs() {
 			info.Props = append(info.Props, PropInfo{Name: d.Name, Perm: d.Perm.String(),
 				Required: d.Required, Value: ov.props.Get(d.Name), Default: d.Default,
@@ -449,6 +474,19 @@ func (m *Manager) Targets(name string) ([]TargetInfo, error) {
 	for _, ov := range ovs {
 		if pi, ok := ov.inst.(search.PointInstance); ok {
 			out = append(out, TargetInfo{Overlay: ov.name, Target: "*:*:*:*:*:*", Destination: pi.Point().String()})
+			continue
+		}
+		ts := ov.dp.Targets()
+		sort.Slice(ts, func(i, j int) bool { return bytes.Compare(ts[i].MAC[:], ts[j].MAC[:]) < 0 })
+		for _, t := range ts {
+			dest := t.Dest.String()
+			switch t.State {
+			case datapath.TargetDrop:
+				dest = "drop"
+			case datapath.TargetPending:
+				dest = "pending"
+			}
+			out = append(out, TargetInfo{Overlay: ov.name, Target: ether.Short(t.MAC[:]), Destination: dest})
 		}
 	}
 	return out, nil
@@ -464,7 +502,7 @@ func (m *Manager) Stats(name string) ([]StatsInfo, error) {
 	}
 	var out []StatsInfo
 	for _, ov := range ovs {
-		out = append(out, StatsInfo{Overlay: ov.name, Stats: convStats(ov.dp.Stats())})
+		out = append(out, StatsInfo{Overlay: ov.name, Stats: append(convStats(ov.dp.Stats()), ov.engine.stats()...)})
 	}
 	return out, nil
 }

@@ -49,12 +49,14 @@ type PropInfo struct {
 
 // OverlayInfo describes one overlay.
 type OverlayInfo struct {
-	Name      string     `json:"name"`
-	Temporary bool       `json:"temporary"`
-	Status    string     `json:"status"`
-	Details   string     `json:"details"`
-	Props     []PropInfo `json:"props"`
-	VNICs     []string   `json:"vnics"`
+	Name      string `json:"name"`
+	Temporary bool   `json:"temporary"`
+	Status    string `json:"status"`
+	Details   string `json:"details"`
+	// DegradedSince is when the overlay became DEGRADED (RFC 3339).
+	DegradedSince string     `json:"degraded_since,omitempty"`
+	Props         []PropInfo `json:"props"`
+	VNICs         []string   `json:"vnics"`
 }
 
 // Status values.
@@ -100,4 +102,17 @@ type ListenerInfo struct {
 	Listen   string   `json:"listen"`
 	Overlays []string `json:"overlays"`
 	Stats    []Stat   `json:"stats"`
+}
+
+// ModifyRequest edits a dynamic overlay's target table (modify-overlay).
+// Exactly one of Delete, Flush and Set is given.
+type ModifyRequest struct {
+	Name string `json:"name"`
+	// Delete is a MAC whose entry is removed.
+	Delete string `json:"delete,omitempty"`
+	// Flush empties the table.
+	Flush bool `json:"flush,omitempty"`
+	// Set is "<mac>=<ip>:<port>", "<mac>=[<ipv6>]:<port>" or
+	// "<mac>=drop".
+	Set string `json:"set,omitempty"`
 }

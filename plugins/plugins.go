@@ -5,4 +5,5 @@ package plugins
 import (
 	_ "overlaynet/encap/vxlan"   // VXLAN encapsulation
 	_ "overlaynet/search/direct" // point-to-point search
+	_ "overlaynet/search/files"  // MAC map from a JSON file
 )

@@ -11,6 +11,7 @@ package proxy
 import (
 	"encoding/binary"
 	"net/netip"
+	"strconv"
 )
 
 // MAC is an Ethernet address.
@@ -32,7 +33,11 @@ const (
 )
 
 func (k Kind) String() string {
-	return [...]string{"none", "arp", "ndp", "dhcp-client", "dhcp-to-client"}[k]
+	names := [...]string{"none", "arp", "ndp", "dhcp-client", "dhcp-to-client"}
+	if k < 0 || int(k) >= len(names) {
+		return "kind(" + strconv.Itoa(int(k)) + ")"
+	}
+	return names[k]
 }
 
 const (

@@ -5,10 +5,14 @@
 package search
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 
 	"overlaynet/encap"
+	"overlaynet/ether"
 	"overlaynet/prop"
 	"overlaynet/registry"
 )
@@ -57,7 +61,25 @@ type Config struct {
 	VNetID uint32
 	// Log is the overlay's logger.
 	Log *slog.Logger
+	// Host is the overlay the instance serves.
+	Host Host
 }
+
+// Host is what an instance may ask of the overlay it serves (illumos:
+// libvarpd's inject_varp and fma_degrade/fma_restore).
+type Host interface {
+	// Invalidate removes a MAC's target entry, so that the next frame
+	// for it starts a fresh lookup.
+	Invalidate(mac ether.MAC)
+	// Degrade marks the overlay DEGRADED with a reason an operator can
+	// act on; Restore clears it. Both log the transition.
+	Degrade(reason string)
+	Restore()
+}
+
+// ErrNotFound is the answer of a lookup that knows no destination: frames
+// for that key are dropped.
+var ErrNotFound = errors.New("no such entry")
 
 // Instance is a plugin serving one overlay.
 type Instance interface {
@@ -66,6 +88,33 @@ type Instance interface {
 	Start() error
 	// Stop releases what Start acquired.
 	Stop()
+}
+
+// DynamicInstance is implemented by dynamic-mode instances.
+type DynamicInstance interface {
+	Instance
+	// Lookup returns where frames for mac, sent on vlan, go, or
+	// ErrNotFound. It may block (a query to a mapping server) until ctx
+	// ends; the caller runs it off the frame path.
+	Lookup(ctx context.Context, vlan uint16, mac ether.MAC) (encap.Dest, error)
+}
+
+// IPResolver is implemented by dynamic instances that answer proxy ARP
+// and NDP: which MAC an overlay IPv4 or IPv6 address belongs to.
+type IPResolver interface {
+	ResolveIP(ctx context.Context, vlan uint16, ip netip.Addr) (ether.MAC, error)
+}
+
+// DHCPResolver is implemented by dynamic instances that redirect DHCPv4
+// broadcasts: which MAC a client's broadcasts go to.
+type DHCPResolver interface {
+	DHCPServer(ctx context.Context, vlan uint16, client ether.MAC) (ether.MAC, error)
+}
+
+// Refresher is implemented by instances that can reload their
+// configuration on request (overlayadm refresh-overlay, SIGHUP).
+type Refresher interface {
+	Refresh() error
 }
 
 // PointInstance is implemented by point-mode instances.

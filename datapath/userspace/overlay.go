@@ -5,9 +5,11 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"overlaynet/datapath"
 	"overlaynet/encap"
+	"overlaynet/proxy"
 )
 
 // overlay is one overlay's switch.
@@ -23,7 +25,8 @@ type overlay struct {
 	state atomic.Pointer[ovState]
 	vnics atomic.Pointer[vnicSet]
 
-	ctr datapath.Counters
+	targets *targetTable
+	ctr     datapath.Counters
 }
 
 // ovState is what the frame paths need to know about an overlay.
@@ -50,7 +53,7 @@ type vnic struct {
 
 // CreateOverlay implements datapath.DataPath.
 func (dp *DataPath) CreateOverlay(cfg datapath.OverlayConfig) (datapath.Overlay, error) {
-	ov := &overlay{dp: dp, log: dp.log.With("overlay", cfg.Name)}
+	ov := &overlay{dp: dp, log: dp.log.With("overlay", cfg.Name), targets: newTargetTable()}
 	ln, err := dp.acquire(cfg.Listen, cfg.Encap, cfg.VNetID, ov)
 	if err != nil {
 		return nil, err
@@ -199,8 +202,7 @@ func (v *vnic) readLoop() {
 	}
 }
 
-// fromVNIC handles the frame buf[off:off+n] transmitted by VNIC src:
-// deliver locally, or encapsulate and send, or drop and count.
+// fromVNIC handles the frame buf[off:off+n] transmitted by VNIC src.
 func (ov *overlay) fromVNIC(src *vnic, buf []byte, off, n int) {
 	ov.ctr.Inc(datapath.InFrames)
 	ov.ctr.Add(datapath.InBytes, uint64(n))
@@ -215,42 +217,91 @@ func (ov *overlay) fromVNIC(src *vnic, buf []byte, off, n int) {
 		ov.ctr.Inc(datapath.DropVLAN)
 		return
 	}
-	vlan := src.key.vlan
-	limit := st.cfg.MTU + ethHeaderLen
-	if n > limit {
+	if n > st.cfg.MTU+ethHeaderLen {
 		ov.ctr.Inc(datapath.DropMTU)
 		return
 	}
-	if src.key.vlan != 0 {
+	ov.forward(st, src, buf, off, n, src.key.vlan)
+}
+
+// forward switches the untagged frame buf[off:off+n], which entered the
+// overlay on vlan from VNIC src (nil for a resent frame): deliver it
+// locally, or encapsulate and send it, or hold it for a lookup, or hand
+// it to the proxy, or drop and count it. buf has headroom before off.
+func (ov *overlay) forward(st *ovState, src *vnic, buf []byte, off, n int, vlan uint16) {
+	frame := buf[off : off+n]
+	dynamic := st.cfg.Point == nil
+	unicast := isUnicast(frame)
+	var kind proxy.Kind
+	var proxied []byte
+	if dynamic && !unicast {
+		if kind = proxy.Classify(frame); kind != proxy.None {
+			proxied = append([]byte(nil), frame...)
+		}
+	}
+	if vlan != 0 {
 		frame = insertTag(buf, off, n, vlan)
 		off -= vlanTagLen
 	}
 	set := ov.vnics.Load()
-	if isUnicast(frame) {
-		var key vnicKey
-		key.vlan = vlan
-		copy(key.mac[:], frame[:6])
-		if dst := set.byKey[key]; dst != nil {
-			if dst != src {
-				ov.deliver(dst, frame)
+	dst := datapath.MAC(frame[:6])
+	if unicast {
+		if v := set.byKey[vnicKey{vlan: vlan, mac: dst}]; v != nil {
+			if v != src {
+				ov.deliver(v, frame)
 				ov.ctr.Inc(datapath.LocalSwitched)
 			}
 			return
 		}
 	} else {
-		for _, dst := range set.byVLAN[vlan] {
-			if dst != src {
-				ov.deliver(dst, frame)
+		for _, v := range set.byVLAN[vlan] {
+			if v != src {
+				ov.deliver(v, frame)
 			}
 		}
 	}
-	if st.cfg.Point == nil {
-		if isUnicast(frame) {
-			ov.ctr.Inc(datapath.DropNoTarget)
+	switch {
+	case !dynamic:
+		ov.send(st, buf, off, frame, *st.cfg.Point)
+	case !unicast:
+		// A dynamic overlay never floods: the proxy answers what needs
+		// an answer, the rest stays local.
+		if kind != proxy.None && st.cfg.Handler != nil {
+			st.cfg.Handler.Proxy(vlan, kind, proxied)
 		}
+	default:
+		ov.toTarget(st, buf, off, frame, dst, vlan)
+	}
+}
+
+// toTarget sends a unicast frame in overlay form, starting at buf[off],
+// to the destination the target table holds for dst, or holds it while a
+// lookup runs.
+func (ov *overlay) toTarget(st *ovState, buf []byte, off int, frame []byte, dst datapath.MAC, vlan uint16) {
+	if d, ok := ov.targets.valid(dst); ok {
+		ov.send(st, buf, off, frame, d)
 		return
 	}
-	ov.send(st, buf, off, frame, *st.cfg.Point)
+	res, d := ov.targets.hold(dst, frame, time.Now())
+	switch res {
+	case missSend:
+		ov.send(st, buf, off, frame, d)
+	case missQueued:
+	case missNewLookup:
+		if st.cfg.Handler != nil {
+			st.cfg.Handler.Miss(dst, vlan)
+		}
+	case missQueueFull:
+		ov.ctr.Inc(datapath.QueueDrops)
+	case missNegative:
+		ov.ctr.Inc(datapath.DropNoTarget)
+	case missAdminDrop:
+		ov.ctr.Inc(datapath.DropAdmin)
+	case missTableFull:
+		ov.ctr.Inc(datapath.DropTableFull)
+	case missTooMany:
+		ov.ctr.Inc(datapath.DropLookups)
+	}
 }
 
 // send encapsulates frame, which starts at buf[off], in place and sends it.
@@ -290,27 +341,78 @@ func (ov *overlay) fromUnderlay(frame []byte) {
 		ov.ctr.Inc(datapath.DropMTU)
 		return
 	}
+	ov.toLocal(frame, vlan)
+}
+
+// toLocal delivers a frame in overlay form to the local VNICs on vlan
+// that it is addressed to.
+func (ov *overlay) toLocal(frame []byte, vlan uint16) {
 	set := ov.vnics.Load()
 	if isUnicast(frame) {
-		var key vnicKey
-		key.vlan = vlan
-		copy(key.mac[:], frame[:6])
-		dst := set.byKey[key]
-		if dst == nil {
+		v := set.byKey[vnicKey{vlan: vlan, mac: datapath.MAC(frame[:6])}]
+		if v == nil {
 			ov.ctr.Inc(datapath.DropNoVNIC)
 			return
 		}
-		ov.deliver(dst, frame)
+		ov.deliver(v, frame)
 		return
 	}
-	dsts := set.byVLAN[vlan]
-	if len(dsts) == 0 {
+	vs := set.byVLAN[vlan]
+	if len(vs) == 0 {
 		ov.ctr.Inc(datapath.DropNoVNIC)
 		return
 	}
-	for _, dst := range dsts {
-		ov.deliver(dst, frame)
+	for _, v := range vs {
+		ov.deliver(v, frame)
 	}
+}
+
+// SetTarget implements datapath.Overlay.
+func (ov *overlay) SetTarget(mac datapath.MAC, dest encap.Dest) {
+	held := ov.targets.set(mac, dest)
+	st := ov.state.Load()
+	for _, b := range held {
+		ov.send(st, b, headroom, b[headroom:], dest)
+	}
+}
+
+// DropTarget implements datapath.Overlay.
+func (ov *overlay) DropTarget(mac datapath.MAC, admin bool) {
+	ov.ctr.Add(datapath.DropNoTarget, uint64(ov.targets.drop(mac, admin, time.Now())))
+}
+
+// RemoveTarget implements datapath.Overlay.
+func (ov *overlay) RemoveTarget(mac datapath.MAC) {
+	ov.ctr.Add(datapath.DropNoTarget, uint64(ov.targets.remove(mac)))
+}
+
+// FlushTargets implements datapath.Overlay.
+func (ov *overlay) FlushTargets() {
+	ov.ctr.Add(datapath.DropNoTarget, uint64(ov.targets.flush()))
+}
+
+// Targets implements datapath.Overlay.
+func (ov *overlay) Targets() []datapath.Target { return ov.targets.list() }
+
+// Inject implements datapath.Overlay.
+func (ov *overlay) Inject(vlan uint16, frame []byte) {
+	if len(frame) < ethHeaderLen {
+		return
+	}
+	if vlan != 0 {
+		b := copyWithHeadroom(frame)
+		frame = insertTag(b, headroom, len(frame), vlan)
+	}
+	ov.toLocal(frame, vlan)
+}
+
+// Resend implements datapath.Overlay.
+func (ov *overlay) Resend(vlan uint16, frame []byte) {
+	if len(frame) < ethHeaderLen {
+		return
+	}
+	b := copyWithHeadroom(frame)
+	ov.forward(ov.state.Load(), nil, b, headroom, len(frame), vlan)
 }
 
 // deliver writes a frame in overlay form (tagged when it belongs to a

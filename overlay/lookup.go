@@ -1,0 +1,193 @@
+package overlay
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"overlaynet/datapath"
+	"overlaynet/ether"
+	"overlaynet/proxy"
+	"overlaynet/search"
+)
+
+// Lookup limits (SPEC section 2).
+const (
+	// LookupTimeout bounds one plugin lookup; after it the held frames
+	// are dropped and counted.
+	LookupTimeout = 5 * time.Second
+	// maxProxyInFlight bounds proxy requests being answered at once; a
+	// broadcast storm beyond it is dropped and counted.
+	maxProxyInFlight = 256
+)
+
+// engine turns a data path's misses and proxy frames into plugin lookups,
+// one at a time per MAC, off the frame path, and answers the data path.
+// It is the same for every data path.
+type engine struct {
+	log     *slog.Logger
+	timeout time.Duration
+
+	// inst is the overlay's current plugin instance; dp its data path
+	// overlay, set once before any VNIC exists.
+	inst atomic.Pointer[instance]
+	dp   datapath.Overlay
+
+	mu       sync.Mutex
+	inflight map[datapath.MAC]struct{}
+	proxies  chan struct{} // semaphore
+
+	ctr     datapath.Counters
+	latency histogram
+}
+
+// instance boxes an interface for atomic.Pointer.
+type instance struct{ search.Instance }
+
+func newEngine(log *slog.Logger) *engine {
+	return &engine{log: log, timeout: LookupTimeout,
+		inflight: map[datapath.MAC]struct{}{}, proxies: make(chan struct{}, maxProxyInFlight)}
+}
+
+func (e *engine) setInstance(in search.Instance) { e.inst.Store(&instance{in}) }
+
+func (e *engine) instance() search.Instance {
+	if p := e.inst.Load(); p != nil {
+		return p.Instance
+	}
+	return nil
+}
+
+// Miss implements datapath.Handler.
+func (e *engine) Miss(mac datapath.MAC, vlan uint16) {
+	e.mu.Lock()
+	if _, busy := e.inflight[mac]; busy {
+		e.mu.Unlock()
+		return
+	}
+	e.inflight[mac] = struct{}{}
+	e.mu.Unlock()
+	e.ctr.Inc(datapath.LookupsStarted)
+	go e.lookup(mac, vlan, time.Now())
+}
+
+func (e *engine) lookup(mac datapath.MAC, vlan uint16, start time.Time) {
+	defer func() {
+		e.mu.Lock()
+		delete(e.inflight, mac)
+		e.mu.Unlock()
+	}()
+	in, ok := e.instance().(search.DynamicInstance)
+	if !ok {
+		e.ctr.Inc(datapath.LookupsDropped)
+		e.dp.DropTarget(mac, false)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), e.timeout)
+	dest, err := in.Lookup(ctx, vlan, mac)
+	cancel()
+	switch {
+	case err == nil:
+		e.dp.SetTarget(mac, dest)
+		e.ctr.Inc(datapath.LookupsAnswered)
+		e.latency.observe(time.Since(start))
+	case errors.Is(err, context.DeadlineExceeded):
+		e.ctr.Inc(datapath.LookupsTimedOut)
+		e.dp.DropTarget(mac, false)
+		e.log.Warn("lookup timed out; frames for the MAC dropped", "mac", ether.Short(mac[:]), "vlan", vlan, "timeout", e.timeout)
+	default:
+		e.ctr.Inc(datapath.LookupsDropped)
+		e.dp.DropTarget(mac, false)
+		if !errors.Is(err, search.ErrNotFound) {
+			e.log.Warn("lookup failed; frames for the MAC dropped", "mac", ether.Short(mac[:]), "vlan", vlan, "err", err)
+		} else {
+			e.log.Debug("lookup: unknown MAC; frames dropped", "mac", ether.Short(mac[:]), "vlan", vlan)
+		}
+	}
+}
+
+// Proxy implements datapath.Handler.
+func (e *engine) Proxy(vlan uint16, kind proxy.Kind, frame []byte) {
+	select {
+	case e.proxies <- struct{}{}:
+	default:
+		e.ctr.Inc(datapath.ProxyUnanswered)
+		return
+	}
+	go func() {
+		defer func() { <-e.proxies }()
+		if !e.answer(vlan, kind, frame) {
+			e.ctr.Inc(datapath.ProxyUnanswered)
+		}
+	}()
+}
+
+// answer handles one proxy frame and reports whether it was answered.
+func (e *engine) answer(vlan uint16, kind proxy.Kind, frame []byte) bool {
+	in := e.instance()
+	ctx, cancel := context.WithTimeout(context.Background(), e.timeout)
+	defer cancel()
+	switch kind {
+	case proxy.ARP:
+		r, ok := in.(search.IPResolver)
+		req, valid := proxy.ParseARP(frame)
+		if !ok || !valid {
+			return false
+		}
+		mac, err := r.ResolveIP(ctx, vlan, req.TargetIP)
+		if err != nil || mac == req.SenderMAC {
+			return false
+		}
+		e.dp.Inject(vlan, proxy.ARPReply(req, mac))
+		e.ctr.Inc(datapath.ProxyARP)
+	case proxy.NDP:
+		r, ok := in.(search.IPResolver)
+		ns, valid := proxy.ParseNS(frame)
+		if !ok || !valid {
+			return false
+		}
+		mac, err := r.ResolveIP(ctx, vlan, ns.Target)
+		if err != nil || mac == ns.SrcMAC {
+			return false
+		}
+		e.dp.Inject(vlan, proxy.Advertisement(ns, mac))
+		e.ctr.Inc(datapath.ProxyNDP)
+	case proxy.DHCPClient:
+		r, ok := in.(search.DHCPResolver)
+		client, valid := proxy.ParseDHCPClient(frame)
+		if !ok || !valid {
+			return false
+		}
+		server, err := r.DHCPServer(ctx, vlan, client)
+		if err != nil {
+			return false
+		}
+		proxy.Redirect(frame, server)
+		e.dp.Resend(vlan, frame)
+		e.ctr.Inc(datapath.ProxyDHCP)
+	case proxy.DHCPToClient:
+		// A server's broadcast reply goes to the client it names, since
+		// a dynamic overlay does not flood.
+		client, valid := proxy.ParseDHCPToClient(frame)
+		if !valid {
+			return false
+		}
+		proxy.Redirect(frame, client)
+		e.dp.Resend(vlan, frame)
+		e.ctr.Inc(datapath.ProxyDHCP)
+	default:
+		return false
+	}
+	return true
+}
+
+// stats returns the engine's counters and lookup latency quantiles.
+func (e *engine) stats() []Stat {
+	out := convStats(e.ctr.Snapshot(datapath.LookupCounters...))
+	return append(out,
+		Stat{Name: "lookup-latency-p50-us", Value: uint64(e.latency.quantile(0.50).Microseconds())},
+		Stat{Name: "lookup-latency-p99-us", Value: uint64(e.latency.quantile(0.99).Microseconds())})
+}
