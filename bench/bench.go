@@ -182,7 +182,10 @@ func iperf(p path, d time.Duration, streams int) (float64, error) {
 	return res.End.SumReceived.BitsPerSecond / 1e9, nil
 }
 
-var rttLine = regexp.MustCompile(`= [\d.]+/([\d.]+)/`)
+var (
+	rttLine      = regexp.MustCompile(`= [\d.]+/([\d.]+)/`)
+	receivedLine = regexp.MustCompile(`(\d+) received`)
+)
 
 // pingAvg returns the average round trip of 20 pings, in milliseconds.
 func pingAvg(p path) (float64, error) {

@@ -101,6 +101,7 @@ func (e *engine) lookup(mac datapath.MAC, vlan uint16, start time.Time) {
 	default:
 		e.ctr.Inc(datapath.LookupsDropped)
 		e.dp.DropTarget(mac, false)
+		e.latency.observe(time.Since(start))
 		if !errors.Is(err, search.ErrNotFound) {
 			e.log.Warn("lookup failed; frames for the MAC dropped", "mac", ether.Short(mac[:]), "vlan", vlan, "err", err)
 		} else {
@@ -184,7 +185,9 @@ func (e *engine) answer(vlan uint16, kind proxy.Kind, frame []byte) bool {
 	return true
 }
 
-// stats returns the engine's counters and lookup latency quantiles.
+// stats returns the engine's counters and the quantiles of lookup latency:
+// from the miss to the answer (a destination or "drop") installed in the
+// data path.
 func (e *engine) stats() []Stat {
 	out := convStats(e.ctr.Snapshot(datapath.LookupCounters...))
 	return append(out,

@@ -1,6 +1,5 @@
-// Command overlaybench measures overlayd's data path beside the raw
-// underlay and the Linux kernel's vxlan driver, in one run, between two
-// simulated hosts. It needs root, iperf3 and ping. See -h.
+// Command overlaybench measures overlayd between simulated hosts. It needs
+// root, iperf3 and ping. See -h.
 package main
 
 import (
@@ -14,38 +13,61 @@ import (
 )
 
 func main() {
-	dur := flag.Duration("time", 5*time.Second, "duration of each iperf3 run")
-	rounds := flag.Int("rounds", 3, "rounds over all paths; the medians are printed")
+	dur := flag.Duration("time", 5*time.Second, "throughput: duration of each iperf3 run")
+	rounds := flag.Int("rounds", 3, "throughput: rounds over all paths; the medians are printed")
+	macs := flag.Int("macs", 10000, "storm: unknown MACs to send frames to")
+	rate := flag.Int("rate", 20000, "storm: frames per second")
 	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, `usage: overlaybench [-time 5s] [-rounds 3]
+		fmt.Fprintf(os.Stderr, `usage: overlaybench [flags] [throughput | storm]
 
-Builds two hosts (network namespaces joined by veth) and measures, in one
-run: the raw underlay, the kernel vxlan driver, and overlayd's userspace
-data path (VNICs in guest namespaces). For each: iperf3 TCP with 1 and 4
-streams and the average ping round trip, with ratios to kernel vxlan.
+throughput (the default) builds two hosts (network namespaces joined by
+veth) and measures, in one run: the raw underlay, the kernel vxlan driver,
+and overlayd's userspace data path (VNICs in guest namespaces). For each:
+iperf3 TCP with 1 and 4 streams and the average ping round trip, with
+ratios to kernel vxlan.
+
+storm sends frames to -macs unknown MACs from one VNIC of a files-plugin
+overlay while two known VNICs ping each other, and reports overlayd's
+memory, the lookup latency (miss to answer installed, p50 and p99) and
+the pings during the storm.
+
 Needs root, iperf3 and ping.
 
 `)
 		flag.PrintDefaults()
 	}
 	flag.Parse()
+	mode := flag.Arg(0)
+	if mode == "" {
+		mode = "throughput"
+	}
+	if mode != "throughput" && mode != "storm" || flag.NArg() > 1 {
+		flag.Usage()
+		os.Exit(2)
+	}
 	dir, err := os.MkdirTemp("", "overlaybench-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "overlaybench:", err)
 		os.Exit(1)
 	}
-	defer os.RemoveAll(dir)
 	bin, err := netlab.Build(dir)
 	if err == nil {
-		var rs []bench.Result
-		rs, err = bench.Run(bench.Options{Duration: *dur, Rounds: *rounds, Bin: bin, Log: os.Stderr})
-		if err == nil {
-			bench.Print(os.Stdout, rs)
+		switch mode {
+		case "throughput":
+			var rs []bench.Result
+			if rs, err = bench.Run(bench.Options{Duration: *dur, Rounds: *rounds, Bin: bin, Log: os.Stderr}); err == nil {
+				bench.Print(os.Stdout, rs)
+			}
+		case "storm":
+			var r bench.StormResult
+			if r, err = bench.Storm(bench.StormOptions{MACs: *macs, Rate: *rate, Bin: bin, Log: os.Stderr}); err == nil {
+				bench.PrintStorm(os.Stdout, r)
+			}
 		}
 	}
+	os.RemoveAll(dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "overlaybench:", err)
-		os.RemoveAll(dir)
 		os.Exit(1)
 	}
 }
