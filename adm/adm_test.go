@@ -362,7 +362,7 @@ func TestCreateAndShowOverlay(t *testing.T) {
 		{"ov0", "varpd/id", "r-", "-", "1", "--", "--"},
 		{"ov0", "vxlan/listen_ip", "rw", "y", listenIP, "--", "--"},
 		{"ov0", "vxlan/listen_port", "rw", "y", "4789", "4789", "1-65535"},
-		{"ov0", "search", "r-", "y", "direct", "--", "direct"},
+		{"ov0", "search", "r-", "y", "direct", "--", "direct,files"},
 		{"ov0", "direct/dest_ip", "rw", "y", destIP, "--", "--"},
 		{"ov0", "direct/dest_port", "rw", "y", "4789", "--", "1-65535"},
 	}

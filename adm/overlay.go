@@ -33,12 +33,22 @@ Properties (-p, repeatable, or comma-joined):
   vxlan/listen_port=<port>   UDP port to receive on, default 4789
   direct/dest_ip=<ip>        the one peer's underlay address (direct, required)
   direct/dest_port=<port>    the one peer's UDP port (direct, required)
+  files/config=<path>        absolute path of the JSON map of MACs to hosts
+                             (files, required; illumos overlay_files format)
+
+direct sends every frame that is not for a local VNIC, broadcasts included,
+to its one peer. files looks each destination MAC up in its map, answers
+ARP and IPv6 neighbour solicitations from the map's "arp" and "ndp"
+addresses, redirects DHCPv4 broadcasts to a "dhcp-proxy" MAC, and never
+floods broadcasts over the underlay. It rereads the file when it changes.
 
 Overlay names use letters, digits, '_' and '.', start with a letter, and
 have at most 31 characters. Without -t the overlay is persistent.`,
 		Example: `  overlayadm create-overlay -e vxlan -s direct -v 42 \
       -p vxlan/listen_ip=192.0.2.1 \
-      -p direct/dest_ip=192.0.2.2,direct/dest_port=4789 overlay0`,
+      -p direct/dest_ip=192.0.2.2,direct/dest_port=4789 overlay0
+  overlayadm create-overlay -e vxlan -s files -v 43 \
+      -p vxlan/listen_ip=192.0.2.1 -p files/config=/etc/overlay/overlay1.json overlay1`,
 		Args: oneOperand("overlay"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch {

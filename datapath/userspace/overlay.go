@@ -235,7 +235,14 @@ func (ov *overlay) forward(st *ovState, src *vnic, buf []byte, off, n int, vlan 
 	var kind proxy.Kind
 	var proxied []byte
 	if dynamic && !unicast {
-		if kind = proxy.Classify(frame); kind != proxy.None {
+		kind = proxy.Classify(frame)
+		if kind == proxy.DHCPToClient {
+			// A local client gets the broadcast below, as it is.
+			if client, _ := proxy.ParseDHCPToClient(frame); ov.vnics.Load().byKey[vnicKey{vlan: vlan, mac: client}] != nil {
+				kind = proxy.None
+			}
+		}
+		if kind != proxy.None {
 			proxied = append([]byte(nil), frame...)
 		}
 	}

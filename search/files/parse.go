@@ -92,12 +92,12 @@ func Parse(path string, data []byte, needPort bool) (*Map, error) {
 			m.Warnings = append(m.Warnings, p.pos(keyOff)+fmt.Sprintf("entry %q: a group MAC is never looked up: dynamic overlays do not flood; ARP, NDP and DHCP are answered by proxy", key))
 			continue
 		}
-		for _, a := range []netip.Addr{e.ARP, e.NDP} {
+		for i, a := range []netip.Addr{e.ARP, e.NDP} {
 			if !a.IsValid() {
 				continue
 			}
 			if other, dup := m.byIP[a]; dup {
-				return nil, p.errAt(keyOff, key, fmt.Sprintf("address %s is already claimed by %q", a, keyText[other]))
+				return nil, p.errAt(p.addrOff[i], key, fmt.Sprintf("%q: address %s is already claimed by %q", []string{"arp", "ndp"}[i], a, keyText[other]))
 			}
 			m.byIP[a] = mac
 		}
@@ -106,7 +106,12 @@ func Parse(path string, data []byte, needPort bool) (*Map, error) {
 	if _, err := p.dec.Token(); err != nil { // the closing '}'
 		return nil, p.jsonErr(err, "")
 	}
-	if off := p.next(); off < len(data) {
+	// Only whitespace may follow; next would also skip a stray ',' or ':'.
+	off := int(p.dec.InputOffset())
+	for off < len(data) && strings.IndexByte(" \t\r\n", data[off]) >= 0 {
+		off++
+	}
+	if off < len(data) {
 		return nil, p.errAt(off, "", "unexpected data after the top-level object")
 	}
 	return m, nil
@@ -122,6 +127,9 @@ type parser struct {
 	path string
 	data []byte
 	dec  *json.Decoder
+	// addrOff holds the offsets of the last entry's "arp" and "ndp"
+	// values, to locate a clash with another entry.
+	addrOff [2]int
 }
 
 // next returns the offset of the next token, past whitespace and the
@@ -208,7 +216,7 @@ func (p *parser) entry(key string, needPort bool, warn func(string)) (Entry, err
 			if err != nil || !ip.Is4() {
 				return e, bad("%q is not an IPv4 address", a)
 			}
-			e.ARP = ip
+			e.ARP, p.addrOff[0] = ip, valOff
 		case "ndp":
 			a, err := str(raw)
 			if err != nil {
@@ -218,7 +226,7 @@ func (p *parser) entry(key string, needPort bool, warn func(string)) (Entry, err
 			if err != nil || !ip.Is6() || ip.Is4In6() || ip.Zone() != "" {
 				return e, bad("%q is not an IPv6 address", a)
 			}
-			e.NDP = ip
+			e.NDP, p.addrOff[1] = ip, valOff
 		case "dhcp-proxy":
 			a, err := str(raw)
 			if err != nil {
@@ -268,8 +276,21 @@ func (p *parser) jsonErr(err error, key string) error {
 	var se *json.SyntaxError
 	switch {
 	case errors.As(err, &se):
-		// The offset is just past the offending byte.
-		return p.errAt(max(int(se.Offset)-1, 0), key, "malformed JSON: "+se.Error())
+		// se.Offset is unreliable: for a token error it is the offset
+		// of the offending byte itself, and for an error inside a value
+		// (a string, a literal, a number) it counts only the bytes of
+		// the values decoded so far, not the delimiters and whitespace
+		// Token consumed. Everything before the error is valid JSON, so
+		// scanning the whole file again stops at the same byte, and its
+		// Offset is just past it. The decoder's position (the start of
+		// the value, or the offending byte) is the fallback.
+		off, msg := int(p.dec.InputOffset()), se.Error()
+		var raw json.RawMessage
+		var whole *json.SyntaxError
+		if errors.As(json.Unmarshal(p.data, &raw), &whole) && int(whole.Offset)-1 >= off && int(whole.Offset) <= len(p.data) {
+			off, msg = int(whole.Offset)-1, whole.Error()
+		}
+		return p.errAt(off, key, "malformed JSON: "+msg)
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return p.errAt(len(p.data), key, "malformed JSON: the file ends early")
 	}
