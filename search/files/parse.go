@@ -204,7 +204,7 @@ func (p *parser) entry(key string, needPort bool, warn func(string)) (Entry, err
 			}
 			v, err := n.Int64()
 			if err != nil || v < 1 || v > 65535 {
-				return e, bad("must be an integer 1-65535, not %s", n)
+				return e, bad("must be an integer 1-65535, not %s", raw)
 			}
 			e.Dest.Port = uint16(v)
 		case "arp":
@@ -255,6 +255,9 @@ func (p *parser) entry(key string, needPort bool, warn func(string)) (Entry, err
 }
 
 func str(raw json.RawMessage) (string, error) {
+	if string(raw) == "null" { // Unmarshal would leave s "" without an error
+		return "", errors.New("null is not a string")
+	}
 	var s string
 	err := json.Unmarshal(raw, &s)
 	return s, err
