@@ -107,11 +107,7 @@ func Parse(path string, data []byte, needPort bool) (*Map, error) {
 		return nil, p.jsonErr(err, "")
 	}
 	// Only whitespace may follow; next would also skip a stray ',' or ':'.
-	off := int(p.dec.InputOffset())
-	for off < len(data) && strings.IndexByte(" \t\r\n", data[off]) >= 0 {
-		off++
-	}
-	if off < len(data) {
+	if off := p.skipSpace(int(p.dec.InputOffset())); off < len(data) {
 		return nil, p.errAt(off, "", "unexpected data after the top-level object")
 	}
 	return m, nil
@@ -137,6 +133,14 @@ type parser struct {
 func (p *parser) next() int {
 	off := int(p.dec.InputOffset())
 	for off < len(p.data) && strings.IndexByte(" \t\r\n,:", p.data[off]) >= 0 {
+		off++
+	}
+	return off
+}
+
+// skipSpace returns the offset of the first non-whitespace byte from off.
+func (p *parser) skipSpace(off int) int {
+	for off < len(p.data) && strings.IndexByte(" \t\r\n", p.data[off]) >= 0 {
 		off++
 	}
 	return off
@@ -286,8 +290,9 @@ func (p *parser) jsonErr(err error, key string) error {
 		// Token consumed. Everything before the error is valid JSON, so
 		// scanning the whole file again stops at the same byte, and its
 		// Offset is just past it. The decoder's position (the start of
-		// the value, or the offending byte) is the fallback.
-		off, msg := int(p.dec.InputOffset()), se.Error()
+		// the value, or the offending byte) is the fallback, for when
+		// the rescan stops earlier (nesting deeper than it allows).
+		off, msg := p.skipSpace(int(p.dec.InputOffset())), se.Error()
 		var raw json.RawMessage
 		var whole *json.SyntaxError
 		if errors.As(json.Unmarshal(p.data, &raw), &whole) && int(whole.Offset)-1 >= off && int(whole.Offset) <= len(p.data) {

@@ -539,3 +539,29 @@ func TestMapResolveIP(t *testing.T) {
 		t.Errorf("ResolveIP(invalid address) found something")
 	}
 }
+
+// TestParseDeepNesting covers values nested nearly as deep as the JSON
+// scanner allows (10000 levels), where scanning the whole file again to
+// locate an error fails earlier than the decoder did.
+func TestParseDeepNesting(t *testing.T) {
+	const prefix = `{"2:8:20:aa:bb:1": {"ip": "192.0.2.1", "z": `
+	for _, n := range []int{9990, 9998, 9999, 10000} {
+		deep := strings.Repeat("[", n) + strings.Repeat("]", n)
+		m, err := Parse("f", []byte(prefix+deep+`, "port": 4789}}`), true)
+		if err != nil || len(m.Entries) != 1 || len(m.Warnings) != 1 {
+			t.Errorf("depth %d: Parse = %v, %v", n, m, err)
+		}
+		in, at := located(t, prefix+deep+`, "port": ‸x}}`)
+		_, err = Parse("f", []byte(in), true)
+		var pe *ParseError
+		if !errors.As(err, &pe) || pe.Line != at[0][0] || pe.Col != at[0][1] || !strings.Contains(pe.Msg, "'x'") {
+			t.Errorf("depth %d: Parse = %v, want an error at %d:%d", n, err, at[0][0], at[0][1])
+		}
+	}
+	deep := strings.Repeat("[", 10001) + strings.Repeat("]", 10001)
+	_, err := Parse("f", []byte(prefix+deep+`, "port": 4789}}`), true)
+	var pe *ParseError
+	if !errors.As(err, &pe) || pe.Line != 1 || pe.Col <= len(prefix) || pe.Col > len(prefix)+10001 || !strings.Contains(pe.Msg, "depth") {
+		t.Errorf("depth 10001: Parse = %v, want a depth error in the nested value", err)
+	}
+}

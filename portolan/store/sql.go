@@ -1,0 +1,593 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
+	_ "modernc.org/sqlite"             // database/sql driver "sqlite"
+
+	"overlaynet/ether"
+)
+
+// DefaultDSN is the embedded store used when none is given.
+const DefaultDSN = "sqlite:/var/lib/portolan/portolan.db"
+
+// dialect holds what differs between SQLite and PostgreSQL.
+type dialect struct {
+	name    string
+	autoinc string // the log's sequence column
+	rebind  func(string) string
+}
+
+var (
+	sqlite   = dialect{name: "sqlite", autoinc: "seq INTEGER PRIMARY KEY AUTOINCREMENT", rebind: func(q string) string { return q }}
+	postgres = dialect{name: "postgres", autoinc: "seq BIGSERIAL PRIMARY KEY", rebind: dollarParams}
+)
+
+// dollarParams rewrites '?' placeholders as $1, $2, ... for PostgreSQL.
+func dollarParams(q string) string {
+	var b strings.Builder
+	n := 0
+	for _, c := range q {
+		if c == '?' {
+			n++
+			fmt.Fprintf(&b, "$%d", n)
+			continue
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+// SQL is the Store over database/sql.
+type SQL struct {
+	db *sql.DB
+	d  dialect
+}
+
+// Open opens a store: "sqlite:PATH" (the file is created, with its
+// directory) or a "postgres://" / "postgresql://" URL. The schema is
+// created if missing.
+func Open(ctx context.Context, dsn string) (*SQL, error) {
+	var s *SQL
+	switch {
+	case strings.HasPrefix(dsn, "sqlite:"):
+		path := strings.TrimPrefix(dsn, "sqlite:")
+		if path == "" {
+			return nil, fmt.Errorf("store %q: sqlite: needs a file path", dsn)
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return nil, fmt.Errorf("store %s: %w", dsn, err)
+		}
+		// WAL lets the server read while an admin command writes;
+		// immediate transactions and a busy timeout serialise writers
+		// from several processes instead of failing them.
+		db, err := sql.Open("sqlite", "file:"+path+"?_txlock=immediate&_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(ON)")
+		if err != nil {
+			return nil, fmt.Errorf("store %s: %w", dsn, err)
+		}
+		db.SetMaxOpenConns(8)
+		s = &SQL{db: db, d: sqlite}
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		db, err := sql.Open("pgx", dsn)
+		if err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+		db.SetMaxOpenConns(32)
+		db.SetMaxIdleConns(32)
+		s = &SQL{db: db, d: postgres}
+	default:
+		return nil, fmt.Errorf("store %q: want sqlite:PATH or a postgres:// URL", dsn)
+	}
+	if err := s.migrate(ctx); err != nil {
+		s.db.Close()
+		return nil, fmt.Errorf("store %s: %w", redact(dsn), err)
+	}
+	return s, nil
+}
+
+// redact hides a password in a URL for error messages.
+func redact(dsn string) string {
+	if i := strings.Index(dsn, "://"); i >= 0 {
+		if at := strings.LastIndex(dsn, "@"); at > i {
+			if c := strings.Index(dsn[i+3:at], ":"); c >= 0 {
+				return dsn[:i+3+c] + ":xxx" + dsn[at:]
+			}
+		}
+	}
+	return dsn
+}
+
+func (s *SQL) migrate(ctx context.Context) error {
+	stmts := []string{
+		`CREATE TABLE IF NOT EXISTS hosts (
+			id   TEXT PRIMARY KEY,
+			ip   TEXT NOT NULL UNIQUE,
+			port INTEGER NOT NULL)`,
+		`CREATE TABLE IF NOT EXISTS vnics (
+			vnetid BIGINT NOT NULL,
+			mac    BIGINT NOT NULL,
+			vlan   INTEGER NOT NULL,
+			host   TEXT NOT NULL REFERENCES hosts(id),
+			PRIMARY KEY (vnetid, mac))`,
+		`CREATE INDEX IF NOT EXISTS vnics_host ON vnics(host)`,
+		`CREATE TABLE IF NOT EXISTS ips (
+			vnetid BIGINT NOT NULL,
+			ip     TEXT NOT NULL,
+			mac    BIGINT NOT NULL,
+			PRIMARY KEY (vnetid, ip),
+			FOREIGN KEY (vnetid, mac) REFERENCES vnics(vnetid, mac) ON DELETE CASCADE)`,
+		`CREATE TABLE IF NOT EXISTS log (` + s.d.autoinc + `,
+			id     TEXT NOT NULL UNIQUE,
+			host   TEXT NOT NULL,
+			type   INTEGER NOT NULL,
+			vnetid BIGINT NOT NULL,
+			mac    BIGINT NOT NULL,
+			ip     TEXT NOT NULL,
+			vlan   INTEGER NOT NULL)`,
+		`CREATE INDEX IF NOT EXISTS log_host ON log(host, seq)`,
+	}
+	for _, q := range stmts {
+		if _, err := s.db.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("create schema: %w", err)
+		}
+	}
+	return nil
+}
+
+// Close implements Store.
+func (s *SQL) Close() error { return s.db.Close() }
+
+func (s *SQL) q(q string) string { return s.d.rebind(q) }
+
+func macInt(m ether.MAC) int64 {
+	var b [8]byte
+	copy(b[2:], m[:])
+	return int64(binary.BigEndian.Uint64(b[:]))
+}
+
+func intMAC(v int64) ether.MAC {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(v))
+	return ether.MAC(b[2:])
+}
+
+// PutHost implements Store.
+func (s *SQL) PutHost(ctx context.Context, h Host) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var oldIP string
+		var oldPort int
+		err := tx.QueryRowContext(ctx, s.q(`SELECT ip, port FROM hosts WHERE id = ?`), h.ID).Scan(&oldIP, &oldPort)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			_, err = tx.ExecContext(ctx, s.q(`INSERT INTO hosts (id, ip, port) VALUES (?, ?, ?)`), h.ID, h.IP.String(), int(h.Port))
+			return uniqueErr(err, fmt.Sprintf("underlay address %s is already another host's", h.IP))
+		case err != nil:
+			return err
+		}
+		if oldIP == h.IP.String() && oldPort == int(h.Port) {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, s.q(`UPDATE hosts SET ip = ?, port = ? WHERE id = ?`), h.IP.String(), int(h.Port), h.ID); err != nil {
+			return uniqueErr(err, fmt.Sprintf("underlay address %s is already another host's", h.IP))
+		}
+		// Every cached answer pointing at the old address is wrong now.
+		rows, err := tx.QueryContext(ctx, s.q(`SELECT vnetid, mac FROM vnics WHERE host = ?`), h.ID)
+		if err != nil {
+			return err
+		}
+		var vs []VNIC
+		for rows.Next() {
+			var vnet, mac int64
+			if err := rows.Scan(&vnet, &mac); err != nil {
+				rows.Close()
+				return err
+			}
+			vs = append(vs, VNIC{VNetID: uint32(vnet), MAC: intMAC(mac)})
+		}
+		rows.Close()
+		for _, v := range vs {
+			if err := s.logChange(ctx, tx, v.VNetID, nil, LogEntry{Type: LogVL2, VNetID: v.VNetID, MAC: v.MAC}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// RemoveHost implements Store.
+func (s *SQL) RemoveHost(ctx context.Context, id string) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, s.q(`SELECT count(*) FROM vnics WHERE host = ?`), id).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return fmt.Errorf("host %s still holds %d VNICs; remove or move them first: %w", id, n, ErrInUse)
+		}
+		res, err := tx.ExecContext(ctx, s.q(`DELETE FROM hosts WHERE id = ?`), id)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("host %s: %w", id, ErrNotFound)
+		}
+		_, err = tx.ExecContext(ctx, s.q(`DELETE FROM log WHERE host = ?`), id)
+		return err
+	})
+}
+
+// Hosts implements Store.
+func (s *SQL) Hosts(ctx context.Context) ([]Host, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, ip, port FROM hosts ORDER BY id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Host
+	for rows.Next() {
+		var h Host
+		var ip string
+		var port int
+		if err := rows.Scan(&h.ID, &ip, &port); err != nil {
+			return nil, err
+		}
+		h.IP, _ = netip.ParseAddr(ip)
+		h.Port = uint16(port)
+		out = append(out, h)
+	}
+	return out, rows.Err()
+}
+
+// AddVNIC implements Store.
+func (s *SQL) AddVNIC(ctx context.Context, v VNIC) error { return s.AddVNICs(ctx, []VNIC{v}) }
+
+// AddVNICs adds many VNICs in one transaction: an import. Log entries go
+// to the hosts of each affected vnetid once per VNIC, as for AddVNIC.
+func (s *SQL) AddVNICs(ctx context.Context, vs []VNIC) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		hostsOf := map[uint32][]string{}
+		for _, v := range vs {
+			if err := s.insertVNIC(ctx, tx, v); err != nil {
+				return err
+			}
+			hosts, ok := hostsOf[v.VNetID]
+			if !ok {
+				var err error
+				if hosts, err = s.hostsOn(ctx, tx, v.VNetID); err != nil {
+					return err
+				}
+				hostsOf[v.VNetID] = hosts
+			}
+			// A host may remember the MAC or its addresses as unknown.
+			entries := []LogEntry{{Type: LogVL2, VNetID: v.VNetID, MAC: v.MAC}}
+			for _, ip := range v.IPs {
+				entries = append(entries, LogEntry{Type: LogVL3, VNetID: v.VNetID, IP: ip, VLAN: v.VLAN})
+			}
+			if err := s.appendLog(ctx, tx, hosts, entries...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func (s *SQL) insertVNIC(ctx context.Context, tx *sql.Tx, v VNIC) error {
+	var exists int
+	if err := tx.QueryRowContext(ctx, s.q(`SELECT count(*) FROM hosts WHERE id = ?`), v.Host).Scan(&exists); err != nil {
+		return err
+	}
+	if exists == 0 {
+		return fmt.Errorf("host %s: %w (add it first)", v.Host, ErrNotFound)
+	}
+	_, err := tx.ExecContext(ctx, s.q(`INSERT INTO vnics (vnetid, mac, vlan, host) VALUES (?, ?, ?, ?)`),
+		int64(v.VNetID), macInt(v.MAC), int(v.VLAN), v.Host)
+	if err = uniqueErr(err, fmt.Sprintf("VNIC %s on vnetid %d", ether.Short(v.MAC[:]), v.VNetID)); err != nil {
+		return err
+	}
+	for _, ip := range v.IPs {
+		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO ips (vnetid, ip, mac) VALUES (?, ?, ?)`),
+			int64(v.VNetID), ip.Unmap().String(), macInt(v.MAC))
+		if err = uniqueErr(err, fmt.Sprintf("address %s on vnetid %d is already another VNIC's", ip, v.VNetID)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// MoveVNIC implements Store.
+func (s *SQL) MoveVNIC(ctx context.Context, vnetid uint32, mac ether.MAC, host string) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var exists int
+		if err := tx.QueryRowContext(ctx, s.q(`SELECT count(*) FROM hosts WHERE id = ?`), host).Scan(&exists); err != nil {
+			return err
+		}
+		if exists == 0 {
+			return fmt.Errorf("host %s: %w", host, ErrNotFound)
+		}
+		before, err := s.hostsOn(ctx, tx, vnetid)
+		if err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, s.q(`UPDATE vnics SET host = ? WHERE vnetid = ? AND mac = ?`), host, int64(vnetid), macInt(mac))
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("VNIC %s on vnetid %d: %w", ether.Short(mac[:]), vnetid, ErrNotFound)
+		}
+		return s.logChange(ctx, tx, vnetid, before, LogEntry{Type: LogVL2, VNetID: vnetid, MAC: mac})
+	})
+}
+
+// RemoveVNIC implements Store.
+func (s *SQL) RemoveVNIC(ctx context.Context, vnetid uint32, mac ether.MAC) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		before, err := s.hostsOn(ctx, tx, vnetid)
+		if err != nil {
+			return err
+		}
+		var vlan int
+		err = tx.QueryRowContext(ctx, s.q(`SELECT vlan FROM vnics WHERE vnetid = ? AND mac = ?`), int64(vnetid), macInt(mac)).Scan(&vlan)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("VNIC %s on vnetid %d: %w", ether.Short(mac[:]), vnetid, ErrNotFound)
+		} else if err != nil {
+			return err
+		}
+		entries := []LogEntry{{Type: LogVL2, VNetID: vnetid, MAC: mac}}
+		ips, err := s.ipsOf(ctx, tx, vnetid, mac)
+		if err != nil {
+			return err
+		}
+		for _, ip := range ips {
+			entries = append(entries, LogEntry{Type: LogVL3, VNetID: vnetid, IP: ip, VLAN: uint16(vlan)})
+		}
+		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM ips WHERE vnetid = ? AND mac = ?`), int64(vnetid), macInt(mac)); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM vnics WHERE vnetid = ? AND mac = ?`), int64(vnetid), macInt(mac)); err != nil {
+			return err
+		}
+		return s.logChange(ctx, tx, vnetid, before, entries...)
+	})
+}
+
+// VNICs implements Store.
+func (s *SQL) VNICs(ctx context.Context, vnetid uint32, all bool) ([]VNIC, error) {
+	q := `SELECT vnetid, mac, vlan, host FROM vnics`
+	var args []any
+	if !all {
+		q += ` WHERE vnetid = ?`
+		args = append(args, int64(vnetid))
+	}
+	rows, err := s.db.QueryContext(ctx, s.q(q+` ORDER BY vnetid, mac`), args...)
+	if err != nil {
+		return nil, err
+	}
+	var out []VNIC
+	for rows.Next() {
+		var vnet, mac int64
+		var vlan int
+		var v VNIC
+		if err := rows.Scan(&vnet, &mac, &vlan, &v.Host); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		v.VNetID, v.MAC, v.VLAN = uint32(vnet), intMAC(mac), uint16(vlan)
+		out = append(out, v)
+	}
+	rows.Close()
+	for i := range out {
+		if out[i].IPs, err = s.ipsOf(ctx, s.db, out[i].VNetID, out[i].MAC); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+type querier interface {
+	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
+}
+
+func (s *SQL) ipsOf(ctx context.Context, db querier, vnetid uint32, mac ether.MAC) ([]netip.Addr, error) {
+	rows, err := db.QueryContext(ctx, s.q(`SELECT ip FROM ips WHERE vnetid = ? AND mac = ? ORDER BY ip`), int64(vnetid), macInt(mac))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []netip.Addr
+	for rows.Next() {
+		var ip string
+		if err := rows.Scan(&ip); err != nil {
+			return nil, err
+		}
+		a, _ := netip.ParseAddr(ip)
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// VL2 implements Store.
+func (s *SQL) VL2(ctx context.Context, vnetid uint32, mac ether.MAC) (Host, bool, error) {
+	var h Host
+	var ip string
+	var port int
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT h.id, h.ip, h.port FROM vnics v JOIN hosts h ON h.id = v.host
+		WHERE v.vnetid = ? AND v.mac = ?`), int64(vnetid), macInt(mac)).Scan(&h.ID, &ip, &port)
+	if errors.Is(err, sql.ErrNoRows) {
+		return h, false, nil
+	} else if err != nil {
+		return h, false, err
+	}
+	h.IP, _ = netip.ParseAddr(ip)
+	h.Port = uint16(port)
+	return h, true, nil
+}
+
+// VL3 implements Store.
+func (s *SQL) VL3(ctx context.Context, vnetid uint32, addr netip.Addr) (ether.MAC, Host, bool, error) {
+	var h Host
+	var ip string
+	var port int
+	var mac int64
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT v.mac, h.id, h.ip, h.port FROM ips i
+		JOIN vnics v ON v.vnetid = i.vnetid AND v.mac = i.mac
+		JOIN hosts h ON h.id = v.host
+		WHERE i.vnetid = ? AND i.ip = ?`), int64(vnetid), addr.Unmap().String()).Scan(&mac, &h.ID, &ip, &port)
+	if errors.Is(err, sql.ErrNoRows) {
+		return ether.MAC{}, h, false, nil
+	} else if err != nil {
+		return ether.MAC{}, h, false, err
+	}
+	h.IP, _ = netip.ParseAddr(ip)
+	h.Port = uint16(port)
+	return intMAC(mac), h, true, nil
+}
+
+// Log implements Store.
+func (s *SQL) Log(ctx context.Context, hostIP netip.Addr, maxBytes int) ([]LogEntry, error) {
+	var host string
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT id FROM hosts WHERE ip = ?`), hostIP.Unmap().String()).Scan(&host)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%s: %w", hostIP, ErrUnknownHost)
+	} else if err != nil {
+		return nil, err
+	}
+	limit := maxBytes / 32
+	if limit <= 0 {
+		return nil, nil
+	}
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT id, type, vnetid, mac, ip, vlan FROM log WHERE host = ? ORDER BY seq LIMIT ?`), host, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []LogEntry
+	total := 0
+	for rows.Next() {
+		var e LogEntry
+		var id, ip string
+		var typ, vlan int
+		var vnet, mac int64
+		if err := rows.Scan(&id, &typ, &vnet, &mac, &ip, &vlan); err != nil {
+			return nil, err
+		}
+		hex.Decode(e.ID[:], []byte(id))
+		e.Type, e.VNetID, e.MAC, e.VLAN = uint32(typ), uint32(vnet), intMAC(mac), uint16(vlan)
+		e.IP, _ = netip.ParseAddr(ip)
+		if total+e.Size() > maxBytes {
+			break
+		}
+		total += e.Size()
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// RemoveLog implements Store.
+func (s *SQL) RemoveLog(ctx context.Context, ids [][16]byte) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		for _, id := range ids {
+			if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM log WHERE id = ?`), hex.EncodeToString(id[:])); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// hostsOn returns the hosts holding a VNIC on vnetid: those that may
+// cache answers about it.
+func (s *SQL) hostsOn(ctx context.Context, tx *sql.Tx, vnetid uint32) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, s.q(`SELECT DISTINCT host FROM vnics WHERE vnetid = ?`), int64(vnetid))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var h string
+		if err := rows.Scan(&h); err != nil {
+			return nil, err
+		}
+		out = append(out, h)
+	}
+	return out, rows.Err()
+}
+
+// logChange logs entries for every host on vnetid now and every host in
+// before (which may have held the changed VNIC).
+func (s *SQL) logChange(ctx context.Context, tx *sql.Tx, vnetid uint32, before []string, entries ...LogEntry) error {
+	after, err := s.hostsOn(ctx, tx, vnetid)
+	if err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	var hosts []string
+	for _, h := range append(before, after...) {
+		if !seen[h] {
+			seen[h] = true
+			hosts = append(hosts, h)
+		}
+	}
+	return s.appendLog(ctx, tx, hosts, entries...)
+}
+
+func (s *SQL) appendLog(ctx context.Context, tx *sql.Tx, hosts []string, entries ...LogEntry) error {
+	for _, h := range hosts {
+		for _, e := range entries {
+			var id [16]byte
+			rand.Read(id[:])
+			id[6] = id[6]&0x0f | 0x40 // a version 4 UUID
+			id[8] = id[8]&0x3f | 0x80
+			ip := ""
+			if e.IP.IsValid() {
+				ip = e.IP.Unmap().String()
+			}
+			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO log (id, host, type, vnetid, mac, ip, vlan) VALUES (?, ?, ?, ?, ?, ?, ?)`),
+				hex.EncodeToString(id[:]), h, int(e.Type), int64(e.VNetID), macInt(e.MAC), ip, int(e.VLAN)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// tx runs fn in a transaction.
+func (s *SQL) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// uniqueErr turns a unique-constraint violation into ErrExists with a
+// message; other errors pass through.
+func uniqueErr(err error, what string) error {
+	if err == nil {
+		return nil
+	}
+	msg := strings.ToLower(err.Error())
+	if strings.Contains(msg, "unique") || strings.Contains(msg, "duplicate key") {
+		return fmt.Errorf("%s: %w", what, ErrExists)
+	}
+	return err
+}
