@@ -3,6 +3,8 @@ package overlay
 import (
 	"time"
 
+	"overlaynet/datapath"
+	"overlaynet/encap"
 	"overlaynet/ether"
 )
 
@@ -10,12 +12,29 @@ import (
 
 // Invalidate implements search.Host.
 func (ov *overlay) Invalidate(mac ether.MAC) {
-	ov.smu.Lock()
-	dp := ov.hostDP
-	ov.smu.Unlock()
-	if dp != nil {
+	if dp := ov.dataPath(); dp != nil {
 		dp.RemoveTarget(mac)
 	}
+}
+
+// SetTarget implements search.Host.
+func (ov *overlay) SetTarget(mac ether.MAC, dest encap.Dest) {
+	if dp := ov.dataPath(); dp != nil {
+		dp.SetTarget(mac, dest)
+	}
+}
+
+// Inject implements search.Host.
+func (ov *overlay) Inject(vlan uint16, frame []byte) {
+	if dp := ov.dataPath(); dp != nil {
+		dp.Inject(vlan, frame)
+	}
+}
+
+func (ov *overlay) dataPath() datapath.Overlay {
+	ov.smu.Lock()
+	defer ov.smu.Unlock()
+	return ov.hostDP
 }
 
 // Degrade implements search.Host.

@@ -6,4 +6,5 @@ import (
 	_ "overlaynet/encap/vxlan"   // VXLAN encapsulation
 	_ "overlaynet/search/direct" // point-to-point search
 	_ "overlaynet/search/files"  // MAC map from a JSON file
+	_ "overlaynet/search/svp"    // mapping server over SVP (portolan)
 )

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"testing"
 
 	"github.com/gopacket/gopacket/layers"
@@ -239,5 +240,34 @@ func BenchmarkARPReply(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		ARPReply(req, macAns)
+	}
+}
+
+func TestGratuitousFrames(t *testing.T) {
+	mac := MAC{2, 8, 0x20, 0, 0, 9}
+	g := GratuitousARP(mac, netip.MustParseAddr("10.0.0.9"))
+	if MAC(g[0:6]) != Broadcast || MAC(g[6:12]) != mac {
+		t.Fatalf("gratuitous ARP addresses: %x", g[:12])
+	}
+	if _, ok := ParseARP(g); ok {
+		t.Error("a gratuitous ARP must not be answered by the proxy")
+	}
+	a := g[14:]
+	if a[7] != 1 || MAC(a[8:14]) != mac || !bytes.Equal(a[14:18], a[24:28]) {
+		t.Errorf("gratuitous ARP body: %x", a)
+	}
+	na := UnsolicitedAdvertisement(mac, netip.MustParseAddr("fd00::9"))
+	ip := na[14:]
+	icmp := ip[40:]
+	if icmp[0] != 136 || icmp[4] != 0x20 {
+		t.Errorf("unsolicited NA: type %d flags %#x", icmp[0], icmp[4])
+	}
+	src := netip.AddrFrom16([16]byte(ip[8:24]))
+	dst := netip.AddrFrom16([16]byte(ip[24:40]))
+	if icmpv6Checksum(src, dst, icmp) != 0 {
+		t.Error("unsolicited NA checksum wrong")
+	}
+	if dst != allNodes || MAC(na[0:6]) != allNodesMAC {
+		t.Errorf("unsolicited NA to %s %x", dst, na[0:6])
 	}
 }

@@ -133,3 +133,21 @@ func add(sum uint32, b []byte) uint32 {
 	}
 	return sum
 }
+
+// allNodes is ff02::1 and its multicast MAC.
+var (
+	allNodes    = netip.MustParseAddr("ff02::1")
+	allNodesMAC = MAC{0x33, 0x33, 0, 0, 0, 1}
+)
+
+// UnsolicitedAdvertisement builds a neighbour advertisement to all nodes
+// saying that ip is at mac (flag Override, not Solicited; RFC 4861 7.2.6),
+// which makes neighbours update their caches.
+func UnsolicitedAdvertisement(mac MAC, ip netip.Addr) []byte {
+	f := Advertisement(Solicitation{SrcMAC: allNodesMAC, SrcIP: allNodes, Target: ip}, mac)
+	icmp := f[ethLen+ipv6Len:]
+	icmp[4] = naFlagOverride
+	icmp[2], icmp[3] = 0, 0
+	binary.BigEndian.PutUint16(icmp[2:4], icmpv6Checksum(ip, allNodes, icmp))
+	return f
+}

@@ -132,3 +132,14 @@ func Redirect(f []byte, dst MAC) {
 		copy(f[0:6], dst[:])
 	}
 }
+
+// GratuitousARP builds an ARP request announcing that ip is at mac
+// (sender and target IP both ip, broadcast), which makes neighbours
+// update their caches: what illumos's svp plugin injects when a mapping
+// server says an address moved.
+func GratuitousARP(mac MAC, ip netip.Addr) []byte {
+	f := ARPReply(ARPRequest{SenderMAC: Broadcast, SenderIP: ip, TargetIP: ip}, mac)
+	binary.BigEndian.PutUint16(f[ethLen+6:ethLen+8], 1) // a request
+	copy(f[ethLen+18:ethLen+24], Broadcast[:])
+	return f
+}

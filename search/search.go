@@ -71,6 +71,12 @@ type Host interface {
 	// Invalidate removes a MAC's target entry, so that the next frame
 	// for it starts a fresh lookup.
 	Invalidate(mac ether.MAC)
+	// SetTarget installs an answer the plugin learnt without being asked
+	// (a VL3 answer carries the MAC's destination too), sparing a lookup.
+	SetTarget(mac ether.MAC, dest encap.Dest)
+	// Inject delivers an untagged frame to the overlay's local VNICs on
+	// vlan (gratuitous ARP, unsolicited neighbour advertisements).
+	Inject(vlan uint16, frame []byte)
 	// Degrade marks the overlay DEGRADED with a reason an operator can
 	// act on; Restore clears it. Both log the transition.
 	Degrade(reason string)

@@ -592,3 +592,7 @@ func TestStopWhileChanging(t *testing.T) {
 	close(done)
 	wg.Wait()
 }
+
+// The files plugin never learns targets or injects frames.
+func (h *fakeHost) SetTarget(ether.MAC, encap.Dest) {}
+func (h *fakeHost) Inject(uint16, []byte)           {}

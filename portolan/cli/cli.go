@@ -1,0 +1,368 @@
+// Package cli is the portolan command line: the SVP server (serve) and the
+// administration subcommands that edit its store.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"overlaynet/ether"
+	"overlaynet/ofmt"
+	"overlaynet/portolan"
+	"overlaynet/portolan/store"
+	"overlaynet/prop"
+	"overlaynet/svp"
+)
+
+// StoreEnv names the environment variable holding the default --store.
+const StoreEnv = "PORTOLAN_STORE"
+
+type usageError struct{ error }
+
+// Main runs portolan with args (without the program name) and returns the
+// exit status: 0 on success, 1 when a request fails, 2 on a usage error.
+func Main(args []string, stdout, stderr io.Writer) int {
+	var dsn string
+	root := &cobra.Command{
+		Use:   "portolan <subcommand> [--store DSN] [options]",
+		Short: "the SVP mapping server for overlay networks",
+		Long: `portolan tells overlay hosts where things are: which host holds a VNIC's MAC
+(VL2), which MAC holds an overlay IP address (VL3), and which cached answers
+each host must forget after a change (the log). Hosts ask over SVP, the
+protocol of Triton's portolan, which this server speaks byte for byte.
+
+The store is an embedded SQLite file by default (nothing to install or
+run), or a PostgreSQL database so that several portolan servers serve one
+shared store: --store sqlite:PATH or --store postgres://..., else
+$` + StoreEnv + `, else ` + store.DefaultDSN + `.
+
+Exit status: 0 on success, 1 when a request fails, 2 on a usage error.`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+	}
+	root.PersistentFlags().StringVar(&dsn, "store", "", "store: sqlite:PATH or postgres://... (default $"+StoreEnv+", then "+store.DefaultDSN+")")
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
+	open := func(ctx context.Context) (*store.SQL, error) {
+		if dsn == "" {
+			dsn = os.Getenv(StoreEnv)
+		}
+		if dsn == "" {
+			dsn = store.DefaultDSN
+		}
+		return store.Open(ctx, dsn)
+	}
+	root.AddCommand(serveCmd(open, stderr), addHostCmd(open), removeHostCmd(open), showHostsCmd(open, stdout, stderr),
+		addVNICCmd(open), removeVNICCmd(open), moveVNICCmd(open), showVNICsCmd(open, stdout, stderr))
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	cmd, err := root.ExecuteC()
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(stderr, "portolan: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
+	var ue usageError
+	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") || strings.HasPrefix(err.Error(), "required flag") {
+		if cmd != nil && cmd != root {
+			fmt.Fprintf(stderr, "usage: portolan %s\n", cmd.Use)
+		}
+		return 2
+	}
+	return 1
+}
+
+type opener func(context.Context) (*store.SQL, error)
+
+// withStore runs fn with the store open.
+func withStore(open opener, fn func(ctx context.Context, s *store.SQL) error) error {
+	ctx := context.Background()
+	s, err := open(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return fn(ctx, s)
+}
+
+func serveCmd(open opener, stderr io.Writer) *cobra.Command {
+	var listen, logFormat, logLevel string
+	c := &cobra.Command{
+		Use:   "serve [--listen ADDR:PORT] [--store DSN]",
+		Short: "run the SVP server",
+		Long: `Run the SVP server in the foreground, logging to stderr. It answers many
+concurrent connections, each with many requests in flight, in any order. A
+malformed frame (bad CRC, unknown version, oversized) closes only the
+connection it came on. Lookups read the store directly, so a change made
+with the administration subcommands, or through another server sharing a
+PostgreSQL store, is answered at once. SIGINT or SIGTERM stop it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)}
+			}
+			var h slog.Handler
+			switch logFormat {
+			case "text":
+				h = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})
+			case "json":
+				h = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})
+			default:
+				return usageError{fmt.Errorf("--log-format %q: want text or json", logFormat)}
+			}
+			log := slog.New(h)
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			st, err := open(ctx)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				return fmt.Errorf("--listen %s: %w", listen, err)
+			}
+			log.Info("portolan serving SVP", "listen", ln.Addr().String(), "pid", os.Getpid())
+			srv := &portolan.Server{Store: st, Log: log}
+			err = srv.Serve(ctx, ln)
+			log.Info("portolan stopping", "requests", srv.Requests())
+			return err
+		},
+	}
+	c.Flags().StringVar(&listen, "listen", fmt.Sprintf(":%d", svp.DefaultPort), "TCP address to listen on")
+	c.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	c.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	return c
+}
+
+func addHostCmd(open opener) *cobra.Command {
+	var port uint16
+	c := &cobra.Command{
+		Use:   "add-host [--port PORT] <host> <underlay-ip>",
+		Short: "add a host, or change its underlay address",
+		Long: `Add a host (a machine running overlayd) with the underlay address and UDP
+port it receives VXLAN on. The address is also how the host identifies
+itself when it asks for its log (its svp/underlay_ip). Adding an existing
+host changes its address, and tells every host to forget answers that
+pointed at the old one.`,
+		Args: exactArgs(2, "<host> <underlay-ip>"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ip, err := prop.ParseIP(args[1])
+			if err != nil {
+				return fmt.Errorf("invalid underlay address %q", args[1])
+			}
+			if err := prop.CheckUnderlayIP(ip.String()); err != nil {
+				return fmt.Errorf("underlay address %s: %v", ip, err)
+			}
+			return withStore(open, func(ctx context.Context, s *store.SQL) error {
+				return s.PutHost(ctx, store.Host{ID: args[0], IP: ip, Port: port})
+			})
+		},
+	}
+	c.Flags().Uint16Var(&port, "port", 4789, "UDP port the host receives VXLAN on")
+	return c
+}
+
+func removeHostCmd(open opener) *cobra.Command {
+	return &cobra.Command{
+		Use:   "remove-host <host>",
+		Short: "remove a host that holds no VNIC",
+		Args:  exactArgs(1, "<host>"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withStore(open, func(ctx context.Context, s *store.SQL) error { return s.RemoveHost(ctx, args[0]) })
+		},
+	}
+}
+
+// vnicFlags are the flags naming a VNIC.
+type vnicFlags struct {
+	vnetid uint32
+	mac    string
+}
+
+func (f *vnicFlags) add(c *cobra.Command) {
+	c.Flags().Uint32Var(&f.vnetid, "vnetid", 0, "virtual network id (required)")
+	c.Flags().StringVar(&f.mac, "mac", "", "the VNIC's MAC address (required)")
+	c.MarkFlagRequired("vnetid")
+	c.MarkFlagRequired("mac")
+}
+
+func (f *vnicFlags) parse() (ether.MAC, error) {
+	if f.vnetid > 1<<24-1 {
+		return ether.MAC{}, fmt.Errorf("--vnetid %d out of range 0-16777215", f.vnetid)
+	}
+	hw, err := ether.ParseMAC(f.mac)
+	if err != nil {
+		return ether.MAC{}, fmt.Errorf("--mac: %w", err)
+	}
+	if !ether.IsUnicast(hw) {
+		return ether.MAC{}, fmt.Errorf("--mac %s is not a unicast address", f.mac)
+	}
+	return ether.MAC(hw), nil
+}
+
+func addVNICCmd(open opener) *cobra.Command {
+	var vf vnicFlags
+	var host string
+	var ips []string
+	var vlan uint16
+	c := &cobra.Command{
+		Use:   "add-vnic --vnetid N --mac MAC --host HOST [--ip IP]... [--vlan VID]",
+		Short: "add a VNIC mapping",
+		Long: `Add a VNIC: its MAC on virtual network --vnetid lives on --host, with the
+overlay addresses --ip (repeatable; IPv4 and IPv6) on VLAN --vlan. Every
+host with a VNIC on that network is told to forget what it cached about the
+MAC and the addresses.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			mac, err := vf.parse()
+			if err != nil {
+				return err
+			}
+			v := store.VNIC{VNetID: vf.vnetid, MAC: mac, VLAN: vlan, Host: host}
+			for _, s := range ips {
+				a, err := netip.ParseAddr(s)
+				if err != nil || a.Zone() != "" {
+					return fmt.Errorf("--ip %q is not an IP address", s)
+				}
+				v.IPs = append(v.IPs, a.Unmap())
+			}
+			if vlan > 4094 {
+				return fmt.Errorf("--vlan %d out of range 0-4094", vlan)
+			}
+			return withStore(open, func(ctx context.Context, s *store.SQL) error { return s.AddVNIC(ctx, v) })
+		},
+	}
+	vf.add(c)
+	c.Flags().StringVar(&host, "host", "", "the host holding the VNIC (required)")
+	c.Flags().StringArrayVar(&ips, "ip", nil, "an overlay address of the VNIC (repeatable)")
+	c.Flags().Uint16Var(&vlan, "vlan", 0, "the VNIC's VLAN inside the overlay")
+	c.MarkFlagRequired("host")
+	return c
+}
+
+func removeVNICCmd(open opener) *cobra.Command {
+	var vf vnicFlags
+	c := &cobra.Command{
+		Use:   "remove-vnic --vnetid N --mac MAC",
+		Short: "remove a VNIC mapping",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			mac, err := vf.parse()
+			if err != nil {
+				return err
+			}
+			return withStore(open, func(ctx context.Context, s *store.SQL) error { return s.RemoveVNIC(ctx, vf.vnetid, mac) })
+		},
+	}
+	vf.add(c)
+	return c
+}
+
+func moveVNICCmd(open opener) *cobra.Command {
+	var vf vnicFlags
+	var host string
+	c := &cobra.Command{
+		Use:   "move-vnic --vnetid N --mac MAC --host HOST",
+		Short: "move a VNIC mapping to another host (migration)",
+		Long: `Move a VNIC to another host, as when its VM migrates. Every host with a VNIC
+on the network is told to forget where the MAC was, so their next frame
+for it is looked up again and goes to the new host.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			mac, err := vf.parse()
+			if err != nil {
+				return err
+			}
+			return withStore(open, func(ctx context.Context, s *store.SQL) error { return s.MoveVNIC(ctx, vf.vnetid, mac, host) })
+		},
+	}
+	vf.add(c)
+	c.Flags().StringVar(&host, "host", "", "the host the VNIC moves to (required)")
+	c.MarkFlagRequired("host")
+	return c
+}
+
+func showHostsCmd(open opener, stdout, stderr io.Writer) *cobra.Command {
+	var parsable bool
+	var output string
+	c := &cobra.Command{
+		Use:   "show-hosts [-p] [-o FIELD,...]",
+		Short: "list hosts: HOST IP PORT",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := ofmt.New(stdout, stderr, []ofmt.Field{{Name: "HOST", Width: 24}, {Name: "IP", Width: 40}, {Name: "PORT", Width: 6}}, output, parsable)
+			if err != nil {
+				return usageError{err}
+			}
+			return withStore(open, func(ctx context.Context, s *store.SQL) error {
+				hs, err := s.Hosts(ctx)
+				for _, h := range hs {
+					row := map[string]string{"HOST": h.ID, "IP": h.IP.String(), "PORT": strconv.Itoa(int(h.Port))}
+					p.Row(func(f string) string { return row[f] })
+				}
+				return err
+			})
+		},
+	}
+	c.Flags().BoolVarP(&parsable, "parsable", "p", false, "machine-parsable output (needs -o)")
+	c.Flags().StringVarP(&output, "output", "o", "", "fields to print, comma-separated, or all")
+	return c
+}
+
+func showVNICsCmd(open opener, stdout, stderr io.Writer) *cobra.Command {
+	var parsable bool
+	var output string
+	var vnetid int64
+	c := &cobra.Command{
+		Use:   "show-vnics [--vnetid N] [-p] [-o FIELD,...]",
+		Short: "list VNIC mappings: VNETID MAC VLAN HOST IPS",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := ofmt.New(stdout, stderr, []ofmt.Field{{Name: "VNETID", Width: 10}, {Name: "MAC", Width: 19},
+				{Name: "VLAN", Width: 6}, {Name: "HOST", Width: 20}, {Name: "IPS", Width: 30}}, output, parsable)
+			if err != nil {
+				return usageError{err}
+			}
+			return withStore(open, func(ctx context.Context, s *store.SQL) error {
+				vs, err := s.VNICs(ctx, uint32(vnetid), vnetid < 0)
+				for _, v := range vs {
+					var ips []string
+					for _, a := range v.IPs {
+						ips = append(ips, a.String())
+					}
+					row := map[string]string{"VNETID": strconv.Itoa(int(v.VNetID)), "MAC": ether.Short(v.MAC[:]),
+						"VLAN": strconv.Itoa(int(v.VLAN)), "HOST": v.Host, "IPS": strings.Join(ips, ",")}
+					p.Row(func(f string) string { return row[f] })
+				}
+				return err
+			})
+		},
+	}
+	c.Flags().Int64Var(&vnetid, "vnetid", -1, "only this virtual network")
+	c.Flags().BoolVarP(&parsable, "parsable", "p", false, "machine-parsable output (needs -o)")
+	c.Flags().StringVarP(&output, "output", "o", "", "fields to print, comma-separated, or all")
+	return c
+}
+
+func exactArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usageError{fmt.Errorf("want %s, got %d operands", what, len(args))}
+		}
+		return nil
+	}
+}

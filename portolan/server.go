@@ -1,0 +1,253 @@
+// Package portolan is the SVP mapping server: it answers overlay hosts'
+// VL2 lookups (which host holds a MAC), VL3 lookups (which MAC holds an
+// IP) and log requests (which cached answers to forget) from a store.
+package portolan
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"overlaynet/ether"
+	"overlaynet/portolan/store"
+	"overlaynet/svp"
+)
+
+// Limits of one connection.
+const (
+	// maxInFlight bounds the requests of one connection being answered at
+	// once; replies may leave in any order.
+	maxInFlight = 64
+	// idleTimeout closes a connection that sends nothing (hosts poll
+	// their log every second or so, so a live host is never this idle).
+	idleTimeout = 10 * time.Minute
+	// maxLogBytes caps the entries of one LOG_ACK whatever a host asks.
+	maxLogBytes = 64 << 10
+	// maxBody is the largest request body accepted: LOG_RM with 4,000
+	// ids. Anything larger closes the connection.
+	maxBody = 64 << 10
+)
+
+// Server serves SVP from a store.
+type Server struct {
+	Store store.Store
+	Log   *slog.Logger
+
+	conns    atomic.Int64
+	requests atomic.Uint64
+}
+
+// Serve accepts connections until ctx ends or ln fails.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.serveConn(ctx, c)
+		}()
+	}
+}
+
+// request is a decoded request, owned by its handler.
+type request struct {
+	op   svp.Op
+	id   uint32
+	msg  any
+	done func() // releases the in-flight slot
+}
+
+// serveConn answers one connection. A malformed frame, or a message a
+// client must not send, closes this connection only.
+func (s *Server) serveConn(ctx context.Context, c net.Conn) {
+	log := s.Log.With("peer", c.RemoteAddr().String())
+	s.conns.Add(1)
+	defer s.conns.Add(-1)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		<-ctx.Done()
+		c.Close()
+	}()
+	log.Debug("connection opened")
+
+	replies := make(chan []byte, maxInFlight)
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		s.write(c, replies, cancel)
+	}()
+	var handlers sync.WaitGroup
+	slots := make(chan struct{}, maxInFlight)
+	r := svp.NewReader(c, maxBody)
+	for {
+		c.SetReadDeadline(time.Now().Add(idleTimeout))
+		f, err := r.Next()
+		if err != nil {
+			if !errors.Is(err, io.EOF) && ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+				log.Warn("closing connection: bad frame", "err", err)
+			}
+			break
+		}
+		req, err := decodeRequest(f)
+		if err != nil {
+			log.Warn("closing connection: bad request", "op", f.Op.String(), "err", err)
+			break
+		}
+		s.requests.Add(1)
+		slots <- struct{}{}
+		req.done = func() { <-slots }
+		handlers.Add(1)
+		go func() {
+			defer handlers.Done()
+			defer req.done()
+			reply := s.answer(ctx, log, req)
+			select {
+			case replies <- reply:
+			case <-ctx.Done():
+			}
+		}()
+	}
+	cancel()
+	handlers.Wait()
+	close(replies)
+	<-writerDone
+	log.Debug("connection closed")
+}
+
+// write sends replies, flushing whenever no more are waiting, so that a
+// burst of pipelined answers leaves in few system calls.
+func (s *Server) write(c net.Conn, replies <-chan []byte, fail func()) {
+	w := bufio.NewWriterSize(c, 32<<10)
+	for b := range replies {
+		if _, err := w.Write(b); err != nil {
+			fail()
+			continue
+		}
+		if len(replies) == 0 {
+			c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+			if err := w.Flush(); err != nil {
+				fail()
+			}
+		}
+	}
+}
+
+// decodeRequest checks a frame is a request a client may send and decodes
+// its body (which is only valid until the next frame is read).
+func decodeRequest(f svp.Frame) (*request, error) {
+	r := &request{op: f.Op, id: f.ID}
+	var err error
+	switch f.Op {
+	case svp.OpPing:
+		if len(f.Body) != 0 {
+			err = errors.New("PING with a body")
+		}
+	case svp.OpVL2Req:
+		r.msg, err = svp.DecodeVL2Req(f.Body)
+	case svp.OpVL3Req:
+		r.msg, err = svp.DecodeVL3Req(f.Body)
+	case svp.OpLogReq:
+		r.msg, err = svp.DecodeLogReq(f.Body)
+	case svp.OpLogRm:
+		r.msg, err = svp.DecodeLogRm(f.Body)
+	case svp.OpBulkReq:
+		r.msg, err = svp.DecodeBulkReq(f.Body)
+	default:
+		// Replies, SHOOTDOWN and unknown ops have no answer.
+		err = errors.New("not a request a client sends")
+	}
+	return r, err
+}
+
+// answer computes the reply frame to one request.
+func (s *Server) answer(ctx context.Context, log *slog.Logger, r *request) []byte {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	switch m := r.msg.(type) {
+	case nil: // PING
+		return svp.AppendFrame(nil, svp.OpPong, r.id, nil)
+	case svp.VL2Req:
+		h, ok, err := s.Store.VL2(ctx, m.VNetID, ether.MAC(m.MAC))
+		ack := svp.VL2Ack{Status: svp.StatusOK, Port: h.Port, Addr: h.IP}
+		switch {
+		case err != nil:
+			log.Error("VL2 lookup failed", "err", err)
+			ack = svp.VL2Ack{Status: svp.StatusFatal}
+		case !ok:
+			ack = svp.VL2Ack{Status: svp.StatusNotFound}
+		}
+		return ack.AppendFrame(nil, r.id)
+	case svp.VL3Req:
+		if m.Type != svp.L3IPv4 && m.Type != svp.L3IPv6 {
+			return svp.VL3Ack{Status: svp.StatusBadL3Type}.AppendFrame(nil, r.id)
+		}
+		mac, h, ok, err := s.Store.VL3(ctx, m.VNetID, m.IP)
+		ack := svp.VL3Ack{Status: svp.StatusOK, MAC: mac, Port: h.Port, Addr: h.IP}
+		switch {
+		case err != nil:
+			log.Error("VL3 lookup failed", "err", err)
+			ack = svp.VL3Ack{Status: svp.StatusFatal}
+		case !ok:
+			ack = svp.VL3Ack{Status: svp.StatusNotFound}
+		}
+		return ack.AppendFrame(nil, r.id)
+	case svp.LogReq:
+		entries, err := s.Store.Log(ctx, m.IP, min(int(m.Count), maxLogBytes))
+		if err != nil {
+			if !errors.Is(err, store.ErrUnknownHost) {
+				log.Error("log request failed", "err", err)
+			} else {
+				log.Warn("log request from an unknown host", "underlay_ip", m.IP.String())
+			}
+			return svp.LogAck{Status: svp.StatusFatal}.AppendFrame(nil, r.id)
+		}
+		ack := svp.LogAck{Status: svp.StatusOK}
+		for _, e := range entries {
+			ack.Entries = append(ack.Entries, svp.LogEntry{Type: e.Type, ID: e.ID, MAC: e.MAC,
+				IP: e.IP, VLAN: e.VLAN, VNetID: e.VNetID})
+		}
+		return ack.AppendFrame(nil, r.id)
+	case svp.LogRm:
+		if err := s.Store.RemoveLog(ctx, m.IDs); err != nil {
+			log.Error("log removal failed", "err", err)
+			return svp.LogRmAck{Status: svp.StatusFatal}.AppendFrame(nil, r.id)
+		}
+		return svp.LogRmAck{Status: svp.StatusOK}.AppendFrame(nil, r.id)
+	case svp.BulkReq:
+		st := svp.StatusFatal // bulk transfers are not defined in version 1
+		if m.Type != svp.BulkVL2 && m.Type != svp.BulkVL3 {
+			st = svp.StatusBadBulk
+		}
+		return svp.BulkAck{Status: st, Type: m.Type}.AppendFrame(nil, r.id)
+	}
+	return svp.AppendFrame(nil, svp.OpPong, r.id, nil)
+}
+
+// Connections returns the number of open connections.
+func (s *Server) Connections() int64 { return s.conns.Load() }
+
+// Requests returns the number of requests answered so far.
+func (s *Server) Requests() uint64 { return s.requests.Load() }
