@@ -34,6 +34,7 @@ type Lab struct {
 	Switch *NS
 
 	prefix string
+	ports  int // switch ports made by SwitchPort
 	mu     sync.Mutex
 	ns     []*NS
 	procs  []*Proc
@@ -49,14 +50,14 @@ func New(bin string) (*Lab, error) {
 		prefix: fmt.Sprintf("nl%d-%d-", os.Getpid(), labSeq.Add(1))}, nil
 }
 
-// Build compiles overlayd and overlayadm into dir and returns dir. It runs
+// Build compiles overlayd, overlayadm and portolan into dir and returns dir. It runs
 // from the module that holds this package.
 func Build(dir string) (string, error) {
 	root, err := moduleRoot()
 	if err != nil {
 		return "", err
 	}
-	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/overlayd", "./cmd/overlayadm")
+	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/overlayd", "./cmd/overlayadm", "./cmd/portolan")
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build: %v\n%s", err, out)
@@ -92,6 +93,7 @@ func (l *Lab) Close() {
 	}
 	for i := len(nss) - 1; i >= 0; i-- {
 		exec.Command("ip", "netns", "del", nss[i].Name).Run()
+		os.RemoveAll(filepath.Join("/etc/netns", nss[i].Name))
 	}
 	os.RemoveAll(l.Dir)
 }

@@ -1,6 +1,10 @@
 package netlab
 
-import "fmt"
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+)
 
 // Underlay addresses of the two-host topology.
 const (
@@ -84,4 +88,34 @@ func (d *Daemon) FilesOverlay(name string, vnetid int, listenIP, path string, ex
 		"-p", "vxlan/listen_ip=" + listenIP, "-p", "files/config=" + path}
 	_, err := d.Adm(append(append(args, extra...), name)...)
 	return err
+}
+
+// SwitchPort joins ns to the underlay switch of Hosts with a veth named
+// "ul0" carrying addr (CIDR).
+func (l *Lab) SwitchPort(ns *NS, addr string) error {
+	l.mu.Lock()
+	l.ports++
+	port := fmt.Sprintf("x%d", l.ports)
+	l.mu.Unlock()
+	for _, args := range [][]string{
+		{"link", "add", "ul0", "type", "veth", "peer", "name", port, "netns", l.Switch.Name},
+		{"addr", "add", addr, "dev", "ul0"},
+		{"link", "set", "ul0", "up"},
+	} {
+		if _, err := ns.IP(args...); err != nil {
+			return err
+		}
+	}
+	_, err := l.Switch.IP("link", "set", port, "master", "br0", "up")
+	return err
+}
+
+// HostsFile gives processes run in ns (through ip netns exec) their own
+// /etc/hosts, for names that resolve to lab addresses.
+func (n *NS) HostsFile(content string) error {
+	dir := filepath.Join("/etc/netns", n.Name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "hosts"), []byte(content), 0o644)
 }
