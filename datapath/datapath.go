@@ -113,7 +113,8 @@ type Overlay interface {
 	// dropped and, with admin unset, the answer is remembered for a few
 	// seconds (a negative entry) so that a flood of frames to an unknown
 	// MAC costs one lookup, not one per frame; with admin set the entry
-	// stays until removed (modify-overlay -s <mac>=drop).
+	// stays until removed (modify-overlay -s <mac>=drop). RemoveTarget
+	// and FlushTargets delete answers but leave lookups in flight alone.
 	SetTarget(mac MAC, dest encap.Dest)
 	DropTarget(mac MAC, admin bool)
 	RemoveTarget(mac MAC)

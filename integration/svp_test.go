@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"overlaynet/netlab"
+	"overlaynet/pgtemp"
 )
 
 const portolanIP = "198.18.0.100"
@@ -178,4 +179,66 @@ func TestSVPServerDown(t *testing.T) {
 	_, err = f.ds[0].Adm("modify-overlay", "-f", "ov0") // look it up afresh
 	must(t, err)
 	must(t, g1.PingAll("10.8.0.2", 2))
+}
+
+// TestSVPTwoServersPostgres: two portolan servers share one PostgreSQL
+// store; killing one loses no lookup: requests in flight on it fail at
+// once and are retried on the other.
+func TestSVPTwoServersPostgres(t *testing.T) {
+	need(t, "ping")
+	pg, err := pgtemp.Start()
+	must(t, err)
+	t.Cleanup(pg.Stop)
+	f := newSVPNet(t, 2, pg.DSN, 2)
+	g1 := f.vnic(t, 0, 1, "10.8.0.1", "", true)
+	f.vnic(t, 1, 2, "10.8.0.2", "", true)
+	must(t, g1.PingAll("10.8.0.2", 2))
+
+	// Every ping needs a fresh lookup: host 1 forgets its targets all the
+	// time.
+	stop := make(chan struct{})
+	flushed := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				flushed <- n
+				return
+			case <-time.After(20 * time.Millisecond):
+				if _, err := f.ds[0].Adm("modify-overlay", "-f", "ov0"); err == nil {
+					n++
+				}
+			}
+		}
+	}()
+	type result struct {
+		got int
+		err error
+	}
+	done := make(chan result)
+	const count = 60
+	go func() {
+		got, err := g1.Ping("10.8.0.2", count)
+		done <- result{got, err}
+	}()
+	time.Sleep(2 * time.Second)
+	timedOutBefore, _ := f.ds[0].Stat("ov0", "lookups-timed-out")
+	f.ps[0].Proc.Cmd.Process.Kill()
+	res := <-done
+	close(stop)
+	t.Logf("flushed the target table %d times; %d of %d pings answered", <-flushed, res.got, count)
+	must(t, res.err)
+	if res.got != count {
+		t.Errorf("lost %d pings across the loss of a server", count-res.got)
+	}
+	started, _ := f.ds[0].Stat("ov0", "lookups-started")
+	dropped, _ := f.ds[0].Stat("ov0", "lookups-dropped")
+	timedOut, _ := f.ds[0].Stat("ov0", "lookups-timed-out")
+	t.Logf("lookups started %d, dropped %d, timed out %d", started, dropped, timedOut)
+	if dropped != 0 || timedOut != timedOutBefore {
+		t.Errorf("lookups lost: %d dropped, %d timed out", dropped, timedOut-timedOutBefore)
+	}
+	// One server left: the overlay stays ONLINE.
+	waitStatus(t, f.ds[0], "ONLINE")
 }

@@ -389,14 +389,10 @@ func (ov *overlay) DropTarget(mac datapath.MAC, admin bool) {
 }
 
 // RemoveTarget implements datapath.Overlay.
-func (ov *overlay) RemoveTarget(mac datapath.MAC) {
-	ov.ctr.Add(datapath.DropNoTarget, uint64(ov.targets.remove(mac)))
-}
+func (ov *overlay) RemoveTarget(mac datapath.MAC) { ov.targets.remove(mac) }
 
 // FlushTargets implements datapath.Overlay.
-func (ov *overlay) FlushTargets() {
-	ov.ctr.Add(datapath.DropNoTarget, uint64(ov.targets.flush()))
-}
+func (ov *overlay) FlushTargets() { ov.targets.flush() }
 
 // Targets implements datapath.Overlay.
 func (ov *overlay) Targets() []datapath.Target { return ov.targets.list() }

@@ -185,32 +185,25 @@ func (tt *targetTable) drop(mac datapath.MAC, admin bool, now time.Time) int {
 	return n
 }
 
-// remove deletes mac's entry and returns how many held frames it dropped.
-func (tt *targetTable) remove(mac datapath.MAC) int {
+// remove deletes mac's answer. A lookup in flight is left to finish, as
+// illumos does: its frames are not the operator's to lose.
+func (tt *targetTable) remove(mac datapath.MAC) {
 	tt.mu.Lock()
 	defer tt.mu.Unlock()
-	e := tt.m[mac]
-	if e == nil {
-		return 0
+	if e := tt.m[mac]; e != nil && e.state != statePending {
+		delete(tt.m, mac)
 	}
-	if e.state == statePending {
-		tt.pending--
-	}
-	delete(tt.m, mac)
-	return len(e.queue)
 }
 
-// flush empties the table and returns how many held frames it dropped.
-func (tt *targetTable) flush() int {
+// flush deletes every answer, leaving lookups in flight to finish.
+func (tt *targetTable) flush() {
 	tt.mu.Lock()
 	defer tt.mu.Unlock()
-	n := 0
-	for _, e := range tt.m {
-		n += len(e.queue)
+	for mac, e := range tt.m {
+		if e.state != statePending {
+			delete(tt.m, mac)
+		}
 	}
-	tt.m = map[datapath.MAC]*tentry{}
-	tt.pending = 0
-	return n
 }
 
 // list returns the entries an operator sees: valid, admin drop, pending.

@@ -95,6 +95,10 @@ func TestTargetLateDropDoesNotOverrule(t *testing.T) {
 	if res, _ := tt.hold(macA, []byte("x"), now); res != missNewLookup {
 		t.Fatalf("after remove: %v", res)
 	}
+	tt.remove(macA) // pending: the lookup in flight stays
+	if res, _ := tt.hold(macA, []byte("y"), now); res != missQueued {
+		t.Fatalf("remove cancelled a lookup in flight: %v", res)
+	}
 }
 
 func TestTargetLimits(t *testing.T) {
@@ -109,11 +113,16 @@ func TestTargetLimits(t *testing.T) {
 	if res, _ := tt.hold(datapath.MAC{2, 1}, []byte("x"), now); res != missTooMany {
 		t.Fatalf("past the pending limit: %v, want too many", res)
 	}
-	if n := tt.flush(); n != maxPending {
-		t.Fatalf("flush dropped %d frames, want %d", n, maxPending)
+	tt.flush()
+	if tt.pending != maxPending {
+		t.Fatal("flush cancelled lookups in flight")
 	}
+	for mac := range tt.m {
+		tt.set(mac, destA)
+	}
+	tt.flush()
 	if tt.pending != 0 || len(tt.m) != 0 {
-		t.Fatal("flush left entries")
+		t.Fatal("flush left answers")
 	}
 	// A stale pending entry (the answer never came) is given up.
 	tt.hold(macA, []byte("x"), now)
