@@ -43,26 +43,44 @@ type Server struct {
 	requests atomic.Uint64
 }
 
-// Serve accepts connections until ctx ends or ln fails.
+// Serve accepts connections until ctx ends or ln is closed, then closes
+// the connections it accepted and returns once they are done. Other
+// accept errors that are temporary (running out of file descriptors, a
+// connection aborted before it was accepted) are logged and retried after
+// a pause: they must not stop the server.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	var wg sync.WaitGroup
+	defer wg.Wait() // runs after cancel below: connections end first
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	go func() {
 		<-ctx.Done()
 		ln.Close()
 	}()
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	var pause time.Duration
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			// EMFILE, ECONNABORTED and the like say Temporary (the
+			// method is deprecated for being vague, but it is what
+			// tells these from a dead listener).
+			var te interface{ Temporary() bool }
+			if !errors.As(err, &te) || !te.Temporary() {
+				return err
 			}
-			return err
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			s.logger().Warn("accept failed; retrying", "err", err, "pause", pause)
+			select {
+			case <-time.After(pause):
+			case <-ctx.Done():
+				return nil
+			}
+			continue
 		}
+		pause = 0
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -82,7 +100,7 @@ type request struct {
 // serveConn answers one connection. A malformed frame, or a message a
 // client must not send, closes this connection only.
 func (s *Server) serveConn(ctx context.Context, c net.Conn) {
-	log := s.Log.With("peer", c.RemoteAddr().String())
+	log := s.logger().With("peer", c.RemoteAddr().String())
 	s.conns.Add(1)
 	defer s.conns.Add(-1)
 	ctx, cancel := context.WithCancel(ctx)
@@ -102,11 +120,18 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	var handlers sync.WaitGroup
 	slots := make(chan struct{}, maxInFlight)
 	r := svp.NewReader(c, maxBody)
+	clean := false
 	for {
 		c.SetReadDeadline(time.Now().Add(idleTimeout))
 		f, err := r.Next()
+		if err == io.EOF {
+			// The client closed its side cleanly (it may have shut down
+			// only its writing half): answer what it sent before closing.
+			clean = true
+			break
+		}
 		if err != nil {
-			if !errors.Is(err, io.EOF) && ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+			if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
 				log.Warn("closing connection: bad frame", "err", err)
 			}
 			break
@@ -130,7 +155,9 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 			}
 		}()
 	}
-	cancel()
+	if !clean {
+		cancel() // drop what is in flight and close now
+	}
 	handlers.Wait()
 	close(replies)
 	<-writerDone
@@ -142,12 +169,15 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 func (s *Server) write(c net.Conn, replies <-chan []byte, fail func()) {
 	w := bufio.NewWriterSize(c, 32<<10)
 	for b := range replies {
+		// Before Write, not only before Flush: a reply larger than the
+		// buffer's free space goes to the connection from Write, and
+		// must not meet the deadline of a flush long past.
+		c.SetWriteDeadline(time.Now().Add(30 * time.Second))
 		if _, err := w.Write(b); err != nil {
 			fail()
 			continue
 		}
 		if len(replies) == 0 {
-			c.SetWriteDeadline(time.Now().Add(30 * time.Second))
 			if err := w.Flush(); err != nil {
 				fail()
 			}
@@ -244,6 +274,14 @@ func (s *Server) answer(ctx context.Context, log *slog.Logger, r *request) []byt
 		return svp.BulkAck{Status: st, Type: m.Type}.AppendFrame(nil, r.id)
 	}
 	return svp.AppendFrame(nil, svp.OpPong, r.id, nil)
+}
+
+// logger returns s.Log, or a logger that discards when it is nil.
+func (s *Server) logger() *slog.Logger {
+	if s.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Log
 }
 
 // Connections returns the number of open connections.

@@ -17,8 +17,10 @@ func main() {
 	rounds := flag.Int("rounds", 3, "throughput: rounds over all paths; the medians are printed")
 	macs := flag.Int("macs", 10000, "storm: unknown MACs to send frames to")
 	rate := flag.Int("rate", 20000, "storm: frames per second")
+	moves := flag.Int("moves", 20, "migrate: VNIC moves to time")
+	mappings := flag.Int("mappings", 1000000, "svp: VL2 mappings in the store")
 	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, `usage: overlaybench [flags] [throughput | storm]
+		fmt.Fprintf(os.Stderr, `usage: overlaybench [flags] [throughput | storm | migrate | svp]
 
 throughput (the default) builds two hosts (network namespaces joined by
 veth) and measures, in one run: the raw underlay, the kernel vxlan driver,
@@ -31,6 +33,15 @@ overlay while two known VNICs ping each other, and reports overlayd's
 memory, the lookup latency (miss to answer installed, p50 and p99) and
 the pings during the storm.
 
+migrate moves a VNIC back and forth between two hosts with 'portolan
+move-vnic' while a guest on a third host pings it, and reports the time
+from the command to the traffic arriving at the new host (p50, p99).
+
+svp loads -mappings VL2 mappings into each store (SQLite, then a throwaway
+PostgreSQL), runs portolan over it on loopback, and reports lookups per
+second and their latency (p50, p99) with 1, 4 and 64 connections of 32
+requests in flight each, and the server's memory.
+
 Needs root, iperf3 and ping.
 
 `)
@@ -41,7 +52,13 @@ Needs root, iperf3 and ping.
 	if mode == "" {
 		mode = "throughput"
 	}
-	if mode != "throughput" && mode != "storm" || flag.NArg() > 1 {
+	switch mode {
+	case "throughput", "storm", "migrate", "svp":
+	default:
+		flag.Usage()
+		os.Exit(2)
+	}
+	if flag.NArg() > 1 {
 		flag.Usage()
 		os.Exit(2)
 	}
@@ -62,6 +79,17 @@ Needs root, iperf3 and ping.
 			var r bench.StormResult
 			if r, err = bench.Storm(bench.StormOptions{MACs: *macs, Rate: *rate, Bin: bin, Log: os.Stderr}); err == nil {
 				bench.PrintStorm(os.Stdout, r)
+			}
+		case "migrate":
+			var r bench.MigrateResult
+			if r, err = bench.Migrate(bench.MigrateOptions{Moves: *moves, Bin: bin, Log: os.Stderr}); err == nil {
+				bench.PrintMigrate(os.Stdout, r)
+			}
+		case "svp":
+			var rs []bench.SVPResult
+			o := bench.SVPOptions{Mappings: *mappings, Conns: []int{1, 4, 64}, Depth: 32, Duration: *dur, Bin: bin, Log: os.Stderr}
+			if rs, err = bench.SVP(o); err == nil {
+				bench.PrintSVP(os.Stdout, *mappings, rs)
 			}
 		}
 	}

@@ -591,3 +591,40 @@ func uniqueErr(err error, what string) error {
 	}
 	return err
 }
+
+// Import adds many VNICs without logging changes: for loading a store
+// (nobody can have cached answers about VNICs that did not exist), not
+// for changing a live one. Rows go in multi-row statements, in one
+// transaction.
+func (s *SQL) Import(ctx context.Context, vs []VNIC) error {
+	const rows = 500
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		for start := 0; start < len(vs); start += rows {
+			chunk := vs[start:min(start+rows, len(vs))]
+			var b strings.Builder
+			b.WriteString(`INSERT INTO vnics (vnetid, mac, vlan, host) VALUES `)
+			args := make([]any, 0, 4*len(chunk))
+			var ipArgs []any
+			for i, v := range chunk {
+				if i > 0 {
+					b.WriteByte(',')
+				}
+				b.WriteString("(?, ?, ?, ?)")
+				args = append(args, int64(v.VNetID), macInt(v.MAC), int(v.VLAN), v.Host)
+				for _, ip := range v.IPs {
+					ipArgs = append(ipArgs, int64(v.VNetID), ip.Unmap().String(), macInt(v.MAC))
+				}
+			}
+			if _, err := tx.ExecContext(ctx, s.q(b.String()), args...); err != nil {
+				return uniqueErr(err, "a VNIC in the import")
+			}
+			if len(ipArgs) > 0 {
+				q := `INSERT INTO ips (vnetid, ip, mac) VALUES ` + strings.TrimSuffix(strings.Repeat("(?, ?, ?),", len(ipArgs)/3), ",")
+				if _, err := tx.ExecContext(ctx, s.q(q), ipArgs...); err != nil {
+					return uniqueErr(err, "an address in the import")
+				}
+			}
+		}
+		return nil
+	})
+}
