@@ -90,7 +90,9 @@ func SVP(o SVPOptions) ([]SVPResult, error) {
 	return out, nil
 }
 
-func benchMAC(i int) ether.MAC { return ether.MAC{2, 0xbe, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)} }
+func benchMAC(i int) ether.MAC {
+	return ether.MAC{2, 0xbe, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)}
+}
 
 func load(dsn string, n int) error {
 	ctx := context.Background()
