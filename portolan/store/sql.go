@@ -53,6 +53,8 @@ func dollarParams(q string) string {
 type SQL struct {
 	db *sql.DB
 	d  dialect
+	// The lookups are the hot path: prepared once.
+	vl2, vl3 *sql.Stmt
 }
 
 // Open opens a store: "sqlite:PATH" (the file is created, with its
@@ -93,7 +95,25 @@ func Open(ctx context.Context, dsn string) (*SQL, error) {
 		s.db.Close()
 		return nil, fmt.Errorf("store %s: %w", redact(dsn), err)
 	}
+	if err := s.prepare(ctx); err != nil {
+		s.db.Close()
+		return nil, fmt.Errorf("store %s: %w", redact(dsn), err)
+	}
 	return s, nil
+}
+
+func (s *SQL) prepare(ctx context.Context) error {
+	var err error
+	s.vl2, err = s.db.PrepareContext(ctx, s.q(`SELECT h.id, h.ip, h.port FROM vnics v JOIN hosts h ON h.id = v.host
+		WHERE v.vnetid = ? AND v.mac = ?`))
+	if err != nil {
+		return err
+	}
+	s.vl3, err = s.db.PrepareContext(ctx, s.q(`SELECT v.mac, h.id, h.ip, h.port FROM ips i
+		JOIN vnics v ON v.vnetid = i.vnetid AND v.mac = i.mac
+		JOIN hosts h ON h.id = v.host
+		WHERE i.vnetid = ? AND i.ip = ?`))
+	return err
 }
 
 // redact hides a password in a URL for error messages.
@@ -146,7 +166,11 @@ func (s *SQL) migrate(ctx context.Context) error {
 }
 
 // Close implements Store.
-func (s *SQL) Close() error { return s.db.Close() }
+func (s *SQL) Close() error {
+	s.vl2.Close()
+	s.vl3.Close()
+	return s.db.Close()
+}
 
 func (s *SQL) q(q string) string { return s.d.rebind(q) }
 
@@ -422,8 +446,7 @@ func (s *SQL) VL2(ctx context.Context, vnetid uint32, mac ether.MAC) (Host, bool
 	var h Host
 	var ip string
 	var port int
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT h.id, h.ip, h.port FROM vnics v JOIN hosts h ON h.id = v.host
-		WHERE v.vnetid = ? AND v.mac = ?`), int64(vnetid), macInt(mac)).Scan(&h.ID, &ip, &port)
+	err := s.vl2.QueryRowContext(ctx, int64(vnetid), macInt(mac)).Scan(&h.ID, &ip, &port)
 	if errors.Is(err, sql.ErrNoRows) {
 		return h, false, nil
 	} else if err != nil {
@@ -440,10 +463,7 @@ func (s *SQL) VL3(ctx context.Context, vnetid uint32, addr netip.Addr) (ether.MA
 	var ip string
 	var port int
 	var mac int64
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT v.mac, h.id, h.ip, h.port FROM ips i
-		JOIN vnics v ON v.vnetid = i.vnetid AND v.mac = i.mac
-		JOIN hosts h ON h.id = v.host
-		WHERE i.vnetid = ? AND i.ip = ?`), int64(vnetid), addr.Unmap().String()).Scan(&mac, &h.ID, &ip, &port)
+	err := s.vl3.QueryRowContext(ctx, int64(vnetid), addr.Unmap().String()).Scan(&mac, &h.ID, &ip, &port)
 	if errors.Is(err, sql.ErrNoRows) {
 		return ether.MAC{}, h, false, nil
 	} else if err != nil {
