@@ -242,3 +242,39 @@ func TestSVPTwoServersPostgres(t *testing.T) {
 	// One server left: the overlay stays ONLINE.
 	waitStatus(t, f.ds[0], "ONLINE")
 }
+
+// TestSVPAddressMoves: when portolan moves an address to another VNIC,
+// the hosts' logs carry a VL3 entry and the svp plugin announces the new
+// owner to local guests (gratuitous ARP, unsolicited neighbour
+// advertisement), so their caches follow at once.
+func TestSVPAddressMoves(t *testing.T) {
+	need(t, "ping")
+	f := newSVPNet(t, 3, "", 1)
+	g1 := f.vnic(t, 0, 1, "10.8.0.1", "fd00:8::1", true)
+	f.vnic(t, 1, 2, "10.8.0.2", "fd00:8::2", true)
+	must(t, g1.PingAll("10.8.0.2", 1))
+	must(t, g1.PingAll("fd00:8::2", 1))
+	// The addresses move to a new VNIC (MAC 3) on host 3.
+	f.vnic(t, 2, 3, "10.8.0.2", "fd00:8::2", false)
+	_, err := f.l.PortolanAdm(f.dsn, "remove-vnic", "--vnetid", "42", "--mac", guestMAC(2))
+	must(t, err)
+	_, err = f.l.PortolanAdm(f.dsn, "add-vnic", "--vnetid", "42", "--mac", guestMAC(3), "--host", "h3",
+		"--ip", "10.8.0.2", "--ip", "fd00:8::2")
+	must(t, err)
+	want := "02:08:20:00:00:03"
+	for _, addr := range []string{"10.8.0.2", "fd00:8::2"} {
+		var out string
+		for i := 0; i < 40; i++ {
+			out, _ = g1.IP("neigh", "show", addr)
+			if strings.Contains(out, want) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if !strings.Contains(out, want) {
+			t.Errorf("guest 1's neighbour entry for %s did not follow the move: %q", addr, out)
+		}
+	}
+	must(t, g1.PingAll("10.8.0.2", 2))
+	must(t, g1.PingAll("fd00:8::2", 2))
+}
