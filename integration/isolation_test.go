@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"overlaynet/netlab"
 )
@@ -89,10 +90,11 @@ func TestIsolation(t *testing.T) {
 	want := map[string]uint64{"drop-unknown-vni": 1, "drop-bad-header": 1, "drop-short": 1}
 	for c, n := range want {
 		var after uint64
-		for i := 0; i < 50; i++ {
+		for i := 0; i < 100; i++ {
 			if after, err = d2.ListenerStat(c); err == nil && after-before[c] >= n {
 				break
 			}
+			time.Sleep(20 * time.Millisecond)
 		}
 		if after-before[c] != n {
 			t.Errorf("%s rose by %d, want %d", c, after-before[c], n)

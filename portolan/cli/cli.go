@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -108,7 +109,7 @@ malformed frame (bad CRC, unknown version, oversized) closes only the
 connection it came on. Lookups read the store directly, so a change made
 with the administration subcommands, or through another server sharing a
 PostgreSQL store, is answered at once. SIGINT or SIGTERM stop it.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var level slog.Level
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
@@ -226,7 +227,7 @@ func addVNICCmd(open opener) *cobra.Command {
 overlay addresses --ip (repeatable; IPv4 and IPv6) on VLAN --vlan. Every
 host with a VNIC on that network is told to forget what it cached about the
 MAC and the addresses.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			mac, err := vf.parse()
 			if err != nil {
@@ -237,6 +238,9 @@ MAC and the addresses.`,
 				a, err := netip.ParseAddr(s)
 				if err != nil || a.Zone() != "" {
 					return fmt.Errorf("--ip %q is not an IP address", s)
+				}
+				if slices.Contains(v.IPs, a.Unmap()) {
+					return fmt.Errorf("--ip %s given twice", a.Unmap())
 				}
 				v.IPs = append(v.IPs, a.Unmap())
 			}
@@ -259,7 +263,7 @@ func removeVNICCmd(open opener) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "remove-vnic --vnetid N --mac MAC",
 		Short: "remove a VNIC mapping",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			mac, err := vf.parse()
 			if err != nil {
@@ -281,7 +285,7 @@ func moveVNICCmd(open opener) *cobra.Command {
 		Long: `Move a VNIC to another host, as when its VM migrates. Every host with a VNIC
 on the network is told to forget where the MAC was, so their next frame
 for it is looked up again and goes to the new host.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			mac, err := vf.parse()
 			if err != nil {
@@ -302,7 +306,7 @@ func showHostsCmd(open opener, stdout, stderr io.Writer) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "show-hosts [-p] [-o FIELD,...]",
 		Short: "list hosts: HOST IP PORT",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p, err := ofmt.New(stdout, stderr, []ofmt.Field{{Name: "HOST", Width: 24}, {Name: "IP", Width: 40}, {Name: "PORT", Width: 6}}, output, parsable)
 			if err != nil {
@@ -330,7 +334,7 @@ func showVNICsCmd(open opener, stdout, stderr io.Writer) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "show-vnics [--vnetid N] [-p] [-o FIELD,...]",
 		Short: "list VNIC mappings: VNETID MAC VLAN HOST IPS",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p, err := ofmt.New(stdout, stderr, []ofmt.Field{{Name: "VNETID", Width: 10}, {Name: "MAC", Width: 19},
 				{Name: "VLAN", Width: 6}, {Name: "HOST", Width: 20}, {Name: "IPS", Width: 30}}, output, parsable)
@@ -356,6 +360,15 @@ func showVNICsCmd(open opener, stdout, stderr io.Writer) *cobra.Command {
 	c.Flags().BoolVarP(&parsable, "parsable", "p", false, "machine-parsable output (needs -o)")
 	c.Flags().StringVarP(&output, "output", "o", "", "fields to print, comma-separated, or all")
 	return c
+}
+
+// noArgs rejects operands. (cobra.NoArgs calls an operand an "unknown
+// command", which misleads on a command that has no subcommands.)
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usageError{fmt.Errorf("unexpected operand %q (%s takes none)", args[0], cmd.Name())}
+	}
+	return nil
 }
 
 func exactArgs(n int, what string) cobra.PositionalArgs {

@@ -1,0 +1,318 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"overlaynet/portolan/store"
+)
+
+// newDSN returns a fresh SQLite store in the test's directory.
+func newDSN(t *testing.T) string {
+	return "sqlite:" + filepath.Join(t.TempDir(), "portolan.db")
+}
+
+// run runs portolan with args and returns its exit status and output.
+func run(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = Main(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// cmd runs a subcommand on the store dsn: sub --store dsn args...
+func cmd(t *testing.T, dsn, sub string, args ...string) (int, string, string) {
+	t.Helper()
+	return run(t, append([]string{sub, "--store", dsn}, args...)...)
+}
+
+// ok runs a subcommand that must succeed silently on stderr, and returns
+// its output.
+func ok(t *testing.T, dsn, sub string, args ...string) string {
+	t.Helper()
+	code, out, errs := cmd(t, dsn, sub, args...)
+	if code != 0 || errs != "" {
+		t.Fatalf("%s %q: exit %d, stderr %q", sub, args, code, errs)
+	}
+	return out
+}
+
+// fails checks a failed request: exit 1 and one line on stderr,
+// "portolan: " then a message containing want.
+func fails(t *testing.T, args []string, want string) {
+	t.Helper()
+	code, out, errs := run(t, args...)
+	if code != 1 {
+		t.Errorf("%q: exit %d, want 1 (stderr %q)", args, code, errs)
+	}
+	if out != "" {
+		t.Errorf("%q: stdout %q", args, out)
+	}
+	if !strings.HasPrefix(errs, "portolan: ") || strings.Count(errs, "\n") != 1 || !strings.HasSuffix(errs, "\n") {
+		t.Errorf("%q: stderr %q, want one line starting \"portolan: \"", args, errs)
+	}
+	if !strings.Contains(errs, want) {
+		t.Errorf("%q: stderr %q does not say %q", args, errs, want)
+	}
+}
+
+// misused checks a usage error: exit 2, "portolan: " and the problem,
+// then "usage: portolan SUB ...".
+func misused(t *testing.T, args []string, want string) {
+	t.Helper()
+	code, out, errs := run(t, args...)
+	if code != 2 {
+		t.Errorf("%q: exit %d, want 2 (stderr %q)", args, code, errs)
+	}
+	if out != "" {
+		t.Errorf("%q: stdout %q", args, out)
+	}
+	lines := strings.Split(strings.TrimSuffix(errs, "\n"), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "portolan: ") || !strings.HasPrefix(lines[1], "usage: portolan "+args[0]+" ") {
+		t.Errorf("%q: stderr %q, want \"portolan: ...\" then \"usage: portolan %s ...\"", args, errs, args[0])
+		return
+	}
+	if !strings.Contains(lines[0], want) {
+		t.Errorf("%q: %q does not say %q", args, lines[0], want)
+	}
+}
+
+func TestHosts(t *testing.T) {
+	t.Parallel()
+	dsn := newDSN(t)
+	ok(t, dsn, "add-host", "h1", "198.18.0.1")
+	ok(t, dsn, "add-host", "--port", "4790", "h2", "fd00:100::2")
+	ok(t, dsn, "add-host", "h3", "::ffff:198.18.0.3") // the IPv4 address
+	if out := ok(t, dsn, "show-hosts", "-p", "-o", "host,ip,port"); out != "h1:198.18.0.1:4789\nh2:fd00\\:100\\:\\:2:4790\nh3:198.18.0.3:4789\n" {
+		t.Errorf("show-hosts -p:\n%s", out)
+	}
+	if out := ok(t, dsn, "show-hosts", "-p", "-o", "ip"); out != "198.18.0.1\nfd00:100::2\n198.18.0.3\n" {
+		t.Errorf("show-hosts -p -o ip:\n%s", out)
+	}
+	out := ok(t, dsn, "show-hosts")
+	if lines := strings.Split(out, "\n"); len(lines) != 5 || strings.Join(strings.Fields(lines[0]), " ") != "HOST IP PORT" ||
+		strings.Join(strings.Fields(lines[2]), " ") != "h2 fd00:100::2 4790" {
+		t.Errorf("show-hosts:\n%s", out)
+	}
+
+	// Adding an existing host changes its address, and its VNICs' hosts
+	// are told.
+	ok(t, dsn, "add-vnic", "--vnetid", "7", "--mac", "2:8:20:0:0:1", "--host", "h1")
+	ok(t, dsn, "add-vnic", "--vnetid", "7", "--mac", "2:8:20:0:0:2", "--host", "h2")
+	st, err := store.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	drain := func(ip string) []store.LogEntry {
+		es, err := st.Log(context.Background(), netip.MustParseAddr(ip), 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids [][16]byte
+		for _, e := range es {
+			ids = append(ids, e.ID)
+		}
+		if err := st.RemoveLog(context.Background(), ids); err != nil {
+			t.Fatal(err)
+		}
+		return es
+	}
+	drain("fd00:100::2")
+	ok(t, dsn, "add-host", "--port", "4791", "h1", "198.18.0.11")
+	if out := ok(t, dsn, "show-hosts", "-p", "-o", "host,ip,port"); !strings.HasPrefix(out, "h1:198.18.0.11:4791\n") {
+		t.Errorf("after the change:\n%s", out)
+	}
+	if es := drain("fd00:100::2"); len(es) != 1 || es[0].Type != store.LogVL2 || es[0].MAC != [6]byte{2, 8, 0x20, 0, 0, 1} {
+		t.Errorf("h2's log after h1 moved: %+v", es)
+	}
+	h, found, err := st.VL2(context.Background(), 7, [6]byte{2, 8, 0x20, 0, 0, 1})
+	if err != nil || !found || h.IP != netip.MustParseAddr("198.18.0.11") || h.Port != 4791 {
+		t.Errorf("VL2 after the change: %+v %v %v", h, found, err)
+	}
+	ok(t, dsn, "add-host", "--port", "4791", "h1", "198.18.0.11") // no change, no error
+
+	fails(t, []string{"add-host", "--store", dsn, "h4", "198.18.0.11"}, "198.18.0.11 is already another host's")
+	fails(t, []string{"remove-host", "--store", dsn, "h1"}, "h1 still holds 1 VNIC")
+	ok(t, dsn, "remove-vnic", "--vnetid", "7", "--mac", "2:8:20:0:0:1")
+	ok(t, dsn, "remove-host", "h1")
+	fails(t, []string{"remove-host", "--store", dsn, "h1"}, "host h1: not found")
+	if out := ok(t, dsn, "show-hosts", "-p", "-o", "host"); out != "h2\nh3\n" {
+		t.Errorf("after remove-host:\n%s", out)
+	}
+}
+
+func TestVNICs(t *testing.T) {
+	t.Parallel()
+	dsn := newDSN(t)
+	ok(t, dsn, "add-host", "h1", "198.18.0.1")
+	ok(t, dsn, "add-host", "h2", "198.18.0.2")
+	ok(t, dsn, "add-vnic", "--vnetid", "42", "--mac", "02:08:20:aa:bb:01", "--host", "h1",
+		"--ip", "10.0.0.1", "--ip", "fd00::1", "--vlan", "7")
+	ok(t, dsn, "add-vnic", "--vnetid", "43", "--mac", "2:8:20:aa:bb:1", "--host", "h2", "--ip", "::ffff:10.0.0.1")
+
+	all := "vnetid,mac,vlan,host,ips"
+	if out := ok(t, dsn, "show-vnics", "-p", "-o", all); out != "42:2\\:8\\:20\\:aa\\:bb\\:1:7:h1:10.0.0.1,fd00\\:\\:1\n43:2\\:8\\:20\\:aa\\:bb\\:1:0:h2:10.0.0.1\n" {
+		t.Errorf("show-vnics -p:\n%s", out)
+	}
+	if out := ok(t, dsn, "show-vnics", "--vnetid", "43", "-p", "-o", "host"); out != "h2\n" {
+		t.Errorf("show-vnics --vnetid 43:\n%s", out)
+	}
+	if out := ok(t, dsn, "show-vnics", "--vnetid", "44"); out != "" {
+		t.Errorf("show-vnics of an empty vnetid:\n%s", out)
+	}
+	out := ok(t, dsn, "show-vnics")
+	if lines := strings.Split(out, "\n"); len(lines) != 4 || strings.Join(strings.Fields(lines[0]), " ") != "VNETID MAC VLAN HOST IPS" ||
+		strings.Join(strings.Fields(lines[1]), " ") != "42 2:8:20:aa:bb:1 7 h1 10.0.0.1,fd00::1" {
+		t.Errorf("show-vnics:\n%s", out)
+	}
+
+	ok(t, dsn, "move-vnic", "--vnetid", "42", "--mac", "2:8:20:aa:bb:1", "--host", "h2")
+	if out := ok(t, dsn, "show-vnics", "--vnetid", "42", "-p", "-o", "host,ips"); out != "h2:10.0.0.1,fd00\\:\\:1\n" {
+		t.Errorf("after move-vnic:\n%s", out)
+	}
+	ok(t, dsn, "remove-vnic", "--vnetid", "42", "--mac", "2:8:20:aa:bb:1")
+	if out := ok(t, dsn, "show-vnics", "-p", "-o", "vnetid"); out != "43\n" {
+		t.Errorf("after remove-vnic:\n%s", out)
+	}
+	// The removed VNIC's addresses are free again.
+	ok(t, dsn, "add-vnic", "--vnetid", "42", "--mac", "2:8:20:aa:bb:2", "--host", "h1", "--ip", "10.0.0.1")
+}
+
+// TestErrors: failed requests exit 1 with one line saying what is wrong.
+func TestErrors(t *testing.T) {
+	t.Parallel()
+	dsn := newDSN(t)
+	ok(t, dsn, "add-host", "h1", "198.18.0.1")
+	ok(t, dsn, "add-vnic", "--vnetid", "42", "--mac", "2:8:20:0:0:1", "--host", "h1", "--ip", "10.0.0.1")
+	vnic := func(sub string, args ...string) []string {
+		return append([]string{sub, "--store", dsn}, args...)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{vnic("add-vnic", "--vnetid", "42", "--mac", "2:8:20:0:0:2", "--host", "nosuch"), "host nosuch: not found"},
+		{vnic("add-vnic", "--vnetid", "42", "--mac", "2:8:20:0:0:1", "--host", "h1"), "VNIC 2:8:20:0:0:1 on vnetid 42: already exists"},
+		{vnic("add-vnic", "--vnetid", "42", "--mac", "2:8:20:0:0:2", "--host", "h1", "--ip", "10.0.0.1"), "address 10.0.0.1 on vnetid 42 is already another VNIC's"},
+		{vnic("add-vnic", "--vnetid", "42", "--mac", "2:8:20:0:0:2", "--host", "h1", "--ip", "::ffff:10.0.0.1"), "address 10.0.0.1 on vnetid 42 is already another VNIC's"},
+		{vnic("remove-host", "h1"), "host h1 still holds 1 VNIC"},
+		{vnic("remove-host", "nosuch"), "host nosuch: not found"},
+		{vnic("move-vnic", "--vnetid", "42", "--mac", "2:8:20:0:0:1", "--host", "nosuch"), "host nosuch: not found"},
+		{vnic("move-vnic", "--vnetid", "42", "--mac", "2:8:20:0:0:9", "--host", "h1"), "VNIC 2:8:20:0:0:9 on vnetid 42: not found"},
+		{vnic("remove-vnic", "--vnetid", "42", "--mac", "2:8:20:0:0:9"), "VNIC 2:8:20:0:0:9 on vnetid 42: not found"},
+		{vnic("remove-vnic", "--vnetid", "43", "--mac", "2:8:20:0:0:1"), "VNIC 2:8:20:0:0:1 on vnetid 43: not found"},
+		{vnic("add-vnic", "--vnetid", "42", "--mac", "2:8:20:0:0", "--host", "h1"), `--mac: invalid MAC address "2:8:20:0:0"`},
+		{vnic("add-vnic", "--vnetid", "42", "--mac", "2:8:20:0:0:xy", "--host", "h1"), `--mac: invalid MAC address "2:8:20:0:0:xy"`},
+		{vnic("remove-vnic", "--vnetid", "42", "--mac", "zz"), `--mac: invalid MAC address "zz"`},
+		{vnic("add-vnic", "--vnetid", "42", "--mac", "3:8:20:0:0:1", "--host", "h1"), "--mac 3:8:20:0:0:1 is not a unicast address"},
+		{vnic("add-vnic", "--vnetid", "42", "--mac", "ff:ff:ff:ff:ff:ff", "--host", "h1"), "is not a unicast address"},
+		{vnic("add-vnic", "--vnetid", "42", "--mac", "2:8:20:0:0:2", "--host", "h1", "--ip", "10.0.0.300"), `--ip "10.0.0.300" is not an IP address`},
+		{vnic("add-vnic", "--vnetid", "42", "--mac", "2:8:20:0:0:2", "--host", "h1", "--ip", "fe80::1%eth0"), `--ip "fe80::1%eth0" is not an IP address`},
+		{vnic("add-vnic", "--vnetid", "42", "--mac", "2:8:20:0:0:2", "--host", "h1", "--ip", "10.0.0.2", "--ip", "::ffff:10.0.0.2"), "--ip 10.0.0.2 given twice"},
+		{vnic("add-vnic", "--vnetid", "16777216", "--mac", "2:8:20:0:0:2", "--host", "h1"), "--vnetid 16777216 out of range 0-16777215"},
+		{vnic("move-vnic", "--vnetid", "4294967295", "--mac", "2:8:20:0:0:2", "--host", "h1"), "--vnetid 4294967295 out of range"},
+		{vnic("add-vnic", "--vnetid", "42", "--mac", "2:8:20:0:0:2", "--host", "h1", "--vlan", "4095"), "--vlan 4095 out of range 0-4094"},
+		{vnic("add-host", "h2", "198.18.0"), `invalid underlay address "198.18.0"`},
+		{vnic("add-host", "h2", "224.0.0.1"), "underlay address 224.0.0.1: multicast addresses are not allowed"},
+		{vnic("add-host", "h2", "fe80::1%eth0"), `invalid underlay address "fe80::1%eth0"`},
+		{[]string{"show-hosts", "--store", "mysql://x"}, `store "mysql://x": want sqlite:PATH or a postgres:// URL`},
+		{[]string{"add-host", "--store", "sqlite:", "h2", "198.18.0.2"}, "needs a file path"},
+	} {
+		fails(t, tc.args, tc.want)
+	}
+	// Nothing above changed the store.
+	if out := ok(t, dsn, "show-vnics", "-p", "-o", "vnetid,mac,host,ips"); out != "42:2\\:8\\:20\\:0\\:0\\:1:h1:10.0.0.1\n" {
+		t.Errorf("the store changed:\n%s", out)
+	}
+	if out := ok(t, dsn, "show-hosts", "-p", "-o", "host"); out != "h1\n" {
+		t.Errorf("the hosts changed:\n%s", out)
+	}
+}
+
+// TestUsage: usage errors exit 2 and show the subcommand's usage.
+func TestUsage(t *testing.T) {
+	t.Parallel()
+	dsn := newDSN(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"add-vnic", "--store", dsn, "--vnetid", "1", "--host", "h1"}, `required flag(s) "mac" not set`},
+		{[]string{"add-vnic", "--store", dsn, "--mac", "2:8:20:0:0:1"}, `required flag(s) "host", "vnetid" not set`},
+		{[]string{"move-vnic", "--store", dsn, "--vnetid", "1", "--mac", "2:8:20:0:0:1"}, `required flag(s) "host" not set`},
+		{[]string{"remove-vnic", "--store", dsn, "--vnetid", "1"}, `required flag(s) "mac" not set`},
+		{[]string{"add-host", "--store", dsn, "h1"}, "want <host> <underlay-ip>, got 1 operands"},
+		{[]string{"add-host", "--store", dsn, "h1", "198.18.0.1", "x"}, "want <host> <underlay-ip>, got 3 operands"},
+		{[]string{"remove-host", "--store", dsn}, "want <host>, got 0 operands"},
+		{[]string{"remove-host", "--store", dsn, "h1", "h2"}, "want <host>, got 2 operands"},
+		{[]string{"show-hosts", "--store", dsn, "extra"}, `unexpected operand "extra"`},
+		{[]string{"show-vnics", "--store", dsn, "extra"}, `unexpected operand "extra"`},
+		{[]string{"add-vnic", "--store", dsn, "--vnetid", "1", "--mac", "2:8:20:0:0:1", "--host", "h1", "extra"}, `unexpected operand "extra"`},
+		{[]string{"remove-vnic", "--store", dsn, "--vnetid", "1", "--mac", "2:8:20:0:0:1", "extra"}, `unexpected operand "extra"`},
+		{[]string{"move-vnic", "--store", dsn, "--vnetid", "1", "--mac", "2:8:20:0:0:1", "--host", "h1", "extra"}, `unexpected operand "extra"`},
+		{[]string{"serve", "--store", dsn, "extra"}, `unexpected operand "extra"`},
+		{[]string{"show-hosts", "--store", dsn, "--bogus"}, "unknown flag: --bogus"},
+		{[]string{"add-vnic", "--store", dsn, "-x"}, "unknown shorthand flag: 'x' in -x"},
+		{[]string{"add-host", "--store", dsn, "--port", "70000", "h1", "198.18.0.1"}, `invalid argument "70000" for "--port"`},
+		{[]string{"add-vnic", "--store", dsn, "--vnetid", "-1", "--mac", "2:8:20:0:0:1", "--host", "h1"}, `invalid argument "-1" for "--vnetid"`},
+		{[]string{"add-vnic", "--store", dsn, "--vnetid", "1", "--mac", "2:8:20:0:0:1", "--host", "h1", "--vlan", "x"}, `invalid argument "x" for "--vlan"`},
+		{[]string{"show-vnics", "--store", dsn, "--vnetid", "x"}, `invalid argument "x" for "--vnetid"`},
+		{[]string{"show-hosts", "--store", dsn, "-p"}, "-p needs -o"},
+		{[]string{"show-vnics", "--store", dsn, "-p", "-o", "mac,bogus"}, `unknown output field "bogus"`},
+		{[]string{"serve", "--store", dsn, "--log-format", "xml"}, `--log-format "xml": want text or json`},
+		{[]string{"serve", "--store", dsn, "--log-level", "loud"}, `--log-level "loud"`},
+	} {
+		misused(t, tc.args, tc.want)
+	}
+	// Unknown subcommands have no usage line of their own.
+	code, _, errs := run(t, "bogus")
+	if code != 2 || errs != "portolan: unknown command \"bogus\" for \"portolan\"\n" {
+		t.Errorf("bogus: exit %d, stderr %q", code, errs)
+	}
+}
+
+// TestStoreEnv: $PORTOLAN_STORE is the store when --store is absent.
+func TestStoreEnv(t *testing.T) {
+	dsn := newDSN(t)
+	t.Setenv(StoreEnv, dsn)
+	if code, _, errs := run(t, "add-host", "h1", "198.18.0.1"); code != 0 {
+		t.Fatalf("add-host with %s set: exit %d, %s", StoreEnv, code, errs)
+	}
+	if out := ok(t, dsn, "show-hosts", "-p", "-o", "host"); out != "h1\n" {
+		t.Errorf("the host did not go to $%s: %q", StoreEnv, out)
+	}
+	// --store wins over the environment.
+	other := newDSN(t)
+	ok(t, other, "add-host", "h2", "198.18.0.2")
+	if code, out, _ := run(t, "show-hosts", "-p", "-o", "host"); code != 0 || out != "h1\n" {
+		t.Errorf("show-hosts from $%s: exit %d, %q", StoreEnv, code, out)
+	}
+	t.Setenv(StoreEnv, "mysql://x")
+	if out := ok(t, other, "show-hosts", "-p", "-o", "host"); out != "h2\n" {
+		t.Errorf("--store with a bad $%s: %q", StoreEnv, out)
+	}
+	fails(t, []string{"show-hosts"}, `store "mysql://x"`)
+}
+
+// TestHelp: --help of every subcommand prints its help on stdout and
+// exits 0, touching no store.
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	for _, sub := range []string{"serve", "add-host", "remove-host", "show-hosts", "add-vnic", "remove-vnic", "move-vnic", "show-vnics"} {
+		for _, flag := range []string{"--help", "-h"} {
+			code, out, errs := run(t, sub, flag, "--store", "mysql://x")
+			if code != 0 || errs != "" || !strings.Contains(out, "Usage:\n  portolan "+sub) || !strings.Contains(out, "--store") {
+				t.Errorf("%s %s: exit %d, stderr %q, stdout:\n%s", sub, flag, code, errs, out)
+			}
+		}
+	}
+	code, out, errs := run(t, "--help")
+	if code != 0 || errs != "" || !strings.Contains(out, "add-vnic") || !strings.Contains(out, StoreEnv) {
+		t.Errorf("--help: exit %d, stderr %q, stdout:\n%s", code, errs, out)
+	}
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package portolan
+
+const raceEnabled = false
