@@ -237,7 +237,7 @@ func (s *SQL) RemoveHost(ctx context.Context, id string) error {
 			return err
 		}
 		if n > 0 {
-			return fmt.Errorf("host %s still holds %d VNICs; remove or move them first: %w", id, n, ErrInUse)
+			return fmt.Errorf("host %s still holds %d VNIC(s); remove or move them first: %w", id, n, ErrInUse)
 		}
 		res, err := tx.ExecContext(ctx, s.q(`DELETE FROM hosts WHERE id = ?`), id)
 		if err != nil {
@@ -638,11 +638,15 @@ func (s *SQL) Import(ctx context.Context, vs []VNIC) error {
 			if _, err := tx.ExecContext(ctx, s.q(b.String()), args...); err != nil {
 				return uniqueErr(err, "a VNIC in the import")
 			}
-			if len(ipArgs) > 0 {
-				q := `INSERT INTO ips (vnetid, ip, mac) VALUES ` + strings.TrimSuffix(strings.Repeat("(?, ?, ?),", len(ipArgs)/3), ",")
-				if _, err := tx.ExecContext(ctx, s.q(q), ipArgs...); err != nil {
+			// At most 500 addresses a statement, within every database's
+			// limit on parameters.
+			for len(ipArgs) > 0 {
+				n := min(len(ipArgs), 3*rows)
+				q := `INSERT INTO ips (vnetid, ip, mac) VALUES ` + strings.TrimSuffix(strings.Repeat("(?, ?, ?),", n/3), ",")
+				if _, err := tx.ExecContext(ctx, s.q(q), ipArgs[:n]...); err != nil {
 					return uniqueErr(err, "an address in the import")
 				}
+				ipArgs = ipArgs[n:]
 			}
 		}
 		return nil
