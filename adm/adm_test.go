@@ -234,7 +234,6 @@ func TestRequestErrors(t *testing.T) {
 		{"set on missing overlay", []string{"overlay nope", "does not exist"}, []string{"set-linkprop", "-p", "mtu=1300", "nope"}},
 		{"set partly invalid", []string{"direct/dest_port", `"0"`}, []string{"set-linkprop", "-p", "mtu=1500,direct/dest_port=0", "ov0"}},
 		{"set valid then read-only", []string{"varpd/id", "read-only"}, []string{"set-linkprop", "-p", "mtu=1500", "-p", "varpd/id=9", "ov0"}},
-		{"set mtu below a VNIC", []string{"vnic0", "mtu"}, []string{"set-linkprop", "-p", "mtu=1000", "ov0"}},
 		{"set bind failure", []string{failListen.String()},
 			[]string{"set-linkprop", "-p", "mtu=1500,vxlan/listen_ip=" + failListen.Addr().String(), "ov0"}},
 		{"set malformed dest_ip", []string{"direct/dest_ip", "notanip"}, []string{"set-linkprop", "-p", "direct/dest_ip=notanip", "ov0"}},
@@ -362,7 +361,7 @@ func TestCreateAndShowOverlay(t *testing.T) {
 		{"ov0", "varpd/id", "r-", "-", "1", "--", "--"},
 		{"ov0", "vxlan/listen_ip", "rw", "y", listenIP, "--", "--"},
 		{"ov0", "vxlan/listen_port", "rw", "y", "4789", "4789", "1-65535"},
-		{"ov0", "search", "r-", "y", "direct", "--", "direct,files"},
+		{"ov0", "search", "r-", "y", "direct", "--", "direct,files,svp"},
 		{"ov0", "direct/dest_ip", "rw", "y", destIP, "--", "--"},
 		{"ov0", "direct/dest_port", "rw", "y", "4789", "--", "1-65535"},
 	}

@@ -85,10 +85,11 @@ func deleteOverlayCmd(e *env) *cobra.Command {
 		Use:   "delete-overlay [-t] <overlay>",
 		Short: "delete an overlay",
 		Long: `Delete an overlay. It must have no VNICs left; delete them first.
-With -t only the running overlay is deleted.`,
+With -t only the running overlay is deleted: it comes back when overlayd
+restarts. Without -t it is also removed from the saved configuration.`,
 		Args: oneOperand("overlay"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return e.call(admin.MethodDeleteOverlay, admin.NameParams{Name: args[0]}, nil)
+			return e.call(admin.MethodDeleteOverlay, admin.NameParams{Name: args[0], Temporary: temporary}, nil)
 		},
 	}
 	c.Flags().BoolVarP(&temporary, "temporary", "t", false, "delete only the running overlay")

@@ -110,3 +110,16 @@ func TestCreateFilesOverlayErrors(t *testing.T) {
 	h.fails([]string{"missing required property files/config"}, append(base, "ov1")...)
 	h.fails([]string{"direct/dest_ip", "direct", "files"}, append(base, "-p", "files/config=/x.json", "-p", "direct/dest_ip=192.0.2.2", "ov1")...)
 }
+
+// TestVNICMTUFollowsOverlay: a VNIC without its own mtu follows the
+// overlay's; one with its own caps how low the overlay's may go.
+func TestVNICMTUFollowsOverlay(t *testing.T) {
+	h := newHarness(t)
+	h.populate()
+	h.ok("create-vnic", "-l", "ov0", "-p", "mtu=1300", "vnic1")
+	h.ok("set-linkprop", "-p", "mtu=1350", "ov0")
+	if got := h.ok("show-vnic", "-p", "-o", "link,mtu"); got != "vnic0:1350\nvnic1:1300\n" {
+		t.Errorf("show-vnic after the overlay mtu changed: %q", got)
+	}
+	h.fails([]string{"vnic1", "mtu 1300", "1000"}, "set-linkprop", "-p", "mtu=1000", "ov0")
+}

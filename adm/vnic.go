@@ -27,7 +27,12 @@ namespace with 'ip link set <vnic> netns <ns>' and configure it there.
 default) picks a random MAC with prefix 2:8:20.
 -v puts the VNIC on a VLAN (1-4094) inside the overlay: its user sends and
 receives untagged frames; they carry the tag inside the overlay.
--p mtu=<n> sets the VNIC MTU, at most (and by default) the overlay's.`,
+-p mtu=<n> sets the VNIC MTU, at most (and by default) the overlay's.
+
+Without -t the VNIC is persistent: saved, and its interface outlives
+overlayd, so that a guest keeps it across a restart of the daemon (the new
+overlayd takes it over, wherever it was moved). A VNIC on a temporary
+overlay is temporary.`,
 		Example: `  overlayadm create-vnic -l overlay0 vnic0
   overlayadm create-vnic -l overlay0 -m 2:8:20:0:0:1 -v 100 vnic1`,
 		Args: oneOperand("VNIC"),
@@ -65,10 +70,12 @@ func deleteVNICCmd(e *env) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "delete-vnic [-t] <vnic>",
 		Short: "delete a VNIC",
-		Long:  `Delete a VNIC and its interface, wherever the interface has been moved.`,
-		Args:  oneOperand("VNIC"),
+		Long: `Delete a VNIC and its interface, wherever the interface has been moved.
+With -t only the running VNIC is deleted: it comes back when overlayd
+restarts. Without -t it is also removed from the saved configuration.`,
+		Args: oneOperand("VNIC"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return e.call(admin.MethodDeleteVNIC, admin.NameParams{Name: args[0]}, nil)
+			return e.call(admin.MethodDeleteVNIC, admin.NameParams{Name: args[0], Temporary: temporary}, nil)
 		},
 	}
 	c.Flags().BoolVarP(&temporary, "temporary", "t", false, "delete only the running VNIC")

@@ -44,9 +44,11 @@ type Reply struct {
 	NotFound bool            `json:"not_found,omitempty"`
 }
 
-// NameParams names one object; Name may be empty for "all".
+// NameParams names one object; Name may be empty for "all". Temporary,
+// for deletions, deletes the running object only.
 type NameParams struct {
-	Name string `json:"name,omitempty"`
+	Name      string `json:"name,omitempty"`
+	Temporary bool   `json:"temporary,omitempty"`
 }
 
 // ShowVNICParams selects VNICs.

@@ -119,7 +119,7 @@ func (s *Server) dispatch(req Request) (any, error) {
 		if err := decode(req, &p); err != nil {
 			return nil, err
 		}
-		return nil, m.DeleteOverlay(p.Name)
+		return nil, m.DeleteOverlay(p.Name, p.Temporary)
 	case MethodSetProps:
 		var p overlay.SetPropsRequest
 		if err := decode(req, &p); err != nil {
@@ -137,7 +137,7 @@ func (s *Server) dispatch(req Request) (any, error) {
 		if err := decode(req, &p); err != nil {
 			return nil, err
 		}
-		return nil, m.DeleteVNIC(p.Name)
+		return nil, m.DeleteVNIC(p.Name, p.Temporary)
 	case MethodShowOverlay:
 		var p NameParams
 		if err := decode(req, &p); err != nil {

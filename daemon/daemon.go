@@ -10,12 +10,14 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"overlaynet/admin"
 	"overlaynet/datapath/userspace"
 	"overlaynet/overlay"
+	"overlaynet/state"
 )
 
 // DefaultStateDir is where overlayd keeps its state.
@@ -92,8 +94,17 @@ func run(o Options, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
-		return fmt.Errorf("state directory: %w", err)
+	dir, err := state.Open(o.StateDir)
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	cfg, notes, err := dir.Load()
+	for _, n := range notes {
+		log.Warn("state: " + n)
+	}
+	if err != nil {
+		return err
 	}
 	ln, err := admin.Listen(o.Socket, o.SocketGroup)
 	if err != nil {
@@ -104,6 +115,12 @@ func run(o Options, stderr io.Writer) error {
 	defer dp.Close()
 	mgr := overlay.NewManager(log, dp)
 	defer mgr.Close()
+	start := time.Now()
+	for _, err := range mgr.Restore(dir, cfg) {
+		log.Error("restore: "+err.Error(), "state_dir", o.StateDir)
+	}
+	log.Info("configuration restored", "overlays", len(cfg.Overlays), "vnics", len(cfg.VNICs),
+		"took", time.Since(start).Round(time.Millisecond).String())
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -78,8 +78,15 @@ type VNICConfig struct {
 	// user sends and receives untagged frames; the tag rides inside the
 	// encapsulated frame.
 	VLAN uint16
-	// MTU is the VNIC's MTU, at most the overlay's.
+	// MTU is the VNIC's MTU, at most the overlay's; 0 means the
+	// overlay's, following it when it changes.
 	MTU int
+	// Persistent VNICs outlive overlayd, so that guests keep their
+	// interface across a restart; Close leaves them, RemoveVNIC deletes.
+	Persistent bool
+	// Adopt takes over a persistent VNIC of that name left by an earlier
+	// overlayd, wherever it now is, instead of creating one.
+	Adopt bool
 }
 
 // DataPath carries overlays. Implementations are safe for concurrent use.
@@ -102,7 +109,7 @@ type Overlay interface {
 	Update(cfg OverlayConfig) error
 	// AddVNIC creates a VNIC and starts switching its frames.
 	AddVNIC(cfg VNICConfig) error
-	// RemoveVNIC deletes a VNIC.
+	// RemoveVNIC deletes a VNIC, persistent or not.
 	RemoveVNIC(name string) error
 	// Stats returns the overlay's counters.
 	Stats() Stats
@@ -127,7 +134,8 @@ type Overlay interface {
 	// Resend sends an untagged frame through the overlay as if a VNIC on
 	// vlan had sent it (a DHCP broadcast redirected to a unicast MAC).
 	Resend(vlan uint16, frame []byte)
-	// Close stops carrying the overlay and deletes its VNICs.
+	// Close stops carrying the overlay and lets go of its VNICs: the
+	// persistent ones stay for the next overlayd, the others go.
 	Close() error
 }
 

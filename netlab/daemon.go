@@ -165,3 +165,15 @@ func (n *NS) PingAll(addr string, count int) error {
 	}
 	return nil
 }
+
+// Kill stops the daemon with SIGKILL, as a crash would, and waits for it.
+func (d *Daemon) Kill() {
+	d.Proc.Cmd.Process.Kill()
+	<-d.Proc.done
+}
+
+// Restart starts a new overlayd in the same namespace over the same
+// socket and state directory, and returns it.
+func (d *Daemon) Restart(extra ...string) (*Daemon, error) {
+	return d.lab.StartDaemon(d.Host, extra...)
+}

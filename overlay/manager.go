@@ -21,6 +21,7 @@ import (
 	"overlaynet/ether"
 	"overlaynet/prop"
 	"overlaynet/search"
+	"overlaynet/state"
 )
 
 // ErrNotFound is matched (errors.Is) by errors about objects that do not
@@ -47,6 +48,12 @@ type Manager struct {
 	overlays map[string]*overlay
 	vnics    map[string]*vnic
 	nextID   uint64
+
+	// state is where the persistent configuration is saved (nil: not
+	// saved); saved is that configuration, which may hold objects that
+	// are not live (deleted with -t, or failing to come back).
+	state *state.Dir
+	saved state.Config
 }
 
 type overlay struct {
@@ -71,12 +78,12 @@ type overlay struct {
 }
 
 type vnic struct {
-	name      string
-	overlay   *overlay
-	mac       net.HardwareAddr
-	vlan      uint16
-	mtu       int
-	temporary bool
+	name        string
+	overlay     *overlay
+	mac         net.HardwareAddr
+	vlan        uint16
+	explicitMTU int // set with -p mtu=, 0 when it follows the overlay's
+	temporary   bool
 }
 
 // NewManager returns a manager driving dp.
@@ -94,13 +101,25 @@ func (m *Manager) CreateOverlay(req CreateOverlayRequest) error {
 	if _, dup := m.overlays[req.Name]; dup {
 		return fmt.Errorf("overlay %s already exists", req.Name)
 	}
-	if err := m.createOverlay(req); err != nil {
+	if err := m.createOverlay(req, 0); err != nil {
 		return fmt.Errorf("overlay %s: %w", req.Name, err)
+	}
+	if req.Temporary {
+		return nil
+	}
+	m.keepOverlay(m.overlays[req.Name])
+	if err := m.save(); err != nil {
+		return fmt.Errorf("overlay %s was created but %v: it will not come back after a restart", req.Name, err)
 	}
 	return nil
 }
 
-func (m *Manager) createOverlay(req CreateOverlayRequest) error {
+// createOverlay creates an overlay with the given varpd/id, or the next
+// free one when id is 0.
+func (m *Manager) createOverlay(req CreateOverlayRequest, id uint64) error {
+	if id == 0 {
+		id = m.nextID
+	}
 	enc, ok := encap.Lookup(req.Encap)
 	if !ok {
 		return fmt.Errorf("unknown encapsulation plugin %q (available: %s)", req.Encap, strings.Join(encap.Names(), ", "))
@@ -127,7 +146,7 @@ func (m *Manager) createOverlay(req CreateOverlayRequest) error {
 	if err := m.checkUnique(req.Name, enc, props); err != nil {
 		return err
 	}
-	ov := &overlay{name: req.Name, temporary: req.Temporary, id: m.nextID, props: props,
+	ov := &overlay{name: req.Name, temporary: req.Temporary, id: id, props: props,
 		enc: enc, sp: sp, vnics: map[string]*vnic{},
 		log: m.log.With("overlay", req.Name)}
 	ov.engine = newEngine(ov.log)
@@ -152,7 +171,7 @@ func (m *Manager) createOverlay(req CreateOverlayRequest) error {
 	ov.smu.Lock()
 	ov.hostDP = dpo
 	ov.smu.Unlock()
-	m.nextID++
+	m.nextID = max(m.nextID, id+1)
 	m.overlays[req.Name] = ov
 	ov.log.Info("overlay created", "encap", enc.Name(), "search", sp.Name,
 		"vnetid", cfg.VNetID, "listen", cfg.Listen.String(), "temporary", req.Temporary)
@@ -228,12 +247,18 @@ func checkFamilies(listen, dest netip.Addr) error {
 	return nil
 }
 
-// DeleteOverlay deletes an overlay that has no VNICs.
-func (m *Manager) DeleteOverlay(name string) error {
+// DeleteOverlay deletes an overlay that has no VNICs. With temporary set
+// only the running overlay goes: it comes back at the next start.
+func (m *Manager) DeleteOverlay(name string, temporary bool) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	ov, err := m.overlay(name)
 	if err != nil {
+		if !temporary && m.forgetOverlay(name) {
+			// Not running (deleted with -t, or it failed to come back)
+			// but saved: deleting it is forgetting it.
+			return m.save()
+		}
 		return err
 	}
 	if len(ov.vnics) > 0 {
@@ -243,7 +268,12 @@ func (m *Manager) DeleteOverlay(name string) error {
 	ov.inst.Stop()
 	ov.engine.setInstance(nil)
 	delete(m.overlays, name)
-	ov.log.Info("overlay deleted")
+	ov.log.Info("overlay deleted", "temporary", temporary)
+	if !temporary && m.forgetOverlay(name) {
+		if err := m.save(); err != nil {
+			return fmt.Errorf("overlay %s was deleted but %v: it will come back after a restart", name, err)
+		}
+	}
 	return nil
 }
 
@@ -279,8 +309,8 @@ func (m *Manager) setProps(ov *overlay, req SetPropsRequest) error {
 	}
 	newMTU := int(props.Uint(PropMTU))
 	for _, v := range ov.vnics {
-		if v.mtu > newMTU {
-			return fmt.Errorf("VNIC %s has mtu %d, above the new overlay mtu %d; lower or delete it first", v.name, v.mtu, newMTU)
+		if v.explicitMTU > newMTU {
+			return fmt.Errorf("VNIC %s has mtu %d, above the new overlay mtu %d; lower or delete it first", v.name, v.explicitMTU, newMTU)
 		}
 	}
 	// A new plugin instance when a plugin property changed, so a plugin
@@ -318,6 +348,12 @@ func (m *Manager) setProps(ov *overlay, req SetPropsRequest) error {
 	for _, a := range req.Props {
 		ov.log.Info("property set", "prop", a.Name, "value", props.Get(a.Name))
 	}
+	if !ov.temporary {
+		m.keepOverlay(ov)
+		if err := m.save(); err != nil {
+			return fmt.Errorf("the properties were set but %v: the old values come back after a restart", err)
+		}
+	}
 	return nil
 }
 
@@ -325,6 +361,11 @@ func (m *Manager) setProps(ov *overlay, req SetPropsRequest) error {
 func (m *Manager) CreateVNIC(req CreateVNICRequest) (VNICInfo, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	req.adopt = false
+	return m.createVNICLocked(req)
+}
+
+func (m *Manager) createVNICLocked(req CreateVNICRequest) (VNICInfo, error) {
 	if err := checkName("VNIC", req.Name, MaxVNICName); err != nil {
 		return VNICInfo{}, err
 	}
@@ -362,13 +403,25 @@ func (m *Manager) CreateVNIC(req CreateVNICRequest) (VNICInfo, error) {
 			return VNICInfo{}, fmt.Errorf("VNIC %s: %w", req.Name, err)
 		}
 	}
-	v := &vnic{name: req.Name, overlay: ov, mac: mac, vlan: req.VLAN,
-		mtu: int(props.Uint(PropMTU)), temporary: req.Temporary}
-	if err := ov.dp.AddVNIC(datapath.VNICConfig{Name: v.name, MAC: v.mac, VLAN: v.vlan, MTU: v.mtu}); err != nil {
+	// A VNIC cannot outlive its overlay: on a temporary overlay it is
+	// temporary too.
+	v := &vnic{name: req.Name, overlay: ov, mac: mac, vlan: req.VLAN, temporary: req.Temporary || ov.temporary}
+	if _, set := props.Value(PropMTU); set {
+		v.explicitMTU = int(props.Uint(PropMTU))
+	}
+	if err := ov.dp.AddVNIC(datapath.VNICConfig{Name: v.name, MAC: v.mac, VLAN: v.vlan, MTU: v.explicitMTU,
+		Persistent: !v.temporary, Adopt: req.adopt}); err != nil {
 		return VNICInfo{}, fmt.Errorf("VNIC %s: %w", req.Name, err)
 	}
 	ov.vnics[v.name] = v
 	m.vnics[v.name] = v
+	ov.log.Info("VNIC created", "vnic", v.name, "mac", ether.Short(v.mac), "vlan", v.vlan, "temporary", v.temporary)
+	if !v.temporary {
+		m.keepVNIC(v)
+		if err := m.save(); err != nil {
+			return v.info(), fmt.Errorf("VNIC %s was created but %v: it will not come back after a restart", v.name, err)
+		}
+	}
 	return v.info(), nil
 }
 
@@ -388,12 +441,16 @@ func (m *Manager) freeMAC(ov *overlay, vlan uint16) net.HardwareAddr {
 	}
 }
 
-// DeleteVNIC deletes a VNIC.
-func (m *Manager) DeleteVNIC(name string) error {
+// DeleteVNIC deletes a VNIC. With temporary set only the running VNIC
+// goes: it comes back at the next start.
+func (m *Manager) DeleteVNIC(name string, temporary bool) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	v, ok := m.vnics[name]
 	if !ok {
+		if !temporary && m.forgetVNIC(name) {
+			return m.save()
+		}
 		return notFound("VNIC %s does not exist", name)
 	}
 	if err := v.overlay.dp.RemoveVNIC(name); err != nil {
@@ -401,6 +458,12 @@ func (m *Manager) DeleteVNIC(name string) error {
 	}
 	delete(v.overlay.vnics, name)
 	delete(m.vnics, name)
+	v.overlay.log.Info("VNIC deleted", "vnic", name, "temporary", temporary)
+	if !temporary && m.forgetVNIC(name) {
+		if err := m.save(); err != nil {
+			return fmt.Errorf("VNIC %s was deleted but %v: it will come back after a restart", name, err)
+		}
+	}
 	return nil
 }
 
@@ -554,8 +617,16 @@ func (m *Manager) pick(name string) ([]*overlay, error) {
 	return out, nil
 }
 
+// mtu is the VNIC's MTU: its own, or its overlay's.
+func (v *vnic) mtu() int {
+	if v.explicitMTU != 0 {
+		return v.explicitMTU
+	}
+	return int(v.overlay.props.Uint(PropMTU))
+}
+
 func (v *vnic) info() VNICInfo {
-	return VNICInfo{Name: v.name, Overlay: v.overlay.name, MAC: ether.Short(v.mac), VLAN: v.vlan, MTU: v.mtu, Temporary: v.temporary}
+	return VNICInfo{Name: v.name, Overlay: v.overlay.name, MAC: ether.Short(v.mac), VLAN: v.vlan, MTU: v.mtu(), Temporary: v.temporary}
 }
 
 func convStats(s datapath.Stats) []Stat {

@@ -35,6 +35,10 @@ type CreateVNICRequest struct {
 	VLAN      uint16       `json:"vlan,omitempty"`
 	Props     []Assignment `json:"props,omitempty"`
 	Temporary bool         `json:"temporary,omitempty"`
+
+	// adopt takes over a persistent VNIC left by an earlier overlayd
+	// (restoring at startup), never set through the admin API.
+	adopt bool
 }
 
 // PropInfo is one row of show-overlay.

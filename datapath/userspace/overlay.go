@@ -44,11 +44,12 @@ type vnicSet struct {
 
 // vnic is a VNIC and the goroutine reading its TAP.
 type vnic struct {
-	ov   *overlay
-	name string
-	key  vnicKey
-	tap  *tap
-	done chan struct{}
+	ov        *overlay
+	name      string
+	key       vnicKey
+	tap       *tap
+	followMTU bool // the MTU is the overlay's, and changes with it
+	done      chan struct{}
 }
 
 // CreateOverlay implements datapath.DataPath.
@@ -86,6 +87,9 @@ func (ov *overlay) Update(cfg datapath.OverlayConfig) error {
 	ov.state.Store(&ovState{cfg: cfg, ln: ln})
 	if cfg.MTU != old.cfg.MTU {
 		for _, v := range ov.vnics.Load().byName {
+			if !v.followMTU {
+				continue
+			}
 			if err := v.tap.setMTU(cfg.MTU); err != nil {
 				ov.log.Warn("cannot apply the new overlay MTU to a VNIC; set it where the VNIC lives",
 					"vnic", v.name, "mtu", cfg.MTU, "err", err)
@@ -111,11 +115,15 @@ func (ov *overlay) AddVNIC(cfg datapath.VNICConfig) error {
 	if other := set.byKey[key]; other != nil {
 		return fmt.Errorf("MAC %s (VLAN %d) is already used by VNIC %s on this overlay", cfg.MAC, cfg.VLAN, other.name)
 	}
-	t, err := openTAP(cfg.Name, cfg.MAC, cfg.MTU)
+	mtu := cfg.MTU
+	if mtu == 0 {
+		mtu = ov.state.Load().cfg.MTU
+	}
+	t, err := openTAP(cfg.Name, cfg.MAC, mtu, cfg.Persistent, cfg.Adopt)
 	if err != nil {
 		return err
 	}
-	v := &vnic{ov: ov, name: cfg.Name, key: key, tap: t, done: make(chan struct{})}
+	v := &vnic{ov: ov, name: cfg.Name, key: key, tap: t, followMTU: cfg.MTU == 0, done: make(chan struct{})}
 	ov.vnics.Store(set.with(v))
 	go v.readLoop()
 	ov.log.Info("VNIC up", "vnic", cfg.Name, "mac", cfg.MAC.String(), "vlan", cfg.VLAN, "mtu", cfg.MTU)
@@ -132,7 +140,8 @@ func (ov *overlay) RemoveVNIC(name string) error {
 		return fmt.Errorf("no VNIC %s on this overlay", name)
 	}
 	ov.vnics.Store(set.without(v))
-	v.stop()
+	v.tap.destroy()
+	<-v.done
 	ov.log.Info("VNIC removed", "vnic", name)
 	return nil
 }

@@ -5,8 +5,12 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
+	"runtime"
+	"syscall"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -14,42 +18,66 @@ import (
 // this side reads the frames it transmits and writes the frames it
 // receives, one frame per system call.
 type tap struct {
-	name string
-	file *os.File
+	name       string
+	file       *os.File
+	persistent bool
 }
 
+// aliasPrefix marks the interfaces overlayd made (IFLA_IFALIAS), so that
+// a restarted daemon finds its persistent VNICs wherever operators moved
+// them, and never takes an interface it did not make.
+const aliasPrefix = "overlayd vnic "
+
 // openTAP creates the TAP interface name with the given MAC and MTU and
-// sets it up. The interface lives as long as the file is open; the
-// operator may move it into another network namespace meanwhile.
-func openTAP(name string, mac net.HardwareAddr, mtu int) (*tap, error) {
+// sets it up. A persistent TAP outlives overlayd (TUNSETPERSIST), so that
+// guests keep their interface across a restart; with adopt set, an
+// existing persistent TAP of that name that overlayd made is taken over
+// instead, in whatever network namespace it now is, as it is.
+func openTAP(name string, mac net.HardwareAddr, mtu int, persistent, adopt bool) (*tap, error) {
+	if adopt {
+		t, found, err := adoptTAP(name)
+		if found || err != nil {
+			return t, err
+		}
+	}
 	if _, err := netlink.LinkByName(name); err == nil {
 		return nil, fmt.Errorf("a network interface named %s already exists", name)
 	}
-	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	fd, err := tunAttach(name)
 	if err != nil {
-		return nil, fmt.Errorf("open /dev/net/tun: %w", err)
-	}
-	ifr, err := unix.NewIfreq(name)
-	if err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("interface name %q: %w", name, err)
-	}
-	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI)
-	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
-		unix.Close(fd)
 		return nil, fmt.Errorf("create TAP %s: %w", name, err)
 	}
-	// os.NewFile on a non-blocking descriptor registers it with the
-	// runtime poller, so blocked reads park a goroutine, not a thread.
 	t := &tap{name: name, file: os.NewFile(uintptr(fd), "/dev/net/tun:"+name)}
-	if err := t.configure(mac, mtu); err != nil {
-		t.close()
+	if err := t.configure(mac, mtu, persistent); err != nil {
+		t.destroy()
 		return nil, err
 	}
 	return t, nil
 }
 
-func (t *tap) configure(mac net.HardwareAddr, mtu int) error {
+// tunAttach opens /dev/net/tun and creates, or attaches to, the TAP
+// named name in the caller's network namespace.
+func tunAttach(name string) (int, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("open /dev/net/tun: %w", err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("interface name %q: %w", name, err)
+	}
+	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	// The descriptor is non-blocking, so os.NewFile registers it with
+	// the runtime poller: blocked reads park a goroutine, not a thread.
+	return fd, nil
+}
+
+func (t *tap) configure(mac net.HardwareAddr, mtu int, persistent bool) error {
 	link, err := netlink.LinkByName(t.name)
 	if err != nil {
 		return fmt.Errorf("find TAP %s: %w", t.name, err)
@@ -60,10 +88,35 @@ func (t *tap) configure(mac net.HardwareAddr, mtu int) error {
 	if err := netlink.LinkSetMTU(link, mtu); err != nil {
 		return fmt.Errorf("set MTU %d on %s: %w", mtu, t.name, err)
 	}
+	if err := netlink.LinkSetAlias(link, aliasPrefix+t.name); err != nil {
+		return fmt.Errorf("tag %s: %w", t.name, err)
+	}
+	if persistent {
+		if err := t.setPersist(true); err != nil {
+			return fmt.Errorf("make %s persistent: %w", t.name, err)
+		}
+	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("set %s up: %w", t.name, err)
 	}
 	return nil
+}
+
+func (t *tap) setPersist(on bool) error {
+	rc, err := t.file.SyscallConn()
+	if err != nil {
+		return err
+	}
+	v := 0
+	if on {
+		v = 1
+	}
+	var ioErr error
+	rc.Control(func(fd uintptr) { ioErr = unix.IoctlSetInt(int(fd), unix.TUNSETPERSIST, v) })
+	if ioErr == nil {
+		t.persistent = on
+	}
+	return ioErr
 }
 
 // setMTU changes the interface MTU when the interface is still in our
@@ -84,7 +137,94 @@ func (t *tap) write(b []byte) error {
 	return err
 }
 
+// close lets go of the TAP; a persistent one stays for the next overlayd.
 func (t *tap) close() error { return t.file.Close() }
+
+// destroy deletes the TAP, persistent or not.
+func (t *tap) destroy() error {
+	if t.persistent {
+		t.setPersist(false)
+	}
+	return t.file.Close()
+}
 
 // isClosed reports whether err means the TAP was closed under a reader.
 func isClosed(err error) bool { return errors.Is(err, os.ErrClosed) }
+
+// adoptTAP looks for a persistent TAP named name that overlayd made, in
+// this network namespace and then in every other one it can see, and
+// attaches to it there.
+func adoptTAP(name string) (*tap, bool, error) {
+	for _, ns := range namespaces() {
+		found, fd, err := attachIn(ns, name)
+		ns.Close()
+		if err != nil {
+			return nil, true, fmt.Errorf("take over TAP %s: %w", name, err)
+		}
+		if found {
+			return &tap{name: name, file: os.NewFile(uintptr(fd), "/dev/net/tun:"+name), persistent: true}, true, nil
+		}
+	}
+	return nil, false, nil
+}
+
+// attachIn attaches to the TAP called name in ns if ns holds one that
+// overlayd made.
+func attachIn(ns netns.NsHandle, name string) (bool, int, error) {
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return false, -1, nil // a namespace gone meanwhile
+	}
+	defer h.Close()
+	link, err := h.LinkByName(name)
+	if err != nil || link.Type() != "tuntap" || link.Attrs().Alias != aliasPrefix+name {
+		return false, -1, nil
+	}
+	// /dev/net/tun binds to the namespace it is opened in, so open it
+	// there, on a thread that is thrown away afterwards.
+	type result struct {
+		fd  int
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with us
+		if err := netns.Set(ns); err != nil {
+			ch <- result{-1, err}
+			return
+		}
+		fd, err := tunAttach(name)
+		ch <- result{fd, err}
+	}()
+	r := <-ch
+	return r.err == nil, r.fd, r.err
+}
+
+// namespaces returns handles on every network namespace in sight, ours
+// first: the named ones (/run/netns) and those of running processes.
+func namespaces() []netns.NsHandle {
+	var out []netns.NsHandle
+	seen := map[uint64]bool{}
+	add := func(h netns.NsHandle, err error) {
+		if err != nil {
+			return
+		}
+		var st syscall.Stat_t
+		if syscall.Fstat(int(h), &st) != nil || seen[st.Ino] {
+			h.Close()
+			return
+		}
+		seen[st.Ino] = true
+		out = append(out, h)
+	}
+	add(netns.Get())
+	named, _ := filepath.Glob("/run/netns/*")
+	for _, p := range named {
+		add(netns.GetFromPath(p))
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/ns/net")
+	for _, p := range procs {
+		add(netns.GetFromPath(p))
+	}
+	return out
+}

@@ -1,0 +1,132 @@
+package overlay
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+
+	"overlaynet/ether"
+	"overlaynet/state"
+)
+
+// Restore brings back the saved configuration at startup: every overlay,
+// then every VNIC, taking over the VNICs a previous overlayd left
+// (persistent TAPs, wherever operators moved them). What fails to come
+// back (a plugin's file missing, an address no longer configured) is
+// reported and stays saved, to come back at a later start; the rest runs.
+// From then on every change is saved in d.
+func (m *Manager) Restore(d *state.Dir, cfg state.Config) []error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.state, m.saved = d, cfg
+	var errs []error
+	for _, o := range cfg.Overlays {
+		req := CreateOverlayRequest{Name: o.Name, Encap: o.Encap, Search: o.Search, VNetID: o.Props[PropVNetID]}
+		names := make([]string, 0, len(o.Props))
+		for k := range o.Props {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		for _, k := range names {
+			if k != PropVNetID {
+				req.Props = append(req.Props, Assignment{Name: k, Value: o.Props[k]})
+			}
+		}
+		if err := m.createOverlay(req, o.ID); err != nil {
+			errs = append(errs, fmt.Errorf("overlay %s did not come back: %w", o.Name, err))
+		}
+	}
+	for _, v := range cfg.VNICs {
+		if _, ok := m.overlays[v.Overlay]; !ok {
+			errs = append(errs, fmt.Errorf("VNIC %s did not come back: its overlay %s is not running", v.Name, v.Overlay))
+			continue
+		}
+		req := CreateVNICRequest{Name: v.Name, Overlay: v.Overlay, MAC: v.MAC, VLAN: v.VLAN, adopt: true}
+		if v.MTU != 0 {
+			req.Props = []Assignment{{Name: PropMTU, Value: strconv.Itoa(v.MTU)}}
+		}
+		if _, err := m.createVNICLocked(req); err != nil {
+			errs = append(errs, fmt.Errorf("VNIC %s did not come back: %w", v.Name, err))
+		}
+	}
+	return errs
+}
+
+// keepOverlay records a persistent overlay in the saved configuration.
+func (m *Manager) keepOverlay(ov *overlay) {
+	props := ov.props.Values()
+	for _, k := range []string{PropEncap, PropSearch, PropVarpdID} {
+		delete(props, k)
+	}
+	o := state.Overlay{Name: ov.name, Encap: ov.enc.Name(), Search: ov.sp.Name, Props: props, ID: ov.id}
+	for i := range m.saved.Overlays {
+		if m.saved.Overlays[i].Name == ov.name {
+			m.saved.Overlays[i] = o
+			return
+		}
+	}
+	m.saved.Overlays = append(m.saved.Overlays, o)
+}
+
+// forgetOverlay removes an overlay, and any VNIC saved on it, from the
+// saved configuration, and reports whether it was there.
+func (m *Manager) forgetOverlay(name string) bool {
+	found := false
+	out := m.saved.Overlays[:0]
+	for _, o := range m.saved.Overlays {
+		if o.Name == name {
+			found = true
+			continue
+		}
+		out = append(out, o)
+	}
+	m.saved.Overlays = out
+	vs := m.saved.VNICs[:0]
+	for _, v := range m.saved.VNICs {
+		if v.Overlay != name {
+			vs = append(vs, v)
+		}
+	}
+	m.saved.VNICs = vs
+	return found
+}
+
+// keepVNIC records a persistent VNIC in the saved configuration.
+func (m *Manager) keepVNIC(v *vnic) {
+	sv := state.VNIC{Name: v.name, Overlay: v.overlay.name, MAC: ether.Short(v.mac), VLAN: v.vlan, MTU: v.explicitMTU}
+	for i := range m.saved.VNICs {
+		if m.saved.VNICs[i].Name == v.name {
+			m.saved.VNICs[i] = sv
+			return
+		}
+	}
+	m.saved.VNICs = append(m.saved.VNICs, sv)
+}
+
+// forgetVNIC removes a VNIC from the saved configuration and reports
+// whether it was there.
+func (m *Manager) forgetVNIC(name string) bool {
+	found := false
+	out := m.saved.VNICs[:0]
+	for _, v := range m.saved.VNICs {
+		if v.Name == name {
+			found = true
+			continue
+		}
+		out = append(out, v)
+	}
+	m.saved.VNICs = out
+	return found
+}
+
+// save writes the saved configuration, if there is a state directory.
+func (m *Manager) save() error {
+	if m.state == nil {
+		return nil
+	}
+	if err := m.state.Save(m.saved); err != nil {
+		m.log.Error("cannot save the configuration", "dir", m.state.Path(), "err", err)
+		return fmt.Errorf("could not be saved (%v)", err)
+	}
+	return nil
+}

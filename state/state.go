@@ -1,0 +1,232 @@
+// Package state keeps overlayd's persistent configuration: the overlays
+// and VNICs created without -t, written so that a crash at any point
+// loses nothing and corrupts nothing, and read back at startup.
+//
+// The configuration lives in state.json inside the state directory, as a
+// JSON envelope carrying a SHA-256 of its content, and is mirrored in
+// state.json.prev. Each save writes a temporary file, syncs it and renames
+// it over the old one, then does the same for the mirror: whenever the
+// machine stops, at least one of the two files holds a complete, checked
+// configuration. A lock on the directory keeps a second overlayd out.
+package state
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// Overlay is a persistent overlay: what create-overlay was given.
+type Overlay struct {
+	Name   string `json:"name"`
+	Encap  string `json:"encap"`
+	Search string `json:"search"`
+	// Props holds every property set explicitly, vnetid included.
+	Props map[string]string `json:"props"`
+	// ID is the overlay's varpd/id, kept so that it survives restarts.
+	ID uint64 `json:"id"`
+}
+
+// VNIC is a persistent VNIC.
+type VNIC struct {
+	Name    string `json:"name"`
+	Overlay string `json:"overlay"`
+	MAC     string `json:"mac"`
+	VLAN    uint16 `json:"vlan,omitempty"`
+	MTU     int    `json:"mtu,omitempty"` // 0: the overlay's
+}
+
+// Config is everything that is persistent.
+type Config struct {
+	Overlays []Overlay `json:"overlays"`
+	VNICs    []VNIC    `json:"vnics"`
+}
+
+// envelope is the file format.
+type envelope struct {
+	Format  string          `json:"format"`
+	Version int             `json:"version"`
+	SHA256  string          `json:"sha256"`
+	Config  json.RawMessage `json:"config"`
+}
+
+const (
+	format   = "overlayd-state"
+	version  = 1
+	fileName = "state.json"
+	prevName = "state.json.prev"
+	lockName = "lock"
+)
+
+// FaultEnv names an environment variable that makes Save stop the process
+// at a chosen point, to test recovery from crashes: "after-write" exits
+// once the new file is written and synced but before it is renamed into
+// place.
+const FaultEnv = "OVERLAYD_FAULT"
+
+// Dir is an open state directory, locked against other daemons.
+type Dir struct {
+	path string
+	lock *os.File
+}
+
+// Open creates (mode 0700) and locks the state directory. It fails, naming
+// the other daemon's pid, when another overlayd holds it.
+func Open(path string) (*Dir, error) {
+	if err := os.MkdirAll(path, 0o700); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(path, lockName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("state directory lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		pid, _ := os.ReadFile(f.Name())
+		f.Close()
+		who := "another overlayd"
+		if p := strings.TrimSpace(string(pid)); p != "" {
+			who += " (pid " + p + ")"
+		}
+		return nil, fmt.Errorf("%s is already using state directory %s", who, path)
+	}
+	f.Truncate(0)
+	f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return &Dir{path: path, lock: f}, nil
+}
+
+// Close releases the lock.
+func (d *Dir) Close() error { return d.lock.Close() }
+
+// Path returns the directory's path.
+func (d *Dir) Path() string { return d.path }
+
+// Load reads the configuration. A damaged state.json (truncated, not
+// JSON, checksum mismatch) is reported in the returned notes and the
+// mirror is used; a leftover temporary file from an interrupted save is
+// reported and removed. With neither file present the configuration is
+// empty (a first start). With both damaged Load fails: starting empty
+// would throw the configuration away at the next save.
+func (d *Dir) Load() (Config, []string, error) {
+	var notes []string
+	for _, tmp := range []string{fileName + ".tmp", prevName + ".tmp"} {
+		p := filepath.Join(d.path, tmp)
+		if _, err := os.Stat(p); err == nil {
+			notes = append(notes, fmt.Sprintf("%s is left from a save that did not finish (overlayd stopped mid-write); the last complete state is used", p))
+			os.Remove(p)
+		}
+	}
+	cur, curErr := d.read(fileName)
+	if curErr == nil {
+		return cur, notes, nil
+	}
+	prev, prevErr := d.read(prevName)
+	switch {
+	case errors.Is(curErr, os.ErrNotExist) && errors.Is(prevErr, os.ErrNotExist):
+		return Config{}, notes, nil
+	case prevErr == nil:
+		if !errors.Is(curErr, os.ErrNotExist) {
+			notes = append(notes, fmt.Sprintf("%v; using the last good state from %s", curErr, filepath.Join(d.path, prevName)))
+		}
+		return prev, notes, nil
+	case errors.Is(curErr, os.ErrNotExist):
+		return Config{}, notes, prevErr
+	}
+	return Config{}, notes, fmt.Errorf("%v; and %v: fix or remove them to start", curErr, prevErr)
+}
+
+// read reads and checks one state file.
+func (d *Dir) read(name string) (Config, error) {
+	p := filepath.Join(d.path, name)
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return Config{}, err
+	}
+	var env envelope
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&env); err != nil {
+		return Config{}, fmt.Errorf("state file %s is damaged (%v)", p, err)
+	}
+	if env.Format != format || env.Version != version {
+		return Config{}, fmt.Errorf("state file %s has format %q version %d; this overlayd reads %q version %d",
+			p, env.Format, env.Version, format, version)
+	}
+	// The checksum covers the compact form of the configuration, so that
+	// the file can be indented for people to read.
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, env.Config); err != nil {
+		return Config{}, fmt.Errorf("state file %s is damaged (%v)", p, err)
+	}
+	sum := sha256.Sum256(compact.Bytes())
+	if hex.EncodeToString(sum[:]) != env.SHA256 {
+		return Config{}, fmt.Errorf("state file %s is damaged (checksum mismatch)", p)
+	}
+	var c Config
+	if err := json.Unmarshal(env.Config, &c); err != nil {
+		return Config{}, fmt.Errorf("state file %s is damaged (%v)", p, err)
+	}
+	return c, nil
+}
+
+// Save writes the configuration durably: state.json, then its mirror.
+func (d *Dir) Save(c Config) error {
+	cfg, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(cfg)
+	data, err := json.MarshalIndent(envelope{Format: format, Version: version, SHA256: hex.EncodeToString(sum[:]), Config: cfg}, "", "  ")
+	if err != nil {
+		return err
+	}
+	data = append(data, '\n')
+	if err := d.writeAtomic(fileName, data); err != nil {
+		return err
+	}
+	return d.writeAtomic(prevName, data)
+}
+
+// writeAtomic replaces name with data: write a temporary file, sync it,
+// rename it over name, sync the directory.
+func (d *Dir) writeAtomic(name string, data []byte) error {
+	p := filepath.Join(d.path, name)
+	tmp := p + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("save state: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("save state: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	if os.Getenv(FaultEnv) == "after-write" && name == fileName {
+		fmt.Fprintf(os.Stderr, "overlayd: %s=after-write: stopping between writing %s and renaming it\n", FaultEnv, tmp)
+		os.Exit(86)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	dir, err := os.Open(d.path)
+	if err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	defer dir.Close()
+	if err := dir.Sync(); err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	return nil
+}
