@@ -134,3 +134,72 @@ func TestSecondDaemonRefused(t *testing.T) {
 	_, err := d1.Adm("show-overlay")
 	must(t, err)
 }
+
+// TestStateRecovery: a crash between writing the new state and renaming
+// it into place, and a truncated state file, are detected and reported,
+// and the last good state is used.
+func TestStateRecovery(t *testing.T) {
+	l, d1, _ := twoDaemons(t)
+	must(t, d1.DirectOverlay("ov0", 42, netlab.Host1IP, netlab.Host2IP))
+	d1.Proc.Stop()
+
+	// Crash while saving ov1.
+	d, err := l.StartDaemonEnv(d1.Host, []string{"OVERLAYD_FAULT=after-write"})
+	must(t, err)
+	if err := d.DirectOverlay("ov1", 43, netlab.Host1IP, netlab.Host2IP); err == nil {
+		t.Fatal("create-overlay succeeded although overlayd stopped while saving")
+	}
+	<-waitExit(d)
+	if _, err := os.Stat(filepath.Join(d.StateDir(), "state.json.tmp")); err != nil {
+		t.Fatalf("the injected crash left no temporary file: %v", err)
+	}
+	d, err = d.Restart()
+	must(t, err)
+	out, err := d.Adm("show-overlay", "-p", "-o", "link", "-f")
+	must(t, err)
+	if out != "ov0\n" {
+		t.Errorf("after the crash: overlays %q, want ov0 only (the last complete state)", out)
+	}
+	if !strings.Contains(d.Proc.Output(), "did not finish") {
+		t.Errorf("the interrupted save was not reported:\n%s", d.Proc.Output())
+	}
+	d.Proc.Stop()
+
+	// Truncate the state file.
+	p := filepath.Join(d.StateDir(), "state.json")
+	data, err := os.ReadFile(p)
+	must(t, err)
+	must(t, os.WriteFile(p, data[:len(data)/2], 0o600))
+	d, err = d.Restart()
+	must(t, err)
+	out, err = d.Adm("show-overlay", "-p", "-o", "link", "-f")
+	must(t, err)
+	if out != "ov0\n" {
+		t.Errorf("after truncation: overlays %q, want ov0 from the last good state", out)
+	}
+	if log := d.Proc.Output(); !strings.Contains(log, "is damaged") || !strings.Contains(log, "last good state") {
+		t.Errorf("the damaged file was not reported:\n%s", log)
+	}
+	// The next save repairs the file.
+	must(t, d.DirectOverlay("ov2", 44, netlab.Host1IP, netlab.Host2IP))
+	d.Proc.Stop()
+	d, err = d.Restart()
+	must(t, err)
+	if out, _ := d.Adm("show-overlay", "-p", "-o", "link", "-f"); out != "ov0\nov2\n" {
+		t.Errorf("after a good save: %q", out)
+	}
+	if strings.Contains(d.Proc.Output(), "damaged") {
+		t.Errorf("still reported damaged after a good save:\n%s", d.Proc.Output())
+	}
+}
+
+func waitExit(d *netlab.Daemon) <-chan struct{} {
+	ch := make(chan struct{})
+	go func() {
+		for !d.Proc.Exited() {
+			time.Sleep(20 * time.Millisecond)
+		}
+		close(ch)
+	}()
+	return ch
+}

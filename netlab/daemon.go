@@ -22,11 +22,16 @@ type Daemon struct {
 // StartDaemon starts overlayd in host and waits until its admin socket
 // answers.
 func (l *Lab) StartDaemon(host *NS, extra ...string) (*Daemon, error) {
+	return l.StartDaemonEnv(host, nil, extra...)
+}
+
+// StartDaemonEnv is StartDaemon with extra environment variables.
+func (l *Lab) StartDaemonEnv(host *NS, env []string, extra ...string) (*Daemon, error) {
 	short := strings.TrimPrefix(host.Name, l.prefix)
 	sock := filepath.Join(l.Dir, short+".sock")
 	args := append([]string{filepath.Join(l.Bin, "overlayd"), "--socket", sock,
 		"--state-dir", filepath.Join(l.Dir, short+".state"), "--log-level", "debug"}, extra...)
-	p, err := l.Start(host, "overlayd-"+short, args...)
+	p, err := l.StartEnv(host, "overlayd-"+short, env, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -176,4 +181,9 @@ func (d *Daemon) Kill() {
 // socket and state directory, and returns it.
 func (d *Daemon) Restart(extra ...string) (*Daemon, error) {
 	return d.lab.StartDaemon(d.Host, extra...)
+}
+
+// StateDir is the daemon's state directory.
+func (d *Daemon) StateDir() string {
+	return filepath.Join(d.lab.Dir, strings.TrimPrefix(d.Host.Name, d.lab.prefix)+".state")
 }

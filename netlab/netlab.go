@@ -213,6 +213,11 @@ type Proc struct {
 // Start starts a background process inside ns, logging to a file in the
 // lab directory.
 func (l *Lab) Start(ns *NS, logName string, args ...string) (*Proc, error) {
+	return l.StartEnv(ns, logName, nil, args...)
+}
+
+// StartEnv is Start with extra environment variables ("NAME=value").
+func (l *Lab) StartEnv(ns *NS, logName string, env []string, args ...string) (*Proc, error) {
 	logPath := filepath.Join(l.Dir, logName+".log")
 	f, err := os.Create(logPath)
 	if err != nil {
@@ -220,6 +225,9 @@ func (l *Lab) Start(ns *NS, logName string, args ...string) (*Proc, error) {
 	}
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name}, args...)...)
 	cmd.Stdout, cmd.Stderr = f, f
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return nil, err
