@@ -30,6 +30,9 @@ type Options struct {
 	StateDir    string
 	LogFormat   string
 	LogLevel    string
+	Rules       string
+	Metrics     string
+	KeepPrivs   bool
 }
 
 // Main runs overlayd with args (without the program name) and returns the
@@ -49,6 +52,22 @@ underlay sockets). SIGINT or SIGTERM stop it; its VNICs go with it.
 SIGHUP makes every search plugin reload its configuration (files: reread
 the file), as 'overlayadm refresh-overlay' does.
 
+Everything created without -t is saved in --state-dir and comes back when
+overlayd starts again, after a crash or a reboot; VNIC interfaces outlive
+the daemon, and a new overlayd takes them over wherever they were moved,
+so guests keep their interfaces. A second overlayd on the same state
+directory or socket refuses to start.
+
+After restoring its configuration overlayd drops every capability but
+CAP_NET_ADMIN (TAP devices, netlink, socket buffers) and
+CAP_NET_BIND_SERVICE (underlay ports below 1024), unless
+--keep-privileges is given.
+
+--rules names a SmartOS overlay_rules.json: 'create-vnic -l rule/42'
+then creates the overlay rule42 from the rule "rule" on first use.
+--metrics serves per-overlay counters, status and lookup latency
+histograms for Prometheus.
+
 The admin socket is mode 0600 (root only), or 0660 owned by
 --socket-group so that members of that group may use overlayadm.`,
 		Args:          cobra.NoArgs,
@@ -64,6 +83,9 @@ The admin socket is mode 0600 (root only), or 0660 owned by
 	f.StringVar(&o.StateDir, "state-dir", DefaultStateDir, "directory for persistent state")
 	f.StringVar(&o.LogFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.StringVar(&o.Rules, "rules", overlay.DefaultRulesPath, "SmartOS overlay_rules.json for create-vnic -l <rule>/<vnetid>")
+	f.StringVar(&o.Metrics, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics (off by default)")
+	f.BoolVar(&o.KeepPrivs, "keep-privileges", false, "keep every capability instead of dropping those not needed after startup")
 	c.SetArgs(args)
 	c.SetOut(stderr)
 	c.SetErr(stderr)
@@ -121,9 +143,22 @@ func run(o Options, stderr io.Writer) error {
 	}
 	log.Info("configuration restored", "overlays", len(cfg.Overlays), "vnics", len(cfg.VNICs),
 		"took", time.Since(start).Round(time.Millisecond).String())
+	mgr.SetRulesPath(o.Rules)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if o.Metrics != "" {
+		if err := serveMetrics(ctx, o.Metrics, mgr, log); err != nil {
+			return fmt.Errorf("--metrics %s: %w", o.Metrics, err)
+		}
+	}
+	if !o.KeepPrivs {
+		if err := dropPrivileges(); err != nil {
+			log.Warn("cannot drop privileges; running with all of root's", "why", explainDrop(err))
+		} else {
+			log.Info("privileges dropped", "kept", "CAP_NET_ADMIN,CAP_NET_BIND_SERVICE")
+		}
+	}
 	log.Info("overlayd started", "socket", o.Socket, "state_dir", o.StateDir, "datapath", "userspace", "pid", os.Getpid())
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

@@ -59,6 +59,9 @@ func Build(dir string) (string, error) {
 	}
 	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/overlayd", "./cmd/overlayadm", "./cmd/portolan")
 	cmd.Dir = root
+	// Without cgo, as deployed: overlayd can then drop capabilities in
+	// every thread.
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build: %v\n%s", err, out)
 	}

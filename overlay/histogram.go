@@ -11,6 +11,7 @@ import (
 // are accurate to within 19%.
 type histogram struct {
 	buckets [numBuckets]atomic.Uint64
+	sum     atomic.Int64 // nanoseconds
 }
 
 const numBuckets = 4 * 27
@@ -29,7 +30,26 @@ func upper(b int) time.Duration {
 	return time.Duration(math.Exp2(float64(b)/4) * float64(time.Microsecond))
 }
 
-func (h *histogram) observe(d time.Duration) { h.buckets[bucketOf(d)].Add(1) }
+func (h *histogram) observe(d time.Duration) {
+	h.buckets[bucketOf(d)].Add(1)
+	h.sum.Add(int64(d))
+}
+
+// cumulative returns, for each bound, how many samples were at most that
+// long (as far as the buckets tell), and the count and sum of all.
+func (h *histogram) cumulative(bounds []time.Duration) (counts []uint64, total uint64, sum time.Duration) {
+	counts = make([]uint64, len(bounds))
+	for i := range h.buckets {
+		c := h.buckets[i].Load()
+		total += c
+		for j, b := range bounds {
+			if upper(i) <= b {
+				counts[j] += c
+			}
+		}
+	}
+	return counts, total, time.Duration(h.sum.Load())
+}
 
 // quantile returns the upper bound of the bucket holding quantile q, 0
 // with no samples.

@@ -54,6 +54,9 @@ type Manager struct {
 	// are not live (deleted with -t, or failing to come back).
 	state *state.Dir
 	saved state.Config
+
+	// rulesPath is the SmartOS overlay_rules.json, "" for none.
+	rulesPath string
 }
 
 type overlay struct {
@@ -376,6 +379,9 @@ func (m *Manager) createVNICLocked(req CreateVNICRequest) (VNICInfo, error) {
 		return VNICInfo{}, fmt.Errorf("missing overlay (-l) for VNIC %s", req.Name)
 	}
 	ov, err := m.overlay(req.Overlay)
+	if err != nil && strings.Contains(req.Overlay, "/") {
+		ov, err = m.overlayFromRule(req.Overlay)
+	}
 	if err != nil {
 		return VNICInfo{}, err
 	}
@@ -644,4 +650,40 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// Latency is a lookup latency histogram: for each bound, how many lookups
+// took at most that long.
+type Latency struct {
+	Bounds []time.Duration
+	Counts []uint64
+	Total  uint64
+	Sum    time.Duration
+}
+
+// OverlayMetrics is what a metrics exporter reports about one overlay.
+type OverlayMetrics struct {
+	Name     string
+	Degraded bool
+	Stats    []Stat
+	Lookups  Latency
+}
+
+// Metrics returns every overlay's counters, status and lookup latency
+// histogram (with the given bucket bounds).
+func (m *Manager) Metrics(bounds []time.Duration) []OverlayMetrics {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []OverlayMetrics
+	for _, n := range sortedKeys(m.overlays) {
+		ov := m.overlays[n]
+		om := OverlayMetrics{Name: n, Stats: append(convStats(ov.dp.Stats()), convStats(ov.engine.ctr.Snapshot(datapath.LookupCounters...))...)}
+		ov.smu.Lock()
+		om.Degraded = ov.degraded != ""
+		ov.smu.Unlock()
+		om.Lookups.Bounds = bounds
+		om.Lookups.Counts, om.Lookups.Total, om.Lookups.Sum = ov.engine.latency.cumulative(bounds)
+		out = append(out, om)
+	}
+	return out
 }
