@@ -23,6 +23,10 @@ interface named <vnic> (at most 15 characters), created up in overlayd's
 network namespace, with the VNIC's MAC and MTU; move it into a container's
 namespace with 'ip link set <vnic> netns <ns>' and configure it there.
 
+-l may also be <rule>/<vnetid>, SmartOS style: the overlay <rule><vnetid>
+is created from the rule in overlayd's overlay_rules.json (--rules) if it
+does not exist yet, then the VNIC on it.
+
 -m sets the MAC (02:08:20:aa:bb:01 or 2:8:20:aa:bb:1); auto or random (the
 default) picks a random MAC with prefix 2:8:20.
 -v puts the VNIC on a VLAN (1-4094) inside the overlay: its user sends and
@@ -34,7 +38,8 @@ overlayd, so that a guest keeps it across a restart of the daemon (the new
 overlayd takes it over, wherever it was moved). A VNIC on a temporary
 overlay is temporary.`,
 		Example: `  overlayadm create-vnic -l overlay0 vnic0
-  overlayadm create-vnic -l overlay0 -m 2:8:20:0:0:1 -v 100 vnic1`,
+  overlayadm create-vnic -l overlay0 -m 2:8:20:0:0:1 -v 100 vnic1
+  overlayadm create-vnic -l sdc_overlay/4242 vnic2`,
 		Args: oneOperand("VNIC"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if req.Overlay == "" {

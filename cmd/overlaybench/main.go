@@ -19,8 +19,9 @@ func main() {
 	rate := flag.Int("rate", 20000, "storm: frames per second")
 	moves := flag.Int("moves", 20, "migrate: VNIC moves to time")
 	mappings := flag.Int("mappings", 1000000, "svp: VL2 mappings in the store")
+	restarts := flag.Int("restarts", 10, "restart: kill -9 and restart rounds")
 	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, `usage: overlaybench [flags] [throughput | storm | migrate | svp]
+		fmt.Fprintf(os.Stderr, `usage: overlaybench [flags] [throughput | storm | migrate | svp | restart]
 
 throughput (the default) builds two hosts (network namespaces joined by
 veth) and measures, in one run: the raw underlay, the kernel vxlan driver,
@@ -42,6 +43,9 @@ PostgreSQL), runs portolan over it on loopback, and reports lookups per
 second and their latency (p50, p99) with 1, 4 and 64 connections of 32
 requests in flight each, and the server's memory.
 
+restart kills overlayd with SIGKILL while a guest pings across, starts it
+again, and reports the time to traffic flowing (p50, p99).
+
 Needs root, iperf3 and ping.
 
 `)
@@ -53,7 +57,7 @@ Needs root, iperf3 and ping.
 		mode = "throughput"
 	}
 	switch mode {
-	case "throughput", "storm", "migrate", "svp":
+	case "throughput", "storm", "migrate", "svp", "restart":
 	default:
 		flag.Usage()
 		os.Exit(2)
@@ -84,6 +88,11 @@ Needs root, iperf3 and ping.
 			var r bench.MigrateResult
 			if r, err = bench.Migrate(bench.MigrateOptions{Moves: *moves, Bin: bin, Log: os.Stderr}); err == nil {
 				bench.PrintMigrate(os.Stdout, r)
+			}
+		case "restart":
+			var r bench.RestartResult
+			if r, err = bench.Restart(bench.RestartOptions{Rounds: *restarts, Bin: bin, Log: os.Stderr}); err == nil {
+				bench.PrintRestart(os.Stdout, r)
 			}
 		case "svp":
 			var rs []bench.SVPResult

@@ -1,0 +1,132 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"time"
+
+	"overlaynet/admin"
+	"overlaynet/netlab"
+	"overlaynet/overlay"
+)
+
+// RestartOptions tune the restart benchmark.
+type RestartOptions struct {
+	Rounds int
+	Bin    string
+	Log    io.Writer
+}
+
+// RestartResult is the time from starting a new overlayd, after kill -9
+// of the old one, to traffic flowing through it again.
+type RestartResult struct {
+	Rounds   int
+	P50, P99 time.Duration
+	Max      time.Duration
+}
+
+// Restart kills overlayd on one of two hosts with SIGKILL while a guest
+// pings across the overlay every 5 ms, starts it again, and times how long
+// the new daemon takes to carry the guest's frames: restoring the saved
+// configuration, taking over the persistent VNIC, forwarding.
+func Restart(o RestartOptions) (RestartResult, error) {
+	var res RestartResult
+	l, err := netlab.New(o.Bin)
+	if err != nil {
+		return res, err
+	}
+	defer l.Close()
+	h1, h2, err := l.TwoHosts()
+	if err != nil {
+		return res, err
+	}
+	d1, err := l.StartDaemon(h1, "--log-level", "warn")
+	if err != nil {
+		return res, err
+	}
+	d2, err := l.StartDaemon(h2, "--log-level", "warn")
+	if err != nil {
+		return res, err
+	}
+	if err := d1.DirectOverlay("ov0", 42, netlab.Host1IP, netlab.Host2IP); err != nil {
+		return res, err
+	}
+	if err := d2.DirectOverlay("ov0", 42, netlab.Host2IP, netlab.Host1IP); err != nil {
+		return res, err
+	}
+	for i, d := range []*netlab.Daemon{d1, d2} {
+		if _, err := d.Adm("create-vnic", "-l", "ov0", fmt.Sprintf("vnic%d", i+1)); err != nil {
+			return res, err
+		}
+	}
+	g1, err := d1.Guest("g1", "vnic1", "10.9.0.1/24")
+	if err != nil {
+		return res, err
+	}
+	if _, err := d2.Guest("g2", "vnic2", "10.9.0.2/24"); err != nil {
+		return res, err
+	}
+	if _, err := g1.Exec("ping", "-c", "2", "-i", "0.1", "10.9.0.2"); err != nil {
+		return res, err
+	}
+	pinger, err := l.Start(g1, "ping", "ping", "-i", "0.005", "-q", "10.9.0.2")
+	if err != nil {
+		return res, err
+	}
+	defer pinger.Stop()
+	c2 := &admin.Client{Socket: d2.Socket}
+	decap := func() (uint64, error) {
+		var ss []overlay.StatsInfo
+		if err := c2.Call(admin.MethodShowStats, admin.NameParams{Name: "ov0"}, &ss); err != nil {
+			return 0, err
+		}
+		for _, st := range ss[0].Stats {
+			if st.Name == "decapsulated" {
+				return st.Value, nil
+			}
+		}
+		return 0, fmt.Errorf("no decapsulated counter")
+	}
+	var times []time.Duration
+	for i := 0; i < o.Rounds; i++ {
+		d1.Kill()
+		time.Sleep(100 * time.Millisecond) // frames pile up nowhere
+		before, err := decap()
+		if err != nil {
+			return res, err
+		}
+		start := time.Now()
+		if d1, err = d1.Restart("--log-level", "warn"); err != nil {
+			return res, err
+		}
+		for {
+			n, err := decap()
+			if err != nil {
+				return res, err
+			}
+			if n > before {
+				break
+			}
+			if time.Since(start) > 10*time.Second {
+				return res, fmt.Errorf("round %d: no traffic 10 s after the restart", i+1)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		took := time.Since(start)
+		times = append(times, took)
+		fmt.Fprintf(o.Log, "restart %d: traffic after %v\n", i+1, took.Round(time.Millisecond))
+	}
+	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+	res.Rounds = len(times)
+	res.P50 = times[len(times)/2]
+	res.P99 = times[min(len(times)-1, len(times)*99/100)]
+	res.Max = times[len(times)-1]
+	return res, nil
+}
+
+// PrintRestart writes the restart result.
+func PrintRestart(w io.Writer, r RestartResult) {
+	fmt.Fprintf(w, "restart after kill -9: time from starting overlayd to traffic flowing again, %d rounds\n", r.Rounds)
+	fmt.Fprintf(w, "  p50 %v, p99 %v, max %v\n", r.P50.Round(time.Millisecond), r.P99.Round(time.Millisecond), r.Max.Round(time.Millisecond))
+}
