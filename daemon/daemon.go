@@ -33,6 +33,7 @@ type Options struct {
 	Rules       string
 	Metrics     string
 	KeepPrivs   bool
+	Offloads    bool
 }
 
 // Main runs overlayd with args (without the program name) and returns the
@@ -86,6 +87,7 @@ The admin socket is mode 0600 (root only), or 0660 owned by
 	f.StringVar(&o.Rules, "rules", overlay.DefaultRulesPath, "SmartOS overlay_rules.json for create-vnic -l <rule>/<vnetid>")
 	f.StringVar(&o.Metrics, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics (off by default)")
 	f.BoolVar(&o.KeepPrivs, "keep-privileges", false, "keep every capability instead of dropping those not needed after startup")
+	f.BoolVar(&o.Offloads, "offloads", true, "move TCP in 64 KB super-frames (TAP TSO, UDP GSO/GRO); --offloads=false for one frame per system call")
 	c.SetArgs(args)
 	c.SetOut(stderr)
 	c.SetErr(stderr)
@@ -133,7 +135,7 @@ func run(o Options, stderr io.Writer) error {
 		return err
 	}
 	defer os.Remove(o.Socket)
-	dp := userspace.New(log.With("datapath", "userspace"))
+	dp := userspace.New(log.With("datapath", "userspace"), userspace.Options{Offloads: o.Offloads})
 	defer dp.Close()
 	mgr := overlay.NewManager(log, dp)
 	defer mgr.Close()

@@ -140,6 +140,11 @@ func (m *Manager) createOverlay(req CreateOverlayRequest, id uint64) error {
 	if err := props.Set(PropVNetID, req.VNetID); err != nil {
 		return err
 	}
+	for _, a := range req.Props {
+		if a.Name == PropVNetID {
+			return fmt.Errorf("property vnetid is given with -v, not -p")
+		}
+	}
 	if err := applyAssignments(props, req.Props, sp.Name); err != nil {
 		return err
 	}

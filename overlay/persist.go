@@ -20,7 +20,18 @@ func (m *Manager) Restore(d *state.Dir, cfg state.Config) []error {
 	defer m.mu.Unlock()
 	m.state, m.saved = d, cfg
 	var errs []error
+	// New overlays get ids after every saved one, including those that
+	// fail to come back now: they may come back later with their id.
 	for _, o := range cfg.Overlays {
+		m.nextID = max(m.nextID, o.ID+1)
+	}
+	for _, o := range cfg.Overlays {
+		if _, dup := m.overlays[o.Name]; dup {
+			// Only a hand-edited file does this; creating it again
+			// would orphan the running one in the data path.
+			errs = append(errs, fmt.Errorf("overlay %s did not come back: another saved overlay has that name", o.Name))
+			continue
+		}
 		req := CreateOverlayRequest{Name: o.Name, Encap: o.Encap, Search: o.Search, VNetID: o.Props[PropVNetID]}
 		names := make([]string, 0, len(o.Props))
 		for k := range o.Props {

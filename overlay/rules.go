@@ -22,6 +22,8 @@ const DefaultRulesPath = "/etc/overlayd/overlay_rules.json"
 // <rule><vnetid> from it on demand.
 var ruleRef = regexp.MustCompile(`^([A-Za-z0-9_]+)/([0-9]+)$`)
 
+var ruleName = regexp.MustCompile(`^[A-Za-z0-9_]+$`)
+
 // LoadRules reads an overlay_rules.json: an object mapping rule names to
 // create-overlay argument strings, split on white space as a shell would.
 // Errors name the file, line and column, and the rule.
@@ -30,6 +32,9 @@ func LoadRules(path string) (map[string]CreateOverlayRequest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("overlay rules: %w", err)
 	}
+	// Where the top-level value starts, for errors about it.
+	start := len(data) - len(bytes.TrimLeft(data, " \t\r\n"))
+	const notObject = "the file must hold one JSON object mapping rule names to create-overlay arguments"
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(data, &raw); err != nil {
 		var se *json.SyntaxError
@@ -38,18 +43,39 @@ func LoadRules(path string) (map[string]CreateOverlayRequest, error) {
 		case errors.As(err, &se):
 			return nil, posErr(path, data, int(se.Offset)-1, "malformed JSON: %v", se)
 		case errors.As(err, &te):
-			return nil, posErr(path, data, int(te.Offset)-1, "the file must hold one JSON object mapping rule names to create-overlay arguments")
+			return nil, posErr(path, data, start, notObject)
 		}
 		return nil, fmt.Errorf("overlay rules %s: %w", path, err)
 	}
+	if raw == nil { // null
+		return nil, posErr(path, data, start, notObject)
+	}
+	// Walk the (valid) object again in file order, so that the first bad
+	// rule is the one reported and errors point at its name.
 	rules := map[string]CreateOverlayRequest{}
-	for name, v := range raw {
-		off := bytes.Index(data, []byte(`"`+name+`"`))
-		if !regexp.MustCompile(`^[A-Za-z0-9_]+$`).MatchString(name) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if _, err := dec.Token(); err != nil { // {
+		return nil, posErr(path, data, start, "malformed JSON: %v", err)
+	}
+	for dec.More() {
+		off := int(dec.InputOffset())
+		for off < len(data) && data[off] != '"' { // skip white space and ','
+			off++
+		}
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, posErr(path, data, off, "malformed JSON: %v", err)
+		}
+		name, _ := tok.(string)
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, posErr(path, data, off, "malformed JSON: %v", err)
+		}
+		if !ruleName.MatchString(name) {
 			return nil, posErr(path, data, off, "rule %q: a rule name has letters, digits and '_' only", name)
 		}
 		var args string
-		if err := json.Unmarshal(v, &args); err != nil {
+		if err := json.Unmarshal(v, &args); err != nil || v[0] != '"' {
 			return nil, posErr(path, data, off, "rule %q: the value must be a string of create-overlay arguments", name)
 		}
 		req, err := parseRule(args)

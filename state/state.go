@@ -89,6 +89,12 @@ func Open(path string) (*Dir, error) {
 		return nil, fmt.Errorf("state directory lock: %w", err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			// Not held by anyone: the file system cannot lock (ENOLCK,
+			// EOPNOTSUPP on some network and FUSE file systems).
+			f.Close()
+			return nil, fmt.Errorf("state directory lock %s: %w", f.Name(), err)
+		}
 		pid, _ := os.ReadFile(f.Name())
 		f.Close()
 		who := "another overlayd"

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -20,8 +21,9 @@ const numSenders = 16
 // faster than one goroutine drains them.
 const sockBuf = 4 << 20
 
-// listenUDP binds the underlay receive socket.
-func listenUDP(addr netip.AddrPort) (*net.UDPConn, error) {
+// listenUDP binds the underlay receive socket, with UDP GRO when gro is
+// set: the kernel then hands over runs of datagrams in one read.
+func listenUDP(addr netip.AddrPort, gro bool) (*net.UDPConn, error) {
 	c, err := net.ListenUDP(udpNetwork(addr.Addr()), net.UDPAddrFromAddrPort(addr))
 	if err != nil {
 		var se *net.OpError
@@ -31,8 +33,44 @@ func listenUDP(addr netip.AddrPort) (*net.UDPConn, error) {
 		return nil, fmt.Errorf("cannot listen on %s: %w", addr, err)
 	}
 	setBuffers(c)
+	if gro {
+		if rc, err := c.SyscallConn(); err == nil {
+			rc.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_GRO, 1) })
+		}
+	}
 	return c, nil
 }
+
+// groSize returns the datagram size of a GRO read from its control
+// message, 0 when there is none.
+func groSize(oob []byte) int {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return 0
+	}
+	for _, m := range msgs {
+		if m.Header.Level == unix.IPPROTO_UDP && m.Header.Type == unix.UDP_GRO && len(m.Data) >= 2 {
+			return int(nativeUint16(m.Data))
+		}
+	}
+	return 0
+}
+
+// gsoOOB writes a UDP_SEGMENT control message for segments of size seg
+// into b and returns it.
+func gsoOOB(b []byte, seg int) []byte {
+	n := unix.CmsgSpace(2)
+	b = b[:n]
+	clear(b)
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level = unix.IPPROTO_UDP
+	h.Type = unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	*(*uint16)(unsafe.Pointer(&b[unix.CmsgLen(0)])) = uint16(seg)
+	return b
+}
+
+func nativeUint16(b []byte) uint16 { return *(*uint16)(unsafe.Pointer(&b[0])) }
 
 // openSenders binds numSenders sockets on the listen IP, each on its own
 // port in the dynamic range 49152-65535.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"overlaynet/datapath"
+	"overlaynet/datapath/offload"
 	"overlaynet/encap"
 	"overlaynet/proxy"
 )
@@ -119,7 +120,7 @@ func (ov *overlay) AddVNIC(cfg datapath.VNICConfig) error {
 	if mtu == 0 {
 		mtu = ov.state.Load().cfg.MTU
 	}
-	t, err := openTAP(cfg.Name, cfg.MAC, mtu, cfg.Persistent, cfg.Adopt)
+	t, err := openTAP(cfg.Name, cfg.MAC, mtu, cfg.Persistent, cfg.Adopt, ov.dp.offloads)
 	if err != nil {
 		return err
 	}
@@ -198,8 +199,14 @@ func (v *vnic) stop() {
 func (v *vnic) readLoop() {
 	defer close(v.done)
 	buf := make([]byte, headroom+maxFrame)
+	var tx *txScratch
+	start := headroom
+	if v.tap.vnet {
+		tx = newTxScratch()
+		start -= offload.VnetHdrLen
+	}
 	for {
-		n, err := v.tap.read(buf[headroom:])
+		n, err := v.tap.read(buf[start:])
 		if err != nil {
 			if isClosed(err) {
 				return
@@ -207,7 +214,15 @@ func (v *vnic) readLoop() {
 			v.ov.log.Warn("VNIC read failed", "vnic", v.name, "err", err)
 			continue
 		}
-		v.ov.fromVNIC(v, buf, headroom, n)
+		if tx == nil {
+			v.ov.fromVNIC(v, buf, headroom, n)
+			continue
+		}
+		if n < offload.VnetHdrLen {
+			v.ov.ctr.Inc(datapath.DropMalformed)
+			continue
+		}
+		v.ov.fromVNICOffload(v, tx, buf, n-offload.VnetHdrLen)
 	}
 }
 
@@ -335,8 +350,9 @@ func (ov *overlay) send(st *ovState, buf []byte, off int, frame []byte, dest enc
 	ov.ctr.Add(datapath.EncapBytes, uint64(len(pkt)))
 }
 
-// fromUnderlay delivers a decapsulated frame to the local VNICs it is for.
-func (ov *overlay) fromUnderlay(frame []byte) {
+// fromUnderlay delivers a decapsulated frame to the local VNICs it is
+// for; TCP segments for a VNIC with offloads join rx's super-frame.
+func (ov *overlay) fromUnderlay(frame []byte, rx *rxBatch) {
 	ov.ctr.Inc(datapath.Decapsulated)
 	ov.ctr.Add(datapath.DecapBytes, uint64(len(frame)))
 	st := ov.state.Load()
@@ -357,6 +373,14 @@ func (ov *overlay) fromUnderlay(frame []byte) {
 		ov.ctr.Inc(datapath.DropMTU)
 		return
 	}
+	if rx != nil && !tagged && isUnicast(frame) {
+		if v := ov.vnics.Load().byKey[vnicKey{mac: datapath.MAC(frame[:6])}]; v != nil && v.tap.vnet {
+			if rx.add(ov, v, frame) {
+				return
+			}
+		}
+	}
+	rx.flush() // keep the order of a flow's frames
 	ov.toLocal(frame, vlan)
 }
 
@@ -431,7 +455,9 @@ func (ov *overlay) Resend(vlan uint16, frame []byte) {
 // VLAN) to a local VNIC, whose user sees it untagged.
 func (ov *overlay) deliver(dst *vnic, frame []byte) {
 	var err error
-	if dst.key.vlan != 0 {
+	if dst.tap.vnet {
+		err = ov.deliverVnet(dst, frame)
+	} else if dst.key.vlan != 0 {
 		// Remove the tag in place by moving the MAC addresses, and put
 		// it back afterwards: the same buffer may go to more VNICs and
 		// then onto the underlay.

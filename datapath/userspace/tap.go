@@ -21,6 +21,9 @@ type tap struct {
 	name       string
 	file       *os.File
 	persistent bool
+	// vnet: frames carry a virtio-net header and may be TCP super-frames
+	// (TSO) with partial checksums.
+	vnet bool
 }
 
 // aliasPrefix marks the interfaces overlayd made (IFLA_IFALIAS), so that
@@ -33,9 +36,9 @@ const aliasPrefix = "overlayd vnic "
 // guests keep their interface across a restart; with adopt set, an
 // existing persistent TAP of that name that overlayd made is taken over
 // instead, in whatever network namespace it now is, as it is.
-func openTAP(name string, mac net.HardwareAddr, mtu int, persistent, adopt bool) (*tap, error) {
+func openTAP(name string, mac net.HardwareAddr, mtu int, persistent, adopt, vnet bool) (*tap, error) {
 	if adopt {
-		t, found, err := adoptTAP(name)
+		t, found, err := adoptTAP(name, vnet)
 		if found || err != nil {
 			return t, err
 		}
@@ -43,11 +46,11 @@ func openTAP(name string, mac net.HardwareAddr, mtu int, persistent, adopt bool)
 	if _, err := netlink.LinkByName(name); err == nil {
 		return nil, fmt.Errorf("a network interface named %s already exists", name)
 	}
-	fd, err := tunAttach(name)
+	fd, err := tunAttach(name, vnet)
 	if err != nil {
 		return nil, fmt.Errorf("create TAP %s: %w", name, err)
 	}
-	t := &tap{name: name, file: os.NewFile(uintptr(fd), "/dev/net/tun:"+name)}
+	t := &tap{name: name, file: os.NewFile(uintptr(fd), "/dev/net/tun:"+name), vnet: vnet}
 	if err := t.configure(mac, mtu, persistent); err != nil {
 		t.destroy()
 		return nil, err
@@ -56,8 +59,10 @@ func openTAP(name string, mac net.HardwareAddr, mtu int, persistent, adopt bool)
 }
 
 // tunAttach opens /dev/net/tun and creates, or attaches to, the TAP
-// named name in the caller's network namespace.
-func tunAttach(name string) (int, error) {
+// named name in the caller's network namespace; with vnet, frames carry a
+// virtio-net header and the kernel may hand over TCP super-frames with
+// partial checksums (TSO), as it would to a VM's virtio NIC.
+func tunAttach(name string, vnet bool) (int, error) {
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, fmt.Errorf("open /dev/net/tun: %w", err)
@@ -67,10 +72,24 @@ func tunAttach(name string) (int, error) {
 		unix.Close(fd)
 		return -1, fmt.Errorf("interface name %q: %w", name, err)
 	}
-	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI)
+	flags := uint16(unix.IFF_TAP | unix.IFF_NO_PI)
+	if vnet {
+		flags |= unix.IFF_VNET_HDR
+	}
+	ifr.SetUint16(flags)
 	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
 		unix.Close(fd)
 		return -1, err
+	}
+	offloads := 0
+	if vnet {
+		offloads = unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6
+	}
+	// Set either way: a TAP taken over keeps the offloads of its last
+	// owner otherwise.
+	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, offloads); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("TUNSETOFFLOAD: %w", err)
 	}
 	// The descriptor is non-blocking, so os.NewFile registers it with
 	// the runtime poller: blocked reads park a goroutine, not a thread.
@@ -154,15 +173,15 @@ func isClosed(err error) bool { return errors.Is(err, os.ErrClosed) }
 // adoptTAP looks for a persistent TAP named name that overlayd made, in
 // this network namespace and then in every other one it can see, and
 // attaches to it there.
-func adoptTAP(name string) (*tap, bool, error) {
+func adoptTAP(name string, vnet bool) (*tap, bool, error) {
 	for _, ns := range namespaces() {
-		found, fd, err := attachIn(ns, name)
+		found, fd, err := attachIn(ns, name, vnet)
 		ns.Close()
 		if err != nil {
 			return nil, true, fmt.Errorf("take over TAP %s: %w", name, err)
 		}
 		if found {
-			return &tap{name: name, file: os.NewFile(uintptr(fd), "/dev/net/tun:"+name), persistent: true}, true, nil
+			return &tap{name: name, file: os.NewFile(uintptr(fd), "/dev/net/tun:"+name), persistent: true, vnet: vnet}, true, nil
 		}
 	}
 	return nil, false, nil
@@ -170,7 +189,7 @@ func adoptTAP(name string) (*tap, bool, error) {
 
 // attachIn attaches to the TAP called name in ns if ns holds one that
 // overlayd made.
-func attachIn(ns netns.NsHandle, name string) (bool, int, error) {
+func attachIn(ns netns.NsHandle, name string, vnet bool) (bool, int, error) {
 	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
 		return false, -1, nil // a namespace gone meanwhile
@@ -193,7 +212,7 @@ func attachIn(ns netns.NsHandle, name string) (bool, int, error) {
 			ch <- result{-1, err}
 			return
 		}
-		fd, err := tunAttach(name)
+		fd, err := tunAttach(name, vnet)
 		ch <- result{fd, err}
 	}()
 	r := <-ch

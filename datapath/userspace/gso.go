@@ -1,0 +1,196 @@
+package userspace
+
+import (
+	"sync"
+
+	"overlaynet/datapath"
+	"overlaynet/datapath/offload"
+	"overlaynet/encap"
+)
+
+// This file is the offload side of the data path: TCP super-frames read
+// from a TAP (TSO) leave as one UDP GSO send, and runs of received TCP
+// segments (UDP GRO) reach a TAP as one super-frame.
+
+// maxGSOSend bounds the bytes of one UDP GSO send: a UDP datagram, even a
+// super one, has a 16-bit length.
+const maxGSOSend = 65000
+
+// txScratch is a VNIC reader's working space.
+type txScratch struct {
+	segs []byte // segments of a super-frame, each behind its headroom
+	oob  [64]byte
+}
+
+func newTxScratch() *txScratch { return &txScratch{segs: make([]byte, 2*maxFrame)} }
+
+// fromVNICOffload handles a frame read with its virtio-net header, which
+// sits right before buf[headroom].
+func (ov *overlay) fromVNICOffload(src *vnic, tx *txScratch, buf []byte, n int) {
+	h := offload.DecodeVnetHdr(buf[headroom-offload.VnetHdrLen:])
+	frame := buf[headroom : headroom+n]
+	if h.GSOType == offload.GSONone {
+		if h.Flags&offload.FlagNeedsCsum != 0 {
+			if err := offload.FinishChecksum(frame, h); err != nil {
+				ov.ctr.Inc(datapath.DropMalformed)
+				return
+			}
+		}
+		ov.fromVNIC(src, buf, headroom, n)
+		return
+	}
+	ov.ctr.Inc(datapath.InFrames)
+	ov.ctr.Add(datapath.InBytes, uint64(n))
+	st := ov.state.Load()
+	if n < ethHeaderLen || int(h.HdrLen) > n || h.GSOType&^offload.GSOECN != offload.GSOTCPv4 && h.GSOType&^offload.GSOECN != offload.GSOTCPv6 {
+		ov.ctr.Inc(datapath.DropMalformed)
+		return
+	}
+	if int(h.HdrLen)-ethHeaderLen+int(h.GSOSize) > st.cfg.MTU {
+		ov.ctr.Inc(datapath.DropMTU)
+		return
+	}
+	dst := datapath.MAC(frame[:6])
+	set := ov.vnics.Load()
+	if v := set.byKey[vnicKey{vlan: src.key.vlan, mac: dst}]; v != nil {
+		if v != src {
+			ov.deliverSuper(v, buf[headroom-offload.VnetHdrLen:headroom+n], frame, h, tx)
+			ov.ctr.Inc(datapath.LocalSwitched)
+		}
+		return
+	}
+	var dest encap.Dest
+	ok := false
+	if st.cfg.Point != nil {
+		dest, ok = *st.cfg.Point, true
+	} else {
+		dest, ok = ov.targets.valid(dst)
+	}
+	if !ok {
+		// No destination yet: frame by frame through the ordinary path,
+		// which holds them for the lookup.
+		ov.segmentSlow(st, src, tx, frame, h)
+		return
+	}
+	hl := st.cfg.Encap.HeaderLen()
+	slot, total, nseg, err := offload.SegmentTCP(tx.segs, frame, h, hl, src.key.vlan)
+	if err != nil {
+		ov.ctr.Inc(datapath.DropMalformed)
+		return
+	}
+	for off := 0; off < total; off += slot {
+		st.cfg.Encap.Encap(tx.segs[off:off+hl], st.cfg.VNetID)
+	}
+	conn := st.ln.sender(encap.FlowHash(tx.segs[hl:slot]))
+	per := max(maxGSOSend/slot, 1) * slot
+	for off := 0; off < total; off += per {
+		chunk := tx.segs[off:min(off+per, total)]
+		var oob []byte
+		if len(chunk) > slot {
+			oob = gsoOOB(tx.oob[:], slot)
+		}
+		if _, _, err := conn.WriteMsgUDPAddrPort(chunk, oob, dest.AddrPort()); err != nil {
+			ov.ctr.Add(datapath.DropSendError, uint64((len(chunk)+slot-1)/slot))
+			ov.log.Debug("underlay send failed", "dest", dest.String(), "err", err)
+			continue
+		}
+	}
+	ov.ctr.Add(datapath.Encapsulated, uint64(nseg))
+	ov.ctr.Add(datapath.EncapBytes, uint64(total))
+}
+
+// segmentSlow cuts a super-frame into frames and forwards each alone.
+func (ov *overlay) segmentSlow(st *ovState, src *vnic, tx *txScratch, frame []byte, h offload.VnetHdr) {
+	slot, total, _, err := offload.SegmentTCP(tx.segs, frame, h, headroom, 0)
+	if err != nil {
+		ov.ctr.Inc(datapath.DropMalformed)
+		return
+	}
+	for off := 0; off < total; off += slot {
+		end := min(off+slot, total)
+		ov.forward(st, src, tx.segs[off:end], headroom, end-off-headroom, src.key.vlan)
+	}
+}
+
+// deliverSuper writes a super-frame to a local VNIC: as it is when that
+// VNIC takes offloads, else segment by segment.
+func (ov *overlay) deliverSuper(dst *vnic, withHdr, frame []byte, h offload.VnetHdr, tx *txScratch) {
+	if dst.tap.vnet {
+		if err := dst.tap.write(withHdr); err != nil {
+			ov.ctr.Inc(datapath.DropVNICWrite)
+			return
+		}
+		ov.ctr.Inc(datapath.OutFrames)
+		ov.ctr.Add(datapath.OutBytes, uint64(len(frame)))
+		return
+	}
+	slot, total, _, err := offload.SegmentTCP(tx.segs, frame, h, 0, 0)
+	if err != nil {
+		ov.ctr.Inc(datapath.DropMalformed)
+		return
+	}
+	for off := 0; off < total; off += slot {
+		ov.deliver(dst, tx.segs[off:min(off+slot, total)])
+	}
+}
+
+// vnetBufs are scratch buffers for writing one frame behind a virtio-net
+// header to a TAP.
+var vnetBufs = sync.Pool{New: func() any { b := make([]byte, offload.VnetHdrLen+maxFrame); return &b }}
+
+// deliverVnet writes a frame in overlay form to a VNIC that takes
+// offloads: behind an empty virtio-net header, without its VLAN tag.
+func (ov *overlay) deliverVnet(dst *vnic, frame []byte) error {
+	bp := vnetBufs.Get().(*[]byte)
+	defer vnetBufs.Put(bp)
+	b := *bp
+	clear(b[:offload.VnetHdrLen])
+	n := offload.VnetHdrLen
+	if dst.key.vlan != 0 && len(frame) >= ethHeaderLen+vlanTagLen {
+		n += copy(b[n:], frame[:12])
+		n += copy(b[n:], frame[16:])
+	} else {
+		n += copy(b[n:], frame)
+	}
+	return dst.tap.write(b[:n])
+}
+
+// rxBatch is a receive loop's run of TCP segments being merged for one
+// VNIC.
+type rxBatch struct {
+	c   *offload.Coalescer
+	ov  *overlay
+	dst *vnic
+}
+
+// add offers a segment for dst; false when it must go alone.
+func (rx *rxBatch) add(ov *overlay, dst *vnic, frame []byte) bool {
+	if rx.dst != dst {
+		rx.flush()
+	}
+	if rx.c.Add(frame) {
+		rx.ov, rx.dst = ov, dst
+		return true
+	}
+	rx.flush()
+	if rx.c.Add(frame) {
+		rx.ov, rx.dst = ov, dst
+		return true
+	}
+	return false
+}
+
+// flush writes what is held.
+func (rx *rxBatch) flush() {
+	if rx == nil || rx.c.Pending() == 0 {
+		return
+	}
+	b := rx.c.Flush()
+	if err := rx.dst.tap.write(b); err != nil {
+		rx.ov.ctr.Inc(datapath.DropVNICWrite)
+	} else {
+		rx.ov.ctr.Inc(datapath.OutFrames)
+		rx.ov.ctr.Add(datapath.OutBytes, uint64(len(b)-offload.VnetHdrLen))
+	}
+	rx.dst, rx.ov = nil, nil
+}
