@@ -3,6 +3,7 @@ package netlab
 import (
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -10,6 +11,11 @@ import (
 	"strings"
 	"time"
 )
+
+// ExtraArgsEnv names an environment variable whose words are added to
+// every overlayd the lab starts: the test suite runs again with
+// "--offloads=false" this way.
+const ExtraArgsEnv = "NETLAB_OVERLAYD_ARGS"
 
 // Daemon is an overlayd running in a lab namespace.
 type Daemon struct {
@@ -31,6 +37,7 @@ func (l *Lab) StartDaemonEnv(host *NS, env []string, extra ...string) (*Daemon, 
 	sock := filepath.Join(l.Dir, short+".sock")
 	args := append([]string{filepath.Join(l.Bin, "overlayd"), "--socket", sock,
 		"--state-dir", filepath.Join(l.Dir, short+".state"), "--log-level", "debug"}, extra...)
+	args = append(args, strings.Fields(os.Getenv(ExtraArgsEnv))...)
 	p, err := l.StartEnv(host, "overlayd-"+short, env, args...)
 	if err != nil {
 		return nil, err

@@ -44,14 +44,19 @@ func listenUDP(addr netip.AddrPort, gro bool) (*net.UDPConn, error) {
 // groSize returns the datagram size of a GRO read from its control
 // message, 0 when there is none.
 func groSize(oob []byte) int {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return 0
-	}
-	for _, m := range msgs {
-		if m.Header.Level == unix.IPPROTO_UDP && m.Header.Type == unix.UDP_GRO && len(m.Data) >= 2 {
-			return int(nativeUint16(m.Data))
+	// Walked by hand: ParseSocketControlMessage allocates, and this runs
+	// for every read.
+	hl := unix.CmsgLen(0)
+	for len(oob) >= hl {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		n := int(h.Len)
+		if n < hl || n > len(oob) {
+			return 0
 		}
+		if h.Level == unix.IPPROTO_UDP && h.Type == unix.UDP_GRO && n >= hl+2 {
+			return int(nativeUint16(oob[hl:]))
+		}
+		oob = oob[min(unix.CmsgSpace(n-hl), len(oob)):]
 	}
 	return 0
 }
