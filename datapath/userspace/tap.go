@@ -26,6 +26,9 @@ type tap struct {
 	vnet bool
 }
 
+// gsoMaxSize caps the TCP super-frames a VNIC hands over.
+const gsoMaxSize = 60000
+
 // aliasPrefix marks the interfaces overlayd made (IFLA_IFALIAS), so that
 // a restarted daemon finds its persistent VNICs wherever operators moved
 // them, and never takes an interface it did not make.
@@ -109,6 +112,14 @@ func (t *tap) configure(mac net.HardwareAddr, mtu int, persistent bool) error {
 	}
 	if err := netlink.LinkSetAlias(link, aliasPrefix+t.name); err != nil {
 		return fmt.Errorf("tag %s: %w", t.name, err)
+	}
+	if t.vnet {
+		// A super-frame cut into segments, each with its own headers,
+		// must still fit one UDP GSO send (64 KB): smaller super-frames
+		// leave in one system call and arrive as one GRO batch.
+		if err := netlink.LinkSetGSOMaxSize(link, gsoMaxSize); err != nil {
+			return fmt.Errorf("set GSO size on %s: %w", t.name, err)
+		}
 	}
 	if persistent {
 		if err := t.setPersist(true); err != nil {
