@@ -170,3 +170,5 @@ func (o *fakeOverlay) targetMap() map[datapath.MAC]datapath.Target {
 
 func (o *fakeOverlay) Inject(vlan uint16, frame []byte) {}
 func (o *fakeOverlay) Resend(vlan uint16, frame []byte) {}
+
+func (o *fakeOverlay) SetNeighbor(netip.Addr, datapath.MAC) {}

@@ -49,6 +49,10 @@ type Handler interface {
 	// instead of flooding it (ARP request, neighbour solicitation, DHCP
 	// broadcast). frame is an untagged copy the handler owns.
 	Proxy(vlan uint16, kind proxy.Kind, frame []byte)
+	// MissIP reports an overlay address whose MAC a guest asked for, on a
+	// data path that answers ARP and NDP itself from a neighbour table
+	// (the kernel's); the answer comes back through SetNeighbor.
+	MissIP(vlan uint16, ip netip.Addr)
 }
 
 // TargetState is the state of a target table entry.
@@ -127,6 +131,10 @@ type Overlay interface {
 	RemoveTarget(mac MAC)
 	FlushTargets()
 	Targets() []Target
+
+	// SetNeighbor tells a data path that answers ARP and NDP itself that
+	// ip is at mac; the others ignore it.
+	SetNeighbor(ip netip.Addr, mac MAC)
 
 	// Inject delivers an untagged frame to the local VNICs on vlan as if
 	// it came from the underlay (proxy replies, gratuitous ARP).

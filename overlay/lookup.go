@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -122,6 +123,38 @@ func (e *engine) Proxy(vlan uint16, kind proxy.Kind, frame []byte) {
 		defer func() { <-e.proxies }()
 		if !e.answer(vlan, kind, frame) {
 			e.ctr.Inc(datapath.ProxyUnanswered)
+		}
+	}()
+}
+
+// MissIP implements datapath.Handler: a kernel data path asks which MAC an
+// overlay address is at, to answer ARP or NDP from its neighbour table.
+func (e *engine) MissIP(vlan uint16, ip netip.Addr) {
+	select {
+	case e.proxies <- struct{}{}:
+	default:
+		e.ctr.Inc(datapath.ProxyUnanswered)
+		return
+	}
+	go func() {
+		defer func() { <-e.proxies }()
+		r, ok := e.instance().(search.IPResolver)
+		if !ok {
+			e.ctr.Inc(datapath.ProxyUnanswered)
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), e.timeout)
+		defer cancel()
+		mac, err := r.ResolveIP(ctx, vlan, ip)
+		if err != nil {
+			e.ctr.Inc(datapath.ProxyUnanswered)
+			return
+		}
+		e.dp.SetNeighbor(ip, mac)
+		if ip.Is4() {
+			e.ctr.Inc(datapath.ProxyARP)
+		} else {
+			e.ctr.Inc(datapath.ProxyNDP)
 		}
 	}()
 }

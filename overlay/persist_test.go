@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"reflect"
 	"slices"
 	"strings"
@@ -591,3 +592,5 @@ func TestRestart(t *testing.T) {
 		t.Errorf("varpd/id of a new overlay after a restart = %s, want 5", got)
 	}
 }
+
+func (o *fakeOverlay) SetNeighbor(netip.Addr, datapath.MAC) {}

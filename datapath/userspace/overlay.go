@@ -3,6 +3,7 @@ package userspace
 import (
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -429,6 +430,10 @@ func (ov *overlay) FlushTargets() { ov.targets.flush() }
 
 // Targets implements datapath.Overlay.
 func (ov *overlay) Targets() []datapath.Target { return ov.targets.list() }
+
+// SetNeighbor implements datapath.Overlay: this data path answers ARP and
+// NDP through the proxy, frame by frame, and keeps no neighbour table.
+func (ov *overlay) SetNeighbor(netip.Addr, datapath.MAC) {}
 
 // Inject implements datapath.Overlay.
 func (ov *overlay) Inject(vlan uint16, frame []byte) {
