@@ -364,6 +364,7 @@ func TestCreateAndShowOverlay(t *testing.T) {
 		{"ov0", "search", "r-", "y", "direct", "--", "direct,files,svp"},
 		{"ov0", "direct/dest_ip", "rw", "y", destIP, "--", "--"},
 		{"ov0", "direct/dest_port", "rw", "y", "4789", "--", "1-65535"},
+		{"ov0", "datapath", "r-", "-", "userspace", "userspace", "userspace"},
 	}
 	if len(lines)-1 != len(want) {
 		t.Fatalf("show-overlay printed %d rows, want %d:\n%s", len(lines)-1, len(want), out)
@@ -385,7 +386,7 @@ func TestCreateAndShowOverlay(t *testing.T) {
 
 	got := h.ok("show-overlay", "-p", "-o", "property,value", "ov0")
 	wantP := "mtu:1400\nvnetid:42\nencap:vxlan\nvarpd/id:1\nvxlan/listen_ip:" + listenIP +
-		"\nvxlan/listen_port:4789\nsearch:direct\ndirect/dest_ip:" + destIP + "\ndirect/dest_port:4789\n"
+		"\nvxlan/listen_port:4789\nsearch:direct\ndirect/dest_ip:" + destIP + "\ndirect/dest_port:4789\ndatapath:userspace\n"
 	if got != wantP {
 		t.Errorf("show-overlay -p -o property,value:\n%s\nwant:\n%s", got, wantP)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"overlaynet/admin"
+	"overlaynet/datapath/kernel"
 	"overlaynet/datapath/userspace"
 	"overlaynet/overlay"
 	"overlaynet/state"
@@ -26,16 +27,17 @@ const DefaultStateDir = "/var/lib/overlayd"
 
 // Options configure overlayd.
 type Options struct {
-	Socket      string
-	SocketGroup string
-	StateDir    string
-	LogFormat   string
-	LogLevel    string
-	Rules       string
-	Metrics     string
-	KeepPrivs   bool
-	Offloads    bool
-	CPUProfile  string
+	Socket          string
+	SocketGroup     string
+	StateDir        string
+	LogFormat       string
+	LogLevel        string
+	Rules           string
+	Metrics         string
+	KeepPrivs       bool
+	Offloads        bool
+	CPUProfile      string
+	DefaultDataPath string
 }
 
 // Main runs overlayd with args (without the program name) and returns the
@@ -89,6 +91,7 @@ The admin socket is mode 0600 (root only), or 0660 owned by
 	f.StringVar(&o.Rules, "rules", overlay.DefaultRulesPath, "SmartOS overlay_rules.json for create-vnic -l <rule>/<vnetid>")
 	f.StringVar(&o.Metrics, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics (off by default)")
 	f.BoolVar(&o.KeepPrivs, "keep-privileges", false, "keep every capability instead of dropping those not needed after startup")
+	f.StringVar(&o.DefaultDataPath, "default-datapath", "userspace", "data path of overlays created without -p datapath=: userspace or kernel")
 	f.StringVar(&o.CPUProfile, "cpu-profile", "", "write a Go CPU profile of the whole run to this file (for performance work)")
 	f.BoolVar(&o.Offloads, "offloads", true, "move TCP in 64 KB super-frames (TAP TSO, UDP GSO/GRO); --offloads=false for one frame per system call")
 	c.SetArgs(args)
@@ -121,6 +124,9 @@ func run(o Options, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if o.DefaultDataPath != overlay.DataPathUserspace && o.DefaultDataPath != overlay.DataPathKernel {
+		return fmt.Errorf("--default-datapath %q: want userspace or kernel", o.DefaultDataPath)
+	}
 	if o.CPUProfile != "" {
 		f, err := os.Create(o.CPUProfile)
 		if err != nil {
@@ -152,6 +158,7 @@ func run(o Options, stderr io.Writer) error {
 	defer dp.Close()
 	mgr := overlay.NewManager(log, dp)
 	defer mgr.Close()
+	mgr.AddDataPath(overlay.DataPathKernel, kernel.New(log.With("datapath", "kernel")), o.DefaultDataPath == overlay.DataPathKernel)
 	start := time.Now()
 	for _, err := range mgr.Restore(dir, cfg) {
 		log.Error("restore: "+err.Error(), "state_dir", o.StateDir)

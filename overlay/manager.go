@@ -42,7 +42,10 @@ func notFound(format string, a ...any) error {
 // configuration changes are rare and must not interleave.
 type Manager struct {
 	log *slog.Logger
-	dp  datapath.DataPath
+	// dps are the data paths by name; new overlays use defaultDP unless
+	// their datapath property says otherwise.
+	dps       map[string]datapath.DataPath
+	defaultDP string
 
 	mu       sync.Mutex
 	overlays map[string]*overlay
@@ -91,7 +94,8 @@ type vnic struct {
 
 // NewManager returns a manager driving dp.
 func NewManager(log *slog.Logger, dp datapath.DataPath) *Manager {
-	return &Manager{log: log, dp: dp, overlays: map[string]*overlay{}, vnics: map[string]*vnic{}, nextID: 1}
+	return &Manager{log: log, dps: map[string]datapath.DataPath{DataPathUserspace: dp}, defaultDP: DataPathUserspace,
+		overlays: map[string]*overlay{}, vnics: map[string]*vnic{}, nextID: 1}
 }
 
 // CreateOverlay creates an overlay. On any error nothing is left behind.
@@ -131,9 +135,21 @@ func (m *Manager) createOverlay(req CreateOverlayRequest, id uint64) error {
 	if !ok {
 		return fmt.Errorf("unknown search plugin %q (available: %s)", req.Search, strings.Join(search.Names(), ", "))
 	}
-	props := overlayProps(enc, sp)
+	props := overlayProps(enc, sp, m.defaultDP, sortedKeys(m.dps))
 	props.SetCanonical(PropEncap, enc.Name())
 	props.SetCanonical(PropSearch, sp.Name)
+	// The data path is chosen at creation only, so it is read-only after.
+	var rest []Assignment
+	for _, a := range req.Props {
+		if a.Name == PropDataPath {
+			if err := props.Set(PropDataPath, a.Value); err != nil {
+				return err
+			}
+			continue
+		}
+		rest = append(rest, a)
+	}
+	req.Props = rest
 	if req.VNetID == "" {
 		return fmt.Errorf("missing required virtual network id (-v)")
 	}
@@ -168,7 +184,17 @@ func (m *Manager) createOverlay(req CreateOverlayRequest, id uint64) error {
 		inst.Stop()
 		return err
 	}
-	dpo, err := m.dp.CreateOverlay(cfg)
+	dpName := props.Get(PropDataPath)
+	dp, ok := m.dps[dpName]
+	if !ok {
+		inst.Stop()
+		return fmt.Errorf("property datapath: %q is not available in this overlayd", dpName)
+	}
+	if err := m.checkPort(req.Name, dpName, cfg.Listen.Port()); err != nil {
+		inst.Stop()
+		return err
+	}
+	dpo, err := dp.CreateOverlay(cfg)
 	if err != nil {
 		inst.Stop()
 		return err
@@ -272,7 +298,11 @@ func (m *Manager) DeleteOverlay(name string, temporary bool) error {
 	if len(ov.vnics) > 0 {
 		return fmt.Errorf("overlay %s still has VNICs (%s); delete them first", name, strings.Join(sortedKeys(ov.vnics), ", "))
 	}
-	ov.dp.Close()
+	if d, ok := ov.dp.(interface{ Delete() error }); ok {
+		d.Delete() // kernel objects outlive Close; deleting removes them
+	} else {
+		ov.dp.Close()
+	}
 	ov.inst.Stop()
 	ov.engine.setInstance(nil)
 	delete(m.overlays, name)
@@ -584,7 +614,11 @@ func (m *Manager) Stats(name string) ([]StatsInfo, error) {
 // Listeners describes the underlay listen addresses.
 func (m *Manager) Listeners() []ListenerInfo {
 	var out []ListenerInfo
-	for _, l := range m.dp.Listeners() {
+	var ls []datapath.Listener
+	for _, dp := range m.dps {
+		ls = append(ls, dp.Listeners()...)
+	}
+	for _, l := range ls {
 		sort.Strings(l.Overlays)
 		out = append(out, ListenerInfo{Listen: l.Addr.String(), Overlays: l.Overlays, Stats: convStats(l.Stats)})
 	}
@@ -691,4 +725,31 @@ func (m *Manager) Metrics(bounds []time.Duration) []OverlayMetrics {
 		out = append(out, om)
 	}
 	return out
+}
+
+// AddDataPath makes a data path available under a name; with def set new
+// overlays use it unless told otherwise.
+func (m *Manager) AddDataPath(name string, dp datapath.DataPath, def bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.dps[name] = dp
+	if def {
+		m.defaultDP = name
+	}
+}
+
+// checkPort refuses a listen port that an overlay on another data path
+// holds: the kernel's vxlan sockets and overlayd's own cannot share one.
+func (m *Manager) checkPort(self, dpName string, port uint16) error {
+	for _, o := range m.overlays {
+		if o.name == self {
+			continue
+		}
+		listen, err := o.enc.Listen(o.props)
+		if err == nil && listen.Port() == port && o.props.Get(PropDataPath) != dpName {
+			return fmt.Errorf("UDP port %d is held by overlay %s on the %s data path; a %s overlay cannot share it (choose another vxlan/listen_port)",
+				port, o.name, o.props.Get(PropDataPath), dpName)
+		}
+	}
+	return nil
 }

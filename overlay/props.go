@@ -11,11 +11,18 @@ import (
 
 // Generic property names.
 const (
-	PropMTU     = "mtu"
-	PropVNetID  = "vnetid"
-	PropEncap   = "encap"
-	PropSearch  = "search"
-	PropVarpdID = "varpd/id"
+	PropMTU      = "mtu"
+	PropVNetID   = "vnetid"
+	PropEncap    = "encap"
+	PropSearch   = "search"
+	PropVarpdID  = "varpd/id"
+	PropDataPath = "datapath"
+)
+
+// Data path names.
+const (
+	DataPathUserspace = "userspace"
+	DataPathKernel    = "kernel"
 )
 
 // MTU limits of an overlay (illumos: 576-8900, default 1400).
@@ -28,7 +35,7 @@ const (
 // overlayProps builds the property set of an overlay with the given
 // plugins, in the order show-overlay prints them: mtu, vnetid, encap,
 // varpd/id, the encapsulation's properties, search, the search plugin's.
-func overlayProps(enc encap.Plugin, sp *search.Plugin) *prop.Set {
+func overlayProps(enc encap.Plugin, sp *search.Plugin, defaultDP string, dps []string) *prop.Set {
 	head := []prop.Desc{
 		{Name: PropMTU, Type: prop.Uint, Perm: prop.ReadWrite, Default: fmt.Sprint(DefaultMTU),
 			HasRange: true, Min: MinMTU, Max: MaxMTU,
@@ -45,7 +52,11 @@ func overlayProps(enc encap.Plugin, sp *search.Plugin) *prop.Set {
 		{Name: PropSearch, Type: prop.String, Perm: prop.ReadOnly, Required: true,
 			Possible: search.Names(), Help: "search plugin"},
 	}
-	return prop.NewSet(head, enc.Props(), searchDesc, sp.Props(enc.Dest()))
+	tail := []prop.Desc{
+		{Name: PropDataPath, Type: prop.String, Perm: prop.ReadOnly, Default: defaultDP, Possible: dps,
+			Help: "what carries the frames: the kernel's vxlan driver or overlayd itself; set at creation"},
+	}
+	return prop.NewSet(head, enc.Props(), searchDesc, sp.Props(enc.Dest()), tail)
 }
 
 // applyAssignments sets operator-given properties on s. With create set,

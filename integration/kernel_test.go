@@ -1,0 +1,53 @@
+package integration
+
+import (
+	"strings"
+	"testing"
+
+	"overlaynet/netlab"
+)
+
+// TestKernelPathDirect: a direct overlay on the kernel data path carries
+// the guests' traffic, and deleting it removes every kernel object it made.
+func TestKernelPathDirect(t *testing.T) {
+	need(t, "ping")
+	_, d1, d2 := twoDaemons(t)
+	must(t, d1.DirectOverlay("ov0", 42, netlab.Host1IP, netlab.Host2IP, "-p", "datapath=kernel"))
+	must(t, d2.DirectOverlay("ov0", 42, netlab.Host2IP, netlab.Host1IP, "-p", "datapath=kernel"))
+	_, err := d1.Adm("create-vnic", "-l", "ov0", "vnic1")
+	must(t, err)
+	_, err = d2.Adm("create-vnic", "-l", "ov0", "vnic2")
+	must(t, err)
+	g1, err := d1.Guest("g1", "vnic1", "10.9.0.1/24")
+	must(t, err)
+	g2, err := d2.Guest("g2", "vnic2", "10.9.0.2/24")
+	must(t, err)
+	must(t, g1.PingAll("10.9.0.2", 3))
+	must(t, g2.PingAll("10.9.0.1", 3))
+	out, err := d1.Adm("show-overlay", "-p", "-o", "property,value", "ov0")
+	must(t, err)
+	if !strings.Contains(out, "datapath:kernel") {
+		t.Errorf("show-overlay does not show the data path:\n%s", out)
+	}
+	if n, _ := d1.Stat("ov0", "encapsulated"); n == 0 {
+		t.Error("no kernel counters")
+	}
+	// A userspace overlay cannot share the kernel overlay's port.
+	err = d1.DirectOverlay("ov1", 43, netlab.Host1IP, netlab.Host2IP)
+	if err == nil || !strings.Contains(err.Error(), "held by overlay ov0 on the kernel data path") {
+		t.Errorf("port conflict: %v", err)
+	}
+	// VLANs need what this kernel lacks.
+	if _, err := d1.Adm("create-vnic", "-l", "ov0", "-v", "5", "vnic3"); err == nil || !strings.Contains(err.Error(), "datapath=userspace") {
+		t.Errorf("VLAN on the kernel path: %v", err)
+	}
+	_, err = d1.Adm("delete-vnic", "vnic1")
+	must(t, err)
+	_, err = d1.Adm("delete-overlay", "ov0")
+	must(t, err)
+	links, err := d1.Host.IP("-o", "link", "show")
+	must(t, err)
+	if strings.Contains(links, "overlayd") {
+		t.Errorf("objects left after delete-overlay:\n%s", links)
+	}
+}
