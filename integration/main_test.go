@@ -100,3 +100,10 @@ func twoDaemons(t *testing.T) (l *netlab.Lab, d1, d2 *netlab.Daemon) {
 	must(t, err)
 	return l, d1, d2
 }
+
+// forEachDataPath runs a test on each data path.
+func forEachDataPath(t *testing.T, fn func(t *testing.T, dp string)) {
+	for _, dp := range []string{"userspace", "kernel"} {
+		t.Run(dp, func(t *testing.T) { fn(t, dp) })
+	}
+}

@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"net/netip"
 	"time"
 
 	"overlaynet/datapath"
@@ -21,6 +22,13 @@ func (ov *overlay) Invalidate(mac ether.MAC) {
 func (ov *overlay) SetTarget(mac ether.MAC, dest encap.Dest) {
 	if dp := ov.dataPath(); dp != nil {
 		dp.SetTarget(mac, dest)
+	}
+}
+
+// SetNeighbor implements search.Host.
+func (ov *overlay) SetNeighbor(ip netip.Addr, mac ether.MAC) {
+	if dp := ov.dataPath(); dp != nil {
+		dp.SetNeighbor(ip, mac)
 	}
 }
 

@@ -205,6 +205,9 @@ func (m *Manager) createOverlay(req CreateOverlayRequest, id uint64) error {
 	ov.smu.Lock()
 	ov.hostDP = dpo
 	ov.smu.Unlock()
+	if p, ok := inst.(search.Preloader); ok {
+		p.Preload()
+	}
 	m.nextID = max(m.nextID, id+1)
 	m.overlays[req.Name] = ov
 	ov.log.Info("overlay created", "encap", enc.Name(), "search", sp.Name,
@@ -381,6 +384,9 @@ func (m *Manager) setProps(ov *overlay, req SetPropsRequest) error {
 		ov.inst = inst
 		// Answers of the old configuration may be wrong now.
 		ov.dp.FlushTargets()
+		if p, ok := inst.(search.Preloader); ok {
+			p.Preload()
+		}
 	}
 	ov.props = props
 	for _, a := range req.Props {

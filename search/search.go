@@ -77,6 +77,10 @@ type Host interface {
 	// Inject delivers an untagged frame to the overlay's local VNICs on
 	// vlan (gratuitous ARP, unsolicited neighbour advertisements).
 	Inject(vlan uint16, frame []byte)
+	// SetNeighbor tells the data path that an overlay address is at a
+	// MAC, for data paths that answer ARP and NDP from a table (the
+	// kernel's); others ignore it.
+	SetNeighbor(ip netip.Addr, mac ether.MAC)
 	// Degrade marks the overlay DEGRADED with a reason an operator can
 	// act on; Restore clears it. Both log the transition.
 	Degrade(reason string)
@@ -115,6 +119,14 @@ type IPResolver interface {
 // broadcasts: which MAC a client's broadcasts go to.
 type DHCPResolver interface {
 	DHCPServer(ctx context.Context, vlan uint16, client ether.MAC) (ether.MAC, error)
+}
+
+// Preloader is implemented by dynamic instances that know answers before
+// anyone asks (a map file): Preload installs them through the Host once
+// the overlay's data path exists, so that no first frame waits for, or is
+// lost to, a lookup.
+type Preloader interface {
+	Preload()
 }
 
 // Refresher is implemented by instances that can reload their

@@ -161,17 +161,22 @@ func (in *instance) Refresh() error {
 	in.m = m
 	in.mu.Unlock()
 	changed := 0
-	for mac, e := range old.Entries {
-		if ne, ok := m.Entries[mac]; !ok || ne.Dest != e.Dest {
+	for mac := range old.Entries {
+		if _, ok := m.Entries[mac]; !ok {
 			in.host.Invalidate(mac)
 			changed++
 		}
 	}
-	for mac := range m.Entries {
-		if _, ok := old.Entries[mac]; !ok {
-			// It may be remembered as unknown.
-			in.host.Invalidate(mac)
+	for mac, e := range m.Entries {
+		oe, ok := old.Entries[mac]
+		switch {
+		case !ok || oe.Dest != e.Dest:
+			// New or moved: install the answer at once (which also
+			// replaces an "unknown" remembered for it).
+			in.install(mac, e)
 			changed++
+		case oe.ARP != e.ARP || oe.NDP != e.NDP:
+			in.neighbors(mac, e)
 		}
 	}
 	in.host.Restore()
@@ -183,6 +188,27 @@ func (in *instance) current() *Map {
 	in.mu.RLock()
 	defer in.mu.RUnlock()
 	return in.m
+}
+
+// Preload implements search.Preloader: every entry of the map goes to the
+// data path up front.
+func (in *instance) Preload() {
+	for mac, e := range in.current().Entries {
+		in.install(mac, e)
+	}
+}
+
+func (in *instance) install(mac ether.MAC, e Entry) {
+	in.host.SetTarget(mac, e.Dest)
+	in.neighbors(mac, e)
+}
+
+func (in *instance) neighbors(mac ether.MAC, e Entry) {
+	for _, ip := range []netip.Addr{e.ARP, e.NDP} {
+		if ip.IsValid() {
+			in.host.SetNeighbor(ip, mac)
+		}
+	}
 }
 
 // Lookup implements search.DynamicInstance.

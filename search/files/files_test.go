@@ -593,6 +593,11 @@ func TestStopWhileChanging(t *testing.T) {
 	wg.Wait()
 }
 
-// The files plugin never learns targets or injects frames.
-func (h *fakeHost) SetTarget(ether.MAC, encap.Dest) {}
-func (h *fakeHost) Inject(uint16, []byte)           {}
+// The files plugin never injects frames.
+func (h *fakeHost) Inject(uint16, []byte) {}
+
+// SetTarget counts as touching the MAC's entry, as Invalidate does: a
+// reload installs new and moved entries directly.
+func (h *fakeHost) SetTarget(mac ether.MAC, _ encap.Dest) { h.Invalidate(mac) }
+
+func (h *fakeHost) SetNeighbor(netip.Addr, ether.MAC) {}
