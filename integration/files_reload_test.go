@@ -15,8 +15,12 @@ import (
 // re-routes its traffic within a second, with no restart; a ping running
 // throughout loses at most that second.
 func TestFilesReloadMovesMAC(t *testing.T) {
+	forEachDataPath(t, testFilesReloadMovesMAC)
+}
+
+func testFilesReloadMovesMAC(t *testing.T, dp string) {
 	need(t, "ping")
-	f := newFilesNet(t, 3)
+	f := newFilesNet(t, 3, "-p", "datapath="+dp)
 	g1 := f.vnic(t, 0, 1, "10.8.0.1", "")
 	// The same MAC and address on hosts 2 and 3: where the file points
 	// decides which one answers.
@@ -74,8 +78,12 @@ func TestFilesReloadMovesMAC(t *testing.T) {
 // the old map in force, marks the overlay DEGRADED, and the state clears
 // when the file is fixed.
 func TestFilesMalformed(t *testing.T) {
+	forEachDataPath(t, testFilesMalformed)
+}
+
+func testFilesMalformed(t *testing.T, dp string) {
 	need(t, "ping")
-	f := newFilesNet(t, 2)
+	f := newFilesNet(t, 2, "-p", "datapath="+dp)
 	g1 := f.vnic(t, 0, 1, "10.8.0.1", "")
 	f.vnic(t, 1, 2, "10.8.0.2", "")
 	f.publish(t)

@@ -71,12 +71,12 @@ func must(t *testing.T, err error) {
 // twoHostsDirect builds two hosts with overlayd each and overlay ov0
 // (vnetid 42, direct) between them, one VNIC on each moved into a guest
 // with 10.9.0.1 and 10.9.0.2.
-func twoHostsDirect(t *testing.T) (l *netlab.Lab, d1, d2 *netlab.Daemon, g1, g2 *netlab.NS) {
+func twoHostsDirect(t *testing.T, extra ...string) (l *netlab.Lab, d1, d2 *netlab.Daemon, g1, g2 *netlab.NS) {
 	t.Helper()
 	l, d1, d2 = twoDaemons(t)
 	var err error
-	must(t, d1.DirectOverlay("ov0", 42, netlab.Host1IP, netlab.Host2IP))
-	must(t, d2.DirectOverlay("ov0", 42, netlab.Host2IP, netlab.Host1IP))
+	must(t, d1.DirectOverlay("ov0", 42, netlab.Host1IP, netlab.Host2IP, extra...))
+	must(t, d2.DirectOverlay("ov0", 42, netlab.Host2IP, netlab.Host1IP, extra...))
 	_, err = d1.Adm("create-vnic", "-l", "ov0", "vnic1")
 	must(t, err)
 	_, err = d2.Adm("create-vnic", "-l", "ov0", "vnic2")
