@@ -158,13 +158,15 @@ func run(o Options, stderr io.Writer) error {
 	defer dp.Close()
 	mgr := overlay.NewManager(log, dp)
 	defer mgr.Close()
-	mgr.AddDataPath(overlay.DataPathKernel, kernel.New(log.With("datapath", "kernel")), o.DefaultDataPath == overlay.DataPathKernel)
+	kdp := kernel.New(log.With("datapath", "kernel"))
+	mgr.AddDataPath(overlay.DataPathKernel, kdp, o.DefaultDataPath == overlay.DataPathKernel)
 	start := time.Now()
 	for _, err := range mgr.Restore(dir, cfg) {
 		log.Error("restore: "+err.Error(), "state_dir", o.StateDir)
 	}
 	log.Info("configuration restored", "overlays", len(cfg.Overlays), "vnics", len(cfg.VNICs),
 		"took", time.Since(start).Round(time.Millisecond).String())
+	kdp.Sweep()
 	mgr.SetRulesPath(o.Rules)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

@@ -3,6 +3,7 @@ package integration
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"overlaynet/netlab"
 )
@@ -50,4 +51,70 @@ func TestKernelPathDirect(t *testing.T) {
 	if strings.Contains(links, "overlayd") {
 		t.Errorf("objects left after delete-overlay:\n%s", links)
 	}
+}
+
+// TestKernelPathRestart: kill -9 of overlayd while a ping runs over a
+// kernel-path overlay loses no ping; after the restart show-overlay and
+// show-vnic print what they printed before, no kernel object is
+// duplicated or leaked, and temporary objects are gone.
+func TestKernelPathRestart(t *testing.T) {
+	need(t, "ping")
+	_, d1, d2 := twoDaemons(t)
+	must(t, d1.DirectOverlay("ov0", 42, netlab.Host1IP, netlab.Host2IP, "-p", "datapath=kernel"))
+	must(t, d2.DirectOverlay("ov0", 42, netlab.Host2IP, netlab.Host1IP, "-p", "datapath=kernel"))
+	_, err := d1.Adm("create-vnic", "-l", "ov0", "vnic1")
+	must(t, err)
+	_, err = d2.Adm("create-vnic", "-l", "ov0", "vnic2")
+	must(t, err)
+	_, err = d1.Adm("create-vnic", "-t", "-l", "ov0", "vtmp")
+	must(t, err)
+	must(t, d1.DirectOverlay("ovt", 43, netlab.Host1IP, netlab.Host2IP, "-p", "datapath=kernel", "-t"))
+	g1, err := d1.Guest("g1", "vnic1", "10.9.0.1/24")
+	must(t, err)
+	_, err = d2.Guest("g2", "vnic2", "10.9.0.2/24")
+	must(t, err)
+	must(t, g1.PingAll("10.9.0.2", 2))
+	show := func(d *netlab.Daemon) string {
+		a, err := d.Adm("show-overlay", "ov0")
+		must(t, err)
+		b, err := d.Adm("show-vnic", "vnic1")
+		must(t, err)
+		return a + b
+	}
+	links := func() string {
+		out, err := d1.Host.IP("-o", "link", "show")
+		must(t, err)
+		var ours []string
+		for _, l := range strings.Split(out, "\n") {
+			if strings.Contains(l, "alias overlayd") {
+				ours = append(ours, strings.Fields(l)[1])
+			}
+		}
+		return strings.Join(ours, " ")
+	}
+	before := show(d1)
+
+	done := make(chan int)
+	go func() {
+		got, _ := g1.Ping("10.9.0.2", 40) // 4 s
+		done <- got
+	}()
+	time.Sleep(500 * time.Millisecond)
+	d1.Kill()
+	time.Sleep(time.Second)
+	d1, err = d1.Restart()
+	must(t, err)
+	if got := <-done; got != 40 {
+		t.Errorf("%d of 40 pings answered across kill -9 and restart", got)
+	}
+	if after := show(d1); after != before {
+		t.Errorf("after the restart:\n%s\nbefore:\n%s", after, before)
+	}
+	if l := links(); strings.Count(l, "ovx") != 1 || strings.Count(l, "ovb") != 1 || strings.Count(l, "ovp") != 1 {
+		t.Errorf("kernel objects after the restart: %s (want one vxlan, one bridge, one VNIC port)", l)
+	}
+	if _, err := d1.Adm("show-overlay", "ovt"); err == nil {
+		t.Error("the temporary overlay came back")
+	}
+	must(t, g1.PingAll("10.9.0.2", 2))
 }

@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 
 	"github.com/vishvananda/netlink"
@@ -451,6 +452,43 @@ func (ov *overlay) watchMisses() {
 				ip, _ := netip.AddrFromSlice(u.IP)
 				ov.cfg.Handler.MissIP(0, ip.Unmap())
 			}
+		}
+	}
+}
+
+// Sweep deletes the kernel objects an earlier overlayd made that no
+// overlay or VNIC claimed when this one restored its configuration: what
+// was temporary, or deleted meanwhile. Objects overlayd did not make are
+// never touched.
+func (dp *DataPath) Sweep() {
+	dp.mu.Lock()
+	claimed := map[string]bool{}
+	for _, ov := range dp.overlays {
+		ov.mu.Lock()
+		claimed[ov.vx.Name] = true
+		claimed[ov.br.Name] = true
+		for _, port := range ov.vnics {
+			claimed[port] = true
+		}
+		ov.mu.Unlock()
+	}
+	dp.mu.Unlock()
+	links, err := netlink.LinkList()
+	if err != nil {
+		return
+	}
+	for _, l := range links {
+		a := l.Attrs()
+		ours := strings.HasPrefix(a.Alias, aliasOverlay) || strings.HasPrefix(a.Alias, aliasVNIC)
+		if !ours || claimed[a.Name] {
+			continue
+		}
+		// A VNIC's own end, still here, goes with its bridge-side end.
+		if strings.HasPrefix(a.Alias, aliasVNIC) && !strings.HasPrefix(a.Name, "ovp") {
+			continue
+		}
+		if err := netlink.LinkDel(l); err == nil {
+			dp.log.Info("removed a kernel object no overlay claims", "link", a.Name, "alias", a.Alias)
 		}
 	}
 }
