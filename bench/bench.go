@@ -108,7 +108,32 @@ func Run(o Options) ([]Result, error) {
 		return nil, err
 	}
 
-	for _, ns := range []*netlab.NS{h2, g2} {
+	// Our kernel data path: another overlay, on its own port (a kernel and
+	// a userspace overlay cannot share one).
+	for _, d := range []struct {
+		d           *netlab.Daemon
+		self, other string
+	}{{d1, netlab.Host1IP, netlab.Host2IP}, {d2, netlab.Host2IP, netlab.Host1IP}} {
+		if err := d.d.DirectOverlay("ovk", 43, d.self, d.other, "-p", "datapath=kernel,vxlan/listen_port=4791,direct/dest_port=4791"); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := d1.Adm("create-vnic", "-l", "ovk", "vnic3"); err != nil {
+		return nil, err
+	}
+	if _, err := d2.Adm("create-vnic", "-l", "ovk", "vnic4"); err != nil {
+		return nil, err
+	}
+	g3, err := d1.Guest("g3", "vnic3", "10.10.0.1/24")
+	if err != nil {
+		return nil, err
+	}
+	g4, err := d2.Guest("g4", "vnic4", "10.10.0.2/24")
+	if err != nil {
+		return nil, err
+	}
+
+	for _, ns := range []*netlab.NS{h2, g2, g4} {
 		if _, err := l.Start(ns, "iperf3-"+ns.Name, "iperf3", "-s"); err != nil {
 			return nil, err
 		}
@@ -117,6 +142,7 @@ func Run(o Options) ([]Result, error) {
 		{"raw underlay (veth)", h1, netlab.Host2IP},
 		{"kernel vxlan", h1, "10.99.0.2"},
 		{"overlayd userspace", g1, "10.9.0.2"},
+		{"overlayd kernel", g3, "10.10.0.2"},
 	}
 	for _, p := range paths { // warm up: ARP, server readiness
 		if err := waitIperf(p); err != nil {

@@ -118,3 +118,24 @@ func TestKernelPathRestart(t *testing.T) {
 	}
 	must(t, g1.PingAll("10.9.0.2", 2))
 }
+
+// TestDataPathInterop: a kernel-path host and a userspace-path host on
+// the same overlay ping each other both ways.
+func TestDataPathInterop(t *testing.T) {
+	need(t, "ping")
+	_, d1, d2 := twoDaemons(t)
+	must(t, d1.DirectOverlay("ov0", 42, netlab.Host1IP, netlab.Host2IP, "-p", "datapath=kernel"))
+	must(t, d2.DirectOverlay("ov0", 42, netlab.Host2IP, netlab.Host1IP, "-p", "datapath=userspace"))
+	_, err := d1.Adm("create-vnic", "-l", "ov0", "vnic1")
+	must(t, err)
+	_, err = d2.Adm("create-vnic", "-l", "ov0", "vnic2")
+	must(t, err)
+	g1, err := d1.Guest("g1", "vnic1", "10.9.0.1/24", "fd00:9::1/64")
+	must(t, err)
+	g2, err := d2.Guest("g2", "vnic2", "10.9.0.2/24", "fd00:9::2/64")
+	must(t, err)
+	must(t, g1.PingAll("10.9.0.2", 3))
+	must(t, g2.PingAll("10.9.0.1", 3))
+	must(t, g1.PingAll("fd00:9::2", 3))
+	must(t, g2.PingAll("fd00:9::1", 3))
+}
