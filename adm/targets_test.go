@@ -28,7 +28,9 @@ func TestModifyOverlay(t *testing.T) {
 	h.ok("modify-overlay", "--set", "02:08:20:aa:bb:02=192.0.2.8:4790", "ov1")
 	h.ok("modify-overlay", "-s", "2:8:20:aa:bb:3=DROP", "ov1")
 	got := h.ok("show-overlay", "-t", "-p", "-o", "target,destination", "ov1")
-	want := `2\:8\:20\:aa\:bb\:1:192.0.2.7\:4789
+	// The map's own entry is installed up front.
+	want := `2\:8\:20\:0\:0\:1:192.0.2.11\:4789
+2\:8\:20\:aa\:bb\:1:192.0.2.7\:4789
 2\:8\:20\:aa\:bb\:2:192.0.2.8\:4790
 2\:8\:20\:aa\:bb\:3:drop
 `

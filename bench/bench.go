@@ -180,7 +180,8 @@ func Run(o Options) ([]Result, error) {
 func waitIperf(p path) error {
 	var err error
 	for i := 0; i < 50; i++ {
-		if _, err = p.client.Exec("iperf3", "-c", p.target, "-t", "1", "-J"); err == nil {
+		var out string
+		if out, err = p.client.Exec("iperf3", "-c", p.target, "-t", "1", "-J"); err == nil && !strings.Contains(out, `"error":`) {
 			return nil
 		}
 		time.Sleep(100 * time.Millisecond)
