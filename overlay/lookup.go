@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"overlaynet/datapath"
+	"overlaynet/encap"
 	"overlaynet/ether"
 	"overlaynet/proxy"
 	"overlaynet/search"
@@ -76,20 +77,19 @@ func (e *engine) Miss(mac datapath.MAC, vlan uint16) {
 }
 
 func (e *engine) lookup(mac datapath.MAC, vlan uint16, start time.Time) {
-	defer func() {
-		e.mu.Lock()
-		delete(e.inflight, mac)
-		e.mu.Unlock()
-	}()
 	in, ok := e.instance().(search.DynamicInstance)
-	if !ok {
-		e.ctr.Inc(datapath.LookupsDropped)
-		e.dp.DropTarget(mac, false)
-		return
+	var dest encap.Dest
+	err := errors.New("the overlay has no dynamic search plugin")
+	if ok {
+		ctx, cancel := context.WithTimeout(context.Background(), e.timeout)
+		dest, err = in.Lookup(ctx, vlan, mac)
+		cancel()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), e.timeout)
-	dest, err := in.Lookup(ctx, vlan, mac)
-	cancel()
+	// Done before answering the data path: a miss for this MAC right
+	// after the answer (the entry removed meanwhile) must start a lookup.
+	e.mu.Lock()
+	delete(e.inflight, mac)
+	e.mu.Unlock()
 	switch {
 	case err == nil:
 		e.dp.SetTarget(mac, dest)

@@ -153,3 +153,11 @@ func SegmentTCP(dst, f []byte, h VnetHdr, gap int, vlan uint16) (slot, total, n 
 	}
 	return slot, total, n, nil
 }
+
+// TCPHeaderLen returns the length of the Ethernet, IP and TCP headers of
+// an untagged TCP frame, measured rather than taken from a virtio-net
+// header's hint.
+func TCPHeaderLen(f []byte) (int, bool) {
+	t, ok := parseTCP(f)
+	return t.hdrLen, ok
+}

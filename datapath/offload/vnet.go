@@ -64,6 +64,13 @@ func FinishChecksum(f []byte, h VnetHdr) error {
 	}
 	initial := uint64(binary.BigEndian.Uint16(f[start+off:]))
 	binary.BigEndian.PutUint16(f[start+off:], 0)
-	binary.BigEndian.PutUint16(f[start+off:], Checksum(f[start:], initial))
+	c := Checksum(f[start:], initial)
+	if c == 0 {
+		// As the kernel does: 0 means "no checksum" to UDP over IPv4 and
+		// is invalid over IPv6; 0xffff is the same value in one's
+		// complement.
+		c = 0xffff
+	}
+	binary.BigEndian.PutUint16(f[start+off:], c)
 	return nil
 }

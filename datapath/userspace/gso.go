@@ -1,7 +1,9 @@
 package userspace
 
 import (
+	"errors"
 	"sync"
+	"syscall"
 
 	"overlaynet/datapath"
 	"overlaynet/datapath/offload"
@@ -12,9 +14,12 @@ import (
 // from a TAP (TSO) leave as one UDP GSO send, and runs of received TCP
 // segments (UDP GRO) reach a TAP as one super-frame.
 
-// maxGSOSend bounds the bytes of one UDP GSO send: a UDP datagram, even a
-// super one, has a 16-bit length.
-const maxGSOSend = 65000
+// Bounds of one UDP GSO send: a UDP datagram, even a super one, has a
+// 16-bit length, and older kernels take at most 64 segments.
+const (
+	maxGSOSend     = 65000
+	maxGSOSegments = 64
+)
 
 // txScratch is a VNIC reader's working space.
 type txScratch struct {
@@ -42,11 +47,13 @@ func (ov *overlay) fromVNICOffload(src *vnic, tx *txScratch, buf []byte, n int) 
 	ov.ctr.Inc(datapath.InFrames)
 	ov.ctr.Add(datapath.InBytes, uint64(n))
 	st := ov.state.Load()
-	if n < ethHeaderLen || int(h.HdrLen) > n || h.GSOType&^offload.GSOECN != offload.GSOTCPv4 && h.GSOType&^offload.GSOECN != offload.GSOTCPv6 {
+	hdrLen, ok := offload.TCPHeaderLen(frame)
+	if !ok || h.GSOType&^offload.GSOECN != offload.GSOTCPv4 && h.GSOType&^offload.GSOECN != offload.GSOTCPv6 {
 		ov.ctr.Inc(datapath.DropMalformed)
 		return
 	}
-	if int(h.HdrLen)-ethHeaderLen+int(h.GSOSize) > st.cfg.MTU {
+	// hdr_len from a TAP is only a hint: measure the headers.
+	if hdrLen-ethHeaderLen+int(h.GSOSize) > st.cfg.MTU {
 		ov.ctr.Inc(datapath.DropMTU)
 		return
 	}
@@ -60,7 +67,7 @@ func (ov *overlay) fromVNICOffload(src *vnic, tx *txScratch, buf []byte, n int) 
 		return
 	}
 	var dest encap.Dest
-	ok := false
+	ok = false
 	if st.cfg.Point != nil {
 		dest, ok = *st.cfg.Point, true
 	} else {
@@ -82,17 +89,27 @@ func (ov *overlay) fromVNICOffload(src *vnic, tx *txScratch, buf []byte, n int) 
 		st.cfg.Encap.Encap(tx.segs[off:off+hl], st.cfg.VNetID)
 	}
 	conn := st.ln.sender(encap.FlowHash(tx.segs[hl:slot]))
-	per := max(maxGSOSend/slot, 1) * slot
+	per := min(max(maxGSOSend/slot, 1), maxGSOSegments) * slot
 	for off := 0; off < total; off += per {
 		chunk := tx.segs[off:min(off+per, total)]
 		var oob []byte
 		if len(chunk) > slot {
 			oob = gsoOOB(tx.oob[:], slot)
 		}
-		if _, _, err := conn.WriteMsgUDPAddrPort(chunk, oob, dest.AddrPort()); err != nil {
+		_, _, err := conn.WriteMsgUDPAddrPort(chunk, oob, dest.AddrPort())
+		if errors.Is(err, syscall.EINVAL) && oob != nil {
+			// The kernel refused the GSO send (a segment above the path
+			// MTU, say): one datagram at a time, as without offloads.
+			err = nil
+			for o := 0; o < len(chunk); o += slot {
+				if _, e := conn.WriteToUDPAddrPort(chunk[o:min(o+slot, len(chunk))], dest.AddrPort()); e != nil {
+					err = e
+				}
+			}
+		}
+		if err != nil {
 			ov.ctr.Add(datapath.DropSendError, uint64((len(chunk)+slot-1)/slot))
 			ov.log.Debug("underlay send failed", "dest", dest.String(), "err", err)
-			continue
 		}
 	}
 	ov.ctr.Add(datapath.Encapsulated, uint64(nseg))

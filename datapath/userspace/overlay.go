@@ -209,11 +209,13 @@ func (v *vnic) readLoop() {
 	for {
 		n, err := v.tap.read(buf[start:])
 		if err != nil {
-			if isClosed(err) {
-				return
+			// The runtime retries EAGAIN and EINTR itself: anything else
+			// means the interface is gone (deleted outside overlayd, or
+			// its network namespace destroyed) and will not come back.
+			if !isClosed(err) {
+				v.ov.log.Warn("VNIC interface is gone; its frames are no longer read (delete-vnic to clean up)", "vnic", v.name, "err", err)
 			}
-			v.ov.log.Warn("VNIC read failed", "vnic", v.name, "err", err)
-			continue
+			return
 		}
 		if tx == nil {
 			v.ov.fromVNIC(v, buf, headroom, n)

@@ -46,8 +46,12 @@ func openTAP(name string, mac net.HardwareAddr, mtu int, persistent, adopt, vnet
 			return t, err
 		}
 	}
-	if _, err := netlink.LinkByName(name); err == nil {
-		return nil, fmt.Errorf("a network interface named %s already exists", name)
+	if l, err := netlink.LinkByName(name); err == nil {
+		// An interface overlayd made but never saved (it stopped between
+		// making and saving) is taken back; anything else is not ours.
+		if l.Type() != "tuntap" || l.Attrs().Alias != aliasPrefix+name {
+			return nil, fmt.Errorf("a network interface named %s already exists", name)
+		}
 	}
 	fd, err := tunAttach(name, vnet)
 	if err != nil {
@@ -185,9 +189,14 @@ func isClosed(err error) bool { return errors.Is(err, os.ErrClosed) }
 // this network namespace and then in every other one it can see, and
 // attaches to it there.
 func adoptTAP(name string, vnet bool) (*tap, bool, error) {
-	for _, ns := range namespaces() {
+	nss := namespaces()
+	defer func() {
+		for _, ns := range nss {
+			ns.Close()
+		}
+	}()
+	for _, ns := range nss {
 		found, fd, err := attachIn(ns, name, vnet)
-		ns.Close()
 		if err != nil {
 			return nil, true, fmt.Errorf("take over TAP %s: %w", name, err)
 		}

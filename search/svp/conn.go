@@ -38,16 +38,19 @@ type conn struct {
 	addr   netip.AddrPort
 	remote *remote
 
-	mu       sync.Mutex
-	c        net.Conn // nil while down
-	w        *bufio.Writer
-	pending  map[uint32]chan reply
-	nextID   uint32
-	lastErr  error
-	attempts int // failed connects since the last success
-	closed   bool
-	quit     chan struct{} // closed by close
-	done     chan struct{} // closed when run ends
+	mu      sync.Mutex
+	c       net.Conn // nil while down
+	w       *bufio.Writer
+	pending map[uint32]chan reply
+	// abandoned are ids whose caller gave up: their late replies are
+	// dropped rather than taken for protocol errors.
+	abandoned map[uint32]bool
+	nextID    uint32
+	lastErr   error
+	attempts  int // failed connects since the last success
+	closed    bool
+	quit      chan struct{} // closed by close
+	done      chan struct{} // closed when run ends
 }
 
 func newConn(r *remote, addr netip.AddrPort) *conn {
@@ -151,7 +154,12 @@ func (c *conn) read(nc net.Conn) error {
 		if ok {
 			delete(c.pending, f.ID)
 		}
+		late := c.abandoned[f.ID]
+		delete(c.abandoned, f.ID)
 		c.mu.Unlock()
+		if late {
+			continue
+		}
 		if !ok {
 			return fmt.Errorf("reply %s with id %d matches no request", f.Op, f.ID)
 		}
@@ -171,6 +179,9 @@ func (c *conn) call(ctx context.Context, build func(dst []byte, id uint32) []byt
 	id := c.nextID
 	c.pending[id] = ch
 	nc, w := c.c, c.w
+	// A server that stops reading must not wedge every caller behind
+	// this lock.
+	nc.SetWriteDeadline(time.Now().Add(requestTimeout))
 	w.Write(build(nil, id))
 	err := w.Flush()
 	c.mu.Unlock()
@@ -190,7 +201,13 @@ func (c *conn) call(ctx context.Context, build func(dst []byte, id uint32) []byt
 		return r.body, nil
 	case <-ctx.Done():
 		c.mu.Lock()
-		delete(c.pending, id)
+		if _, waiting := c.pending[id]; waiting {
+			delete(c.pending, id)
+			if c.abandoned == nil || len(c.abandoned) > 4096 {
+				c.abandoned = map[uint32]bool{}
+			}
+			c.abandoned[id] = true
+		}
 		c.mu.Unlock()
 		return nil, ctx.Err()
 	}

@@ -61,6 +61,7 @@ type remote struct {
 	degraded  string // the reason last reported, "" when online
 	change    chan struct{}
 	stopped   chan struct{}
+	notifyMu  sync.Mutex
 	wg        sync.WaitGroup
 }
 
@@ -129,6 +130,12 @@ func (r *remote) resolve() {
 	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", r.key.host)
 	cancel()
 	r.mu.Lock()
+	select {
+	case <-r.stopped:
+		r.mu.Unlock()
+		return // released meanwhile: make no new connections
+	default:
+	}
 	if err != nil {
 		r.dnsErr = err
 		r.mu.Unlock()
@@ -158,6 +165,10 @@ func (r *remote) resolve() {
 // stateChanged re-evaluates whether the remote can do its job and tells
 // the instances, and wakes callers waiting for a connection.
 func (r *remote) stateChanged() {
+	// One evaluation and its notifications at a time, so that a
+	// Degrade and a Restore cannot overtake each other.
+	r.notifyMu.Lock()
+	defer r.notifyMu.Unlock()
 	r.mu.Lock()
 	reason := r.reasonLocked()
 	changed := reason != r.degraded
@@ -234,6 +245,8 @@ func (r *remote) call(ctx context.Context, build func(dst []byte, id uint32) []b
 				continue
 			case <-pause:
 				continue
+			case <-r.stopped:
+				return nil, errors.New("the svp plugin was stopped")
 			case <-ctx.Done():
 				return nil, fmt.Errorf("%w (last error: %v)", ctx.Err(), lastErr)
 			}
@@ -349,6 +362,7 @@ func (r *remote) pollOnce() (bool, error) {
 			ids = append(ids, e.ID)
 		}
 	}
+	applied := len(ids) > 0
 	for len(ids) > 0 {
 		n := min(len(ids), 1000)
 		body, err := r.call(ctx, proto.LogRm{IDs: ids[:n]}.AppendFrame, proto.OpLogRmAck)
@@ -360,7 +374,8 @@ func (r *remote) pollOnce() (bool, error) {
 		}
 		ids = ids[n:]
 	}
-	return true, nil
+	// Nothing applied (entries to retry later): wait as if it were empty.
+	return applied, nil
 }
 
 // apply acts on one log entry and reports whether it is done (and may be

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strconv"
+	"sync"
 
 	"overlaynet/encap"
 	"overlaynet/ether"
@@ -80,7 +81,10 @@ type instance struct {
 	vnetid uint32
 	host   search.Host
 	log    *slog.Logger
-	remote *remote
+	// remote is set by Start and never cleared: a lookup that raced Stop
+	// then fails on the stopped remote instead of crashing.
+	remote   *remote
+	stopOnce sync.Once
 }
 
 func newInstance(cfg search.Config) (search.Instance, error) {
@@ -111,8 +115,7 @@ func (in *instance) Start() error {
 // Stop implements search.Instance.
 func (in *instance) Stop() {
 	if in.remote != nil {
-		in.remote.release(in)
-		in.remote = nil
+		in.stopOnce.Do(func() { in.remote.release(in) })
 	}
 }
 
