@@ -139,3 +139,36 @@ func TestDataPathInterop(t *testing.T) {
 	must(t, g1.PingAll("fd00:9::2", 3))
 	must(t, g2.PingAll("fd00:9::1", 3))
 }
+
+// TestKernelPathTargets: on the kernel data path the target table is the
+// vxlan forwarding database: the files map is installed up front, and
+// modify-overlay sets, deletes and flushes entries.
+func TestKernelPathTargets(t *testing.T) {
+	f := newFilesNet(t, 1, "-p", "datapath=kernel")
+	f.entries[guestMAC(2)] = map[string]any{"ip": "198.18.0.2", "port": 4789}
+	f.publish(t)
+	d := f.ds[0]
+	show := func() string {
+		out, err := d.Adm("show-overlay", "-t", "-p", "-o", "target,destination", "ov0")
+		must(t, err)
+		return out
+	}
+	if got := show(); got != `2\:8\:20\:0\:0\:2:198.18.0.2\:4789`+"\n" {
+		t.Errorf("preloaded table: %q", got)
+	}
+	_, err := d.Adm("modify-overlay", "-s", "2:8:20:0:0:7=198.18.0.7:4789", "ov0")
+	must(t, err)
+	if got := show(); !strings.Contains(got, `2\:8\:20\:0\:0\:7:198.18.0.7\:4789`) {
+		t.Errorf("after -s: %q", got)
+	}
+	_, err = d.Adm("modify-overlay", "-d", "2:8:20:0:0:2", "ov0")
+	must(t, err)
+	if got := show(); strings.Contains(got, `0\:2:`) {
+		t.Errorf("after -d: %q", got)
+	}
+	_, err = d.Adm("modify-overlay", "-f", "ov0")
+	must(t, err)
+	if got := show(); got != "" {
+		t.Errorf("after -f: %q", got)
+	}
+}

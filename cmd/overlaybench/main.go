@@ -20,8 +20,9 @@ func main() {
 	moves := flag.Int("moves", 20, "migrate: VNIC moves to time")
 	mappings := flag.Int("mappings", 1000000, "svp: VL2 mappings in the store")
 	restarts := flag.Int("restarts", 10, "restart: kill -9 and restart rounds")
+	missMACs := flag.Int("miss-macs", 1000, "kernel-miss: distinct MACs")
 	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, `usage: overlaybench [flags] [throughput | storm | migrate | svp | restart]
+		fmt.Fprintf(os.Stderr, `usage: overlaybench [flags] [throughput | storm | migrate | svp | restart | kernel-miss]
 
 throughput (the default) builds two hosts (network namespaces joined by
 veth) and measures, in one run: the raw underlay, the kernel vxlan driver,
@@ -46,6 +47,10 @@ requests in flight each, and the server's memory.
 restart kills overlayd with SIGKILL while a guest pings across, starts it
 again, and reports the time to traffic flowing (p50, p99).
 
+kernel-miss measures, on the kernel data path with the files plugin, the
+time from the vxlan driver's L2 miss to the forwarding entry installed,
+over -miss-macs distinct MACs (p50, p99).
+
 Needs root, iperf3 and ping.
 
 `)
@@ -57,7 +62,7 @@ Needs root, iperf3 and ping.
 		mode = "throughput"
 	}
 	switch mode {
-	case "throughput", "storm", "migrate", "svp", "restart":
+	case "throughput", "storm", "migrate", "svp", "restart", "kernel-miss":
 	default:
 		flag.Usage()
 		os.Exit(2)
@@ -88,6 +93,11 @@ Needs root, iperf3 and ping.
 			var r bench.MigrateResult
 			if r, err = bench.Migrate(bench.MigrateOptions{Moves: *moves, Bin: bin, Log: os.Stderr}); err == nil {
 				bench.PrintMigrate(os.Stdout, r)
+			}
+		case "kernel-miss":
+			var r bench.KernelMissResult
+			if r, err = bench.KernelMiss(bench.KernelMissOptions{MACs: *missMACs, Bin: bin, Log: os.Stderr}); err == nil {
+				bench.PrintKernelMiss(os.Stdout, r)
 			}
 		case "restart":
 			var r bench.RestartResult

@@ -287,9 +287,12 @@ func (ov *overlay) Stats() datapath.Stats {
 		c.Add(datapath.EncapBytes, st.TxBytes)
 		c.Add(datapath.Decapsulated, st.RxPackets)
 		c.Add(datapath.DecapBytes, st.RxBytes)
-		c.Add(datapath.DropSendError, st.TxDropped+st.TxErrors)
+		// The vxlan driver counts a frame without a forwarding entry
+		// (an L2 miss) as a transmit drop.
+		c.Add(datapath.DropNoTarget, st.TxDropped)
+		c.Add(datapath.DropSendError, st.TxErrors)
 		c.Add(datapath.DropMalformed, st.RxErrors)
-		c.Add(datapath.DropNoTarget, st.RxDropped)
+		c.Add(datapath.DropNoVNIC, st.RxDropped)
 	}
 	return c.Snapshot(datapath.OverlayCounters...)
 }
@@ -346,10 +349,22 @@ func (ov *overlay) DropTarget(mac datapath.MAC, admin bool) {
 	}
 }
 
-// RemoveTarget implements datapath.Overlay.
+// RemoveTarget implements datapath.Overlay. A vxlan forwarding entry is
+// deleted by MAC and destination, so each of the MAC's is looked up.
 func (ov *overlay) RemoveTarget(mac datapath.MAC) {
-	netlink.NeighDel(&netlink.Neigh{LinkIndex: ov.vx.Index, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF,
-		HardwareAddr: net.HardwareAddr(mac[:])})
+	ns, err := netlink.NeighList(ov.vx.Index, unix.AF_BRIDGE)
+	if err != nil {
+		return
+	}
+	for _, n := range ns {
+		if bytes.Equal(n.HardwareAddr, mac[:]) && n.IP != nil {
+			del := n
+			del.Flags = netlink.NTF_SELF
+			if err := netlink.NeighDel(&del); err != nil {
+				ov.log.Warn("cannot delete forwarding entry", "mac", net.HardwareAddr(mac[:]).String(), "err", err)
+			}
+		}
+	}
 }
 
 // FlushTargets implements datapath.Overlay, keeping a point overlay's
