@@ -16,13 +16,17 @@ import (
 // TestKernelVXLANInterop: overlayd on host 1, the Linux kernel's vxlan
 // driver on host 2, same VNI and port; ping works both ways.
 func TestKernelVXLANInterop(t *testing.T) {
+	forEachDataPath(t, testKernelVXLANInterop)
+}
+
+func testKernelVXLANInterop(t *testing.T, dp string) {
 	need(t, "ping")
 	l := newLab(t)
 	h1, h2, err := l.TwoHosts()
 	must(t, err)
 	d1, err := l.StartDaemon(h1)
 	must(t, err)
-	must(t, d1.DirectOverlay("ov0", 42, netlab.Host1IP, netlab.Host2IP))
+	must(t, d1.DirectOverlay("ov0", 42, netlab.Host1IP, netlab.Host2IP, "-p", "datapath="+dp))
 	_, err = d1.Adm("create-vnic", "-l", "ov0", "vnic1")
 	must(t, err)
 	g1, err := d1.Guest("g1", "vnic1", "10.9.0.1/24")

@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 
@@ -150,6 +151,7 @@ func (ov *overlay) build() error {
 			return err
 		}
 	}
+	noIPv6(ov.vx.Name, ov.br.Name)
 	if err := netlink.LinkSetMaster(ov.vx, ov.br); err != nil {
 		return fmt.Errorf("attach %s to %s: %w", vxName, brName, err)
 	}
@@ -242,6 +244,7 @@ func (ov *overlay) AddVNIC(cfg datapath.VNICConfig) error {
 		return fmt.Errorf("create veth %s/%s: %w", port, cfg.Name, err)
 	}
 	cleanup := func() { netlink.LinkDel(veth) }
+	noIPv6(port)
 	for _, name := range []string{port, cfg.Name} {
 		l, err := netlink.LinkByName(name)
 		if err != nil {
@@ -250,9 +253,14 @@ func (ov *overlay) AddVNIC(cfg datapath.VNICConfig) error {
 		}
 		netlink.LinkSetAlias(l, aliasVNIC+cfg.Name)
 		netlink.LinkSetMTU(l, mtu)
-		if err := netlink.LinkSetUp(l); err != nil {
-			cleanup()
-			return fmt.Errorf("set %s up: %w", name, err)
+		// Only the bridge end is set up here: the VNIC end is its user's
+		// to bring up, wherever it moves it, so that it says nothing into
+		// the overlay from overlayd's namespace meanwhile.
+		if name == port {
+			if err := netlink.LinkSetUp(l); err != nil {
+				cleanup()
+				return fmt.Errorf("set %s up: %w", name, err)
+			}
 		}
 	}
 	ov.vnics[cfg.Name] = port
@@ -505,5 +513,14 @@ func (dp *DataPath) Sweep() {
 		if err := netlink.LinkDel(l); err == nil {
 			dp.log.Info("removed a kernel object no overlay claims", "link", a.Name, "alias", a.Alias)
 		}
+	}
+}
+
+// noIPv6 keeps IPv6 off the switch's own interfaces: an overlay is never
+// given an address, and otherwise the bridge and its ports would send
+// router solicitations and MLD reports of their own into the overlay.
+func noIPv6(names ...string) {
+	for _, n := range names {
+		os.WriteFile("/proc/sys/net/ipv6/conf/"+n+"/disable_ipv6", []byte("1"), 0)
 	}
 }
