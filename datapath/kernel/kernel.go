@@ -151,7 +151,8 @@ func (ov *overlay) build() error {
 			return err
 		}
 	}
-	noIPv6(ov.vx.Name, ov.br.Name)
+	noIPv6(ov.br.Name)
+	noAddresses(ov.vx.Name)
 	if err := netlink.LinkSetMaster(ov.vx, ov.br); err != nil {
 		return fmt.Errorf("attach %s to %s: %w", vxName, brName, err)
 	}
@@ -514,6 +515,14 @@ func (dp *DataPath) Sweep() {
 			dp.log.Info("removed a kernel object no overlay claims", "link", a.Name, "alias", a.Alias)
 		}
 	}
+}
+
+// noAddresses keeps IPv6 on but gives the interface no address of its
+// own: the vxlan device needs IPv6 to answer neighbour solicitations from
+// its table, but must not solicit routers or report multicast listening
+// into the overlay.
+func noAddresses(name string) {
+	os.WriteFile("/proc/sys/net/ipv6/conf/"+name+"/addr_gen_mode", []byte("1"), 0)
 }
 
 // noIPv6 keeps IPv6 off the switch's own interfaces: an overlay is never
