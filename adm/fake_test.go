@@ -172,3 +172,5 @@ func (o *fakeOverlay) Inject(vlan uint16, frame []byte) {}
 func (o *fakeOverlay) Resend(vlan uint16, frame []byte) {}
 
 func (o *fakeOverlay) SetNeighbor(netip.Addr, datapath.MAC) {}
+
+func (o *fakeOverlay) SetDHCPRedirect(client, server datapath.MAC) {}

@@ -135,6 +135,10 @@ type Overlay interface {
 	// SetNeighbor tells a data path that answers ARP and NDP itself that
 	// ip is at mac; the others ignore it.
 	SetNeighbor(ip netip.Addr, mac MAC)
+	// SetDHCPRedirect tells a data path that redirects DHCP itself (the
+	// kernel's) that client's DHCPv4 broadcasts go to server; the others
+	// ask the plugin frame by frame and ignore it.
+	SetDHCPRedirect(client, server MAC)
 
 	// Inject delivers an untagged frame to the local VNICs on vlan as if
 	// it came from the underlay (proxy replies, gratuitous ARP).

@@ -32,6 +32,13 @@ func (ov *overlay) SetNeighbor(ip netip.Addr, mac ether.MAC) {
 	}
 }
 
+// SetDHCPRedirect implements search.Host.
+func (ov *overlay) SetDHCPRedirect(client, server ether.MAC) {
+	if dp := ov.dataPath(); dp != nil {
+		dp.SetDHCPRedirect(client, server)
+	}
+}
+
 // Inject implements search.Host.
 func (ov *overlay) Inject(vlan uint16, frame []byte) {
 	if dp := ov.dataPath(); dp != nil {

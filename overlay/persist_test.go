@@ -594,3 +594,5 @@ func TestRestart(t *testing.T) {
 }
 
 func (o *fakeOverlay) SetNeighbor(netip.Addr, datapath.MAC) {}
+
+func (o *fakeOverlay) SetDHCPRedirect(client, server datapath.MAC) {}

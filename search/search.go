@@ -81,6 +81,9 @@ type Host interface {
 	// MAC, for data paths that answer ARP and NDP from a table (the
 	// kernel's); others ignore it.
 	SetNeighbor(ip netip.Addr, mac ether.MAC)
+	// SetDHCPRedirect tells the data path where a client's DHCPv4
+	// broadcasts go, for data paths that redirect them themselves.
+	SetDHCPRedirect(client, server ether.MAC)
 	// Degrade marks the overlay DEGRADED with a reason an operator can
 	// act on; Restore clears it. Both log the transition.
 	Degrade(reason string)

@@ -71,6 +71,7 @@ type overlay struct {
 	vx    *netlink.Vxlan
 	br    *netlink.Bridge
 	vnics map[string]string // VNIC name -> bridge-side veth name
+	dhcp  map[datapath.MAC]datapath.MAC
 	stop  chan struct{}
 	done  chan struct{}
 }
@@ -165,6 +166,9 @@ func (ov *overlay) build() error {
 		if err := fdbReplace(ov.vx.Index, net.HardwareAddr{0, 0, 0, 0, 0, 0}, *cfg.Point); err != nil {
 			return fmt.Errorf("point %s: %w", cfg.Point, err)
 		}
+	} else if err := ov.syncDHCP(); err != nil {
+		// Server replies need the chain even before any redirection.
+		ov.log.Warn("cannot install DHCP redirection; DHCP over this overlay will not work", "err", err)
 	}
 	return nil
 }
@@ -177,6 +181,9 @@ func matches(vx *netlink.Vxlan, cfg datapath.OverlayConfig) bool {
 
 // destroy removes the overlay's objects.
 func (ov *overlay) destroy() {
+	if ov.br != nil {
+		ov.deleteDHCP()
+	}
 	if ov.vx != nil {
 		netlink.LinkDel(ov.vx)
 	}
@@ -497,6 +504,7 @@ func (dp *DataPath) Sweep() {
 		ov.mu.Unlock()
 	}
 	dp.mu.Unlock()
+	sweepDHCP(claimed, dp.log)
 	links, err := netlink.LinkList()
 	if err != nil {
 		return

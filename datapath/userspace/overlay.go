@@ -437,6 +437,10 @@ func (ov *overlay) Targets() []datapath.Target { return ov.targets.list() }
 // NDP through the proxy, frame by frame, and keeps no neighbour table.
 func (ov *overlay) SetNeighbor(netip.Addr, datapath.MAC) {}
 
+// SetDHCPRedirect implements datapath.Overlay: this data path asks the
+// plugin for each DHCP broadcast.
+func (ov *overlay) SetDHCPRedirect(client, server datapath.MAC) {}
+
 // Inject implements datapath.Overlay.
 func (ov *overlay) Inject(vlan uint16, frame []byte) {
 	if len(frame) < ethHeaderLen {

@@ -175,7 +175,7 @@ func (in *instance) Refresh() error {
 			// replaces an "unknown" remembered for it).
 			in.install(mac, e)
 			changed++
-		case oe.ARP != e.ARP || oe.NDP != e.NDP:
+		case oe.ARP != e.ARP || oe.NDP != e.NDP || oe.DHCPProxy != e.DHCPProxy:
 			in.neighbors(mac, e)
 		}
 	}
@@ -208,6 +208,9 @@ func (in *instance) neighbors(mac ether.MAC, e Entry) {
 		if ip.IsValid() {
 			in.host.SetNeighbor(ip, mac)
 		}
+	}
+	if e.HasDHCP {
+		in.host.SetDHCPRedirect(mac, e.DHCPProxy)
 	}
 }
 

@@ -601,3 +601,5 @@ func (h *fakeHost) Inject(uint16, []byte) {}
 func (h *fakeHost) SetTarget(mac ether.MAC, _ encap.Dest) { h.Invalidate(mac) }
 
 func (h *fakeHost) SetNeighbor(netip.Addr, ether.MAC) {}
+
+func (h *fakeHost) SetDHCPRedirect(client, server ether.MAC) {}
