@@ -123,10 +123,16 @@ func testFilesMalformed(t *testing.T, dp string) {
 			}
 		}
 		waitStatus(t, f.ds[0], "DEGRADED", append([]string{"previous map kept"}, c.want...)...)
-		// The old map is still in force.
+		// The old map is still in force: a fresh lookup is answered.
 		_, err = f.ds[0].Adm("modify-overlay", "-f", "ov0")
 		must(t, err)
-		if err := g1.PingAll("10.8.0.2", 1); err != nil {
+		if dp == "kernel" {
+			// The kernel drops the frame that missed; the next finds
+			// the answer installed.
+			if got, _ := g1.Ping("10.8.0.2", 3); got == 0 {
+				t.Errorf("%s: traffic stopped with the old map in force", c.name)
+			}
+		} else if err := g1.PingAll("10.8.0.2", 1); err != nil {
 			t.Errorf("%s: traffic stopped with the old map in force: %v", c.name, err)
 		}
 	}
