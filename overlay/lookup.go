@@ -164,31 +164,29 @@ func (e *engine) answer(vlan uint16, kind proxy.Kind, frame []byte) bool {
 	in := e.instance()
 	ctx, cancel := context.WithTimeout(context.Background(), e.timeout)
 	defer cancel()
+	// resolve answers "who has target?" asked by asker, with reply.
+	resolve := func(target netip.Addr, asker ether.MAC, reply func(ether.MAC) []byte, c datapath.Counter) bool {
+		r, ok := in.(search.IPResolver)
+		if !ok {
+			return false
+		}
+		mac, err := r.ResolveIP(ctx, vlan, target)
+		if err != nil || mac == asker {
+			return false
+		}
+		e.dp.Inject(vlan, reply(mac))
+		e.ctr.Inc(c)
+		return true
+	}
 	switch kind {
 	case proxy.ARP:
-		r, ok := in.(search.IPResolver)
 		req, valid := proxy.ParseARP(frame)
-		if !ok || !valid {
-			return false
-		}
-		mac, err := r.ResolveIP(ctx, vlan, req.TargetIP)
-		if err != nil || mac == req.SenderMAC {
-			return false
-		}
-		e.dp.Inject(vlan, proxy.ARPReply(req, mac))
-		e.ctr.Inc(datapath.ProxyARP)
+		return valid && resolve(req.TargetIP, req.SenderMAC,
+			func(mac ether.MAC) []byte { return proxy.ARPReply(req, mac) }, datapath.ProxyARP)
 	case proxy.NDP:
-		r, ok := in.(search.IPResolver)
 		ns, valid := proxy.ParseNS(frame)
-		if !ok || !valid {
-			return false
-		}
-		mac, err := r.ResolveIP(ctx, vlan, ns.Target)
-		if err != nil || mac == ns.SrcMAC {
-			return false
-		}
-		e.dp.Inject(vlan, proxy.Advertisement(ns, mac))
-		e.ctr.Inc(datapath.ProxyNDP)
+		return valid && resolve(ns.Target, ns.SrcMAC,
+			func(mac ether.MAC) []byte { return proxy.Advertisement(ns, mac) }, datapath.ProxyNDP)
 	case proxy.DHCPClient:
 		r, ok := in.(search.DHCPResolver)
 		client, valid := proxy.ParseDHCPClient(frame)
