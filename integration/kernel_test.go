@@ -156,9 +156,9 @@ func TestKernelPathTargets(t *testing.T) {
 	if got := show(); got != `2\:8\:20\:0\:0\:2:198.18.0.2\:4789`+"\n" {
 		t.Errorf("preloaded table: %q", got)
 	}
-	_, err := d.Adm("modify-overlay", "-s", "2:8:20:0:0:7=198.18.0.7:4789", "ov0")
+	_, err := d.Adm("modify-overlay", "-s", "2:8:20:0:0:7=198.18.0.7:4790", "ov0") // another port than ours
 	must(t, err)
-	if got := show(); !strings.Contains(got, `2\:8\:20\:0\:0\:7:198.18.0.7\:4789`) {
+	if got := show(); !strings.Contains(got, `2\:8\:20\:0\:0\:7:198.18.0.7\:4790`) {
 		t.Errorf("after -s: %q", got)
 	}
 	_, err = d.Adm("modify-overlay", "-d", "2:8:20:0:0:2", "ov0")

@@ -368,15 +368,13 @@ func (ov *overlay) DropTarget(mac datapath.MAC, admin bool) {
 // RemoveTarget implements datapath.Overlay. A vxlan forwarding entry is
 // deleted by MAC and destination, so each of the MAC's is looked up.
 func (ov *overlay) RemoveTarget(mac datapath.MAC) {
-	ns, err := netlink.NeighList(ov.vx.Index, unix.AF_BRIDGE)
+	es, err := fdbList(ov.vx.Index)
 	if err != nil {
 		return
 	}
-	for _, n := range ns {
-		if bytes.Equal(n.HardwareAddr, mac[:]) && n.IP != nil {
-			del := n
-			del.Flags = netlink.NTF_SELF
-			if err := netlink.NeighDel(&del); err != nil {
+	for _, e := range es {
+		if n := e.neigh; bytes.Equal(n.HardwareAddr, mac[:]) && n.IP != nil {
+			if err := fdbDelete(ov.vx.Index, e); err != nil {
 				ov.log.Warn("cannot delete forwarding entry", "mac", net.HardwareAddr(mac[:]).String(), "err", err)
 			}
 		}
@@ -396,17 +394,15 @@ func (ov *overlay) FlushTargets() {
 // Targets implements datapath.Overlay: the vxlan device's forwarding
 // entries that carry a destination.
 func (ov *overlay) Targets() []datapath.Target {
-	ns, err := netlink.NeighList(ov.vx.Index, unix.AF_BRIDGE)
+	es, err := fdbList(ov.vx.Index)
 	if err != nil {
 		return nil
 	}
 	var out []datapath.Target
-	for _, n := range ns {
-		if n.IP == nil || len(n.HardwareAddr) != 6 {
-			continue
+	for _, e := range es {
+		if t, ok := e.target(ov.cfg.Listen.Port()); ok {
+			out = append(out, t)
 		}
-		ip, _ := netip.AddrFromSlice(n.IP)
-		out = append(out, datapath.Target{MAC: datapath.MAC(n.HardwareAddr), Dest: encap.Dest{IP: ip.Unmap(), Port: ov.cfg.Listen.Port()}})
 	}
 	return out
 }
@@ -434,22 +430,21 @@ func (ov *overlay) Resend(uint16, []byte) {}
 // all-zeros default entry (a point overlay's) cannot be replaced, only
 // deleted and appended.
 func fdbReplace(ifindex int, mac net.HardwareAddr, dest encap.Dest) error {
-	n := &netlink.Neigh{LinkIndex: ifindex, Family: unix.AF_BRIDGE,
-		State: netlink.NUD_PERMANENT | netlink.NUD_NOARP, Flags: netlink.NTF_SELF,
-		HardwareAddr: mac, IP: net.IP(dest.IP.AsSlice())}
 	if !bytes.Equal(mac, make([]byte, 6)) {
-		return netlink.NeighSet(n)
+		return fdbWrite(unix.NLM_F_CREATE|unix.NLM_F_REPLACE, ifindex, mac, dest)
 	}
-	if old, err := netlink.NeighList(ifindex, unix.AF_BRIDGE); err == nil {
+	if old, err := fdbList(ifindex); err == nil {
 		for _, o := range old {
-			if bytes.Equal(o.HardwareAddr, mac) && !o.IP.Equal(n.IP) {
-				netlink.NeighDel(&o)
-			} else if bytes.Equal(o.HardwareAddr, mac) {
+			if !bytes.Equal(o.neigh.HardwareAddr, mac) {
+				continue
+			}
+			if t, ok := o.target(dest.Port); ok && t.Dest == dest {
 				return nil // already there
 			}
+			fdbDelete(ifindex, o)
 		}
 	}
-	return netlink.NeighAppend(n)
+	return fdbWrite(unix.NLM_F_CREATE|unix.NLM_F_APPEND, ifindex, mac, dest)
 }
 
 // watchMisses turns the vxlan device's miss notifications into lookups.
