@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -136,6 +137,11 @@ func (m *Manager) save() error {
 		return nil
 	}
 	if err := m.state.Save(m.saved); err != nil {
+		var me *state.MirrorError
+		if errors.As(err, &me) {
+			m.log.Warn("configuration saved, but not its mirror", "dir", m.state.Path(), "err", err)
+			return nil
+		}
 		m.log.Error("cannot save the configuration", "dir", m.state.Path(), "err", err)
 		return fmt.Errorf("could not be saved (%v)", err)
 	}

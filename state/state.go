@@ -196,8 +196,20 @@ func (d *Dir) Save(c Config) error {
 	if err := d.writeAtomic(fileName, data); err != nil {
 		return err
 	}
-	return d.writeAtomic(prevName, data)
+	if err := d.writeAtomic(prevName, data); err != nil {
+		return &MirrorError{Err: err}
+	}
+	return nil
 }
+
+// MirrorError reports that the configuration was saved but its mirror
+// (the fallback for a damaged state.json) was not: the change is durable.
+type MirrorError struct{ Err error }
+
+func (e *MirrorError) Error() string { return "the mirror of the state was not written: " + e.Err.Error() }
+
+// Unwrap returns the underlying error.
+func (e *MirrorError) Unwrap() error { return e.Err }
 
 // writeAtomic replaces name with data: write a temporary file, sync it,
 // rename it over name, sync the directory.
