@@ -206,7 +206,9 @@ func (d *Dir) Save(c Config) error {
 // (the fallback for a damaged state.json) was not: the change is durable.
 type MirrorError struct{ Err error }
 
-func (e *MirrorError) Error() string { return "the mirror of the state was not written: " + e.Err.Error() }
+func (e *MirrorError) Error() string {
+	return "the mirror of the state was not written: " + e.Err.Error()
+}
 
 // Unwrap returns the underlying error.
 func (e *MirrorError) Unwrap() error { return e.Err }
