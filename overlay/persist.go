@@ -3,6 +3,7 @@ package overlay
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 
@@ -71,64 +72,47 @@ func (m *Manager) keepOverlay(ov *overlay) {
 		delete(props, k)
 	}
 	o := state.Overlay{Name: ov.name, Encap: ov.enc.Name(), Search: ov.sp.Name, Props: props, ID: ov.id}
-	for i := range m.saved.Overlays {
-		if m.saved.Overlays[i].Name == ov.name {
-			m.saved.Overlays[i] = o
-			return
-		}
-	}
-	m.saved.Overlays = append(m.saved.Overlays, o)
+	m.saved.Overlays = upsert(m.saved.Overlays, o, func(x state.Overlay) bool { return x.Name == ov.name })
 }
 
 // forgetOverlay removes an overlay, and any VNIC saved on it, from the
 // saved configuration, and reports whether it was there.
 func (m *Manager) forgetOverlay(name string) bool {
-	found := false
-	out := m.saved.Overlays[:0]
-	for _, o := range m.saved.Overlays {
-		if o.Name == name {
-			found = true
-			continue
-		}
-		out = append(out, o)
-	}
-	m.saved.Overlays = out
-	vs := m.saved.VNICs[:0]
-	for _, v := range m.saved.VNICs {
-		if v.Overlay != name {
-			vs = append(vs, v)
-		}
-	}
-	m.saved.VNICs = vs
+	var found bool
+	m.saved.Overlays, found = remove(m.saved.Overlays, func(o state.Overlay) bool { return o.Name == name })
+	m.saved.VNICs, _ = remove(m.saved.VNICs, func(v state.VNIC) bool { return v.Overlay == name })
 	return found
 }
 
 // keepVNIC records a persistent VNIC in the saved configuration.
 func (m *Manager) keepVNIC(v *vnic) {
 	sv := state.VNIC{Name: v.name, Overlay: v.overlay.name, MAC: ether.Short(v.mac), VLAN: v.vlan, MTU: v.explicitMTU}
-	for i := range m.saved.VNICs {
-		if m.saved.VNICs[i].Name == v.name {
-			m.saved.VNICs[i] = sv
-			return
-		}
-	}
-	m.saved.VNICs = append(m.saved.VNICs, sv)
+	m.saved.VNICs = upsert(m.saved.VNICs, sv, func(x state.VNIC) bool { return x.Name == v.name })
 }
 
 // forgetVNIC removes a VNIC from the saved configuration and reports
 // whether it was there.
 func (m *Manager) forgetVNIC(name string) bool {
-	found := false
-	out := m.saved.VNICs[:0]
-	for _, v := range m.saved.VNICs {
-		if v.Name == name {
-			found = true
-			continue
-		}
-		out = append(out, v)
-	}
-	m.saved.VNICs = out
+	var found bool
+	m.saved.VNICs, found = remove(m.saved.VNICs, func(v state.VNIC) bool { return v.Name == name })
 	return found
+}
+
+// upsert replaces the element same picks, or appends v.
+func upsert[T any](s []T, v T, same func(T) bool) []T {
+	if i := slices.IndexFunc(s, same); i >= 0 {
+		s[i] = v
+		return s
+	}
+	return append(s, v)
+}
+
+// remove deletes the elements match picks and reports whether there were
+// any.
+func remove[T any](s []T, match func(T) bool) ([]T, bool) {
+	n := len(s)
+	s = slices.DeleteFunc(s, match)
+	return s, len(s) < n
 }
 
 // save writes the saved configuration, if there is a state directory.
