@@ -8,7 +8,6 @@ import (
 
 	"overlaynet/admin"
 	"overlaynet/netlab"
-	"overlaynet/overlay"
 )
 
 // RestartOptions tune the restart benchmark.
@@ -76,18 +75,7 @@ func Restart(o RestartOptions) (RestartResult, error) {
 	}
 	defer pinger.Stop()
 	c2 := &admin.Client{Socket: d2.Socket}
-	decap := func() (uint64, error) {
-		var ss []overlay.StatsInfo
-		if err := c2.Call(admin.MethodShowStats, admin.NameParams{Name: "ov0"}, &ss); err != nil {
-			return 0, err
-		}
-		for _, st := range ss[0].Stats {
-			if st.Name == "decapsulated" {
-				return st.Value, nil
-			}
-		}
-		return 0, fmt.Errorf("no decapsulated counter")
-	}
+	decap := func() (uint64, error) { return counter(c2, "decapsulated") }
 	var times []time.Duration
 	for i := 0; i < o.Rounds; i++ {
 		d1.Kill()
