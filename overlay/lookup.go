@@ -113,48 +113,46 @@ func (e *engine) lookup(mac datapath.MAC, vlan uint16, start time.Time) {
 
 // Proxy implements datapath.Handler.
 func (e *engine) Proxy(vlan uint16, kind proxy.Kind, frame []byte) {
-	select {
-	case e.proxies <- struct{}{}:
-	default:
-		e.ctr.Inc(datapath.ProxyUnanswered)
-		return
-	}
-	go func() {
-		defer func() { <-e.proxies }()
-		if !e.answer(vlan, kind, frame) {
-			e.ctr.Inc(datapath.ProxyUnanswered)
-		}
-	}()
+	e.proxyAsync(func() bool { return e.answer(vlan, kind, frame) })
 }
 
 // MissIP implements datapath.Handler: a kernel data path asks which MAC an
 // overlay address is at, to answer ARP or NDP from its neighbour table.
 func (e *engine) MissIP(vlan uint16, ip netip.Addr) {
-	select {
-	case e.proxies <- struct{}{}:
-	default:
-		e.ctr.Inc(datapath.ProxyUnanswered)
-		return
-	}
-	go func() {
-		defer func() { <-e.proxies }()
+	e.proxyAsync(func() bool {
 		r, ok := e.instance().(search.IPResolver)
 		if !ok {
-			e.ctr.Inc(datapath.ProxyUnanswered)
-			return
+			return false
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), e.timeout)
 		defer cancel()
 		mac, err := r.ResolveIP(ctx, vlan, ip)
 		if err != nil {
-			e.ctr.Inc(datapath.ProxyUnanswered)
-			return
+			return false
 		}
 		e.dp.SetNeighbor(ip, mac)
 		if ip.Is4() {
 			e.ctr.Inc(datapath.ProxyARP)
 		} else {
 			e.ctr.Inc(datapath.ProxyNDP)
+		}
+		return true
+	})
+}
+
+// proxyAsync runs one proxy answer off the frame path, within the bound on
+// answers in flight; what is refused or not answered is counted.
+func (e *engine) proxyAsync(answer func() bool) {
+	select {
+	case e.proxies <- struct{}{}:
+	default:
+		e.ctr.Inc(datapath.ProxyUnanswered)
+		return
+	}
+	go func() {
+		defer func() { <-e.proxies }()
+		if !answer() {
+			e.ctr.Inc(datapath.ProxyUnanswered)
 		}
 	}()
 }
