@@ -10,34 +10,44 @@ import (
 	"math/bits"
 )
 
-// sum adds b to the running one's-complement sum as 16-bit big-endian
-// words, eight bytes at a time; the caller folds.
+// sum adds b to the running one's-complement sum of 16-bit big-endian
+// words; the caller folds. The words are read as little-endian 64-bit
+// loads, with no byte swapping in the loop: one's-complement addition
+// commutes with swapping, so the folded total is swapped once. That runs
+// about twice as fast as reading big-endian words.
 func sum(b []byte, initial uint64) uint64 {
-	ac := initial
-	var carry uint64
-	for len(b) >= 32 {
-		ac, carry = bits.Add64(ac, uint64(binary.BigEndian.Uint32(b[0:4]))<<32|uint64(binary.BigEndian.Uint32(b[4:8])), 0)
-		ac, carry = bits.Add64(ac, uint64(binary.BigEndian.Uint32(b[8:12]))<<32|uint64(binary.BigEndian.Uint32(b[12:16])), carry)
-		ac, carry = bits.Add64(ac, uint64(binary.BigEndian.Uint32(b[16:20]))<<32|uint64(binary.BigEndian.Uint32(b[20:24])), carry)
-		ac, carry = bits.Add64(ac, uint64(binary.BigEndian.Uint32(b[24:28]))<<32|uint64(binary.BigEndian.Uint32(b[28:32])), carry)
-		ac += carry
-		b = b[32:]
+	return initial + uint64(bits.ReverseBytes16(sumLE(b)))
+}
+
+// sumLE is the one's-complement sum of b read as little-endian words,
+// folded to 16 bits.
+func sumLE(b []byte) uint16 {
+	var ac, c uint64
+	for len(b) >= 64 {
+		_ = b[63]
+		ac, c = bits.Add64(ac, binary.LittleEndian.Uint64(b[0:]), 0)
+		ac, c = bits.Add64(ac, binary.LittleEndian.Uint64(b[8:]), c)
+		ac, c = bits.Add64(ac, binary.LittleEndian.Uint64(b[16:]), c)
+		ac, c = bits.Add64(ac, binary.LittleEndian.Uint64(b[24:]), c)
+		ac, c = bits.Add64(ac, binary.LittleEndian.Uint64(b[32:]), c)
+		ac, c = bits.Add64(ac, binary.LittleEndian.Uint64(b[40:]), c)
+		ac, c = bits.Add64(ac, binary.LittleEndian.Uint64(b[48:]), c)
+		ac, c = bits.Add64(ac, binary.LittleEndian.Uint64(b[56:]), c)
+		ac += c
+		b = b[64:]
 	}
 	for len(b) >= 8 {
-		ac, carry = bits.Add64(ac, binary.BigEndian.Uint64(b[:8]), 0)
-		ac += carry
+		ac, c = bits.Add64(ac, binary.LittleEndian.Uint64(b), 0)
+		ac += c
 		b = b[8:]
 	}
-	for len(b) >= 2 {
-		ac, carry = bits.Add64(ac, uint64(binary.BigEndian.Uint16(b[:2])), 0)
-		ac += carry
-		b = b[2:]
+	// The last 0-7 bytes, as a zero-padded little-endian word.
+	var tail uint64
+	for i := len(b) - 1; i >= 0; i-- {
+		tail = tail<<8 | uint64(b[i])
 	}
-	if len(b) == 1 {
-		ac, carry = bits.Add64(ac, uint64(b[0])<<8, 0)
-		ac += carry
-	}
-	return ac
+	ac, c = bits.Add64(ac, tail, 0)
+	return fold(ac + c)
 }
 
 // fold reduces a running sum to 16 bits.

@@ -22,7 +22,7 @@ func refChecksum(b []byte, initial uint32) uint16 {
 
 func TestChecksumMatchesReference(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	for n := 0; n < 300; n++ {
+	for n := 0; n < 600; n++ {
 		b := make([]byte, n)
 		for i := range b {
 			b[i] = byte(r.Uint32())
