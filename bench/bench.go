@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"regexp"
 	"sort"
 	"strconv"
@@ -37,6 +38,8 @@ type Result struct {
 	Path    string
 	TCP1    float64 // Gbit/s, one stream
 	TCP4    float64 // Gbit/s, four streams
+	UDP64   float64 // 64-byte UDP packets received per second, in thousands
+	CPUGbit float64 // CPU seconds of the whole machine per gigabit, one TCP stream
 	PingAvg float64 // ms
 }
 
@@ -192,10 +195,17 @@ func Run(o Options) ([]Result, error) {
 		for i, p := range paths {
 			fmt.Fprintf(o.Log, "round %d/%d: %s\n", r+1, o.Rounds, p.name)
 			res := Result{Path: p.name}
+			busy0 := busyCPU()
 			if res.TCP1, err = iperf(p, o.Duration, 1); err != nil {
 				return nil, err
 			}
+			if res.TCP1 > 0 {
+				res.CPUGbit = (busyCPU() - busy0) / (res.TCP1 * o.Duration.Seconds())
+			}
 			if res.TCP4, err = iperf(p, o.Duration, 4); err != nil {
+				return nil, err
+			}
+			if res.UDP64, err = udpSmall(p, o.Duration); err != nil {
 				return nil, err
 			}
 			if res.PingAvg, err = pingAvg(p); err != nil {
@@ -209,6 +219,8 @@ func Run(o Options) ([]Result, error) {
 		out[i] = Result{Path: paths[i].name,
 			TCP1:    median(ss, func(r Result) float64 { return r.TCP1 }),
 			TCP4:    median(ss, func(r Result) float64 { return r.TCP4 }),
+			UDP64:   median(ss, func(r Result) float64 { return r.UDP64 }),
+			CPUGbit: median(ss, func(r Result) float64 { return r.CPUGbit }),
 			PingAvg: median(ss, func(r Result) float64 { return r.PingAvg })}
 	}
 	return out, nil
@@ -244,6 +256,52 @@ func iperf(p path, d time.Duration, streams int) (float64, error) {
 		return 0, fmt.Errorf("%s: iperf3 output: %w", p.name, err)
 	}
 	return res.End.SumReceived.BitsPerSecond / 1e9, nil
+}
+
+// udpSmall sends 64-byte UDP datagrams as fast as one iperf3 sender can
+// and returns the rate received, in thousands of packets per second.
+func udpSmall(p path, d time.Duration) (float64, error) {
+	out, err := p.client.Exec("iperf3", "-c", p.target, "-u", "-l", "64", "-b", "0",
+		"-t", strconv.Itoa(int(d.Seconds())), "-J")
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", p.name, err)
+	}
+	var res struct {
+		End struct {
+			Sum struct {
+				Seconds     float64 `json:"seconds"`
+				Packets     float64 `json:"packets"`
+				LostPackets float64 `json:"lost_packets"`
+			} `json:"sum"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		return 0, fmt.Errorf("%s: iperf3 output: %w", p.name, err)
+	}
+	s := res.End.Sum
+	if s.Seconds == 0 {
+		return 0, fmt.Errorf("%s: iperf3 UDP run reported no duration", p.name)
+	}
+	return (s.Packets - s.LostPackets) / s.Seconds / 1000, nil
+}
+
+// busyCPU returns the CPU seconds the whole machine has spent outside
+// idle and I/O wait since boot (/proc/stat): the delta over a run is the
+// cost of that run, in the kernel and in every process alike.
+func busyCPU() float64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	var busy float64
+	for i, f := range strings.Fields(line)[1:] {
+		v, _ := strconv.ParseFloat(f, 64)
+		if i != 3 && i != 4 { // idle, iowait
+			busy += v
+		}
+	}
+	return busy / 100 // USER_HZ
 }
 
 var (
@@ -291,12 +349,14 @@ func Print(w io.Writer, rs []Result) {
 		return fmt.Sprintf("%.2f", a/b)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PATH\tTCP 1 STREAM\tRATIO\tTCP 4 STREAMS\tRATIO\tPING AVG\tRATIO")
+	fmt.Fprintln(tw, "PATH\tTCP 1 STREAM\tRATIO\tTCP 4 STREAMS\tRATIO\tUDP 64 B\tRATIO\tCPU/GBIT\tRATIO\tPING AVG\tRATIO")
 	for _, r := range rs {
-		fmt.Fprintf(tw, "%s\t%.2f Gbit/s\t%s\t%.2f Gbit/s\t%s\t%.3f ms\t%s\n", r.Path,
+		fmt.Fprintf(tw, "%s\t%.2f Gbit/s\t%s\t%.2f Gbit/s\t%s\t%.0f kpps\t%s\t%.3f s\t%s\t%.3f ms\t%s\n", r.Path,
 			r.TCP1, ratio(r.TCP1, ref.TCP1), r.TCP4, ratio(r.TCP4, ref.TCP4),
+			r.UDP64, ratio(r.UDP64, ref.UDP64), r.CPUGbit, ratio(r.CPUGbit, ref.CPUGbit),
 			r.PingAvg, ratio(r.PingAvg, ref.PingAvg))
 	}
 	tw.Flush()
-	fmt.Fprintln(w, "Ratios are to kernel vxlan measured in the same run (throughput: higher is better; ping: lower is better).")
+	fmt.Fprintln(w, "Ratios are to kernel vxlan measured in the same run. Throughput and packets: higher is better;")
+	fmt.Fprintln(w, "CPU/GBIT (CPU seconds of the whole machine per gigabit, one TCP stream) and ping: lower is better.")
 }

@@ -25,10 +25,13 @@ func main() {
 		fmt.Fprintf(os.Stderr, `usage: overlaybench [flags] [throughput | storm | migrate | svp | restart | kernel-miss]
 
 throughput (the default) builds two hosts (network namespaces joined by
-veth) and measures, in one run: the raw underlay, the kernel vxlan driver,
-and overlayd's userspace data path (VNICs in guest namespaces). For each:
-iperf3 TCP with 1 and 4 streams and the average ping round trip, with
-ratios to kernel vxlan.
+veth) and measures, in one run: the raw underlay, the kernel vxlan driver
+(alone, and behind a bridge and veth as containers use it), and overlayd's
+userspace and kernel data paths (VNICs in guest namespaces). For each:
+iperf3 TCP with 1 and 4 streams, 64-byte UDP packets per second (one
+sender, unlimited rate, counted at the receiver), the CPU seconds the
+whole machine spends per gigabit of the 1-stream run, and the average
+ping round trip, each with its ratio to kernel vxlan.
 
 storm sends frames to -macs unknown MACs from one VNIC of a files-plugin
 overlay while two known VNICs ping each other, and reports overlayd's

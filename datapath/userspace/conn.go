@@ -1,12 +1,14 @@
 package userspace
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"syscall"
+	"os"
+	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -21,25 +23,231 @@ const numSenders = 16
 // faster than one goroutine drains them.
 const sockBuf = 4 << 20
 
+// udpSocket is an underlay UDP socket held as a bare descriptor, out of
+// the Go runtime's poller: a datagram arriving, or a send completing,
+// then wakes only the worker that waits for it (worker.go) and not, in
+// addition, a runtime thread with nothing to do.
+type udpSocket struct {
+	family int // unix.AF_INET or unix.AF_INET6
+	// mu is held for reading around every use of fd, and for writing by
+	// close, so that a descriptor number is never used after it is
+	// closed and perhaps reused.
+	mu     sync.RWMutex
+	fd     int
+	closed bool
+}
+
+// openUDP binds a non-blocking UDP socket to addr. An unspecified IPv6
+// address ("::") serves IPv4 peers too.
+func openUDP(addr netip.AddrPort) (*udpSocket, error) {
+	ip := addr.Addr()
+	family := unix.AF_INET6
+	if ip.Is4() {
+		family = unix.AF_INET
+	}
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	if err != nil {
+		return nil, fmt.Errorf("UDP socket: %w", err)
+	}
+	if family == unix.AF_INET6 {
+		v6only := 1
+		if ip.IsUnspecified() {
+			v6only = 0
+		}
+		unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, v6only)
+	}
+	var sa unix.Sockaddr
+	if family == unix.AF_INET {
+		sa = &unix.SockaddrInet4{Port: int(addr.Port()), Addr: ip.As4()}
+	} else {
+		sa6 := &unix.SockaddrInet6{Port: int(addr.Port()), Addr: ip.As16()}
+		if z := ip.Zone(); z != "" {
+			if ifi, err := netInterfaceIndex(z); err == nil {
+				sa6.ZoneId = uint32(ifi)
+			}
+		}
+		sa = sa6
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	s := &udpSocket{family: family, fd: fd}
+	s.setBuffers(sockBuf, sockBuf)
+	return s, nil
+}
+
 // listenUDP binds the underlay receive socket, with UDP GRO when gro is
 // set: the kernel then hands over runs of datagrams in one read.
-func listenUDP(addr netip.AddrPort, gro bool) (*net.UDPConn, error) {
-	c, err := net.ListenUDP(udpNetwork(addr.Addr()), net.UDPAddrFromAddrPort(addr))
+func listenUDP(addr netip.AddrPort, gro bool) (*udpSocket, error) {
+	s, err := openUDP(addr)
 	if err != nil {
-		var se *net.OpError
-		if errors.As(err, &se) {
-			err = se.Err
-		}
 		return nil, fmt.Errorf("cannot listen on %s: %w", addr, err)
 	}
-	setBuffers(c)
 	if gro {
-		if rc, err := c.SyscallConn(); err == nil {
-			rc.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_GRO, 1) })
-		}
+		unix.SetsockoptInt(s.fd, unix.IPPROTO_UDP, unix.UDP_GRO, 1)
 	}
-	return c, nil
+	return s, nil
 }
+
+// openSenders binds numSenders sockets on the listen IP, each on its own
+// port in the dynamic range 49152-65535.
+func openSenders(ip netip.Addr) ([]*udpSocket, error) {
+	var out []*udpSocket
+	for tries := 0; len(out) < numSenders; tries++ {
+		port := uint16(49152 + rand.IntN(16384))
+		if tries > 20*numSenders {
+			port = 0 // range crowded: let the kernel pick
+		}
+		s, err := openUDP(netip.AddrPortFrom(ip, port))
+		if err != nil {
+			if errors.Is(err, unix.EADDRINUSE) {
+				continue
+			}
+			for _, o := range out {
+				o.close()
+			}
+			return nil, fmt.Errorf("open underlay send socket on %s: %w", ip, err)
+		}
+		// Nothing is ever sent to these ports; a tiny receive buffer
+		// keeps strays from holding memory.
+		s.setBuffers(4096, sockBuf)
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// setBuffers sizes the socket buffers, past the sysctl limits where the
+// daemon may (CAP_NET_ADMIN), else as far as the limits allow.
+func (s *udpSocket) setBuffers(rcv, snd int) {
+	unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcv)
+	unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_SNDBUF, snd)
+	unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcv)
+	unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, snd)
+}
+
+// localPort returns the port the socket is bound to.
+func (s *udpSocket) localPort() int {
+	sa, err := unix.Getsockname(s.fd)
+	if err != nil {
+		return 0
+	}
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return sa.Port
+	case *unix.SockaddrInet6:
+		return sa.Port
+	}
+	return 0
+}
+
+func (s *udpSocket) close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	return unix.Close(s.fd)
+}
+
+// recvMsg is a receive's working space, kept between reads so that a
+// read allocates nothing.
+type recvMsg struct {
+	msg unix.Msghdr
+	iov unix.Iovec
+}
+
+// recv reads one datagram (with UDP GRO, a run of them) into buf and its
+// control messages into oob; unix.EAGAIN when none is waiting.
+func (s *udpSocket) recv(m *recvMsg, buf, oob []byte) (n, oobn int, err error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return 0, 0, os.ErrClosed
+	}
+	m.iov.Base = &buf[0]
+	m.iov.SetLen(len(buf))
+	m.msg = unix.Msghdr{Iov: &m.iov, Control: &oob[0]}
+	m.msg.SetIovlen(1)
+	m.msg.SetControllen(len(oob))
+	for {
+		r, _, e := unix.Syscall(unix.SYS_RECVMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&m.msg)), 0)
+		switch e {
+		case 0:
+			return int(r), int(m.msg.Controllen), nil
+		case unix.EINTR:
+			continue
+		}
+		return 0, 0, e
+	}
+}
+
+// send sends b to dest, with the control messages oob (a UDP_SEGMENT
+// size for a GSO send).
+func (s *udpSocket) send(b, oob []byte, dest netip.AddrPort) error {
+	iov := [1]unix.Iovec{{Base: &b[0]}}
+	iov[0].SetLen(len(b))
+	return s.sendv(iov[:], oob, dest)
+}
+
+// sendv sends one datagram (with UDP_SEGMENT in oob, a run of them)
+// gathered from iov. When the send buffer is full it waits for room, up
+// to sendWait, as a NIC queue would push back; then it gives up.
+func (s *udpSocket) sendv(iov []unix.Iovec, oob []byte, dest netip.AddrPort) error {
+	var msg unix.Msghdr
+	var sa4 unix.RawSockaddrInet4
+	var sa6 unix.RawSockaddrInet6
+	msg.Iov = &iov[0]
+	msg.SetIovlen(len(iov))
+	if len(oob) > 0 {
+		msg.Control = &oob[0]
+		msg.SetControllen(len(oob))
+	}
+	ip := dest.Addr()
+	port := dest.Port()
+	if s.family == unix.AF_INET {
+		if !ip.Unmap().Is4() {
+			return fmt.Errorf("IPv6 destination %s from an IPv4 socket", ip)
+		}
+		sa4.Family = unix.AF_INET
+		putPort(&sa4.Port, port)
+		sa4.Addr = ip.Unmap().As4()
+		msg.Name = (*byte)(unsafe.Pointer(&sa4))
+		msg.Namelen = unix.SizeofSockaddrInet4
+	} else {
+		sa6.Family = unix.AF_INET6
+		putPort(&sa6.Port, port)
+		sa6.Addr = ip.As16() // IPv4 as v4-mapped, for a dual-stack socket
+		msg.Name = (*byte)(unsafe.Pointer(&sa6))
+		msg.Namelen = unix.SizeofSockaddrInet6
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return os.ErrClosed
+	}
+	waited := false
+	for {
+		_, _, e := unix.Syscall(unix.SYS_SENDMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&msg)), 0)
+		switch {
+		case e == 0:
+			return nil
+		case e == unix.EINTR:
+			continue
+		case e == unix.EAGAIN && !waited:
+			waited = true
+			pfd := [1]unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLOUT}}
+			unix.Poll(pfd[:], sendWait)
+			continue
+		}
+		return e
+	}
+}
+
+// sendWait is how long, in milliseconds, a send waits for room in a full
+// socket buffer before the packet is dropped.
+const sendWait = 10
 
 // groSize returns the datagram size of a GRO read from its control
 // message, 0 when there is none.
@@ -75,55 +283,18 @@ func gsoOOB(b []byte, seg int) []byte {
 	return b
 }
 
+// putPort stores a port in network byte order into a sockaddr field.
+func putPort(field *uint16, port uint16) {
+	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(field))[:], port)
+}
+
+// netInterfaceIndex resolves the zone of a link-local address.
+func netInterfaceIndex(zone string) (int, error) {
+	ifi, err := net.InterfaceByName(zone)
+	if err != nil {
+		return 0, err
+	}
+	return ifi.Index, nil
+}
+
 func nativeUint16(b []byte) uint16 { return *(*uint16)(unsafe.Pointer(&b[0])) }
-
-// openSenders binds numSenders sockets on the listen IP, each on its own
-// port in the dynamic range 49152-65535.
-func openSenders(ip netip.Addr) ([]*net.UDPConn, error) {
-	var out []*net.UDPConn
-	for tries := 0; len(out) < numSenders; tries++ {
-		port := uint16(49152 + rand.IntN(16384))
-		if tries > 20*numSenders {
-			port = 0 // range crowded: let the kernel pick
-		}
-		c, err := net.ListenUDP(udpNetwork(ip), net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, port)))
-		if err != nil {
-			if errors.Is(err, syscall.EADDRINUSE) {
-				continue
-			}
-			for _, o := range out {
-				o.Close()
-			}
-			return nil, fmt.Errorf("open underlay send socket on %s: %w", ip, err)
-		}
-		setBuffers(c)
-		// Nothing is ever sent to these ports; a tiny receive buffer
-		// keeps strays from holding memory.
-		c.SetReadBuffer(4096)
-		out = append(out, c)
-	}
-	return out, nil
-}
-
-func udpNetwork(ip netip.Addr) string {
-	switch {
-	case ip.Is4():
-		return "udp4"
-	case ip.IsUnspecified():
-		return "udp" // "::" serves IPv4 and IPv6 peers
-	}
-	return "udp6"
-}
-
-// setBuffers raises the socket buffers past the sysctl limits where the
-// daemon may (CAP_NET_ADMIN), else as far as the limits allow.
-func setBuffers(c *net.UDPConn) {
-	c.SetReadBuffer(sockBuf)
-	c.SetWriteBuffer(sockBuf)
-	if rc, err := c.SyscallConn(); err == nil {
-		rc.Control(func(fd uintptr) {
-			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, sockBuf)
-			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, sockBuf)
-		})
-	}
-}

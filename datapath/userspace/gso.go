@@ -1,9 +1,9 @@
 package userspace
 
 import (
-	"errors"
 	"sync"
-	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"overlaynet/datapath"
 	"overlaynet/datapath/offload"
@@ -21,7 +21,7 @@ const (
 	maxGSOSegments = 64
 )
 
-// txScratch is a VNIC reader's working space.
+// txScratch is the working space for frames read from VNICs.
 type txScratch struct {
 	segs []byte // segments of a super-frame, each behind its headroom
 	oob  [64]byte
@@ -96,13 +96,13 @@ func (ov *overlay) fromVNICOffload(src *vnic, tx *txScratch, buf []byte, n int) 
 		if len(chunk) > slot {
 			oob = gsoOOB(tx.oob[:], slot)
 		}
-		_, _, err := conn.WriteMsgUDPAddrPort(chunk, oob, dest.AddrPort())
-		if errors.Is(err, syscall.EINVAL) && oob != nil {
+		err := conn.send(chunk, oob, dest.AddrPort())
+		if err == unix.EINVAL && oob != nil {
 			// The kernel refused the GSO send (a segment above the path
 			// MTU, say): one datagram at a time, as without offloads.
 			err = nil
 			for o := 0; o < len(chunk); o += slot {
-				if _, e := conn.WriteToUDPAddrPort(chunk[o:min(o+slot, len(chunk))], dest.AddrPort()); e != nil {
+				if e := conn.send(chunk[o:min(o+slot, len(chunk))], nil, dest.AddrPort()); e != nil {
 					err = e
 				}
 			}

@@ -1,12 +1,16 @@
 package userspace
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"overlaynet/datapath"
 	"overlaynet/datapath/offload"
@@ -17,6 +21,7 @@ import (
 // overlay is one overlay's switch.
 type overlay struct {
 	dp  *DataPath
+	w   *worker
 	log *slog.Logger
 
 	mu     sync.Mutex // serialises control operations
@@ -44,14 +49,14 @@ type vnicSet struct {
 	byVLAN map[uint16][]*vnic
 }
 
-// vnic is a VNIC and the goroutine reading its TAP.
+// vnic is a VNIC: its TAP, read by the data path's worker.
 type vnic struct {
 	ov        *overlay
 	name      string
 	key       vnicKey
 	tap       *tap
-	followMTU bool // the MTU is the overlay's, and changes with it
-	done      chan struct{}
+	id        int32 // in the worker's set
+	followMTU bool  // the MTU is the overlay's, and changes with it
 }
 
 // CreateOverlay implements datapath.DataPath.
@@ -61,6 +66,9 @@ func (dp *DataPath) CreateOverlay(cfg datapath.OverlayConfig) (datapath.Overlay,
 	if err != nil {
 		return nil, err
 	}
+	dp.mu.Lock()
+	ov.w = dp.w
+	dp.mu.Unlock()
 	ov.state.Store(&ovState{cfg: cfg, ln: ln})
 	ov.vnics.Store(&vnicSet{byKey: map[vnicKey]*vnic{}, byName: map[string]*vnic{}, byVLAN: map[uint16][]*vnic{}})
 	return ov, nil
@@ -125,9 +133,13 @@ func (ov *overlay) AddVNIC(cfg datapath.VNICConfig) error {
 	if err != nil {
 		return err
 	}
-	v := &vnic{ov: ov, name: cfg.Name, key: key, tap: t, followMTU: cfg.MTU == 0, done: make(chan struct{})}
+	v := &vnic{ov: ov, name: cfg.Name, key: key, tap: t, followMTU: cfg.MTU == 0}
 	ov.vnics.Store(set.with(v))
-	go v.readLoop()
+	if v.id, err = ov.w.watch(t.fd, v); err != nil {
+		ov.vnics.Store(set)
+		t.close()
+		return err
+	}
 	ov.log.Info("VNIC up", "vnic", cfg.Name, "mac", cfg.MAC.String(), "vlan", cfg.VLAN, "mtu", cfg.MTU)
 	return nil
 }
@@ -142,8 +154,8 @@ func (ov *overlay) RemoveVNIC(name string) error {
 		return fmt.Errorf("no VNIC %s on this overlay", name)
 	}
 	ov.vnics.Store(set.without(v))
+	ov.w.unwatch(v.id)
 	v.tap.destroy()
-	<-v.done
 	ov.log.Info("VNIC removed", "vnic", name)
 	return nil
 }
@@ -192,41 +204,42 @@ func (s *vnicSet) copyExcept(skip *vnic) *vnicSet {
 }
 
 func (v *vnic) stop() {
+	v.ov.w.unwatch(v.id)
 	v.tap.close()
-	<-v.done
 }
 
-// readLoop switches the frames the VNIC's user transmits.
-func (v *vnic) readLoop() {
-	defer close(v.done)
-	buf := make([]byte, headroom+maxFrame)
-	var tx *txScratch
+// drain implements source: it switches the frames the VNIC's user
+// transmitted, until none is waiting or the budget is spent.
+func (v *vnic) drain(sc *scratch, budget int) bool {
 	start := headroom
 	if v.tap.vnet {
-		tx = newTxScratch()
 		start -= offload.VnetHdrLen
 	}
-	for {
-		n, err := v.tap.read(buf[start:])
+	for range budget {
+		n, err := v.tap.read(sc.buf[start:])
 		if err != nil {
-			// The runtime retries EAGAIN and EINTR itself: anything else
-			// means the interface is gone (deleted outside overlayd, or
-			// its network namespace destroyed) and will not come back.
-			if !isClosed(err) {
+			if err == unix.EAGAIN {
+				return true
+			}
+			// Anything else means the interface is gone (deleted outside
+			// overlayd, or its network namespace destroyed) and will not
+			// come back.
+			if !errors.Is(err, os.ErrClosed) {
 				v.ov.log.Warn("VNIC interface is gone; its frames are no longer read (delete-vnic to clean up)", "vnic", v.name, "err", err)
 			}
-			return
+			return false
 		}
-		if tx == nil {
-			v.ov.fromVNIC(v, buf, headroom, n)
+		if !v.tap.vnet {
+			v.ov.fromVNIC(v, sc.buf, headroom, n)
 			continue
 		}
 		if n < offload.VnetHdrLen {
 			v.ov.ctr.Inc(datapath.DropMalformed)
 			continue
 		}
-		v.ov.fromVNICOffload(v, tx, buf, n-offload.VnetHdrLen)
+		v.ov.fromVNICOffload(v, sc.tx, sc.buf, n-offload.VnetHdrLen)
 	}
+	return true
 }
 
 // fromVNIC handles the frame buf[off:off+n] transmitted by VNIC src.
@@ -344,7 +357,7 @@ func (ov *overlay) send(st *ovState, buf []byte, off int, frame []byte, dest enc
 	pkt := buf[off-hl : off+len(frame)]
 	st.cfg.Encap.Encap(pkt[:hl], st.cfg.VNetID)
 	conn := st.ln.sender(encap.FlowHash(frame))
-	if _, err := conn.WriteToUDPAddrPort(pkt, dest.AddrPort()); err != nil {
+	if err := conn.send(pkt, nil, dest.AddrPort()); err != nil {
 		ov.ctr.Inc(datapath.DropSendError)
 		ov.log.Debug("underlay send failed", "dest", dest.String(), "err", err)
 		return

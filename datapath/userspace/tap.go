@@ -1,12 +1,12 @@
 package userspace
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -16,10 +16,16 @@ import (
 
 // tap is one TAP device: the kernel side is the VNIC's network interface,
 // this side reads the frames it transmits and writes the frames it
-// receives, one frame per system call.
+// receives, one frame per system call. The descriptor is kept bare, out
+// of the Go runtime's poller: only the worker waits on it (worker.go).
 type tap struct {
-	name       string
-	file       *os.File
+	name string
+	// mu is held for reading around every use of fd, and for writing by
+	// close, so that a descriptor number is never used after it is
+	// closed and perhaps reused.
+	mu         sync.RWMutex
+	fd         int
+	closed     bool
 	persistent bool
 	// vnet: frames carry a virtio-net header and may be TCP super-frames
 	// (TSO) with partial checksums.
@@ -57,7 +63,7 @@ func openTAP(name string, mac net.HardwareAddr, mtu int, persistent, adopt, vnet
 	if err != nil {
 		return nil, fmt.Errorf("create TAP %s: %w", name, err)
 	}
-	t := &tap{name: name, file: os.NewFile(uintptr(fd), "/dev/net/tun:"+name), vnet: vnet}
+	t := &tap{name: name, fd: fd, vnet: vnet}
 	if err := t.configure(mac, mtu, persistent); err != nil {
 		t.destroy()
 		return nil, err
@@ -98,8 +104,6 @@ func tunAttach(name string, vnet bool) (int, error) {
 		unix.Close(fd)
 		return -1, fmt.Errorf("TUNSETOFFLOAD: %w", err)
 	}
-	// The descriptor is non-blocking, so os.NewFile registers it with
-	// the runtime poller: blocked reads park a goroutine, not a thread.
 	return fd, nil
 }
 
@@ -137,20 +141,20 @@ func (t *tap) configure(mac net.HardwareAddr, mtu int, persistent bool) error {
 }
 
 func (t *tap) setPersist(on bool) error {
-	rc, err := t.file.SyscallConn()
-	if err != nil {
-		return err
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if t.closed {
+		return os.ErrClosed
 	}
 	v := 0
 	if on {
 		v = 1
 	}
-	var ioErr error
-	rc.Control(func(fd uintptr) { ioErr = unix.IoctlSetInt(int(fd), unix.TUNSETPERSIST, v) })
-	if ioErr == nil {
-		t.persistent = on
+	if err := unix.IoctlSetInt(t.fd, unix.TUNSETPERSIST, v); err != nil {
+		return err
 	}
-	return ioErr
+	t.persistent = on
+	return nil
 }
 
 // setMTU changes the interface MTU when the interface is still in our
@@ -164,26 +168,55 @@ func (t *tap) setMTU(mtu int) error {
 	return netlink.LinkSetMTU(link, mtu)
 }
 
-func (t *tap) read(b []byte) (int, error) { return t.file.Read(b) }
+// read reads one frame; unix.EAGAIN when none is waiting.
+func (t *tap) read(b []byte) (int, error) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if t.closed {
+		return 0, os.ErrClosed
+	}
+	for {
+		n, err := unix.Read(t.fd, b)
+		if err != unix.EINTR {
+			return n, err
+		}
+	}
+}
 
+// write writes one frame. A TAP's send buffer is unbounded, so a write
+// does not wait; it may fail when the interface is down or gone.
 func (t *tap) write(b []byte) error {
-	_, err := t.file.Write(b)
-	return err
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if t.closed {
+		return os.ErrClosed
+	}
+	for {
+		_, err := unix.Write(t.fd, b)
+		if err != unix.EINTR {
+			return err
+		}
+	}
 }
 
 // close lets go of the TAP; a persistent one stays for the next overlayd.
-func (t *tap) close() error { return t.file.Close() }
+func (t *tap) close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil
+	}
+	t.closed = true
+	return unix.Close(t.fd)
+}
 
 // destroy deletes the TAP, persistent or not.
 func (t *tap) destroy() error {
 	if t.persistent {
 		t.setPersist(false)
 	}
-	return t.file.Close()
+	return t.close()
 }
-
-// isClosed reports whether err means the TAP was closed under a reader.
-func isClosed(err error) bool { return errors.Is(err, os.ErrClosed) }
 
 // adoptTAP looks for a persistent TAP named name that overlayd made, in
 // this network namespace and then in every other one it can see, and
@@ -201,7 +234,7 @@ func adoptTAP(name string, vnet bool) (*tap, bool, error) {
 			return nil, true, fmt.Errorf("take over TAP %s: %w", name, err)
 		}
 		if found {
-			return &tap{name: name, file: os.NewFile(uintptr(fd), "/dev/net/tun:"+name), persistent: true, vnet: vnet}, true, nil
+			return &tap{name: name, fd: fd, persistent: true, vnet: vnet}, true, nil
 		}
 	}
 	return nil, false, nil
