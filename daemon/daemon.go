@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"syscall"
 	"time"
@@ -39,6 +40,7 @@ type Options struct {
 	CPUProfile      string
 	DefaultDataPath string
 	WorkerSched     string
+	Workers         int
 }
 
 // Main runs overlayd with args (without the program name) and returns the
@@ -95,6 +97,7 @@ The admin socket is mode 0600 (root only), or 0660 owned by
 	f.StringVar(&o.DefaultDataPath, "default-datapath", "userspace", "data path of overlays created without -p datapath=: userspace or kernel")
 	f.StringVar(&o.CPUProfile, "cpu-profile", "", "write a Go CPU profile of the whole run to this file (for performance work)")
 	f.BoolVar(&o.Offloads, "offloads", true, "move TCP in 64 KB super-frames (TAP TSO, UDP GSO/GRO); --offloads=false for one frame per system call")
+	f.IntVar(&o.Workers, "workers", max(1, runtime.NumCPU()/2), "worker threads of the userspace data path, each with a queue of every TAP and a socket of every listen address: more carry more flows at once (one flow never goes faster); the default is half the CPUs")
 	f.StringVar(&o.WorkerSched, "worker-sched", userspace.SchedBatch, "scheduling policy of the userspace data path's worker thread: batch (more throughput on busy CPUs) or normal (a woken worker preempts at once: lower latency under load)")
 	c.SetArgs(args)
 	c.SetOut(stderr)
@@ -125,6 +128,9 @@ func run(o Options, stderr io.Writer) error {
 	log, err := newLogger(o, stderr)
 	if err != nil {
 		return err
+	}
+	if o.Workers < 1 || o.Workers > 64 {
+		return fmt.Errorf("--workers %d: want 1 to 64", o.Workers)
 	}
 	if o.WorkerSched != userspace.SchedBatch && o.WorkerSched != userspace.SchedNormal {
 		return fmt.Errorf("--worker-sched %q: want batch or normal", o.WorkerSched)
@@ -159,7 +165,7 @@ func run(o Options, stderr io.Writer) error {
 		return err
 	}
 	defer os.Remove(o.Socket)
-	dp := userspace.New(log.With("datapath", "userspace"), userspace.Options{Offloads: o.Offloads, Sched: o.WorkerSched})
+	dp := userspace.New(log.With("datapath", "userspace"), userspace.Options{Offloads: o.Offloads, Sched: o.WorkerSched, Workers: o.Workers})
 	defer dp.Close()
 	mgr := overlay.NewManager(log, dp)
 	defer mgr.Close()

@@ -63,7 +63,7 @@ func BenchmarkForward(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		copy(buf[headroom:], frame)
-		ov.fromVNIC(src, buf, headroom, len(frame))
+		ov.fromVNIC(src, buf, headroom, len(frame), 0)
 	}
 	if n := ov.ctr.Snapshot(datapath.Encapsulated)[0].Value; n == 0 {
 		b.Fatal("nothing was sent")

@@ -37,9 +37,10 @@ type udpSocket struct {
 	closed bool
 }
 
-// openUDP binds a non-blocking UDP socket to addr. An unspecified IPv6
-// address ("::") serves IPv4 peers too.
-func openUDP(addr netip.AddrPort) (*udpSocket, error) {
+// openUDP binds a non-blocking UDP socket to addr, into the port's
+// SO_REUSEPORT group with reuse. An unspecified IPv6 address ("::")
+// serves IPv4 peers too.
+func openUDP(addr netip.AddrPort, reuse bool) (*udpSocket, error) {
 	ip := addr.Addr()
 	family := unix.AF_INET6
 	if ip.Is4() {
@@ -55,6 +56,9 @@ func openUDP(addr netip.AddrPort) (*udpSocket, error) {
 			v6only = 0
 		}
 		unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, v6only)
+	}
+	if reuse {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
 	}
 	var sa unix.Sockaddr
 	if family == unix.AF_INET {
@@ -77,17 +81,42 @@ func openUDP(addr netip.AddrPort) (*udpSocket, error) {
 	return s, nil
 }
 
-// listenUDP binds the underlay receive socket, with UDP GRO when gro is
-// set: the kernel then hands over runs of datagrams in one read.
-func listenUDP(addr netip.AddrPort, gro bool) (*udpSocket, error) {
-	s, err := openUDP(addr)
-	if err != nil {
+// listenUDP binds n underlay receive sockets to addr, one per worker,
+// with UDP GRO when gro is set: the kernel then hands over runs of
+// datagrams in one read. Several sockets form an SO_REUSEPORT group, in
+// which the kernel picks a socket by a hash of the sender's address and
+// port, so a flow always reaches the same one.
+func listenUDP(addr netip.AddrPort, gro bool, n int) ([]*udpSocket, error) {
+	fail := func(err error, socks []*udpSocket) ([]*udpSocket, error) {
+		for _, s := range socks {
+			s.close()
+		}
 		return nil, fmt.Errorf("cannot listen on %s: %w", addr, err)
 	}
-	if gro {
-		unix.SetsockoptInt(s.fd, unix.IPPROTO_UDP, unix.UDP_GRO, 1)
+	if n > 1 && addr.Port() != 0 {
+		// A group would share the port with anyone who asks the same
+		// way, another overlayd among them: make sure first that nobody
+		// holds it, with a plain bind.
+		probe, err := openUDP(addr, false)
+		if err != nil {
+			return fail(err, nil)
+		}
+		probe.close()
 	}
-	return s, nil
+	var socks []*udpSocket
+	for len(socks) < n {
+		s, err := openUDP(addr, n > 1)
+		if err != nil {
+			return fail(err, socks)
+		}
+		if gro {
+			unix.SetsockoptInt(s.fd, unix.IPPROTO_UDP, unix.UDP_GRO, 1)
+		}
+		socks = append(socks, s)
+		// Port 0: the rest join the port the first one got.
+		addr = netip.AddrPortFrom(addr.Addr(), uint16(s.localPort()))
+	}
+	return socks, nil
 }
 
 // openSenders binds numSenders sockets on the listen IP, each on its own
@@ -99,7 +128,7 @@ func openSenders(ip netip.Addr) ([]*udpSocket, error) {
 		if tries > 20*numSenders {
 			port = 0 // range crowded: let the kernel pick
 		}
-		s, err := openUDP(netip.AddrPortFrom(ip, port))
+		s, err := openUDP(netip.AddrPortFrom(ip, port), false)
 		if err != nil {
 			if errors.Is(err, unix.EADDRINUSE) {
 				continue

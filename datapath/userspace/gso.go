@@ -23,11 +23,12 @@ const (
 
 // txScratch is the working space for frames read from VNICs.
 type txScratch struct {
+	q    int    // the worker's index: the TAP queue it writes into
 	segs []byte // segments of a super-frame, each behind its headroom
 	oob  [64]byte
 }
 
-func newTxScratch() *txScratch { return &txScratch{segs: make([]byte, 2*maxFrame)} }
+func newTxScratch(q int) *txScratch { return &txScratch{q: q, segs: make([]byte, 2*maxFrame)} }
 
 // fromVNICOffload handles a frame read with its virtio-net header, which
 // sits right before buf[headroom].
@@ -41,7 +42,7 @@ func (ov *overlay) fromVNICOffload(src *vnic, tx *txScratch, buf []byte, n int) 
 				return
 			}
 		}
-		ov.fromVNIC(src, buf, headroom, n)
+		ov.fromVNIC(src, buf, headroom, n, tx.q)
 		return
 	}
 	ov.ctr.Inc(datapath.InFrames)
@@ -125,7 +126,7 @@ func (ov *overlay) segmentSlow(st *ovState, src *vnic, tx *txScratch, frame []by
 	}
 	for off := 0; off < total; off += slot {
 		end := min(off+slot, total)
-		ov.forward(st, src, tx.segs[off:end], headroom, end-off-headroom, src.key.vlan)
+		ov.forward(st, src, tx.segs[off:end], headroom, end-off-headroom, src.key.vlan, tx.q)
 	}
 }
 
@@ -133,7 +134,7 @@ func (ov *overlay) segmentSlow(st *ovState, src *vnic, tx *txScratch, frame []by
 // VNIC takes offloads, else segment by segment.
 func (ov *overlay) deliverSuper(dst *vnic, withHdr, frame []byte, h offload.VnetHdr, tx *txScratch) {
 	if dst.tap.vnet {
-		if err := dst.tap.write(withHdr); err != nil {
+		if err := dst.tap.write(tx.q, withHdr); err != nil {
 			ov.ctr.Inc(datapath.DropVNICWrite)
 			return
 		}
@@ -147,7 +148,7 @@ func (ov *overlay) deliverSuper(dst *vnic, withHdr, frame []byte, h offload.Vnet
 		return
 	}
 	for off := 0; off < total; off += slot {
-		ov.deliver(dst, tx.segs[off:min(off+slot, total)])
+		ov.deliver(dst, tx.segs[off:min(off+slot, total)], tx.q)
 	}
 }
 
@@ -157,7 +158,7 @@ var vnetBufs = sync.Pool{New: func() any { b := make([]byte, offload.VnetHdrLen+
 
 // deliverVnet writes a frame in overlay form to a VNIC that takes
 // offloads: behind an empty virtio-net header, without its VLAN tag.
-func (ov *overlay) deliverVnet(dst *vnic, frame []byte) error {
+func (ov *overlay) deliverVnet(dst *vnic, frame []byte, q int) error {
 	bp := vnetBufs.Get().(*[]byte)
 	defer vnetBufs.Put(bp)
 	b := *bp
@@ -169,12 +170,13 @@ func (ov *overlay) deliverVnet(dst *vnic, frame []byte) error {
 	} else {
 		n += copy(b[n:], frame)
 	}
-	return dst.tap.write(b[:n])
+	return dst.tap.write(q, b[:n])
 }
 
-// rxBatch is a receive loop's run of TCP segments being merged for one
+// rxBatch is a worker's run of received TCP segments being merged for one
 // VNIC.
 type rxBatch struct {
+	q   int // the worker's index: the TAP queue it writes into
 	c   *offload.Coalescer
 	ov  *overlay
 	dst *vnic
@@ -203,7 +205,7 @@ func (rx *rxBatch) flush() {
 		return
 	}
 	b := rx.c.Flush()
-	if err := rx.dst.tap.write(b); err != nil {
+	if err := rx.dst.tap.write(rx.q, b); err != nil {
 		rx.ov.ctr.Inc(datapath.DropVNICWrite)
 	} else {
 		rx.ov.ctr.Inc(datapath.OutFrames)

@@ -21,7 +21,7 @@ import (
 // overlay is one overlay's switch.
 type overlay struct {
 	dp  *DataPath
-	w   *worker
+	ws  []*worker // the data path's, fixed
 	log *slog.Logger
 
 	mu     sync.Mutex // serialises control operations
@@ -55,8 +55,8 @@ type vnic struct {
 	name      string
 	key       vnicKey
 	tap       *tap
-	id        int32 // in the worker's set
-	followMTU bool  // the MTU is the overlay's, and changes with it
+	ids       []int32 // of its queues, in the workers' sets
+	followMTU bool    // the MTU is the overlay's, and changes with it
 }
 
 // CreateOverlay implements datapath.DataPath.
@@ -67,7 +67,7 @@ func (dp *DataPath) CreateOverlay(cfg datapath.OverlayConfig) (datapath.Overlay,
 		return nil, err
 	}
 	dp.mu.Lock()
-	ov.w = dp.w
+	ov.ws = dp.ws
 	dp.mu.Unlock()
 	ov.state.Store(&ovState{cfg: cfg, ln: ln})
 	ov.vnics.Store(&vnicSet{byKey: map[vnicKey]*vnic{}, byName: map[string]*vnic{}, byVLAN: map[uint16][]*vnic{}})
@@ -129,16 +129,20 @@ func (ov *overlay) AddVNIC(cfg datapath.VNICConfig) error {
 	if mtu == 0 {
 		mtu = ov.state.Load().cfg.MTU
 	}
-	t, err := openTAP(cfg.Name, cfg.MAC, mtu, cfg.Persistent, cfg.Adopt, ov.dp.offloads)
+	t, err := openTAP(cfg.Name, cfg.MAC, mtu, cfg.Persistent, cfg.Adopt, ov.dp.offloads, len(ov.ws))
 	if err != nil {
 		return err
 	}
 	v := &vnic{ov: ov, name: cfg.Name, key: key, tap: t, followMTU: cfg.MTU == 0}
 	ov.vnics.Store(set.with(v))
-	if v.id, err = ov.w.watch(t.fd, v); err != nil {
-		ov.vnics.Store(set)
-		t.close()
-		return err
+	for q, fd := range t.fds {
+		id, err := ov.ws[q].watch(fd, tapQueue{v, q})
+		if err != nil {
+			ov.vnics.Store(set)
+			v.stop()
+			return err
+		}
+		v.ids = append(v.ids, id)
 	}
 	ov.log.Info("VNIC up", "vnic", cfg.Name, "mac", cfg.MAC.String(), "vlan", cfg.VLAN, "mtu", cfg.MTU)
 	return nil
@@ -154,7 +158,7 @@ func (ov *overlay) RemoveVNIC(name string) error {
 		return fmt.Errorf("no VNIC %s on this overlay", name)
 	}
 	ov.vnics.Store(set.without(v))
-	ov.w.unwatch(v.id)
+	v.unwatch()
 	v.tap.destroy()
 	ov.log.Info("VNIC removed", "vnic", name)
 	return nil
@@ -203,20 +207,36 @@ func (s *vnicSet) copyExcept(skip *vnic) *vnicSet {
 	return n
 }
 
+// stop lets go of the VNIC's TAP, once no worker reads it.
 func (v *vnic) stop() {
-	v.ov.w.unwatch(v.id)
+	v.unwatch()
 	v.tap.close()
+}
+
+func (v *vnic) unwatch() {
+	for q, id := range v.ids {
+		v.ov.ws[q].unwatch(id)
+	}
+	v.ids = nil
+}
+
+// tapQueue is one queue of a VNIC's TAP, drained by the worker of the
+// same index.
+type tapQueue struct {
+	v *vnic
+	q int
 }
 
 // drain implements source: it switches the frames the VNIC's user
 // transmitted, until none is waiting or the budget is spent.
-func (v *vnic) drain(sc *scratch, budget int) bool {
+func (tq tapQueue) drain(sc *scratch, budget int) bool {
+	v, q := tq.v, tq.q
 	start := headroom
 	if v.tap.vnet {
 		start -= offload.VnetHdrLen
 	}
 	for range budget {
-		n, err := v.tap.read(sc.buf[start:])
+		n, err := v.tap.read(q, sc.buf[start:])
 		if err != nil {
 			if err == unix.EAGAIN {
 				return true
@@ -230,7 +250,7 @@ func (v *vnic) drain(sc *scratch, budget int) bool {
 			return false
 		}
 		if !v.tap.vnet {
-			v.ov.fromVNIC(v, sc.buf, headroom, n)
+			v.ov.fromVNIC(v, sc.buf, headroom, n, sc.q)
 			continue
 		}
 		if n < offload.VnetHdrLen {
@@ -243,7 +263,7 @@ func (v *vnic) drain(sc *scratch, budget int) bool {
 }
 
 // fromVNIC handles the frame buf[off:off+n] transmitted by VNIC src.
-func (ov *overlay) fromVNIC(src *vnic, buf []byte, off, n int) {
+func (ov *overlay) fromVNIC(src *vnic, buf []byte, off, n, q int) {
 	ov.ctr.Inc(datapath.InFrames)
 	ov.ctr.Add(datapath.InBytes, uint64(n))
 	st := ov.state.Load()
@@ -261,14 +281,14 @@ func (ov *overlay) fromVNIC(src *vnic, buf []byte, off, n int) {
 		ov.ctr.Inc(datapath.DropMTU)
 		return
 	}
-	ov.forward(st, src, buf, off, n, src.key.vlan)
+	ov.forward(st, src, buf, off, n, src.key.vlan, q)
 }
 
 // forward switches the untagged frame buf[off:off+n], which entered the
 // overlay on vlan from VNIC src (nil for a resent frame): deliver it
 // locally, or encapsulate and send it, or hold it for a lookup, or hand
 // it to the proxy, or drop and count it. buf has headroom before off.
-func (ov *overlay) forward(st *ovState, src *vnic, buf []byte, off, n int, vlan uint16) {
+func (ov *overlay) forward(st *ovState, src *vnic, buf []byte, off, n int, vlan uint16, q int) {
 	frame := buf[off : off+n]
 	dynamic := st.cfg.Point == nil
 	unicast := isUnicast(frame)
@@ -295,7 +315,7 @@ func (ov *overlay) forward(st *ovState, src *vnic, buf []byte, off, n int, vlan 
 	if unicast {
 		if v := set.byKey[vnicKey{vlan: vlan, mac: dst}]; v != nil {
 			if v != src {
-				ov.deliver(v, frame)
+				ov.deliver(v, frame, q)
 				ov.ctr.Inc(datapath.LocalSwitched)
 			}
 			return
@@ -303,7 +323,7 @@ func (ov *overlay) forward(st *ovState, src *vnic, buf []byte, off, n int, vlan 
 	} else {
 		for _, v := range set.byVLAN[vlan] {
 			if v != src {
-				ov.deliver(v, frame)
+				ov.deliver(v, frame, q)
 			}
 		}
 	}
@@ -397,12 +417,16 @@ func (ov *overlay) fromUnderlay(frame []byte, rx *rxBatch) {
 		}
 	}
 	rx.flush() // keep the order of a flow's frames
-	ov.toLocal(frame, vlan)
+	q := 0
+	if rx != nil {
+		q = rx.q
+	}
+	ov.toLocal(frame, vlan, q)
 }
 
 // toLocal delivers a frame in overlay form to the local VNICs on vlan
 // that it is addressed to.
-func (ov *overlay) toLocal(frame []byte, vlan uint16) {
+func (ov *overlay) toLocal(frame []byte, vlan uint16, q int) {
 	set := ov.vnics.Load()
 	if isUnicast(frame) {
 		v := set.byKey[vnicKey{vlan: vlan, mac: datapath.MAC(frame[:6])}]
@@ -410,7 +434,7 @@ func (ov *overlay) toLocal(frame []byte, vlan uint16) {
 			ov.ctr.Inc(datapath.DropNoVNIC)
 			return
 		}
-		ov.deliver(v, frame)
+		ov.deliver(v, frame, q)
 		return
 	}
 	vs := set.byVLAN[vlan]
@@ -419,7 +443,7 @@ func (ov *overlay) toLocal(frame []byte, vlan uint16) {
 		return
 	}
 	for _, v := range vs {
-		ov.deliver(v, frame)
+		ov.deliver(v, frame, q)
 	}
 }
 
@@ -463,7 +487,7 @@ func (ov *overlay) Inject(vlan uint16, frame []byte) {
 		b := copyWithHeadroom(frame)
 		frame = insertTag(b, headroom, len(frame), vlan)
 	}
-	ov.toLocal(frame, vlan)
+	ov.toLocal(frame, vlan, 0)
 }
 
 // Resend implements datapath.Overlay.
@@ -472,15 +496,15 @@ func (ov *overlay) Resend(vlan uint16, frame []byte) {
 		return
 	}
 	b := copyWithHeadroom(frame)
-	ov.forward(ov.state.Load(), nil, b, headroom, len(frame), vlan)
+	ov.forward(ov.state.Load(), nil, b, headroom, len(frame), vlan, 0)
 }
 
 // deliver writes a frame in overlay form (tagged when it belongs to a
 // VLAN) to a local VNIC, whose user sees it untagged.
-func (ov *overlay) deliver(dst *vnic, frame []byte) {
+func (ov *overlay) deliver(dst *vnic, frame []byte, q int) {
 	var err error
 	if dst.tap.vnet {
-		err = ov.deliverVnet(dst, frame)
+		err = ov.deliverVnet(dst, frame, q)
 	} else if dst.key.vlan != 0 {
 		// Remove the tag in place by moving the MAC addresses, and put
 		// it back afterwards: the same buffer may go to more VNICs and
@@ -488,10 +512,10 @@ func (ov *overlay) deliver(dst *vnic, frame []byte) {
 		var saved [16]byte
 		copy(saved[:], frame[:16])
 		copy(frame[4:16], saved[:12])
-		err = dst.tap.write(frame[4:])
+		err = dst.tap.write(q, frame[4:])
 		copy(frame[:16], saved[:])
 	} else {
-		err = dst.tap.write(frame)
+		err = dst.tap.write(q, frame)
 	}
 	if err != nil {
 		ov.ctr.Inc(datapath.DropVNICWrite)

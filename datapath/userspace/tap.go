@@ -1,6 +1,7 @@
 package userspace
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -23,8 +24,12 @@ type tap struct {
 	// mu is held for reading around every use of fd, and for writing by
 	// close, so that a descriptor number is never used after it is
 	// closed and perhaps reused.
-	mu         sync.RWMutex
-	fd         int
+	mu sync.RWMutex
+	// fds are the TAP's queues: one, or with several workers one per
+	// worker (IFF_MULTI_QUEUE). The kernel spreads the VNIC's flows over
+	// the queues and sends a flow out of the queue its frames last came
+	// in by, so each flow stays with one worker both ways.
+	fds        []int
 	closed     bool
 	persistent bool
 	// vnet: frames carry a virtio-net header and may be TCP super-frames
@@ -45,9 +50,9 @@ const aliasPrefix = "overlayd vnic "
 // guests keep their interface across a restart; with adopt set, an
 // existing persistent TAP of that name that overlayd made is taken over
 // instead, in whatever network namespace it now is, as it is.
-func openTAP(name string, mac net.HardwareAddr, mtu int, persistent, adopt, vnet bool) (*tap, error) {
+func openTAP(name string, mac net.HardwareAddr, mtu int, persistent, adopt, vnet bool, queues int) (*tap, error) {
 	if adopt {
-		t, found, err := adoptTAP(name, vnet)
+		t, found, err := adoptTAP(name, vnet, queues)
 		if found || err != nil {
 			return t, err
 		}
@@ -59,11 +64,11 @@ func openTAP(name string, mac net.HardwareAddr, mtu int, persistent, adopt, vnet
 			return nil, fmt.Errorf("a network interface named %s already exists", name)
 		}
 	}
-	fd, err := tunAttach(name, vnet)
+	fds, err := tunAttachQueues(name, vnet, queues)
 	if err != nil {
 		return nil, fmt.Errorf("create TAP %s: %w", name, err)
 	}
-	t := &tap{name: name, fd: fd, vnet: vnet}
+	t := &tap{name: name, fds: fds, vnet: vnet}
 	if err := t.configure(mac, mtu, persistent); err != nil {
 		t.destroy()
 		return nil, err
@@ -75,7 +80,7 @@ func openTAP(name string, mac net.HardwareAddr, mtu int, persistent, adopt, vnet
 // named name in the caller's network namespace; with vnet, frames carry a
 // virtio-net header and the kernel may hand over TCP super-frames with
 // partial checksums (TSO), as it would to a VM's virtio NIC.
-func tunAttach(name string, vnet bool) (int, error) {
+func tunAttach(name string, vnet, multi bool) (int, error) {
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, fmt.Errorf("open /dev/net/tun: %w", err)
@@ -88,6 +93,9 @@ func tunAttach(name string, vnet bool) (int, error) {
 	flags := uint16(unix.IFF_TAP | unix.IFF_NO_PI)
 	if vnet {
 		flags |= unix.IFF_VNET_HDR
+	}
+	if multi {
+		flags |= unix.IFF_MULTI_QUEUE
 	}
 	ifr.SetUint16(flags)
 	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
@@ -105,6 +113,35 @@ func tunAttach(name string, vnet bool) (int, error) {
 		return -1, fmt.Errorf("TUNSETOFFLOAD: %w", err)
 	}
 	return fd, nil
+}
+
+// tunAttachQueues attaches up to n queues of the TAP named name,
+// creating it if need be: several with IFF_MULTI_QUEUE, else one. A
+// persistent TAP keeps the kind it was made with, so when the kernel
+// refuses one kind (EINVAL), the other is taken: an old single-queue TAP
+// then gets one queue, whatever n is.
+func tunAttachQueues(name string, vnet bool, n int) ([]int, error) {
+	multi := n > 1
+	fd, err := tunAttach(name, vnet, multi)
+	if errors.Is(err, unix.EINVAL) {
+		multi = !multi
+		fd, err = tunAttach(name, vnet, multi)
+	}
+	if err != nil {
+		return nil, err
+	}
+	fds := []int{fd}
+	for multi && len(fds) < n {
+		fd, err := tunAttach(name, vnet, true)
+		if err != nil {
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+			return nil, fmt.Errorf("queue %d: %w", len(fds), err)
+		}
+		fds = append(fds, fd)
+	}
+	return fds, nil
 }
 
 func (t *tap) configure(mac net.HardwareAddr, mtu int, persistent bool) error {
@@ -150,7 +187,7 @@ func (t *tap) setPersist(on bool) error {
 	if on {
 		v = 1
 	}
-	if err := unix.IoctlSetInt(t.fd, unix.TUNSETPERSIST, v); err != nil {
+	if err := unix.IoctlSetInt(t.fds[0], unix.TUNSETPERSIST, v); err != nil {
 		return err
 	}
 	t.persistent = on
@@ -168,31 +205,34 @@ func (t *tap) setMTU(mtu int) error {
 	return netlink.LinkSetMTU(link, mtu)
 }
 
-// read reads one frame; unix.EAGAIN when none is waiting.
-func (t *tap) read(b []byte) (int, error) {
+// read reads one frame from queue q; unix.EAGAIN when none is waiting.
+func (t *tap) read(q int, b []byte) (int, error) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	if t.closed {
 		return 0, os.ErrClosed
 	}
 	for {
-		n, err := unix.Read(t.fd, b)
+		n, err := unix.Read(t.fds[q], b)
 		if err != unix.EINTR {
 			return n, err
 		}
 	}
 }
 
-// write writes one frame. A TAP's send buffer is unbounded, so a write
+// write writes one frame into queue q (modulo the queues there are):
+// the worker writes into its own, so that the kernel sends the flow's
+// replies back through it. A TAP's send buffer is unbounded, so a write
 // does not wait; it may fail when the interface is down or gone.
-func (t *tap) write(b []byte) error {
+func (t *tap) write(q int, b []byte) error {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	if t.closed {
 		return os.ErrClosed
 	}
+	fd := t.fds[q%len(t.fds)]
 	for {
-		_, err := unix.Write(t.fd, b)
+		_, err := unix.Write(fd, b)
 		if err != unix.EINTR {
 			return err
 		}
@@ -207,7 +247,13 @@ func (t *tap) close() error {
 		return nil
 	}
 	t.closed = true
-	return unix.Close(t.fd)
+	var err error
+	for _, fd := range t.fds {
+		if e := unix.Close(fd); e != nil {
+			err = e
+		}
+	}
+	return err
 }
 
 // destroy deletes the TAP, persistent or not.
@@ -221,7 +267,7 @@ func (t *tap) destroy() error {
 // adoptTAP looks for a persistent TAP named name that overlayd made, in
 // this network namespace and then in every other one it can see, and
 // attaches to it there.
-func adoptTAP(name string, vnet bool) (*tap, bool, error) {
+func adoptTAP(name string, vnet bool, queues int) (*tap, bool, error) {
 	nss := namespaces()
 	defer func() {
 		for _, ns := range nss {
@@ -229,12 +275,12 @@ func adoptTAP(name string, vnet bool) (*tap, bool, error) {
 		}
 	}()
 	for _, ns := range nss {
-		found, fd, err := attachIn(ns, name, vnet)
+		found, fds, err := attachIn(ns, name, vnet, queues)
 		if err != nil {
 			return nil, true, fmt.Errorf("take over TAP %s: %w", name, err)
 		}
 		if found {
-			return &tap{name: name, fd: fd, persistent: true, vnet: vnet}, true, nil
+			return &tap{name: name, fds: fds, persistent: true, vnet: vnet}, true, nil
 		}
 	}
 	return nil, false, nil
@@ -242,34 +288,34 @@ func adoptTAP(name string, vnet bool) (*tap, bool, error) {
 
 // attachIn attaches to the TAP called name in ns if ns holds one that
 // overlayd made.
-func attachIn(ns netns.NsHandle, name string, vnet bool) (bool, int, error) {
+func attachIn(ns netns.NsHandle, name string, vnet bool, queues int) (bool, []int, error) {
 	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
-		return false, -1, nil // a namespace gone meanwhile
+		return false, nil, nil // a namespace gone meanwhile
 	}
 	defer h.Close()
 	link, err := h.LinkByName(name)
 	if err != nil || link.Type() != "tuntap" || link.Attrs().Alias != aliasPrefix+name {
-		return false, -1, nil
+		return false, nil, nil
 	}
 	// /dev/net/tun binds to the namespace it is opened in, so open it
 	// there, on a thread that is thrown away afterwards.
 	type result struct {
-		fd  int
+		fds []int
 		err error
 	}
 	ch := make(chan result, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread dies with us
 		if err := netns.Set(ns); err != nil {
-			ch <- result{-1, err}
+			ch <- result{nil, err}
 			return
 		}
-		fd, err := tunAttach(name, vnet)
-		ch <- result{fd, err}
+		fds, err := tunAttachQueues(name, vnet, queues)
+		ch <- result{fds, err}
 	}()
 	r := <-ch
-	return r.err == nil, r.fd, r.err
+	return r.err == nil, r.fds, r.err
 }
 
 // namespaces returns handles on every network namespace in sight, ours

@@ -1,8 +1,9 @@
 // Package userspace is the data path that moves frames in Go: each VNIC is
-// a TAP device, each underlay listen address one UDP socket (plus a few
-// send sockets for source-port spreading). Frames between local VNICs are
-// switched here; others are encapsulated and sent to the destination the
-// search plugin gave.
+// a TAP device, each underlay listen address a UDP socket (plus a few
+// send sockets for source-port spreading), one queue or socket of each
+// per worker thread (worker.go). Frames between local VNICs are switched
+// here; others are encapsulated and sent to the destination the search
+// plugin gave.
 package userspace
 
 import (
@@ -28,7 +29,8 @@ type DataPath struct {
 
 	mu        sync.Mutex
 	listeners map[netip.AddrPort]*listener
-	w         *worker // started with the first overlay
+	nworkers  int
+	ws        []*worker // started with the first overlay
 }
 
 // Options tune the userspace data path.
@@ -47,6 +49,12 @@ type Options struct {
 	// for some latency then (a tenth more round trip under load). On an
 	// idle CPU both run at once.
 	Sched string
+	// Workers is the number of worker threads (at least one). Each
+	// takes one queue of every TAP (IFF_MULTI_QUEUE) and one of every
+	// listen address's sockets (SO_REUSEPORT); the kernel keeps each
+	// flow, both ways, on one worker. More workers carry more flows at
+	// once on hosts with the cores for them; one flow never goes faster.
+	Workers int
 }
 
 // Scheduling policies for Options.Sched.
@@ -57,7 +65,7 @@ const (
 
 // New returns a userspace data path.
 func New(log *slog.Logger, o Options) *DataPath {
-	return &DataPath{log: log, offloads: o.Offloads, batch: o.Sched != SchedNormal, listeners: map[netip.AddrPort]*listener{}}
+	return &DataPath{log: log, offloads: o.Offloads, batch: o.Sched != SchedNormal, nworkers: max(o.Workers, 1), listeners: map[netip.AddrPort]*listener{}}
 }
 
 var _ datapath.DataPath = (*DataPath)(nil)
@@ -67,10 +75,10 @@ var _ datapath.DataPath = (*DataPath)(nil)
 type listener struct {
 	addr    netip.AddrPort
 	encap   encap.Plugin
-	conn    *udpSocket
+	conns   []*udpSocket // one per worker
+	ids     []int32      // of conns, in the workers' sets
 	senders []*udpSocket
-	id      int32 // in the worker's set
-	// byVNI is replaced, never modified, so the receive loop reads it
+	// byVNI is replaced, never modified, so the workers read it
 	// without a lock.
 	byVNI atomic.Pointer[map[uint32]*overlay]
 	refs  int // guarded by DataPath.mu
@@ -78,17 +86,17 @@ type listener struct {
 	log   *slog.Logger
 }
 
-// worker returns the data path's worker, starting it if need be. The
+// startWorkers starts the data path's workers unless they run. The
 // caller holds dp.mu.
-func (dp *DataPath) worker() (*worker, error) {
-	if dp.w == nil {
-		w, err := newWorker(dp.log, dp.batch)
+func (dp *DataPath) startWorkers() error {
+	for len(dp.ws) < dp.nworkers {
+		w, err := newWorker(dp.log.With("worker", len(dp.ws)), len(dp.ws), dp.batch)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		dp.w = w
+		dp.ws = append(dp.ws, w)
 	}
-	return dp.w, nil
+	return nil
 }
 
 // acquire returns the listener for addr, binding it if needed, with the
@@ -98,25 +106,27 @@ func (dp *DataPath) acquire(addr netip.AddrPort, enc encap.Plugin, vni uint32, o
 	defer dp.mu.Unlock()
 	ln := dp.listeners[addr]
 	if ln == nil {
-		w, err := dp.worker()
+		if err := dp.startWorkers(); err != nil {
+			return nil, err
+		}
+		conns, err := listenUDP(addr, dp.offloads, len(dp.ws))
 		if err != nil {
 			return nil, err
 		}
-		conn, err := listenUDP(addr, dp.offloads)
-		if err != nil {
-			return nil, err
-		}
-		senders, err := openSenders(addr.Addr())
-		if err != nil {
-			conn.close()
-			return nil, err
-		}
-		ln = &listener{addr: addr, encap: enc, conn: conn, senders: senders,
-			log: dp.log.With("listen", addr.String())}
-		ln.byVNI.Store(&map[uint32]*overlay{})
-		if ln.id, err = w.watch(conn.fd, ln); err != nil {
+		ln = &listener{addr: addr, encap: enc, conns: conns, log: dp.log.With("listen", addr.String())}
+		if ln.senders, err = openSenders(addr.Addr()); err != nil {
 			ln.closeSockets()
 			return nil, err
+		}
+		ln.byVNI.Store(&map[uint32]*overlay{})
+		for q, c := range conns {
+			id, err := dp.ws[q].watch(c.fd, lnQueue{ln, q})
+			if err != nil {
+				dp.unwatch(ln)
+				ln.closeSockets()
+				return nil, err
+			}
+			ln.ids = append(ln.ids, id)
 		}
 		dp.listeners[addr] = ln
 		ln.log.Info("listening on the underlay")
@@ -156,16 +166,37 @@ func (dp *DataPath) release(ln *listener, vni uint32) {
 		return
 	}
 	delete(dp.listeners, ln.addr)
-	dp.w.unwatch(ln.id)
+	dp.unwatch(ln)
 	ln.closeSockets()
 	ln.log.Info("stopped listening on the underlay")
 }
 
+// unwatch takes the listener's sockets out of the workers' sets.
+func (dp *DataPath) unwatch(ln *listener) {
+	for q, id := range ln.ids {
+		dp.ws[q].unwatch(id)
+	}
+	ln.ids = nil
+}
+
 func (ln *listener) closeSockets() {
-	ln.conn.close()
+	for _, s := range ln.conns {
+		s.close()
+	}
 	for _, s := range ln.senders {
 		s.close()
 	}
+}
+
+// lnQueue is one of a listener's receive sockets, drained by the worker
+// of the same index.
+type lnQueue struct {
+	ln *listener
+	q  int
+}
+
+func (lq lnQueue) drain(sc *scratch, budget int) bool {
+	return lq.ln.drain(lq.ln.conns[lq.q], sc, budget)
 }
 
 // sender returns the send socket for a flow hash.
@@ -173,14 +204,14 @@ func (ln *listener) sender(hash uint32) *udpSocket {
 	return ln.senders[hash%uint32(len(ln.senders))]
 }
 
-// drain implements source: it reads underlay datagrams until none is
+// drain reads underlay datagrams from conn until none is
 // waiting or the budget is spent.
-func (ln *listener) drain(sc *scratch, budget int) bool {
+func (ln *listener) drain(conn *udpSocket, sc *scratch, budget int) bool {
 	// With UDP GRO one read returns a run of datagrams of one size (the
 	// last may be shorter), coalesced by the kernel.
 	defer sc.rx.flush()
 	for range budget {
-		n, oobn, err := ln.conn.recv(&sc.msg, sc.buf, sc.oob)
+		n, oobn, err := conn.recv(&sc.msg, sc.buf, sc.oob)
 		if err != nil {
 			if err == unix.EAGAIN {
 				return true
@@ -246,14 +277,14 @@ func (dp *DataPath) Close() error {
 	dp.listeners = map[netip.AddrPort]*listener{}
 	dp.mu.Unlock()
 	for _, ln := range lns {
-		dp.w.unwatch(ln.id)
+		dp.unwatch(ln)
 		ln.closeSockets()
 	}
 	dp.mu.Lock()
-	w := dp.w
-	dp.w = nil
+	ws := dp.ws
+	dp.ws = nil
 	dp.mu.Unlock()
-	if w != nil {
+	for _, w := range ws {
 		w.stop()
 	}
 	return nil

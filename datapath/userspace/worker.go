@@ -11,17 +11,18 @@ import (
 	"overlaynet/datapath/offload"
 )
 
-// A worker moves the frames: one goroutine waiting in its own epoll set
-// on every TAP and every underlay receive socket of the data path, which
-// drains whatever is ready before it sleeps again.
+// A worker moves frames: one goroutine waiting in its own epoll set on
+// its queue of every TAP and its socket of every underlay listen address,
+// which drains whatever is ready before it sleeps again. There are
+// Options.Workers of them; the kernel keeps each flow with one.
 //
 // One goroutine per descriptor, parked in the Go runtime's poller, was
 // the first design. Measured on the 2-vCPU machines this runs on, it
 // spent more time waking threads and handing goroutines between them
 // than moving data: every super-frame woke the TAP reader, every
 // acknowledgement the socket reader, and each wake-up could land on
-// another thread. A worker handles both directions of every flow on one
-// thread: a frame that arrives while it is busy costs no wake-up at all,
+// another thread. A worker handles both directions of each of its flows
+// on one thread: a frame that arrives while it is busy costs no wake-up,
 // and a wake-up finds a batch waiting. Single-stream TCP went up by about
 // a quarter.
 type worker struct {
@@ -54,9 +55,10 @@ type source interface {
 	drain(sc *scratch, budget int) bool
 }
 
-// scratch is the worker's working space, shared by every source: frames
-// are handled one at a time, to the end, so one set of buffers serves.
+// scratch is a worker's working space, shared by its sources: frames are
+// handled one at a time, to the end, so one set of buffers serves.
 type scratch struct {
+	q   int    // the worker's index
 	buf []byte // one frame or super-frame, behind its headroom
 	tx  *txScratch
 	rx  *rxBatch
@@ -73,7 +75,7 @@ const budget = 64
 // wakeID marks the eventfd in the epoll set.
 const wakeID = -1
 
-func newWorker(log *slog.Logger, batch bool) (*worker, error) {
+func newWorker(log *slog.Logger, q int, batch bool) (*worker, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("data path worker: epoll: %w", err)
@@ -89,8 +91,8 @@ func newWorker(log *slog.Logger, batch bool) (*worker, error) {
 		return nil, fmt.Errorf("data path worker: epoll: %w", err)
 	}
 	w := &worker{log: log, batch: batch, epfd: epfd, wakefd: wakefd, sources: map[int32]watched{}, done: make(chan struct{}),
-		scratch: &scratch{buf: make([]byte, headroom+maxFrame), tx: newTxScratch(),
-			rx: &rxBatch{c: offload.NewCoalescer()}, oob: make([]byte, 64)}}
+		scratch: &scratch{q: q, buf: make([]byte, headroom+maxFrame), tx: newTxScratch(q),
+			rx: &rxBatch{q: q, c: offload.NewCoalescer()}, oob: make([]byte, 64)}}
 	go w.run()
 	return w, nil
 }
