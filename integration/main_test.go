@@ -4,10 +4,14 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"overlaynet/netlab"
 )
@@ -106,4 +110,34 @@ func forEachDataPath(t *testing.T, fn func(t *testing.T, dp string)) {
 	for _, dp := range []string{"userspace", "kernel"} {
 		t.Run(dp, func(t *testing.T) { fn(t, dp) })
 	}
+}
+
+// iperfBytes runs an iperf3 TCP client in client against server (an
+// iperf3 -s already started, perhaps not yet listening) for two seconds
+// with the given number of streams, and returns the bytes received; it
+// fails the test when nothing arrived.
+func iperfBytes(t *testing.T, client *netlab.NS, server string, streams int) uint64 {
+	t.Helper()
+	var res struct {
+		End struct {
+			SumReceived struct {
+				Bytes uint64 `json:"bytes"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	var out string
+	var err error
+	for i := 0; i < 50; i++ { // until the server listens
+		// iperf3 -J may exit 0 and report the failure in the JSON.
+		if out, err = client.Exec("iperf3", "-c", server, "-t", "2", "-P", strconv.Itoa(streams), "-J"); err == nil && !strings.Contains(out, `"error":`) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	must(t, err)
+	must(t, json.Unmarshal([]byte(out), &res))
+	if res.End.SumReceived.Bytes == 0 {
+		t.Fatalf("iperf3 with %d streams transferred nothing: %s", streams, out)
+	}
+	return res.End.SumReceived.Bytes
 }

@@ -2,13 +2,11 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
 	"net"
 	"os"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -53,24 +51,7 @@ func TestWorkers(t *testing.T) {
 	// Four TCP flows at once.
 	_, err = l.Start(g2, "iperf3-server", "iperf3", "-s")
 	must(t, err)
-	var res struct {
-		End struct {
-			SumReceived struct {
-				Bytes uint64 `json:"bytes"`
-			} `json:"sum_received"`
-		} `json:"end"`
-	}
-	for i := 0; i < 50; i++ {
-		if out, err = g1.Exec("iperf3", "-c", "10.9.0.2", "-t", "2", "-P", "4", "-J"); err == nil && !strings.Contains(out, `"error":`) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	must(t, err)
-	must(t, json.Unmarshal([]byte(out), &res))
-	if res.End.SumReceived.Bytes == 0 {
-		t.Fatalf("iperf3 -P 4 transferred nothing: %s", out)
-	}
+	iperfBytes(t, g1, "10.9.0.2", 4)
 
 	// One worker: the multi-queue TAP is taken over with one queue. A
 	// VNIC made now is single-queue.
