@@ -19,14 +19,14 @@ import (
 // one port and the underlay can balance flows over paths (RFC 7348 §5).
 const numSenders = 16
 
-// sockBuf is the socket buffer size asked for; bursts from a TAP arrive
-// faster than one goroutine drains them.
+// sockBuf is the socket buffer size asked for: bursts from a TAP arrive
+// faster than a busy worker drains them.
 const sockBuf = 4 << 20
 
 // udpSocket is an underlay UDP socket held as a bare descriptor, out of
-// the Go runtime's poller: a datagram arriving, or a send completing,
-// then wakes only the worker that waits for it (worker.go) and not, in
-// addition, a runtime thread with nothing to do.
+// the Go runtime's poller: a datagram arriving then wakes only the worker
+// that waits for it (worker.go), and neither that nor a send completing
+// wakes a runtime thread with nothing to do.
 type udpSocket struct {
 	family int // unix.AF_INET or unix.AF_INET6
 	// mu is held for reading around every use of fd, and for writing by
@@ -114,7 +114,11 @@ func listenUDP(addr netip.AddrPort, gro bool, n int) ([]*udpSocket, error) {
 		}
 		socks = append(socks, s)
 		// Port 0: the rest join the port the first one got.
-		addr = netip.AddrPortFrom(addr.Addr(), uint16(s.localPort()))
+		port := s.localPort()
+		if port == 0 {
+			return fail(errors.New("the kernel did not say which port it gave"), socks)
+		}
+		addr = netip.AddrPortFrom(addr.Addr(), uint16(port))
 	}
 	return socks, nil
 }
@@ -248,6 +252,13 @@ func (s *udpSocket) sendv(iov []unix.Iovec, oob []byte, dest netip.AddrPort) err
 		sa6.Family = unix.AF_INET6
 		putPort(&sa6.Port, port)
 		sa6.Addr = ip.As16() // IPv4 as v4-mapped, for a dual-stack socket
+		if z := ip.Zone(); z != "" {
+			idx, err := netInterfaceIndex(z)
+			if err != nil {
+				return fmt.Errorf("destination %s: %w", dest, err)
+			}
+			sa6.Scope_id = uint32(idx)
+		}
 		msg.Name = (*byte)(unsafe.Pointer(&sa6))
 		msg.Namelen = unix.SizeofSockaddrInet6
 	}
@@ -290,8 +301,8 @@ func groSize(oob []byte) int {
 		if n < hl || n > len(oob) {
 			return 0
 		}
-		if h.Level == unix.IPPROTO_UDP && h.Type == unix.UDP_GRO && n >= hl+2 {
-			return int(nativeUint16(oob[hl:]))
+		if h.Level == unix.IPPROTO_UDP && h.Type == unix.UDP_GRO && n >= hl+4 {
+			return int(int32(binary.NativeEndian.Uint32(oob[hl:]))) // an int
 		}
 		oob = oob[min(unix.CmsgSpace(n-hl), len(oob)):]
 	}
@@ -308,7 +319,7 @@ func gsoOOB(b []byte, seg int) []byte {
 	h.Level = unix.IPPROTO_UDP
 	h.Type = unix.UDP_SEGMENT
 	h.SetLen(unix.CmsgLen(2))
-	*(*uint16)(unsafe.Pointer(&b[unix.CmsgLen(0)])) = uint16(seg)
+	binary.NativeEndian.PutUint16(b[unix.CmsgLen(0):], uint16(seg)) // a u16
 	return b
 }
 
@@ -325,5 +336,3 @@ func netInterfaceIndex(zone string) (int, error) {
 	}
 	return ifi.Index, nil
 }
-
-func nativeUint16(b []byte) uint16 { return *(*uint16)(unsafe.Pointer(&b[0])) }

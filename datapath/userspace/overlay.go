@@ -62,15 +62,16 @@ type vnic struct {
 // CreateOverlay implements datapath.DataPath.
 func (dp *DataPath) CreateOverlay(cfg datapath.OverlayConfig) (datapath.Overlay, error) {
 	ov := &overlay{dp: dp, log: dp.log.With("overlay", cfg.Name), targets: newTargetTable()}
+	// A worker may hand the overlay a packet as soon as acquire has
+	// registered it: its state must be whole by then. It has no VNICs
+	// yet, so nothing needs the listener before it is stored.
+	ov.state.Store(&ovState{cfg: cfg})
+	ov.vnics.Store(&vnicSet{byKey: map[vnicKey]*vnic{}, byName: map[string]*vnic{}, byVLAN: map[uint16][]*vnic{}})
 	ln, err := dp.acquire(cfg.Listen, cfg.Encap, cfg.VNetID, ov)
 	if err != nil {
 		return nil, err
 	}
-	dp.mu.Lock()
-	ov.ws = dp.ws
-	dp.mu.Unlock()
 	ov.state.Store(&ovState{cfg: cfg, ln: ln})
-	ov.vnics.Store(&vnicSet{byKey: map[vnicKey]*vnic{}, byName: map[string]*vnic{}, byVLAN: map[uint16][]*vnic{}})
 	return ov, nil
 }
 
@@ -139,7 +140,12 @@ func (ov *overlay) AddVNIC(cfg datapath.VNICConfig) error {
 		id, err := ov.ws[q].watch(fd, tapQueue{v, q})
 		if err != nil {
 			ov.vnics.Store(set)
-			v.stop()
+			v.unwatch()
+			if cfg.Adopt {
+				t.close() // a guest's interface: leave it for the next try
+			} else {
+				t.destroy()
+			}
 			return err
 		}
 		v.ids = append(v.ids, id)

@@ -63,6 +63,9 @@ func openTAP(name string, mac net.HardwareAddr, mtu int, persistent, adopt, vnet
 		if l.Type() != "tuntap" || l.Attrs().Alias != aliasPrefix+name {
 			return nil, fmt.Errorf("a network interface named %s already exists", name)
 		}
+		if err := notInUse(l); err != nil {
+			return nil, err
+		}
 	}
 	fds, err := tunAttachQueues(name, vnet, queues)
 	if err != nil {
@@ -178,8 +181,8 @@ func (t *tap) configure(mac net.HardwareAddr, mtu int, persistent bool) error {
 }
 
 func (t *tap) setPersist(on bool) error {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	if t.closed {
 		return os.ErrClosed
 	}
@@ -286,6 +289,16 @@ func adoptTAP(name string, vnet bool, queues int) (*tap, bool, error) {
 	return nil, false, nil
 }
 
+// notInUse refuses a TAP that some process holds open: a single-queue TAP
+// would refuse a second owner by itself (EBUSY), but a multi-queue one
+// would take it as more queues, and the two would share the flows.
+func notInUse(l netlink.Link) error {
+	if tt, ok := l.(*netlink.Tuntap); ok && tt.Queues > 0 {
+		return fmt.Errorf("TAP %s is held open by another process (another overlayd?)", l.Attrs().Name)
+	}
+	return nil
+}
+
 // attachIn attaches to the TAP called name in ns if ns holds one that
 // overlayd made.
 func attachIn(ns netns.NsHandle, name string, vnet bool, queues int) (bool, []int, error) {
@@ -297,6 +310,9 @@ func attachIn(ns netns.NsHandle, name string, vnet bool, queues int) (bool, []in
 	link, err := h.LinkByName(name)
 	if err != nil || link.Type() != "tuntap" || link.Attrs().Alias != aliasPrefix+name {
 		return false, nil, nil
+	}
+	if err := notInUse(link); err != nil {
+		return true, nil, err
 	}
 	// /dev/net/tun binds to the namespace it is opened in, so open it
 	// there, on a thread that is thrown away afterwards.

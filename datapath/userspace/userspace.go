@@ -40,7 +40,7 @@ type Options struct {
 	// GRO to receive (offload.go). Off, every frame costs system calls
 	// of its own; peers see the same packets either way.
 	Offloads bool
-	// Sched is the scheduling policy of the worker thread that moves
+	// Sched is the scheduling policy of the worker threads that move
 	// the frames: "batch" (SCHED_BATCH) or "normal" (SCHED_OTHER). A
 	// batch thread woken by a packet does not preempt the task running
 	// on its CPU, it waits for that task's turn to end or for another
@@ -50,9 +50,10 @@ type Options struct {
 	// idle CPU both run at once.
 	Sched string
 	// Workers is the number of worker threads (at least one). Each
-	// takes one queue of every TAP (IFF_MULTI_QUEUE) and one of every
-	// listen address's sockets (SO_REUSEPORT); the kernel keeps each
-	// flow, both ways, on one worker. More workers carry more flows at
+	// takes one queue of every TAP (IFF_MULTI_QUEUE; a single-queue TAP
+	// from an earlier run is the first worker's) and one of every listen
+	// address's sockets (SO_REUSEPORT); the kernel keeps each flow, both
+	// ways, on one worker. More workers carry more flows at
 	// once on hosts with the cores for them; one flow never goes faster.
 	Workers int
 }
@@ -105,10 +106,13 @@ func (dp *DataPath) acquire(addr netip.AddrPort, enc encap.Plugin, vni uint32, o
 	dp.mu.Lock()
 	defer dp.mu.Unlock()
 	ln := dp.listeners[addr]
+	if err := dp.startWorkers(); err != nil {
+		return nil, err
+	}
+	if ov.ws == nil {
+		ov.ws = dp.ws // before the overlay is visible to the workers
+	}
 	if ln == nil {
-		if err := dp.startWorkers(); err != nil {
-			return nil, err
-		}
 		conns, err := listenUDP(addr, dp.offloads, len(dp.ws))
 		if err != nil {
 			return nil, err

@@ -1,6 +1,7 @@
 package userspace
 
 import (
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -31,8 +32,9 @@ type worker struct {
 	epfd   int
 	wakefd int // an eventfd: control requests are waiting
 
-	mu    sync.Mutex
-	queue []func() // control requests, run by the worker between batches
+	mu     sync.Mutex
+	queue  []func() // control requests, run by the worker between batches
+	exited bool     // the loop has ended: requests run in the caller
 
 	// Owned by the worker goroutine.
 	sources map[int32]watched
@@ -98,13 +100,19 @@ func newWorker(log *slog.Logger, q int, batch bool) (*worker, error) {
 }
 
 func (w *worker) run() {
-	defer close(w.done)
+	defer w.exit()
 	if w.batch {
 		// The policy belongs to a thread: keep the worker on this one,
 		// and let no other goroutine run on it (the thread ends with
-		// the worker, never unlocked).
+		// the worker, never unlocked). Only the policy changes; the
+		// nice value the daemon was started with stays.
 		runtime.LockOSThread()
-		if err := unix.SchedSetAttr(0, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_BATCH}, 0); err != nil {
+		attr, err := unix.SchedGetAttr(0, 0)
+		if err == nil {
+			attr.Policy = unix.SCHED_BATCH
+			err = unix.SchedSetAttr(0, attr, 0)
+		}
+		if err != nil {
 			w.log.Warn("cannot give the data path worker the batch scheduling policy; it keeps the normal one", "err", err)
 		}
 	}
@@ -144,29 +152,54 @@ func (w *worker) control() bool {
 	q := w.queue
 	w.queue = nil
 	w.mu.Unlock()
+	more := true
 	for _, fn := range q {
 		if fn == nil {
-			return false
+			more = false
+			continue
 		}
 		fn()
 	}
-	return true
+	return more
+}
+
+// exit marks the loop ended and runs what was queued for it, so that no
+// caller waits for a worker that is gone (stopped, or failed).
+func (w *worker) exit() {
+	w.mu.Lock()
+	w.exited = true
+	for _, fn := range w.queue {
+		if fn != nil {
+			fn()
+		}
+	}
+	w.queue = nil
+	w.mu.Unlock()
+	close(w.done)
 }
 
 // do runs fn on the worker, between two batches, and waits for it: when
-// do returns, the worker is not in the middle of any frame.
+// do returns, the worker is not in the middle of any frame. Once the loop
+// has ended, fn runs at once, in the caller.
 func (w *worker) do(fn func()) {
+	w.mu.Lock()
+	if w.exited {
+		defer w.mu.Unlock()
+		fn()
+		return
+	}
 	done := make(chan struct{})
-	w.enqueue(func() { fn(); close(done) })
+	w.queue = append(w.queue, func() { fn(); close(done) })
+	w.signal()
+	w.mu.Unlock()
 	<-done
 }
 
-func (w *worker) enqueue(fn func()) {
-	w.mu.Lock()
-	w.queue = append(w.queue, fn)
-	w.mu.Unlock()
+// signal wakes the loop; the caller holds w.mu and the loop has not
+// ended, so the eventfd is still open.
+func (w *worker) signal() {
 	var one [8]byte
-	one[0] = 1 // an eventfd counter is a host-order uint64; amd64 and arm64 are little-endian
+	binary.NativeEndian.PutUint64(one[:], 1)
 	unix.Write(w.wakefd, one[:])
 }
 
@@ -202,10 +235,19 @@ func (w *worker) unwatchNow(id int32) {
 	unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, s.fd, nil)
 }
 
-// stop ends the worker; every source must have been unwatched.
+// stop ends the worker. Sources still watched are left alone: their
+// descriptors belong to their owners.
 func (w *worker) stop() {
-	w.enqueue(nil)
+	w.mu.Lock()
+	if !w.exited {
+		w.queue = append(w.queue, nil)
+		w.signal()
+	}
+	w.mu.Unlock()
 	<-w.done
+	w.mu.Lock()
 	unix.Close(w.epfd)
 	unix.Close(w.wakefd)
+	w.epfd, w.wakefd = -1, -1
+	w.mu.Unlock()
 }
