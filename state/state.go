@@ -81,8 +81,17 @@ type Dir struct {
 // Open creates (mode 0700) and locks the state directory. It fails, naming
 // the other daemon's pid, when another overlayd holds it.
 func Open(path string) (*Dir, error) {
+	created := missingDirs(path)
 	if err := os.MkdirAll(path, 0o700); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	// A new directory is an entry in its parent: sync the parents too, or
+	// a crash soon after the first save could lose the directory itself,
+	// saved file and all.
+	for _, d := range created {
+		if err := syncDir(filepath.Dir(d)); err != nil {
+			return nil, fmt.Errorf("state directory: %w", err)
+		}
 	}
 	f, err := os.OpenFile(filepath.Join(path, lockName), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -213,6 +222,34 @@ func (e *MirrorError) Error() string {
 // Unwrap returns the underlying error.
 func (e *MirrorError) Unwrap() error { return e.Err }
 
+// missingDirs returns path and those of its ancestors that do not exist
+// yet, deepest first.
+func missingDirs(path string) []string {
+	var out []string
+	for p := filepath.Clean(path); ; p = filepath.Dir(p) {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			return out
+		}
+		out = append(out, p)
+		if filepath.Dir(p) == p {
+			return out
+		}
+	}
+}
+
+// syncDir flushes a directory's entries to disk.
+func syncDir(path string) error {
+	dir, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	if err := dir.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	return nil
+}
+
 // writeAtomic replaces name with data: write a temporary file, sync it,
 // rename it over name, sync the directory.
 func (d *Dir) writeAtomic(name string, data []byte) error {
@@ -240,12 +277,7 @@ func (d *Dir) writeAtomic(name string, data []byte) error {
 	if err := os.Rename(tmp, p); err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
-	dir, err := os.Open(d.path)
-	if err != nil {
-		return fmt.Errorf("save state: %w", err)
-	}
-	defer dir.Close()
-	if err := dir.Sync(); err != nil {
+	if err := syncDir(d.path); err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
 	return nil

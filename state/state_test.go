@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -567,4 +568,20 @@ func sha(b []byte) string {
 	}
 	sum := sha256.Sum256(compact.Bytes())
 	return hex.EncodeToString(sum[:])
+}
+
+func TestMissingDirs(t *testing.T) {
+	base := t.TempDir()
+	want := []string{filepath.Join(base, "a", "b", "c"), filepath.Join(base, "a", "b"), filepath.Join(base, "a")}
+	if got := missingDirs(filepath.Join(base, "a", "b", "c") + "/"); !slices.Equal(got, want) {
+		t.Errorf("missingDirs = %q, want %q", got, want)
+	}
+	d, err := Open(want[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	if got := missingDirs(want[0]); len(got) != 0 {
+		t.Errorf("after Open, missingDirs = %q, want none", got)
+	}
 }
