@@ -118,34 +118,11 @@ func Run(o Options) ([]Result, error) {
 	}
 
 	// Our overlay, VNICs in guest namespaces as an operator would use them.
-	d1, err := l.StartDaemon(h1, "--log-level", "warn")
+	pair, err := l.DirectPair(h1, h2, []string{"--log-level", "warn"})
 	if err != nil {
 		return nil, err
 	}
-	d2, err := l.StartDaemon(h2, "--log-level", "warn")
-	if err != nil {
-		return nil, err
-	}
-	if err := d1.DirectOverlay("ov0", 42, netlab.Host1IP, netlab.Host2IP); err != nil {
-		return nil, err
-	}
-	if err := d2.DirectOverlay("ov0", 42, netlab.Host2IP, netlab.Host1IP); err != nil {
-		return nil, err
-	}
-	if _, err := d1.Adm("create-vnic", "-l", "ov0", "vnic1"); err != nil {
-		return nil, err
-	}
-	if _, err := d2.Adm("create-vnic", "-l", "ov0", "vnic2"); err != nil {
-		return nil, err
-	}
-	g1, err := d1.Guest("g1", "vnic1", "10.9.0.1/24")
-	if err != nil {
-		return nil, err
-	}
-	g2, err := d2.Guest("g2", "vnic2", "10.9.0.2/24")
-	if err != nil {
-		return nil, err
-	}
+	d1, d2, g1, g2 := pair.D1, pair.D2, pair.G1, pair.G2
 
 	// Our kernel data path: another overlay, on its own port (a kernel and
 	// a userspace overlay cannot share one).

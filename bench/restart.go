@@ -40,32 +40,11 @@ func Restart(o RestartOptions) (RestartResult, error) {
 	if err != nil {
 		return res, err
 	}
-	d1, err := l.StartDaemon(h1, "--log-level", "warn")
+	pair, err := l.DirectPair(h1, h2, []string{"--log-level", "warn"})
 	if err != nil {
 		return res, err
 	}
-	d2, err := l.StartDaemon(h2, "--log-level", "warn")
-	if err != nil {
-		return res, err
-	}
-	if err := d1.DirectOverlay("ov0", 42, netlab.Host1IP, netlab.Host2IP); err != nil {
-		return res, err
-	}
-	if err := d2.DirectOverlay("ov0", 42, netlab.Host2IP, netlab.Host1IP); err != nil {
-		return res, err
-	}
-	for i, d := range []*netlab.Daemon{d1, d2} {
-		if _, err := d.Adm("create-vnic", "-l", "ov0", fmt.Sprintf("vnic%d", i+1)); err != nil {
-			return res, err
-		}
-	}
-	g1, err := d1.Guest("g1", "vnic1", "10.9.0.1/24")
-	if err != nil {
-		return res, err
-	}
-	if _, err := d2.Guest("g2", "vnic2", "10.9.0.2/24"); err != nil {
-		return res, err
-	}
+	d1, d2, g1 := pair.D1, pair.D2, pair.G1
 	if _, err := g1.Exec("ping", "-c", "2", "-i", "0.1", "10.9.0.2"); err != nil {
 		return res, err
 	}

@@ -77,19 +77,12 @@ func must(t *testing.T, err error) {
 // with 10.9.0.1 and 10.9.0.2.
 func twoHostsDirect(t *testing.T, extra ...string) (l *netlab.Lab, d1, d2 *netlab.Daemon, g1, g2 *netlab.NS) {
 	t.Helper()
-	l, d1, d2 = twoDaemons(t)
-	var err error
-	must(t, d1.DirectOverlay("ov0", 42, netlab.Host1IP, netlab.Host2IP, extra...))
-	must(t, d2.DirectOverlay("ov0", 42, netlab.Host2IP, netlab.Host1IP, extra...))
-	_, err = d1.Adm("create-vnic", "-l", "ov0", "vnic1")
+	l = newLab(t)
+	h1, h2, err := l.TwoHosts()
 	must(t, err)
-	_, err = d2.Adm("create-vnic", "-l", "ov0", "vnic2")
+	p, err := l.DirectPair(h1, h2, nil, extra...)
 	must(t, err)
-	g1, err = d1.Guest("g1", "vnic1", "10.9.0.1/24")
-	must(t, err)
-	g2, err = d2.Guest("g2", "vnic2", "10.9.0.2/24")
-	must(t, err)
-	return l, d1, d2, g1, g2
+	return l, p.D1, p.D2, p.G1, p.G2
 }
 
 // twoDaemons builds two hosts joined by an underlay, with overlayd on each.

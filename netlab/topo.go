@@ -38,6 +38,45 @@ func (d *Daemon) DirectOverlay(name string, vnetid int, listenIP, peerIP string,
 	return err
 }
 
+// Pair is the smallest overlay between the two hosts of TwoHosts: see
+// DirectPair.
+type Pair struct {
+	D1, D2 *Daemon // overlayd on host 1 and host 2
+	G1, G2 *NS     // the guests holding vnic1 (10.9.0.1/24) and vnic2 (10.9.0.2/24)
+}
+
+// DirectPair starts overlayd on h1 and h2 (with daemonArgs), creates on
+// each a direct overlay ov0 (vnetid 42, overlayArgs added to
+// create-overlay) aimed at the other, a VNIC (vnic1 on h1, vnic2 on h2)
+// and a guest namespace holding it, addressed 10.9.0.1/24 and 10.9.0.2/24.
+func (l *Lab) DirectPair(h1, h2 *NS, daemonArgs []string, overlayArgs ...string) (*Pair, error) {
+	p := &Pair{}
+	var err error
+	if p.D1, err = l.StartDaemon(h1, daemonArgs...); err != nil {
+		return nil, err
+	}
+	if p.D2, err = l.StartDaemon(h2, daemonArgs...); err != nil {
+		return nil, err
+	}
+	for i, h := range []struct {
+		d           *Daemon
+		self, other string
+		g           **NS
+	}{{p.D1, Host1IP, Host2IP, &p.G1}, {p.D2, Host2IP, Host1IP, &p.G2}} {
+		n := i + 1
+		if err := h.d.DirectOverlay("ov0", 42, h.self, h.other, overlayArgs...); err != nil {
+			return nil, err
+		}
+		if _, err := h.d.Adm("create-vnic", "-l", "ov0", fmt.Sprintf("vnic%d", n)); err != nil {
+			return nil, err
+		}
+		if *h.g, err = h.d.Guest(fmt.Sprintf("g%d", n), fmt.Sprintf("vnic%d", n), fmt.Sprintf("10.9.0.%d/24", n)); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
 // HostIP returns the underlay address of host i (1-based) in a Hosts
 // topology.
 func HostIP(i int) string { return fmt.Sprintf("198.18.0.%d", i) }
