@@ -216,23 +216,19 @@ func (s *udpSocket) recv(m *recvMsg, buf, oob []byte) (n, oobn int, err error) {
 	}
 }
 
-// send sends b to dest, with the control messages oob (a UDP_SEGMENT
-// size for a GSO send).
+// send sends b to dest as one datagram or, with a UDP_SEGMENT size in
+// the control messages oob, as a GSO run of them. When the send buffer
+// is full it waits for room, up to sendWait, as a NIC queue would push
+// back; then it gives up.
 func (s *udpSocket) send(b, oob []byte, dest netip.AddrPort) error {
-	iov := [1]unix.Iovec{{Base: &b[0]}}
-	iov[0].SetLen(len(b))
-	return s.sendv(iov[:], oob, dest)
-}
-
-// sendv sends one datagram (with UDP_SEGMENT in oob, a run of them)
-// gathered from iov. When the send buffer is full it waits for room, up
-// to sendWait, as a NIC queue would push back; then it gives up.
-func (s *udpSocket) sendv(iov []unix.Iovec, oob []byte, dest netip.AddrPort) error {
 	var msg unix.Msghdr
+	var iov unix.Iovec
 	var sa4 unix.RawSockaddrInet4
 	var sa6 unix.RawSockaddrInet6
-	msg.Iov = &iov[0]
-	msg.SetIovlen(len(iov))
+	iov.Base = &b[0]
+	iov.SetLen(len(b))
+	msg.Iov = &iov
+	msg.SetIovlen(1)
 	if len(oob) > 0 {
 		msg.Control = &oob[0]
 		msg.SetControllen(len(oob))
