@@ -215,13 +215,21 @@ func waitIperf(p path) error {
 	return fmt.Errorf("%s: iperf3 never connected: %w", p.name, err)
 }
 
+// iperfJSON runs an iperf3 client on p for d with the extra args and
+// decodes its JSON report into res.
+func iperfJSON(p path, d time.Duration, res any, args ...string) error {
+	out, err := p.client.Exec(append([]string{"iperf3", "-c", p.target, "-t", strconv.Itoa(int(d.Seconds())), "-J"}, args...)...)
+	if err != nil {
+		return fmt.Errorf("%s: %w", p.name, err)
+	}
+	if err := json.Unmarshal([]byte(out), res); err != nil {
+		return fmt.Errorf("%s: iperf3 output: %w", p.name, err)
+	}
+	return nil
+}
+
 // iperf runs an iperf3 TCP test and returns the received rate in Gbit/s.
 func iperf(p path, d time.Duration, streams int) (float64, error) {
-	out, err := p.client.Exec("iperf3", "-c", p.target, "-t", strconv.Itoa(int(d.Seconds())),
-		"-P", strconv.Itoa(streams), "-J")
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", p.name, err)
-	}
 	var res struct {
 		End struct {
 			SumReceived struct {
@@ -229,8 +237,8 @@ func iperf(p path, d time.Duration, streams int) (float64, error) {
 			} `json:"sum_received"`
 		} `json:"end"`
 	}
-	if err := json.Unmarshal([]byte(out), &res); err != nil {
-		return 0, fmt.Errorf("%s: iperf3 output: %w", p.name, err)
+	if err := iperfJSON(p, d, &res, "-P", strconv.Itoa(streams)); err != nil {
+		return 0, err
 	}
 	return res.End.SumReceived.BitsPerSecond / 1e9, nil
 }
@@ -238,11 +246,6 @@ func iperf(p path, d time.Duration, streams int) (float64, error) {
 // udpSmall sends 64-byte UDP datagrams as fast as one iperf3 sender can
 // and returns the rate received, in thousands of packets per second.
 func udpSmall(p path, d time.Duration) (float64, error) {
-	out, err := p.client.Exec("iperf3", "-c", p.target, "-u", "-l", "64", "-b", "0",
-		"-t", strconv.Itoa(int(d.Seconds())), "-J")
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", p.name, err)
-	}
 	var res struct {
 		End struct {
 			Sum struct {
@@ -252,8 +255,8 @@ func udpSmall(p path, d time.Duration) (float64, error) {
 			} `json:"sum"`
 		} `json:"end"`
 	}
-	if err := json.Unmarshal([]byte(out), &res); err != nil {
-		return 0, fmt.Errorf("%s: iperf3 output: %w", p.name, err)
+	if err := iperfJSON(p, d, &res, "-u", "-l", "64", "-b", "0"); err != nil {
+		return 0, err
 	}
 	s := res.End.Sum
 	if s.Seconds == 0 {
