@@ -49,7 +49,7 @@ type vnicSet struct {
 	byVLAN map[uint16][]*vnic
 }
 
-// vnic is a VNIC: its TAP, read by the data path's worker.
+// vnic is a VNIC: its TAP, read by the data path's workers.
 type vnic struct {
 	ov        *overlay
 	name      string

@@ -46,7 +46,7 @@ type Options struct {
 	// on its CPU, it waits for that task's turn to end or for another
 	// CPU: fewer context switches per packet, so more throughput when
 	// the CPUs are busy (a tenth more for one TCP stream on two vCPUs),
-	// for some latency then (a tenth more round trip under load). On an
+	// for some latency then (a fifth more round trip under load, measured). On an
 	// idle CPU both run at once.
 	Sched string
 	// Workers is the number of worker threads (at least one). Each
