@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"time"
 
 	"overlaynet/admin"
@@ -76,7 +77,8 @@ func Restart(o RestartOptions) (RestartResult, error) {
 				break
 			}
 			if time.Since(start) > 10*time.Second {
-				return res, fmt.Errorf("round %d: no traffic 10 s after the restart", i+1)
+				return res, fmt.Errorf("round %d: no traffic 10 s after the restart; the restarted overlayd logged:\n%s",
+					i+1, lastLines(d1.Proc.Output(), 20))
 			}
 			time.Sleep(time.Millisecond)
 		}
@@ -96,4 +98,10 @@ func Restart(o RestartOptions) (RestartResult, error) {
 func PrintRestart(w io.Writer, r RestartResult) {
 	fmt.Fprintf(w, "restart after kill -9: time from starting overlayd to traffic flowing again, %d rounds\n", r.Rounds)
 	fmt.Fprintf(w, "  p50 %v, p99 %v, max %v\n", r.P50.Round(time.Millisecond), r.P99.Round(time.Millisecond), r.Max.Round(time.Millisecond))
+}
+
+// lastLines returns the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }

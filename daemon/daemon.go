@@ -160,12 +160,19 @@ func run(o Options, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	owner, note, err := dir.ID()
+	if note != "" {
+		log.Warn("state: " + note)
+	}
+	if err != nil {
+		return err
+	}
 	ln, err := admin.Listen(o.Socket, o.SocketGroup)
 	if err != nil {
 		return err
 	}
 	defer os.Remove(o.Socket)
-	dp := userspace.New(log.With("datapath", "userspace"), userspace.Options{Offloads: o.Offloads, Sched: o.WorkerSched, Workers: o.Workers})
+	dp := userspace.New(log.With("datapath", "userspace"), userspace.Options{Offloads: o.Offloads, Sched: o.WorkerSched, Workers: o.Workers, Owner: owner})
 	defer dp.Close()
 	mgr := overlay.NewManager(log, dp)
 	defer mgr.Close()

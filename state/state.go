@@ -12,6 +12,7 @@ package state
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -64,6 +65,7 @@ const (
 	fileName = "state.json"
 	prevName = "state.json.prev"
 	lockName = "lock"
+	idName   = "id"
 )
 
 // FaultEnv names an environment variable that makes Save stop the process
@@ -115,6 +117,41 @@ func Open(path string) (*Dir, error) {
 	f.Truncate(0)
 	f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	return &Dir{path: path, lock: f}, nil
+}
+
+// ID returns the directory's identity: 16 random hexadecimal digits,
+// made on the first call and kept in the file "id" from then on. overlayd
+// tags the persistent VNICs it makes with it, so that after a restart it
+// takes over the ones it made and no other overlayd's: a VNIC outlives
+// its daemon and moves between network namespaces, and another daemon on
+// the same machine (another state directory) may have one of the same
+// name. A damaged file is replaced, and the note returned says so.
+func (d *Dir) ID() (id, note string, err error) {
+	p := filepath.Join(d.path, idName)
+	data, err := os.ReadFile(p)
+	if err == nil {
+		if id := strings.TrimSpace(string(data)); validID(id) {
+			return id, "", nil
+		}
+		note = fmt.Sprintf("%s is damaged (%q); a new identity is made, and persistent VNICs made under the old one are not taken over", p, data)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", "", fmt.Errorf("state directory identity: %w", err)
+	}
+	var b [8]byte
+	rand.Read(b[:])
+	id = hex.EncodeToString(b[:])
+	if err := d.writeAtomic(idName, []byte(id+"\n")); err != nil {
+		return "", note, fmt.Errorf("state directory identity: %w", err)
+	}
+	return id, note, nil
+}
+
+func validID(s string) bool {
+	if len(s) != 16 {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
 }
 
 // Close releases the lock.

@@ -130,7 +130,7 @@ func (ov *overlay) AddVNIC(cfg datapath.VNICConfig) error {
 	if mtu == 0 {
 		mtu = ov.state.Load().cfg.MTU
 	}
-	t, err := openTAP(cfg.Name, cfg.MAC, mtu, cfg.Persistent, cfg.Adopt, ov.dp.offloads, len(ov.ws))
+	t, err := openTAP(cfg.Name, ov.dp.owner, cfg.MAC, mtu, cfg.Persistent, cfg.Adopt, ov.dp.offloads, len(ov.ws))
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -42,25 +43,41 @@ const gsoMaxSize = 60000
 
 // aliasPrefix marks the interfaces overlayd made (IFLA_IFALIAS), so that
 // a restarted daemon finds its persistent VNICs wherever operators moved
-// them, and never takes an interface it did not make.
+// them, and never takes an interface it did not make. The full alias is
+// vnicAlias: the prefix, the VNIC's name and the owner's tag.
 const aliasPrefix = "overlayd vnic "
 
+// vnicAlias is the alias of the TAP name made by the data path whose
+// Options.Owner is owner. Without an owner, or from an overlayd older
+// than the tag, it is aliasPrefix+name alone.
+func vnicAlias(name, owner string) string {
+	if owner == "" {
+		return aliasPrefix + name
+	}
+	return aliasPrefix + name + " of " + owner
+}
+
 // openTAP creates the TAP interface name with the given MAC and MTU and
-// sets it up. A persistent TAP outlives overlayd (TUNSETPERSIST), so that
-// guests keep their interface across a restart; with adopt set, an
-// existing persistent TAP of that name that overlayd made is taken over
-// instead, in whatever network namespace it now is, as it is.
-func openTAP(name string, mac net.HardwareAddr, mtu int, persistent, adopt, vnet bool, queues int) (*tap, error) {
+// sets it up, tagged as owner's. A persistent TAP outlives overlayd
+// (TUNSETPERSIST), so that guests keep their interface across a restart;
+// with adopt set, an existing persistent TAP of that name that this
+// owner made is taken over instead, in whatever network namespace it now
+// is, as it is.
+func openTAP(name, owner string, mac net.HardwareAddr, mtu int, persistent, adopt, vnet bool, queues int) (*tap, error) {
 	if adopt {
-		t, found, err := adoptTAP(name, vnet, queues)
+		t, found, err := adoptTAP(name, owner, vnet, queues)
 		if found || err != nil {
 			return t, err
 		}
 	}
 	if l, err := netlink.LinkByName(name); err == nil {
-		// An interface overlayd made but never saved (it stopped between
-		// making and saving) is taken back; anything else is not ours.
-		if l.Type() != "tuntap" || l.Attrs().Alias != aliasPrefix+name {
+		// An interface this owner made but never saved (it stopped
+		// between making and saving) is taken back; anything else,
+		// another overlayd's VNIC too, is not ours.
+		if a := l.Attrs().Alias; l.Type() != "tuntap" || (a != vnicAlias(name, owner) && a != aliasPrefix+name) {
+			if strings.HasPrefix(a, aliasPrefix) {
+				return nil, fmt.Errorf("a network interface named %s already exists: another overlayd's VNIC (alias %q, this overlayd's tag is %q)", name, a, owner)
+			}
 			return nil, fmt.Errorf("a network interface named %s already exists", name)
 		}
 		if err := notInUse(l); err != nil {
@@ -72,7 +89,7 @@ func openTAP(name string, mac net.HardwareAddr, mtu int, persistent, adopt, vnet
 		return nil, fmt.Errorf("create TAP %s: %w", name, err)
 	}
 	t := &tap{name: name, fds: fds, vnet: vnet}
-	if err := t.configure(mac, mtu, persistent); err != nil {
+	if err := t.configure(mac, mtu, persistent, owner); err != nil {
 		t.destroy()
 		return nil, err
 	}
@@ -147,7 +164,7 @@ func tunAttachQueues(name string, vnet bool, n int) ([]int, error) {
 	return fds, nil
 }
 
-func (t *tap) configure(mac net.HardwareAddr, mtu int, persistent bool) error {
+func (t *tap) configure(mac net.HardwareAddr, mtu int, persistent bool, owner string) error {
 	link, err := netlink.LinkByName(t.name)
 	if err != nil {
 		return fmt.Errorf("find TAP %s: %w", t.name, err)
@@ -158,7 +175,7 @@ func (t *tap) configure(mac net.HardwareAddr, mtu int, persistent bool) error {
 	if err := netlink.LinkSetMTU(link, mtu); err != nil {
 		return fmt.Errorf("set MTU %d on %s: %w", mtu, t.name, err)
 	}
-	if err := netlink.LinkSetAlias(link, aliasPrefix+t.name); err != nil {
+	if err := netlink.LinkSetAlias(link, vnicAlias(t.name, owner)); err != nil {
 		return fmt.Errorf("tag %s: %w", t.name, err)
 	}
 	if t.vnet {
@@ -267,52 +284,88 @@ func (t *tap) destroy() error {
 	return t.close()
 }
 
-// adoptTAP looks for a persistent TAP named name that overlayd made, in
-// this network namespace and then in every other one it can see, and
-// attaches to it there.
-func adoptTAP(name string, vnet bool, queues int) (*tap, bool, error) {
+// adoptTAP looks for a persistent TAP named name that owner made, in this
+// network namespace and then in every other one it can see, and attaches
+// to it there. Other overlayds' TAPs of that name (another state
+// directory: another lab on the same machine, an aborted run's leftovers)
+// are left alone, wherever they are. A TAP without a tag, made by an
+// overlayd older than the tag, is taken when no tagged one is found, and
+// tagged.
+func adoptTAP(name, owner string, vnet bool, queues int) (*tap, bool, error) {
 	nss := namespaces()
 	defer func() {
 		for _, ns := range nss {
 			ns.Close()
 		}
 	}()
+	want, untagged := vnicAlias(name, owner), aliasPrefix+name
+	var old []netns.NsHandle
 	for _, ns := range nss {
-		found, fds, err := attachIn(ns, name, vnet, queues)
-		if err != nil {
-			return nil, true, fmt.Errorf("take over TAP %s: %w", name, err)
+		switch tapAlias(ns, name) {
+		case want:
+			return attachIn(ns, name, "", vnet, queues)
+		case untagged:
+			old = append(old, ns)
 		}
-		if found {
-			return &tap{name: name, fds: fds, persistent: true, vnet: vnet}, true, nil
+	}
+	for _, ns := range old {
+		t, found, err := attachIn(ns, name, want, vnet, queues)
+		// One that a process holds open is a running overlayd's, not
+		// ours: we are the only overlayd of this state directory.
+		if errors.Is(err, errHeld) || errors.Is(err, unix.EBUSY) {
+			continue
+		}
+		if found || err != nil {
+			return t, found, err
 		}
 	}
 	return nil, false, nil
 }
 
+// tapAlias returns the alias of the TAP called name in ns, or "" when ns
+// holds no TAP of that name.
+func tapAlias(ns netns.NsHandle, name string) string {
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return "" // a namespace gone meanwhile
+	}
+	defer h.Close()
+	link, err := h.LinkByName(name)
+	if err != nil || link.Type() != "tuntap" {
+		return ""
+	}
+	return link.Attrs().Alias
+}
+
 // notInUse refuses a TAP that some process holds open: a single-queue TAP
 // would refuse a second owner by itself (EBUSY), but a multi-queue one
-// would take it as more queues, and the two would share the flows.
+// would take it as more queues, and the two would share the flows (the
+// kernel reports the attached queues of multi-queue TAPs only).
 func notInUse(l netlink.Link) error {
 	if tt, ok := l.(*netlink.Tuntap); ok && tt.Queues > 0 {
-		return fmt.Errorf("TAP %s is held open by another process (another overlayd?)", l.Attrs().Name)
+		return fmt.Errorf("TAP %s is %w", l.Attrs().Name, errHeld)
 	}
 	return nil
 }
 
-// attachIn attaches to the TAP called name in ns if ns holds one that
-// overlayd made.
-func attachIn(ns netns.NsHandle, name string, vnet bool, queues int) (bool, []int, error) {
+// errHeld: a TAP some process holds open.
+var errHeld = errors.New("held open by another process (another overlayd?)")
+
+// attachIn attaches to the TAP called name in ns, which tapAlias found
+// to be ours, and with retag set gives it that alias. It reports the TAP
+// found unless ns no longer holds it.
+func attachIn(ns netns.NsHandle, name, retag string, vnet bool, queues int) (*tap, bool, error) {
 	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
-		return false, nil, nil // a namespace gone meanwhile
+		return nil, false, nil // a namespace gone meanwhile
 	}
 	defer h.Close()
 	link, err := h.LinkByName(name)
-	if err != nil || link.Type() != "tuntap" || link.Attrs().Alias != aliasPrefix+name {
-		return false, nil, nil
+	if err != nil {
+		return nil, false, nil
 	}
 	if err := notInUse(link); err != nil {
-		return true, nil, err
+		return nil, true, fmt.Errorf("take over TAP %s: %w", name, err)
 	}
 	// /dev/net/tun binds to the namespace it is opened in, so open it
 	// there, on a thread that is thrown away afterwards.
@@ -331,7 +384,17 @@ func attachIn(ns netns.NsHandle, name string, vnet bool, queues int) (bool, []in
 		ch <- result{fds, err}
 	}()
 	r := <-ch
-	return r.err == nil, r.fds, r.err
+	if r.err != nil {
+		return nil, true, fmt.Errorf("take over TAP %s: %w", name, r.err)
+	}
+	t := &tap{name: name, fds: r.fds, persistent: true, vnet: vnet}
+	if retag != "" {
+		if err := h.LinkSetAlias(link, retag); err != nil {
+			t.close()
+			return nil, true, fmt.Errorf("take over TAP %s: tag it: %w", name, err)
+		}
+	}
+	return t, true, nil
 }
 
 // namespaces returns handles on every network namespace in sight, ours

@@ -26,6 +26,7 @@ type DataPath struct {
 	log      *slog.Logger
 	offloads bool
 	batch    bool
+	owner    string
 
 	mu        sync.Mutex
 	listeners map[netip.AddrPort]*listener
@@ -56,6 +57,12 @@ type Options struct {
 	// ways, on one worker. More workers carry more flows at
 	// once on hosts with the cores for them; one flow never goes faster.
 	Workers int
+	// Owner tags the persistent TAPs this data path makes (their
+	// interface alias) and is the tag it looks for when it takes one
+	// over after a restart: overlayd gives the identity of its state
+	// directory, so that it never takes over another overlayd's VNIC of
+	// the same name. Empty, TAPs carry no tag, as before there was one.
+	Owner string
 }
 
 // Scheduling policies for Options.Sched.
@@ -66,7 +73,7 @@ const (
 
 // New returns a userspace data path.
 func New(log *slog.Logger, o Options) *DataPath {
-	return &DataPath{log: log, offloads: o.Offloads, batch: o.Sched != SchedNormal, nworkers: max(o.Workers, 1), listeners: map[netip.AddrPort]*listener{}}
+	return &DataPath{log: log, offloads: o.Offloads, batch: o.Sched != SchedNormal, nworkers: max(o.Workers, 1), owner: o.Owner, listeners: map[netip.AddrPort]*listener{}}
 }
 
 var _ datapath.DataPath = (*DataPath)(nil)
