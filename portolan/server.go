@@ -10,6 +10,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,12 +38,26 @@ const (
 )
 
 // Server serves SVP from a store.
+//
+// SVP has no authentication, so by default a connection may ask for a
+// host's log (LOG_REQ) or remove entries from it (LOG_RM) only when it
+// comes from that host's underlay IP or from one of the host's registered
+// source addresses (store.Store.SetHost); otherwise any client could claim
+// another host's IP and drain its log, and that host would never forget
+// its stale answers. A LOG_RM is refused whole when any of its ids is in
+// the log of a host the connection may not act for. A refusal is answered
+// with status FATAL (what an unknown host gets, and what illumos and our
+// plugin retry later), logged and counted (Refused).
 type Server struct {
 	Store store.Store
 	Log   *slog.Logger
+	// NoOwnershipCheck answers LOG_REQ and LOG_RM from any source
+	// address, trusting the underlay IP a client claims.
+	NoOwnershipCheck bool
 
 	conns    atomic.Int64
 	requests atomic.Uint64
+	refused  atomic.Uint64
 }
 
 // Serve accepts connections until ctx ends or ln is closed, then closes
@@ -101,6 +118,7 @@ type request struct {
 // client must not send, closes this connection only.
 func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	log := s.logger().With("peer", c.RemoteAddr().String())
+	src := sourceAddr(c)
 	s.conns.Add(1)
 	defer s.conns.Add(-1)
 	ctx, cancel := context.WithCancel(ctx)
@@ -148,7 +166,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		go func() {
 			defer handlers.Done()
 			defer req.done()
-			reply := s.answer(ctx, log, req)
+			reply := s.answer(ctx, log, src, req)
 			select {
 			case replies <- reply:
 			case <-ctx.Done():
@@ -212,8 +230,61 @@ func decodeRequest(f svp.Frame) (*request, error) {
 	return r, err
 }
 
-// answer computes the reply frame to one request.
-func (s *Server) answer(ctx context.Context, log *slog.Logger, r *request) []byte {
+// sourceAddr is the address a connection comes from, IPv4-mapped
+// addresses (a dual-stack listener's IPv4 clients) as IPv4; invalid when
+// the connection is not over IP.
+func sourceAddr(c net.Conn) netip.Addr {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.AddrPort().Addr().Unmap()
+	}
+	ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+	return ap.Addr().Unmap()
+}
+
+// mayReadLog reports whether a connection from src may ask for the log
+// of the host with underlay IP claimed.
+func (s *Server) mayReadLog(ctx context.Context, src, claimed netip.Addr) (bool, error) {
+	if s.NoOwnershipCheck || claimed.Unmap() == src {
+		return true, nil // the common case costs no query
+	}
+	hosts, err := s.Store.HostsFrom(ctx, src)
+	if err != nil {
+		return false, err
+	}
+	for _, h := range hosts {
+		if h.IP.Unmap() == claimed.Unmap() {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// foreignOwners returns the hosts owning some of ids that a connection
+// from src may not act for.
+func (s *Server) foreignOwners(ctx context.Context, src netip.Addr, ids [][16]byte) ([]string, error) {
+	if s.NoOwnershipCheck || len(ids) == 0 {
+		return nil, nil
+	}
+	owners, err := s.Store.LogOwners(ctx, ids)
+	if err != nil || len(owners) == 0 {
+		return nil, err
+	}
+	hosts, err := s.Store.HostsFrom(ctx, src)
+	if err != nil {
+		return nil, err
+	}
+	var foreign []string
+	for _, o := range owners {
+		if !slices.ContainsFunc(hosts, func(h store.Host) bool { return h.ID == o }) {
+			foreign = append(foreign, o)
+		}
+	}
+	return foreign, nil
+}
+
+// answer computes the reply frame to one request from a connection from
+// src.
+func (s *Server) answer(ctx context.Context, log *slog.Logger, src netip.Addr, r *request) []byte {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	switch m := r.msg.(type) {
@@ -245,6 +316,16 @@ func (s *Server) answer(ctx context.Context, log *slog.Logger, r *request) []byt
 		}
 		return ack.AppendFrame(nil, r.id)
 	case svp.LogReq:
+		ok, err := s.mayReadLog(ctx, src, m.IP)
+		if err != nil {
+			log.Error("log request failed", "err", err)
+			return svp.LogAck{Status: svp.StatusFatal}.AppendFrame(nil, r.id)
+		}
+		if !ok {
+			log.Warn("refused LOG_REQ: the connection does not come from the claimed host (register its address with portolan add-host --source)",
+				"claimed_ip", m.IP.Unmap().String(), "source", src.String(), "refused_total", s.refused.Add(1))
+			return svp.LogAck{Status: svp.StatusFatal}.AppendFrame(nil, r.id)
+		}
 		entries, err := s.Store.Log(ctx, m.IP, min(int(m.Count), maxLogBytes))
 		if err != nil {
 			if !errors.Is(err, store.ErrUnknownHost) {
@@ -261,6 +342,16 @@ func (s *Server) answer(ctx context.Context, log *slog.Logger, r *request) []byt
 		}
 		return ack.AppendFrame(nil, r.id)
 	case svp.LogRm:
+		foreign, err := s.foreignOwners(ctx, src, m.IDs)
+		if err != nil {
+			log.Error("log removal failed", "err", err)
+			return svp.LogRmAck{Status: svp.StatusFatal}.AppendFrame(nil, r.id)
+		}
+		if len(foreign) > 0 {
+			log.Warn("refused LOG_RM: entries in the log of a host the connection does not come from (register its address with portolan add-host --source)",
+				"hosts", strings.Join(foreign, ","), "source", src.String(), "ids", len(m.IDs), "refused_total", s.refused.Add(1))
+			return svp.LogRmAck{Status: svp.StatusFatal}.AppendFrame(nil, r.id)
+		}
 		if err := s.Store.RemoveLog(ctx, m.IDs); err != nil {
 			log.Error("log removal failed", "err", err)
 			return svp.LogRmAck{Status: svp.StatusFatal}.AppendFrame(nil, r.id)
@@ -289,3 +380,7 @@ func (s *Server) Connections() int64 { return s.conns.Load() }
 
 // Requests returns the number of requests answered so far.
 func (s *Server) Requests() uint64 { return s.requests.Load() }
+
+// Refused returns the number of LOG_REQ and LOG_RM requests refused
+// because the connection may not act for the host they concern.
+func (s *Server) Refused() uint64 { return s.refused.Load() }

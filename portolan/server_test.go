@@ -60,6 +60,8 @@ var (
 	hostB = store.Host{ID: "b", IP: netip.MustParseAddr("198.18.0.2"), Port: 4789}
 	hostC = store.Host{ID: "c", IP: netip.MustParseAddr("fd00:100::3"), Port: 4790}
 	unset = netip.IPv6Unspecified() // "::", what not-found replies carry
+	// loopback is where test clients connect from.
+	loopback = netip.MustParseAddr("127.0.0.1")
 )
 
 func must(t testing.TB, err error) {
@@ -129,14 +131,17 @@ type server struct {
 	done   chan error // Serve's result
 }
 
-// startServer serves st on 127.0.0.1; the server stops when the test
-// ends, and must stop promptly.
-func startServer(t testing.TB, st store.Store) *server {
+// startServer serves st on 127.0.0.1, with opts applied to the Server;
+// the server stops when the test ends, and must stop promptly.
+func startServer(t testing.TB, st store.Store, opts ...func(*Server)) *server {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &server{Server: &Server{Store: st, Log: testLogger(t)}, addr: ln.Addr().String(), cancel: cancel, done: make(chan error, 1)}
+	for _, o := range opts {
+		o(s.Server)
+	}
 	go func() { s.done <- s.Serve(ctx, ln) }()
 	t.Cleanup(func() {
 		cancel()
@@ -355,8 +360,9 @@ func TestLookups(t *testing.T) {
 func TestLog(t *testing.T) {
 	eachStore(t, func(t *testing.T, st *store.SQL, _ string) {
 		ctx := context.Background()
-		must(t, st.PutHost(ctx, hostA))
-		must(t, st.PutHost(ctx, hostB))
+		// The test's client connects from loopback for both hosts.
+		must(t, st.SetHost(ctx, hostA, []netip.Addr{loopback}))
+		must(t, st.SetHost(ctx, hostB, []netip.Addr{loopback}))
 		c := dial(t, startServer(t, st).addr)
 
 		if a, n := c.log(hostA.IP, 1024); a.Status != svp.StatusOK || n != 4 {
@@ -713,7 +719,7 @@ func TestSharedStore(t *testing.T) {
 			t.Fatalf("before: %+v", ack)
 		}
 
-		must(t, stA.PutHost(ctx, hostA))
+		must(t, stA.SetHost(ctx, hostA, []netip.Addr{loopback}))
 		must(t, stA.PutHost(ctx, hostC))
 		must(t, stA.AddVNIC(ctx, store.VNIC{VNetID: 42, MAC: mac1, Host: "a", IPs: []netip.Addr{ip1}}))
 		if ack := b.vl2(42, mac1); ack != (svp.VL2Ack{Port: hostA.Port, Addr: hostA.IP}) {

@@ -100,6 +100,7 @@ func withStore(open opener, fn func(ctx context.Context, s *store.SQL) error) er
 
 func serveCmd(open opener, stderr io.Writer) *cobra.Command {
 	var listen, logFormat, logLevel string
+	var noOwnership bool
 	c := &cobra.Command{
 		Use:   "serve [--listen ADDR:PORT] [--store DSN]",
 		Short: "run the SVP server",
@@ -108,7 +109,14 @@ concurrent connections, each with many requests in flight, in any order. A
 malformed frame (bad CRC, unknown version, oversized) closes only the
 connection it came on. Lookups read the store directly, so a change made
 with the administration subcommands, or through another server sharing a
-PostgreSQL store, is answered at once. SIGINT or SIGTERM stop it.`,
+PostgreSQL store, is answered at once. SIGINT or SIGTERM stop it.
+
+SVP has no authentication. So that no client can claim another host's
+underlay IP, a host's log is given (LOG_REQ) and its entries removed
+(LOG_RM) only over a connection from that host's underlay IP or from one
+of its --source addresses (add-host); other requests are refused with
+status FATAL, logged with the claimed IP and the source address, and
+counted. --no-ownership-check turns this off.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var level slog.Level
@@ -137,28 +145,41 @@ PostgreSQL store, is answered at once. SIGINT or SIGTERM stop it.`,
 				return fmt.Errorf("--listen %s: %w", listen, err)
 			}
 			log.Info("portolan serving SVP", "listen", ln.Addr().String(), "pid", os.Getpid())
-			srv := &portolan.Server{Store: st, Log: log}
+			if noOwnership {
+				log.Warn("--no-ownership-check: any client may read and remove any host's log")
+			}
+			srv := &portolan.Server{Store: st, Log: log, NoOwnershipCheck: noOwnership}
 			err = srv.Serve(ctx, ln)
-			log.Info("portolan stopping", "requests", srv.Requests())
+			log.Info("portolan stopping", "requests", srv.Requests(), "refused", srv.Refused())
 			return err
 		},
 	}
 	c.Flags().StringVar(&listen, "listen", fmt.Sprintf(":%d", svp.DefaultPort), "TCP address to listen on")
 	c.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	c.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	c.Flags().BoolVar(&noOwnership, "no-ownership-check", false,
+		"answer LOG_REQ and LOG_RM from any source address, trusting the underlay IP a client claims")
 	return c
 }
 
 func addHostCmd(open opener) *cobra.Command {
 	var port uint16
+	var sources []string
 	c := &cobra.Command{
-		Use:   "add-host [--port PORT] <host> <underlay-ip>",
-		Short: "add a host, or change its underlay address",
+		Use:   "add-host [--port PORT] [--source ADDR]... <host> <underlay-ip>",
+		Short: "add a host, or change its underlay address, port and source addresses",
 		Long: `Add a host (a machine running overlayd) with the underlay address and UDP
 port it receives VXLAN on. The address is also how the host identifies
 itself when it asks for its log (its svp/underlay_ip). Adding an existing
-host changes its address, and tells every host to forget answers that
-pointed at the old one.`,
+host sets its address, port and source addresses to those given (an
+omitted --port is 4789, no --source is none), and a changed address tells
+every host to forget answers that pointed at the old one.
+
+The server gives a host's log only to connections from its underlay
+address or from a --source address (repeatable): the addresses its SVP
+connections come from when they do not come from the underlay address,
+as when hosts reach portolan over a separate admin network. An address
+may be a source of several hosts.`,
 		Args: exactArgs(2, "<host> <underlay-ip>"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ip, err := prop.ParseIP(args[1])
@@ -168,12 +189,30 @@ pointed at the old one.`,
 			if err := prop.CheckUnderlayIP(ip.String()); err != nil {
 				return fmt.Errorf("underlay address %s: %v", ip, err)
 			}
+			var srcs []netip.Addr
+			for _, s := range sources {
+				a, err := netip.ParseAddr(s)
+				if err != nil || a.Zone() != "" {
+					return fmt.Errorf("--source %q is not an IP address", s)
+				}
+				a = a.Unmap()
+				switch {
+				case a.IsUnspecified() || a.IsMulticast():
+					return fmt.Errorf("--source %s: no connection comes from an unspecified or multicast address", a)
+				case a == ip.Unmap():
+					return fmt.Errorf("--source %s is the underlay address; give only other addresses", a)
+				case slices.Contains(srcs, a):
+					return fmt.Errorf("--source %s given twice", a)
+				}
+				srcs = append(srcs, a)
+			}
 			return withStore(open, func(ctx context.Context, s *store.SQL) error {
-				return s.PutHost(ctx, store.Host{ID: args[0], IP: ip, Port: port})
+				return s.SetHost(ctx, store.Host{ID: args[0], IP: ip, Port: port}, srcs)
 			})
 		},
 	}
 	c.Flags().Uint16Var(&port, "port", 4789, "UDP port the host receives VXLAN on")
+	c.Flags().StringArrayVar(&sources, "source", nil, "another address the host's SVP connections come from (repeatable)")
 	return c
 }
 
@@ -305,17 +344,29 @@ func showHostsCmd(open opener, stdout, stderr io.Writer) *cobra.Command {
 	var output string
 	c := &cobra.Command{
 		Use:   "show-hosts [-p] [-o FIELD,...]",
-		Short: "list hosts: HOST IP PORT",
-		Args:  noArgs,
+		Short: "list hosts: HOST IP PORT SOURCES",
+		Long: `List hosts: HOST, its underlay IP and PORT, and SOURCES, the other
+addresses its SVP connections may come from (add-host --source),
+comma-separated.`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := ofmt.New(stdout, stderr, []ofmt.Field{{Name: "HOST", Width: 24}, {Name: "IP", Width: 40}, {Name: "PORT", Width: 6}}, output, parsable)
+			p, err := ofmt.New(stdout, stderr, []ofmt.Field{{Name: "HOST", Width: 24}, {Name: "IP", Width: 40}, {Name: "PORT", Width: 6},
+				{Name: "SOURCES", Width: 30}}, output, parsable)
 			if err != nil {
 				return usageError{err}
 			}
 			return withStore(open, func(ctx context.Context, s *store.SQL) error {
+				srcs, err := s.Sources(ctx)
+				if err != nil {
+					return err
+				}
 				hs, err := s.Hosts(ctx)
 				for _, h := range hs {
-					row := map[string]string{"HOST": h.ID, "IP": h.IP.String(), "PORT": strconv.Itoa(int(h.Port))}
+					var as []string
+					for _, a := range srcs[h.ID] {
+						as = append(as, a.String())
+					}
+					row := map[string]string{"HOST": h.ID, "IP": h.IP.String(), "PORT": strconv.Itoa(int(h.Port)), "SOURCES": strings.Join(as, ",")}
 					p.Row(func(f string) string { return row[f] })
 				}
 				return err

@@ -94,8 +94,8 @@ func TestHosts(t *testing.T) {
 		t.Errorf("show-hosts -p -o ip:\n%s", out)
 	}
 	out := ok(t, dsn, "show-hosts")
-	if lines := strings.Split(out, "\n"); len(lines) != 5 || strings.Join(strings.Fields(lines[0]), " ") != "HOST IP PORT" ||
-		strings.Join(strings.Fields(lines[2]), " ") != "h2 fd00:100::2 4790" {
+	if lines := strings.Split(out, "\n"); len(lines) != 5 || strings.Join(strings.Fields(lines[0]), " ") != "HOST IP PORT SOURCES" ||
+		strings.Join(strings.Fields(lines[2]), " ") != "h2 fd00:100::2 4790 --" {
 		t.Errorf("show-hosts:\n%s", out)
 	}
 
@@ -234,6 +234,93 @@ func TestErrors(t *testing.T) {
 	}
 }
 
+// TestHostSources: add-host --source registers the other addresses a
+// host's connections come from; show-hosts lists them; adding the host
+// again replaces them; bad ones are refused with the field named, exit 1,
+// and nothing created or changed.
+func TestHostSources(t *testing.T) {
+	t.Parallel()
+	dsn := newDSN(t)
+	ok(t, dsn, "add-host", "--source", "10.99.0.1", "--source", "::ffff:10.99.0.2", "--source", "fd00:99::1", "h1", "198.18.0.1")
+	ok(t, dsn, "add-host", "h2", "198.18.0.2")
+	if out := ok(t, dsn, "show-hosts", "-p", "-o", "host,sources"); out != "h1:10.99.0.1,10.99.0.2,fd00\\:99\\:\\:1\nh2:\n" {
+		t.Errorf("show-hosts -p -o host,sources:\n%s", out)
+	}
+	out := ok(t, dsn, "show-hosts")
+	if lines := strings.Split(out, "\n"); len(lines) != 4 || strings.Join(strings.Fields(lines[1]), " ") != "h1 198.18.0.1 4789 10.99.0.1,10.99.0.2,fd00:99::1" {
+		t.Errorf("show-hosts:\n%s", out)
+	}
+	st, err := store.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	actsFor := func(src string) string {
+		t.Helper()
+		hs, err := st.HostsFrom(context.Background(), netip.MustParseAddr(src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, h := range hs {
+			ids = append(ids, h.ID)
+		}
+		return strings.Join(ids, ",")
+	}
+	if got := actsFor("10.99.0.2"); got != "h1" {
+		t.Errorf("a connection from 10.99.0.2 acts for %q, want h1", got)
+	}
+
+	// Bad sources: the field named, exit 1, the store unchanged.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--source", "10.99.0.300"}, `--source "10.99.0.300" is not an IP address`},
+		{[]string{"--source", ""}, `--source "" is not an IP address`},
+		{[]string{"--source", "fe80::1%eth0"}, `--source "fe80::1%eth0" is not an IP address`},
+		{[]string{"--source", "10.99.0.0/24"}, `--source "10.99.0.0/24" is not an IP address`},
+		{[]string{"--source", "0.0.0.0"}, "--source 0.0.0.0: no connection comes from an unspecified or multicast address"},
+		{[]string{"--source", "ff02::1"}, "--source ff02::1: no connection comes from"},
+		{[]string{"--source", "10.99.0.5", "--source", "::ffff:10.99.0.5"}, "--source 10.99.0.5 given twice"},
+		{[]string{"--source", "198.18.0.3"}, "--source 198.18.0.3 is the underlay address"},
+	} {
+		for _, host := range []string{"h1", "h3"} { // a change and a creation
+			args := append(append([]string{"add-host", "--store", dsn}, tc.args...), host, map[string]string{"h1": "198.18.0.9", "h3": "198.18.0.3"}[host])
+			if host == "h1" && strings.Contains(tc.want, "underlay address") {
+				continue
+			}
+			fails(t, args, tc.want)
+		}
+	}
+	if out := ok(t, dsn, "show-hosts", "-p", "-o", "host,ip,sources"); out != "h1:198.18.0.1:10.99.0.1,10.99.0.2,fd00\\:99\\:\\:1\nh2:198.18.0.2:\n" {
+		t.Errorf("the bad add-hosts changed the store:\n%s", out)
+	}
+
+	// Adding the host again sets its sources to those given: another
+	// list, then none.
+	ok(t, dsn, "add-host", "--source", "10.99.0.7", "h1", "198.18.0.1")
+	ok(t, dsn, "add-host", "--source", "10.99.0.7", "h2", "198.18.0.2") // one address, two hosts
+	if out := ok(t, dsn, "show-hosts", "-p", "-o", "host,sources"); out != "h1:10.99.0.7\nh2:10.99.0.7\n" {
+		t.Errorf("after replacing the sources:\n%s", out)
+	}
+	if got := actsFor("10.99.0.7"); got != "h1,h2" {
+		t.Errorf("a connection from 10.99.0.7 acts for %q, want h1,h2", got)
+	}
+	if got := actsFor("10.99.0.1"); got != "" {
+		t.Errorf("a replaced source still acts for %q", got)
+	}
+	ok(t, dsn, "add-host", "h1", "198.18.0.1")
+	if out := ok(t, dsn, "show-hosts", "-p", "-o", "host,sources"); out != "h1:\nh2:10.99.0.7\n" {
+		t.Errorf("after add-host without --source:\n%s", out)
+	}
+	// Removing a host removes its sources.
+	ok(t, dsn, "remove-host", "h2")
+	if got := actsFor("10.99.0.7"); got != "" {
+		t.Errorf("a removed host's source still acts for %q", got)
+	}
+}
+
 // TestUsage: usage errors exit 2 and show the subcommand's usage.
 func TestUsage(t *testing.T) {
 	t.Parallel()
@@ -309,6 +396,11 @@ func TestHelp(t *testing.T) {
 			if code != 0 || errs != "" || !strings.Contains(out, "Usage:\n  portolan "+sub) || !strings.Contains(out, "--store") {
 				t.Errorf("%s %s: exit %d, stderr %q, stdout:\n%s", sub, flag, code, errs, out)
 			}
+		}
+	}
+	for sub, flag := range map[string]string{"serve": "--no-ownership-check", "add-host": "--source"} {
+		if _, out, _ := run(t, sub, "--help"); !strings.Contains(out, flag) {
+			t.Errorf("%s --help does not document %s:\n%s", sub, flag, out)
 		}
 	}
 	code, out, errs := run(t, "--help")

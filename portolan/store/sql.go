@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
@@ -156,6 +157,14 @@ func (s *SQL) migrate(ctx context.Context) error {
 			ip     TEXT NOT NULL,
 			vlan   INTEGER NOT NULL)`,
 		`CREATE INDEX IF NOT EXISTS log_host ON log(host, seq)`,
+		// Added after the first release: stores made before it gain the
+		// table (empty: every host then acts from its underlay IP only)
+		// the next time they are opened.
+		`CREATE TABLE IF NOT EXISTS host_sources (
+			host TEXT NOT NULL REFERENCES hosts(id) ON DELETE CASCADE,
+			addr TEXT NOT NULL,
+			PRIMARY KEY (host, addr))`,
+		`CREATE INDEX IF NOT EXISTS host_sources_addr ON host_sources(addr)`,
 	}
 	for _, q := range stmts {
 		if _, err := s.db.ExecContext(ctx, q); err != nil {
@@ -188,45 +197,69 @@ func intMAC(v int64) ether.MAC {
 
 // PutHost implements Store.
 func (s *SQL) PutHost(ctx context.Context, h Host) error {
+	return s.tx(ctx, func(tx *sql.Tx) error { return s.putHost(ctx, tx, h) })
+}
+
+// SetHost implements Store.
+func (s *SQL) SetHost(ctx context.Context, h Host, sources []netip.Addr) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		var oldIP string
-		var oldPort int
-		err := tx.QueryRowContext(ctx, s.q(`SELECT ip, port FROM hosts WHERE id = ?`), h.ID).Scan(&oldIP, &oldPort)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			_, err = tx.ExecContext(ctx, s.q(`INSERT INTO hosts (id, ip, port) VALUES (?, ?, ?)`), h.ID, h.IP.String(), int(h.Port))
-			return uniqueErr(err, fmt.Sprintf("underlay address %s is already another host's", h.IP))
-		case err != nil:
+		if err := s.putHost(ctx, tx, h); err != nil {
 			return err
 		}
-		if oldIP == h.IP.String() && oldPort == int(h.Port) {
-			return nil
-		}
-		if _, err := tx.ExecContext(ctx, s.q(`UPDATE hosts SET ip = ?, port = ? WHERE id = ?`), h.IP.String(), int(h.Port), h.ID); err != nil {
-			return uniqueErr(err, fmt.Sprintf("underlay address %s is already another host's", h.IP))
-		}
-		// Every cached answer pointing at the old address is wrong now.
-		rows, err := tx.QueryContext(ctx, s.q(`SELECT vnetid, mac FROM vnics WHERE host = ?`), h.ID)
-		if err != nil {
+		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM host_sources WHERE host = ?`), h.ID); err != nil {
 			return err
 		}
-		var vs []VNIC
-		for rows.Next() {
-			var vnet, mac int64
-			if err := rows.Scan(&vnet, &mac); err != nil {
-				rows.Close()
-				return err
+		for _, a := range sources {
+			if !a.IsValid() {
+				return fmt.Errorf("host %s: an invalid source address", h.ID)
 			}
-			vs = append(vs, VNIC{VNetID: uint32(vnet), MAC: intMAC(mac)})
-		}
-		rows.Close()
-		for _, v := range vs {
-			if err := s.logChange(ctx, tx, v.VNetID, nil, LogEntry{Type: LogVL2, VNetID: v.VNetID, MAC: v.MAC}); err != nil {
+			_, err := tx.ExecContext(ctx, s.q(`INSERT INTO host_sources (host, addr) VALUES (?, ?)`), h.ID, a.Unmap().String())
+			if err = uniqueErr(err, fmt.Sprintf("host %s: source address %s given twice", h.ID, a.Unmap())); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+}
+
+func (s *SQL) putHost(ctx context.Context, tx *sql.Tx, h Host) error {
+	var oldIP string
+	var oldPort int
+	err := tx.QueryRowContext(ctx, s.q(`SELECT ip, port FROM hosts WHERE id = ?`), h.ID).Scan(&oldIP, &oldPort)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		_, err = tx.ExecContext(ctx, s.q(`INSERT INTO hosts (id, ip, port) VALUES (?, ?, ?)`), h.ID, h.IP.String(), int(h.Port))
+		return uniqueErr(err, fmt.Sprintf("underlay address %s is already another host's", h.IP))
+	case err != nil:
+		return err
+	}
+	if oldIP == h.IP.String() && oldPort == int(h.Port) {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, s.q(`UPDATE hosts SET ip = ?, port = ? WHERE id = ?`), h.IP.String(), int(h.Port), h.ID); err != nil {
+		return uniqueErr(err, fmt.Sprintf("underlay address %s is already another host's", h.IP))
+	}
+	// Every cached answer pointing at the old address is wrong now.
+	rows, err := tx.QueryContext(ctx, s.q(`SELECT vnetid, mac FROM vnics WHERE host = ?`), h.ID)
+	if err != nil {
+		return err
+	}
+	var vs []VNIC
+	for rows.Next() {
+		var vnet, mac int64
+		if err := rows.Scan(&vnet, &mac); err != nil {
+			rows.Close()
+			return err
+		}
+		vs = append(vs, VNIC{VNetID: uint32(vnet), MAC: intMAC(mac)})
+	}
+	rows.Close()
+	for _, v := range vs {
+		if err := s.logChange(ctx, tx, v.VNetID, nil, LogEntry{Type: LogVL2, VNetID: v.VNetID, MAC: v.MAC}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // RemoveHost implements Store.
@@ -246,9 +279,59 @@ func (s *SQL) RemoveHost(ctx context.Context, id string) error {
 		if n, _ := res.RowsAffected(); n == 0 {
 			return fmt.Errorf("host %s: %w", id, ErrNotFound)
 		}
+		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM host_sources WHERE host = ?`), id); err != nil {
+			return err
+		}
 		_, err = tx.ExecContext(ctx, s.q(`DELETE FROM log WHERE host = ?`), id)
 		return err
 	})
+}
+
+// Sources implements Store.
+func (s *SQL) Sources(ctx context.Context) (map[string][]netip.Addr, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT host, addr FROM host_sources`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string][]netip.Addr{}
+	for rows.Next() {
+		var host, addr string
+		if err := rows.Scan(&host, &addr); err != nil {
+			return nil, err
+		}
+		a, _ := netip.ParseAddr(addr)
+		out[host] = append(out[host], a)
+	}
+	for _, as := range out {
+		slices.SortFunc(as, netip.Addr.Compare)
+	}
+	return out, rows.Err()
+}
+
+// HostsFrom implements Store.
+func (s *SQL) HostsFrom(ctx context.Context, src netip.Addr) ([]Host, error) {
+	a := src.Unmap().String()
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT id, ip, port FROM hosts WHERE ip = ?
+		UNION SELECT h.id, h.ip, h.port FROM hosts h JOIN host_sources hs ON hs.host = h.id WHERE hs.addr = ?
+		ORDER BY id`), a, a)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Host
+	for rows.Next() {
+		var h Host
+		var ip string
+		var port int
+		if err := rows.Scan(&h.ID, &ip, &port); err != nil {
+			return nil, err
+		}
+		h.IP, _ = netip.ParseAddr(ip)
+		h.Port = uint16(port)
+		out = append(out, h)
+	}
+	return out, rows.Err()
 }
 
 // Hosts implements Store.
@@ -527,6 +610,43 @@ func (s *SQL) RemoveLog(ctx context.Context, ids [][16]byte) error {
 		}
 		return nil
 	})
+}
+
+// LogOwners implements Store.
+func (s *SQL) LogOwners(ctx context.Context, ids [][16]byte) ([]string, error) {
+	seen := map[string]bool{}
+	// At most 500 ids a statement, within every database's limit on
+	// parameters (a LOG_RM may carry 4,000).
+	for start := 0; start < len(ids); start += 500 {
+		chunk := ids[start:min(start+500, len(ids))]
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = hex.EncodeToString(id[:])
+		}
+		q := `SELECT DISTINCT host FROM log WHERE id IN (` + strings.TrimSuffix(strings.Repeat("?,", len(chunk)), ",") + `)`
+		rows, err := s.db.QueryContext(ctx, s.q(q), args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var h string
+			if err := rows.Scan(&h); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			seen[h] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]string, 0, len(seen))
+	for h := range seen {
+		out = append(out, h)
+	}
+	slices.Sort(out)
+	return out, nil
 }
 
 // hostsOn returns the hosts holding a VNIC on vnetid: those that may

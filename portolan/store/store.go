@@ -26,6 +26,12 @@ type Host struct {
 	Port uint16
 }
 
+// A host's source addresses are the other addresses its SVP connections
+// may come from (Triton's hosts reach portolan over an admin network, not
+// the underlay): a connection may ask for a host's log, or remove entries
+// from it, only from the host's underlay IP or one of these. They are kept
+// apart from Host so that Host stays a comparable value.
+
 // VNIC is one overlay NIC: where its MAC lives and which addresses it has.
 type VNIC struct {
 	VNetID uint32
@@ -70,11 +76,24 @@ var (
 // Store is the mapping store.
 type Store interface {
 	// PutHost adds a host or changes its address. A change of address
-	// logs VL2 entries for every VNIC on the host.
+	// logs VL2 entries for every VNIC on the host. The host's source
+	// addresses stay as they are.
 	PutHost(ctx context.Context, h Host) error
+	// SetHost is PutHost that also replaces the host's source addresses
+	// (none when sources is empty), in the same transaction. An address
+	// may be a source of several hosts.
+	SetHost(ctx context.Context, h Host, sources []netip.Addr) error
 	// RemoveHost removes a host that holds no VNIC.
 	RemoveHost(ctx context.Context, id string) error
 	Hosts(ctx context.Context) ([]Host, error)
+	// Sources returns the source addresses of every host that has any,
+	// by host id, each list sorted.
+	Sources(ctx context.Context) (map[string][]netip.Addr, error)
+	// HostsFrom returns the hosts a connection from src may act for in
+	// LOG_REQ and LOG_RM: the host whose underlay IP is src and every host
+	// with src among its source addresses. IPv4-mapped addresses are
+	// their IPv4 address.
+	HostsFrom(ctx context.Context, src netip.Addr) ([]Host, error)
 
 	// AddVNIC adds a VNIC mapping; MoveVNIC moves it to another host;
 	// RemoveVNIC removes it. Each logs entries for every host that has a
@@ -97,6 +116,9 @@ type Store interface {
 	// RemoveLog deletes entries by id; unknown ids are ignored (delivery
 	// is at least once).
 	RemoveLog(ctx context.Context, ids [][16]byte) error
+	// LogOwners returns the ids of the hosts whose logs hold any of ids
+	// (unknown ids are ignored), sorted.
+	LogOwners(ctx context.Context, ids [][16]byte) ([]string, error)
 
 	Close() error
 }

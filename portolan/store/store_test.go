@@ -2,11 +2,13 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"overlaynet/ether"
@@ -236,4 +238,153 @@ func drain(t *testing.T, s *SQL, ip netip.Addr) []LogEntry {
 		t.Fatalf("log not empty after RemoveLog: %+v", rest)
 	}
 	return es
+}
+
+// TestSources: SetHost replaces a host's source addresses (IPv4-mapped
+// ones stored as IPv4), PutHost keeps them, HostsFrom finds a host by its
+// underlay IP or a source, and removing the host removes them.
+func TestSources(t *testing.T) {
+	eachStore(t, func(t *testing.T, s *SQL) {
+		admin := netip.MustParseAddr("10.99.0.1")
+		must(t, s.SetHost(ctx, hostA, []netip.Addr{netip.MustParseAddr("::ffff:10.99.0.1"), netip.MustParseAddr("fd00:99::1")}))
+		must(t, s.SetHost(ctx, hostB, []netip.Addr{admin}))
+		src, err := s.Sources(ctx)
+		must(t, err)
+		if fmt.Sprint(src) != "map[a:[10.99.0.1 fd00:99::1] b:[10.99.0.1]]" {
+			t.Errorf("Sources: %v", src)
+		}
+		from := func(a string) string {
+			t.Helper()
+			hs, err := s.HostsFrom(ctx, netip.MustParseAddr(a))
+			must(t, err)
+			return fmt.Sprint(hs)
+		}
+		if got, want := from("::ffff:10.99.0.1"), fmt.Sprint([]Host{hostA, hostB}); got != want {
+			t.Errorf("HostsFrom 10.99.0.1: %s, want %s", got, want)
+		}
+		if got, want := from("198.18.0.1"), fmt.Sprint([]Host{hostA}); got != want {
+			t.Errorf("HostsFrom a's underlay IP: %s, want %s", got, want)
+		}
+		if got := from("10.99.0.2"); got != "[]" {
+			t.Errorf("HostsFrom an unknown address: %s", got)
+		}
+		// PutHost keeps the sources; SetHost with none clears them.
+		moved := hostA
+		moved.Port = 4790
+		must(t, s.PutHost(ctx, moved))
+		if got, want := from("fd00:99::1"), fmt.Sprint([]Host{moved}); got != want {
+			t.Errorf("after PutHost: %s, want %s", got, want)
+		}
+		must(t, s.SetHost(ctx, moved, nil))
+		if got := from("fd00:99::1"); got != "[]" {
+			t.Errorf("after SetHost without sources: %s", got)
+		}
+		// A failed SetHost changes nothing.
+		if err := s.SetHost(ctx, hostB, []netip.Addr{ip1, ip1}); !errors.Is(err, ErrExists) {
+			t.Errorf("a source given twice: %v", err)
+		}
+		if err := s.SetHost(ctx, Host{ID: "x", IP: hostB.IP, Port: 1}, []netip.Addr{ip1}); !errors.Is(err, ErrExists) {
+			t.Errorf("another host's underlay address: %v", err)
+		}
+		if src, _ := s.Sources(ctx); fmt.Sprint(src) != "map[b:[10.99.0.1]]" {
+			t.Errorf("Sources after failed SetHosts: %v", src)
+		}
+		must(t, s.RemoveHost(ctx, "b"))
+		if src, _ := s.Sources(ctx); len(src) != 0 {
+			t.Errorf("Sources after removing b: %v", src)
+		}
+	})
+}
+
+// TestLogOwners: the hosts whose logs hold given ids, across more ids
+// than one statement takes.
+func TestLogOwners(t *testing.T) {
+	eachStore(t, func(t *testing.T, s *SQL) {
+		must(t, s.PutHost(ctx, hostA))
+		must(t, s.PutHost(ctx, hostB))
+		must(t, s.AddVNIC(ctx, VNIC{VNetID: 1, MAC: mac1, Host: "a"}))
+		must(t, s.AddVNIC(ctx, VNIC{VNetID: 1, MAC: mac2, Host: "b"}))
+		ea, _ := s.Log(ctx, hostA.IP, 1<<20)
+		eb, _ := s.Log(ctx, hostB.IP, 1<<20)
+		ids := make([][16]byte, 1200) // unknown ids, ignored
+		for i := range ids {
+			ids[i][0], ids[i][1] = byte(i), byte(i>>8)
+		}
+		owners := func(ids [][16]byte) string {
+			o, err := s.LogOwners(ctx, ids)
+			must(t, err)
+			return fmt.Sprint(o)
+		}
+		if got := owners(ids); got != "[]" {
+			t.Errorf("owners of unknown ids: %s", got)
+		}
+		if got := owners(append(ids, eb[0].ID)); got != "[b]" {
+			t.Errorf("owners with b's id last: %s", got)
+		}
+		if got := owners(append([][16]byte{eb[0].ID, ea[0].ID}, ids...)); got != "[a b]" {
+			t.Errorf("owners of a's and b's ids: %s", got)
+		}
+	})
+}
+
+// TestMigrateOldStore: a store made before source addresses existed (the
+// schema as it was) opens, keeps its hosts and log, and takes sources.
+func TestMigrateOldStore(t *testing.T) {
+	old := []string{
+		`CREATE TABLE hosts (id TEXT PRIMARY KEY, ip TEXT NOT NULL UNIQUE, port INTEGER NOT NULL)`,
+		`CREATE TABLE vnics (vnetid BIGINT NOT NULL, mac BIGINT NOT NULL, vlan INTEGER NOT NULL,
+			host TEXT NOT NULL REFERENCES hosts(id), PRIMARY KEY (vnetid, mac))`,
+		`CREATE INDEX vnics_host ON vnics(host)`,
+		`CREATE TABLE ips (vnetid BIGINT NOT NULL, ip TEXT NOT NULL, mac BIGINT NOT NULL, PRIMARY KEY (vnetid, ip),
+			FOREIGN KEY (vnetid, mac) REFERENCES vnics(vnetid, mac) ON DELETE CASCADE)`,
+		`CREATE TABLE log (%s, id TEXT NOT NULL UNIQUE, host TEXT NOT NULL, type INTEGER NOT NULL,
+			vnetid BIGINT NOT NULL, mac BIGINT NOT NULL, ip TEXT NOT NULL, vlan INTEGER NOT NULL)`,
+		`CREATE INDEX log_host ON log(host, seq)`,
+		`INSERT INTO hosts (id, ip, port) VALUES ('a', '198.18.0.1', 4789)`,
+		`INSERT INTO vnics (vnetid, mac, vlan, host) VALUES (1, 1, 0, 'a')`,
+		`INSERT INTO log (id, host, type, vnetid, mac, ip, vlan) VALUES ('0102030405060708090a0b0c0d0e0f10', 'a', 1, 1, 1, '', 0)`,
+	}
+	check := func(t *testing.T, dsn string) {
+		s, err := Open(ctx, dsn)
+		must(t, err)
+		defer s.Close()
+		if hs, _ := s.Hosts(ctx); len(hs) != 1 || hs[0] != hostA {
+			t.Errorf("hosts after the migration: %+v", hs)
+		}
+		if es, _ := s.Log(ctx, hostA.IP, 1024); len(es) != 1 || es[0].ID != [16]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16} {
+			t.Errorf("log after the migration: %+v", es)
+		}
+		must(t, s.SetHost(ctx, hostA, []netip.Addr{ip1}))
+		if hs, _ := s.HostsFrom(ctx, ip1); len(hs) != 1 || hs[0] != hostA {
+			t.Errorf("HostsFrom after the migration: %+v", hs)
+		}
+	}
+	t.Run("sqlite", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "portolan.db")
+		db, err := sql.Open("sqlite", "file:"+path)
+		must(t, err)
+		for _, q := range old {
+			_, err := db.Exec(strings.Replace(q, "%s", sqlite.autoinc, 1))
+			must(t, err)
+		}
+		db.Close()
+		check(t, "sqlite:"+path)
+	})
+	t.Run("postgres", func(t *testing.T) {
+		dbSeq++
+		name := fmt.Sprintf("old%d_%d", os.Getpid(), dbSeq)
+		admin, err := sql.Open("pgx", pg.DSN)
+		must(t, err)
+		_, err = admin.Exec("CREATE DATABASE " + name)
+		admin.Close()
+		must(t, err)
+		db, err := sql.Open("pgx", replaceDB(pg.DSN, name))
+		must(t, err)
+		for _, q := range old {
+			_, err := db.Exec(strings.Replace(q, "%s", postgres.autoinc, 1))
+			must(t, err)
+		}
+		db.Close()
+		check(t, replaceDB(pg.DSN, name))
+	})
 }

@@ -347,7 +347,8 @@ func (r *remote) pollOnce() (bool, error) {
 		return false, err
 	}
 	if ack.Status != proto.StatusOK {
-		return false, &logError{fmt.Sprintf("the mapping server refuses this host's log (%s): is svp/underlay_ip %s registered with it (portolan add-host)?",
+		return false, &logError{fmt.Sprintf("the mapping server refuses this host's log (%s): is svp/underlay_ip %s registered with it (portolan add-host), "+
+			"and does this host reach it from that address or from one registered as the host's (portolan add-host --source; the server gives a host's log only to its own addresses)?",
 			ack.Status, r.key.underlay)}
 	}
 	if size := len(body) - 4; size > logCount {
