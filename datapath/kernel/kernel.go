@@ -23,13 +23,15 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"overlaynet/datapath"
@@ -423,11 +425,14 @@ func (ov *overlay) applyMTU(st *kstate) {
 }
 
 // setVNICMTU sets the MTU of both ends of a VNIC's veth pair. The VNIC
-// end may have been moved into another network namespace: it is reached
-// there by the namespace id the kernel gives it as seen from ours
-// (IFLA_TARGET_NETNSID), which needs only CAP_NET_ADMIN, not the
-// CAP_SYS_ADMIN that entering the namespace would and that overlayd has
-// dropped by then.
+// end may have been moved into another network namespace: that one is
+// found by the id the kernel gives it as seen from ours (the bridge
+// end's link-netnsid) among the namespaces in sight, the named ones and
+// those of running processes, as AddVNIC's takeover does, and the MTU is
+// set there. Entering a namespace needs CAP_SYS_ADMIN, which overlayd
+// drops after startup unless --keep-privileges; without it the error
+// says so. (IFLA_TARGET_NETNSID, which would need only CAP_NET_ADMIN, is
+// not honoured by this kernel for RTM_SETLINK.)
 func setVNICMTU(port string, mtu int) error {
 	l, err := netlink.LinkByName(port)
 	if err != nil {
@@ -444,24 +449,19 @@ func setVNICMTU(port string, mtu int) error {
 	if a.ParentIndex == 0 {
 		return fmt.Errorf("the bridge port %s names no peer", port)
 	}
-	if a.NetNsID < 0 {
-		peer, err := netlink.LinkByIndex(a.ParentIndex)
-		if err == nil {
-			err = netlink.LinkSetMTU(peer, mtu)
+	h := &netlink.Handle{} // this namespace
+	if a.NetNsID >= 0 {
+		if h, err = handleForNsID(a.NetNsID); err != nil {
+			return fmt.Errorf("the VNIC end of %s is in another network namespace: %w", port, err)
 		}
-		if err != nil {
-			return fmt.Errorf("set MTU %d on the VNIC end of %s: %w", mtu, port, err)
-		}
-	} else {
-		req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
-		msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
-		msg.Index = int32(a.ParentIndex)
-		req.AddData(msg)
-		req.AddData(nl.NewRtAttr(unix.IFLA_MTU, nl.Uint32Attr(uint32(mtu))))
-		req.AddData(nl.NewRtAttr(unix.IFLA_TARGET_NETNSID, nl.Uint32Attr(uint32(a.NetNsID))))
-		if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
-			return fmt.Errorf("set MTU %d on the VNIC end of %s, in network namespace id %d: %w", mtu, port, a.NetNsID, err)
-		}
+		defer h.Close()
+	}
+	peer, err := h.LinkByIndex(a.ParentIndex)
+	if err == nil {
+		err = h.LinkSetMTU(peer, mtu)
+	}
+	if err != nil {
+		return fmt.Errorf("set MTU %d on the VNIC end of %s: %w", mtu, port, err)
 	}
 	if mtu < a.MTU {
 		if err := netlink.LinkSetMTU(l, mtu); err != nil {
@@ -768,19 +768,47 @@ func (ov *overlay) watchMisses() {
 		<-ov.stop
 		return
 	}
+	for {
+		if !ov.watchOnce() {
+			return
+		}
+		// The subscription broke: under a storm of misses the socket's
+		// buffer overflows (ENOBUFS) and the netlink library gives up.
+		// The misses lost meanwhile come again with the MACs' next
+		// frames, so a new subscription loses no lookup for good.
+		ov.log.Warn("the kernel's miss notifications stopped; watching again")
+		select {
+		case <-ov.stop:
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// missBuffer is the receive buffer asked for the miss notifications.
+const missBuffer = 4 << 20
+
+// watchOnce watches misses until overlayd stops it (false) or the
+// subscription breaks (true).
+func (ov *overlay) watchOnce() bool {
+	done := make(chan struct{})
+	defer close(done) // closes the subscription's socket
 	ch := make(chan netlink.NeighUpdate, 1024)
-	if err := netlink.NeighSubscribe(ch, ov.stop); err != nil {
-		ov.log.Error("cannot watch the kernel's misses: lookups will not happen", "err", err)
-		<-ov.stop
-		return
+	err := netlink.NeighSubscribeWithOptions(ch, done, netlink.NeighSubscribeOptions{
+		ReceiveBufferSize: missBuffer, ReceiveBufferForceSize: true,
+		ErrorCallback: func(err error) { ov.log.Debug("miss notifications", "err", err) },
+	})
+	if err != nil {
+		ov.log.Error("cannot watch the kernel's misses", "err", err)
+		return true
 	}
 	for {
 		select {
 		case <-ov.stop:
-			return
+			return false
 		case u, ok := <-ch:
 			if !ok {
-				return
+				return true
 			}
 			st := ov.st.Load()
 			if u.Type != unix.RTM_GETNEIGH || u.LinkIndex != st.vx.Index {
@@ -861,4 +889,36 @@ func sysctl(path, value string) error {
 		return fmt.Errorf("set %s: %w", path, err)
 	}
 	return nil
+}
+
+// handleForNsID opens a netlink handle in the network namespace that has
+// id nsid in ours.
+func handleForNsID(nsid int) (*netlink.Handle, error) {
+	paths, _ := filepath.Glob("/run/netns/*")
+	procs, _ := filepath.Glob("/proc/[0-9]*/ns/net")
+	seen := map[uint64]bool{}
+	for _, p := range append(paths, procs...) {
+		ns, err := netns.GetFromPath(p)
+		if err != nil {
+			continue // gone meanwhile, or not ours to see
+		}
+		var st unix.Stat_t
+		if unix.Fstat(int(ns), &st) != nil || seen[st.Ino] {
+			ns.Close()
+			continue
+		}
+		seen[st.Ino] = true
+		id, err := netlink.GetNetNsIdByFd(int(ns))
+		if err != nil || id != nsid {
+			ns.Close()
+			continue
+		}
+		h, err := netlink.NewHandleAt(ns)
+		ns.Close()
+		if err != nil {
+			return nil, fmt.Errorf("enter it (%s; overlayd needs CAP_SYS_ADMIN, kept with --keep-privileges, or set the MTU where the VNIC lives): %w", p, err)
+		}
+		return h, nil
+	}
+	return nil, fmt.Errorf("no network namespace with id %d in sight (neither in /run/netns nor of a running process)", nsid)
 }
