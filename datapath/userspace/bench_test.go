@@ -1,6 +1,7 @@
 package userspace
 
 import (
+	"encoding/binary"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -143,5 +144,45 @@ func TestZeroAllocs(t *testing.T) {
 		if a := r.AllocsPerOp(); a != 0 {
 			t.Errorf("%s: %d allocs/op, want 0", name, a)
 		}
+	}
+}
+
+// TestNoSpoofSuperFrame: the check covers TCP super-frames (TSO) read with
+// a virtio-net header too: a spoofed one is dropped whole and counted
+// once, an honest one leaves as segments.
+func TestNoSpoofSuperFrame(t *testing.T) {
+	ov, _ := testOverlay(t)
+	src := &vnic{ov: ov, name: "src", key: vnicKey{mac: [6]byte{2, 8, 0x20, 0, 0, 1}}}
+	src.noSpoof.Store(true)
+	tx := newTxScratch(0)
+	buf := make([]byte, headroom+maxFrame)
+	const payload = 3000
+	send := func(srcMAC [6]byte) {
+		f := buf[headroom : headroom+14+20+20+payload]
+		clear(f)
+		copy(f[0:6], []byte{2, 8, 0x20, 0, 0, 2})
+		copy(f[6:12], srcMAC[:])
+		f[12], f[13] = 0x08, 0x00
+		ip := f[14:]
+		ip[0], ip[8], ip[9] = 0x45, 64, 6
+		binary.BigEndian.PutUint16(ip[2:4], uint16(len(ip)))
+		copy(ip[12:16], []byte{10, 0, 0, 1})
+		copy(ip[16:20], []byte{10, 0, 0, 2})
+		tcp := ip[20:]
+		tcp[12] = 5 << 4
+		tcp[13] = 0x10 // ACK
+		offload.VnetHdr{Flags: offload.FlagNeedsCsum, GSOType: offload.GSOTCPv4, HdrLen: 54, GSOSize: 1000,
+			CsumStart: 34, CsumOffset: 16}.Encode(buf[headroom-offload.VnetHdrLen:])
+		ov.fromVNICOffload(src, tx, buf, len(f))
+	}
+	get := func(c datapath.Counter) uint64 { return ov.ctr.Snapshot(c)[0].Value }
+	send([6]byte{2, 8, 0x20, 0, 0, 0x99})
+	if get(datapath.DropSpoofed) != 1 || get(datapath.Encapsulated) != 0 {
+		t.Errorf("spoofed super-frame: drop-spoofed %d (want 1), encapsulated %d (want 0)", get(datapath.DropSpoofed), get(datapath.Encapsulated))
+	}
+	send(src.key.mac)
+	if get(datapath.DropSpoofed) != 1 || get(datapath.Encapsulated) != 3 {
+		t.Errorf("honest super-frame: drop-spoofed %d (want 1), encapsulated %d (want 3 segments); malformed %d, mtu %d",
+			get(datapath.DropSpoofed), get(datapath.Encapsulated), get(datapath.DropMalformed), get(datapath.DropMTU))
 	}
 }
