@@ -504,18 +504,18 @@ func TestVNICs(t *testing.T) {
 
 	out := h.ok("show-vnic")
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
-	if len(lines) != 3 || !slices.Equal(strings.Fields(lines[0]), []string{"LINK", "OVER", "MACADDRESS", "VID", "MTU"}) {
+	if len(lines) != 3 || !slices.Equal(strings.Fields(lines[0]), []string{"LINK", "OVER", "MACADDRESS", "VID", "MTU", "PROTECTION"}) {
 		t.Fatalf("show-vnic:\n%s", out)
 	}
 	f := strings.Fields(lines[1])
-	if len(f) != 5 || f[0] != "vnic0" || f[1] != "ov0" || f[3] != "100" || f[4] != "1300" {
+	if len(f) != 6 || f[0] != "vnic0" || f[1] != "ov0" || f[3] != "100" || f[4] != "1300" || f[5] != "mac-nospoof" {
 		t.Errorf("show-vnic row %q", lines[1])
 	}
 	if mac, err := ether.ParseMAC(f[2]); err != nil || ether.Short(mac) != "2:8:20:aa:bb:1" {
 		t.Errorf("show-vnic MAC %q, want 2:8:20:aa:bb:1 (%v)", f[2], err)
 	}
 	f = strings.Fields(lines[2])
-	if len(f) != 5 || f[0] != "vnic1" || f[1] != "ov0" || f[3] != "0" || f[4] != "1400" {
+	if len(f) != 6 || f[0] != "vnic1" || f[1] != "ov0" || f[3] != "0" || f[4] != "1400" {
 		t.Errorf("show-vnic row %q", lines[2])
 	}
 	if mac, err := ether.ParseMAC(f[2]); err != nil || !strings.HasPrefix(ether.Short(mac), "2:8:20:") {

@@ -104,6 +104,18 @@ func (o *fakeOverlay) AddVNIC(cfg datapath.VNICConfig) error {
 	return nil
 }
 
+func (o *fakeOverlay) SetNoSpoof(name string, on bool) error {
+	o.dp.mu.Lock()
+	defer o.dp.mu.Unlock()
+	v, ok := o.vnics[name]
+	if !ok {
+		return fmt.Errorf("fake data path: no VNIC %s", name)
+	}
+	v.NoSpoof = on
+	o.vnics[name] = v
+	return nil
+}
+
 func (o *fakeOverlay) RemoveVNIC(name string) error {
 	o.dp.mu.Lock()
 	defer o.dp.mu.Unlock()

@@ -99,13 +99,19 @@ restarts. Without -t it is also removed from the saved configuration.`,
 func setLinkpropCmd(e *env) *cobra.Command {
 	var props []string
 	c := &cobra.Command{
-		Use:   "set-linkprop -p <prop>=<value>[,...] <overlay>",
-		Short: "change read-write properties of an overlay",
+		Use:   "set-linkprop -p <prop>=<value>[,...] <overlay>|<vnic>",
+		Short: "change read-write properties of an overlay or a VNIC",
 		Long: `Change read-write properties (PERM rw in show-overlay) of a running overlay.
 All given properties take effect together, or none does. Read-only
-properties (encap, search, varpd/id) cannot be changed.`,
-		Example: `  overlayadm set-linkprop -p direct/dest_ip=192.0.2.3 overlay0`,
-		Args:    oneOperand("overlay"),
+properties (encap, search, varpd/id) cannot be changed.
+
+On a VNIC (a name no overlay has) the one changeable property is
+protection: mac-nospoof (the default) drops and counts (drop-spoofed) the
+frames the VNIC sends from a source MAC other than its own; none lets
+them through. The change is immediate and, for a persistent VNIC, saved.`,
+		Example: `  overlayadm set-linkprop -p direct/dest_ip=192.0.2.3 overlay0
+  overlayadm set-linkprop -p protection=none vnic0`,
+		Args: oneOperand("overlay"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			as, err := assignments(props)
 			if err != nil {

@@ -32,6 +32,10 @@ default) picks a random MAC with prefix 2:8:20.
 -v puts the VNIC on a VLAN (1-4094) inside the overlay: its user sends and
 receives untagged frames; they carry the tag inside the overlay.
 -p mtu=<n> sets the VNIC MTU, at most (and by default) the overlay's.
+-p protection=mac-nospoof|none: with mac-nospoof (the default, as Triton
+sets it on illumos) frames the VNIC sends from a source MAC other than its
+own are dropped and counted (drop-spoofed in show-overlay -s); none lets
+them through. set-linkprop -p protection=... <vnic> changes it at once.
 
 Without -t the VNIC is persistent: saved, and its interface outlives
 overlayd, so that a guest keeps it across a restart of the daemon (the new
@@ -66,7 +70,7 @@ overlay is temporary.`,
 	f.StringVarP(&req.Overlay, "link", "l", "", "the overlay to create the VNIC on")
 	f.StringVarP(&req.MAC, "mac-address", "m", "", "MAC address, auto or random")
 	f.StringVarP(&vid, "vlan", "v", "", "VLAN id inside the overlay (1-4094)")
-	f.StringArrayVarP(&props, "prop", "p", nil, "property assignments (mtu=<n>)")
+	f.StringArrayVarP(&props, "prop", "p", nil, "property assignments (mtu=<n>, protection=mac-nospoof|none)")
 	return c
 }
 
@@ -87,7 +91,7 @@ restarts. Without -t it is also removed from the saved configuration.`,
 	return c
 }
 
-var vnicFields = []ofmt.Field{{Name: "LINK", Width: 16}, {Name: "OVER", Width: 20}, {Name: "MACADDRESS", Width: 19}, {Name: "VID", Width: 6}, {Name: "MTU", Width: 6}}
+var vnicFields = []ofmt.Field{{Name: "LINK", Width: 16}, {Name: "OVER", Width: 20}, {Name: "MACADDRESS", Width: 19}, {Name: "VID", Width: 6}, {Name: "MTU", Width: 6}, {Name: "PROTECTION", Width: 12}}
 
 func showVNICCmd(e *env) *cobra.Command {
 	var parsable bool
@@ -96,15 +100,15 @@ func showVNICCmd(e *env) *cobra.Command {
 		Use:   "show-vnic [-p] [-o <field>,...] [-l <overlay>] [<vnic>]",
 		Short: "show VNICs",
 		Long: `Show the named VNIC, the VNICs of one overlay (-l), or all VNICs:
-  LINK OVER MACADDRESS VID MTU
-VID is 0 for an untagged VNIC. -o and -p work as for show-overlay.`,
+  LINK OVER MACADDRESS VID MTU PROTECTION
+VID is 0 for an untagged VNIC. PROTECTION is mac-nospoof or none. -o and -p work as for show-overlay.`,
 		Args: optionalOperand("VNIC"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return show(e, vnicFields, output, parsable, admin.MethodShowVNIC,
 				admin.ShowVNICParams{Overlay: over, Name: first(args)},
 				func(v overlay.VNICInfo) []row {
 					return []row{{"LINK": v.Name, "OVER": v.Overlay, "MACADDRESS": v.MAC,
-						"VID": fmt.Sprint(v.VLAN), "MTU": fmt.Sprint(v.MTU)}}
+						"VID": fmt.Sprint(v.VLAN), "MTU": fmt.Sprint(v.MTU), "PROTECTION": v.Protection}}
 				})
 		},
 	}

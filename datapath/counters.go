@@ -38,6 +38,7 @@ const (
 	DropAdmin      // the target entry says drop (set by an operator)
 	DropTableFull  // the target table is full
 	DropLookups    // too many lookups outstanding
+	DropSpoofed    // a VNIC sent from a MAC not its own (mac-nospoof)
 	ProxyARP       // ARP requests answered
 	ProxyNDP       // neighbour solicitations answered
 	ProxyDHCP      // DHCP broadcasts redirected to a unicast MAC
@@ -73,6 +74,7 @@ var counterNames = [numCounters]string{
 	DropAdmin:       "drop-admin",
 	DropTableFull:   "drop-table-full",
 	DropLookups:     "drop-lookup-limit",
+	DropSpoofed:     "drop-spoofed",
 	ProxyARP:        "proxy-arp",
 	ProxyNDP:        "proxy-ndp",
 	ProxyDHCP:       "proxy-dhcp",
@@ -114,7 +116,7 @@ var OverlayCounters = []Counter{
 	InFrames, InBytes, OutFrames, OutBytes, LocalSwitched,
 	Encapsulated, EncapBytes, Decapsulated, DecapBytes, QueueDrops,
 	DropMalformed, DropMTU, DropNoVNIC, DropNoTarget, DropAdmin, DropTableFull, DropLookups,
-	DropVLAN, DropSendError, DropVNICWrite,
+	DropVLAN, DropSendError, DropVNICWrite, DropSpoofed,
 }
 
 // LookupCounters are the counters the lookup engine above the data path

@@ -85,6 +85,11 @@ type VNICConfig struct {
 	// MTU is the VNIC's MTU, at most the overlay's; 0 means the
 	// overlay's, following it when it changes.
 	MTU int
+	// NoSpoof drops (and counts, drop-spoofed) every frame the VNIC's
+	// user sends from a source MAC other than MAC, as illumos'
+	// protection=mac-nospoof does. The control plane turns it on unless
+	// the operator said otherwise.
+	NoSpoof bool
 	// Persistent VNICs outlive overlayd, so that guests keep their
 	// interface across a restart; Close leaves them, RemoveVNIC deletes.
 	Persistent bool
@@ -115,6 +120,9 @@ type Overlay interface {
 	AddVNIC(cfg VNICConfig) error
 	// RemoveVNIC deletes a VNIC, persistent or not.
 	RemoveVNIC(name string) error
+	// SetNoSpoof turns a VNIC's source MAC check (VNICConfig.NoSpoof)
+	// on or off, at once.
+	SetNoSpoof(name string, on bool) error
 	// Stats returns the overlay's counters.
 	Stats() Stats
 

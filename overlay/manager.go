@@ -89,6 +89,7 @@ type vnic struct {
 	mac         net.HardwareAddr
 	vlan        uint16
 	explicitMTU int // set with -p mtu=, 0 when it follows the overlay's
+	noSpoof     bool
 	temporary   bool
 }
 
@@ -318,14 +319,17 @@ func (m *Manager) DeleteOverlay(name string, temporary bool) error {
 	return nil
 }
 
-// SetProps changes read-write properties of an overlay. All of them take
-// effect, or none.
+// SetProps changes read-write properties of an overlay, or of a VNIC
+// when no overlay has that name. All of them take effect, or none.
 func (m *Manager) SetProps(req SetPropsRequest) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	ov, err := m.overlay(req.Name)
 	if err != nil {
-		return err
+		if v, ok := m.vnics[req.Name]; ok {
+			return m.setVNICProps(v, req)
+		}
+		return notFound("overlay %s does not exist (nor a VNIC of that name)", req.Name)
 	}
 	if err := m.setProps(ov, req); err != nil {
 		return fmt.Errorf("overlay %s: %w", req.Name, err)
@@ -401,6 +405,41 @@ func (m *Manager) setProps(ov *overlay, req SetPropsRequest) error {
 	return nil
 }
 
+// setVNICProps changes a VNIC's properties: protection, live.
+func (m *Manager) setVNICProps(v *vnic, req SetPropsRequest) error {
+	if len(req.Props) == 0 {
+		return fmt.Errorf("VNIC %s: no property to set", v.name)
+	}
+	noSpoof := v.noSpoof
+	for _, a := range req.Props {
+		if a.Name != PropProtection {
+			return fmt.Errorf("VNIC %s: property %s cannot be changed on a VNIC (settable: protection); delete and create the VNIC to change it", v.name, a.Name)
+		}
+		props := vnicProps(v.overlay.mtuValue())
+		if err := props.Set(a.Name, a.Value); err != nil {
+			return fmt.Errorf("VNIC %s: %w", v.name, err)
+		}
+		noSpoof = props.Get(PropProtection) == ProtectionMACNoSpoof
+	}
+	if noSpoof == v.noSpoof {
+		return nil
+	}
+	if err := v.overlay.dp.SetNoSpoof(v.name, noSpoof); err != nil {
+		return fmt.Errorf("VNIC %s: %w", v.name, err)
+	}
+	v.noSpoof = noSpoof
+	v.overlay.log.Info("VNIC property set", "vnic", v.name, "prop", PropProtection, "value", v.protection())
+	if !v.temporary {
+		m.keepVNIC(v)
+		if err := m.save(); err != nil {
+			return fmt.Errorf("VNIC %s: the property was set but %v: the old value comes back after a restart", v.name, err)
+		}
+	}
+	return nil
+}
+
+func (ov *overlay) mtuValue() int { return int(ov.props.Uint(PropMTU)) }
+
 // CreateVNIC creates a VNIC on an overlay.
 func (m *Manager) CreateVNIC(req CreateVNICRequest) (VNICInfo, error) {
 	m.mu.Lock()
@@ -444,7 +483,7 @@ func (m *Manager) createVNICLocked(req CreateVNICRequest) (VNICInfo, error) {
 	props := vnicProps(int(ov.props.Uint(PropMTU)))
 	for _, a := range req.Props {
 		if _, ok := props.Desc(a.Name); !ok {
-			return VNICInfo{}, fmt.Errorf("VNIC %s: unknown property %s (settable: mtu)", req.Name, a.Name)
+			return VNICInfo{}, fmt.Errorf("VNIC %s: unknown property %s (settable: mtu, protection)", req.Name, a.Name)
 		}
 		if err := props.Set(a.Name, a.Value); err != nil {
 			return VNICInfo{}, fmt.Errorf("VNIC %s: %w", req.Name, err)
@@ -456,8 +495,9 @@ func (m *Manager) createVNICLocked(req CreateVNICRequest) (VNICInfo, error) {
 	if _, set := props.Value(PropMTU); set {
 		v.explicitMTU = int(props.Uint(PropMTU))
 	}
+	v.noSpoof = props.Get(PropProtection) == ProtectionMACNoSpoof
 	if err := ov.dp.AddVNIC(datapath.VNICConfig{Name: v.name, MAC: v.mac, VLAN: v.vlan, MTU: v.explicitMTU,
-		Persistent: !v.temporary, Adopt: req.adopt}); err != nil {
+		NoSpoof: v.noSpoof, Persistent: !v.temporary, Adopt: req.adopt}); err != nil {
 		return VNICInfo{}, fmt.Errorf("VNIC %s: %w", req.Name, err)
 	}
 	ov.vnics[v.name] = v
@@ -676,8 +716,17 @@ func (v *vnic) mtu() int {
 	return int(v.overlay.props.Uint(PropMTU))
 }
 
+// protection is the VNIC's protection property.
+func (v *vnic) protection() string {
+	if v.noSpoof {
+		return ProtectionMACNoSpoof
+	}
+	return ProtectionNone
+}
+
 func (v *vnic) info() VNICInfo {
-	return VNICInfo{Name: v.name, Overlay: v.overlay.name, MAC: ether.Short(v.mac), VLAN: v.vlan, MTU: v.mtu(), Temporary: v.temporary}
+	return VNICInfo{Name: v.name, Overlay: v.overlay.name, MAC: ether.Short(v.mac), VLAN: v.vlan, MTU: v.mtu(),
+		Protection: v.protection(), Temporary: v.temporary}
 }
 
 func convStats(s datapath.Stats) []Stat {

@@ -58,6 +58,9 @@ func (m *Manager) Restore(d *state.Dir, cfg state.Config) []error {
 		if v.MTU != 0 {
 			req.Props = []Assignment{{Name: PropMTU, Value: strconv.Itoa(v.MTU)}}
 		}
+		if v.Protection != "" {
+			req.Props = append(req.Props, Assignment{Name: PropProtection, Value: v.Protection})
+		}
 		if _, err := m.createVNICLocked(req); err != nil {
 			errs = append(errs, fmt.Errorf("VNIC %s did not come back: %w", v.Name, err))
 		}
@@ -87,6 +90,9 @@ func (m *Manager) forgetOverlay(name string) bool {
 // keepVNIC records a persistent VNIC in the saved configuration.
 func (m *Manager) keepVNIC(v *vnic) {
 	sv := state.VNIC{Name: v.name, Overlay: v.overlay.name, MAC: ether.Short(v.mac), VLAN: v.vlan, MTU: v.explicitMTU}
+	if !v.noSpoof {
+		sv.Protection = ProtectionNone // saved only when not the default
+	}
 	m.saved.VNICs = upsert(m.saved.VNICs, sv, func(x state.VNIC) bool { return x.Name == v.name })
 }
 

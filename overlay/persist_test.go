@@ -86,6 +86,18 @@ func (o *fakeOverlay) AddVNIC(cfg datapath.VNICConfig) error {
 	return nil
 }
 
+func (o *fakeOverlay) SetNoSpoof(name string, on bool) error {
+	o.dp.mu.Lock()
+	defer o.dp.mu.Unlock()
+	v, ok := o.vnics[name]
+	if !ok {
+		return fmt.Errorf("fake data path: no VNIC %s", name)
+	}
+	v.NoSpoof = on
+	o.vnics[name] = v
+	return nil
+}
+
 func (o *fakeOverlay) RemoveVNIC(name string) error {
 	o.dp.mu.Lock()
 	defer o.dp.mu.Unlock()
@@ -433,8 +445,8 @@ func TestRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantInfo := []VNICInfo{
-		{Name: "vn0", Overlay: "net0", MAC: "2:8:20:a:b:c", VLAN: 7, MTU: 1200},
-		{Name: "vn1", Overlay: "net1", MAC: "2:8:20:1:2:3", MTU: 1400},
+		{Name: "vn0", Overlay: "net0", MAC: "2:8:20:a:b:c", VLAN: 7, MTU: 1200, Protection: ProtectionMACNoSpoof},
+		{Name: "vn1", Overlay: "net1", MAC: "2:8:20:1:2:3", MTU: 1400, Protection: ProtectionMACNoSpoof},
 	}
 	if !reflect.DeepEqual(vnics, wantInfo) {
 		t.Errorf("VNICs after Restore\n%+v\nwant\n%+v", vnics, wantInfo)

@@ -17,6 +17,15 @@ const (
 	PropSearch   = "search"
 	PropVarpdID  = "varpd/id"
 	PropDataPath = "datapath"
+	// PropProtection is a VNIC's illumos link protection: mac-nospoof
+	// (the default) or none.
+	PropProtection = "protection"
+)
+
+// Values of the protection property.
+const (
+	ProtectionMACNoSpoof = "mac-nospoof"
+	ProtectionNone       = "none"
 )
 
 // Data path names.
@@ -109,5 +118,8 @@ func vnicProps(overlayMTU int) *prop.Set {
 		{Name: PropMTU, Type: prop.Uint, Perm: prop.ReadWrite, Default: fmt.Sprint(overlayMTU),
 			HasRange: true, Min: MinMTU, Max: int64(overlayMTU),
 			Help: "the VNIC's MTU, at most the overlay's"},
+		{Name: PropProtection, Type: prop.String, Perm: prop.ReadWrite, Default: ProtectionMACNoSpoof,
+			Possible: []string{ProtectionMACNoSpoof, ProtectionNone},
+			Help:     "mac-nospoof: frames the VNIC sends from another MAC than its own are dropped (drop-spoofed)"},
 	})
 }

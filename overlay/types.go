@@ -20,7 +20,8 @@ type CreateOverlayRequest struct {
 	Temporary bool         `json:"temporary,omitempty"`
 }
 
-// SetPropsRequest changes read-write properties (set-linkprop).
+// SetPropsRequest changes read-write properties (set-linkprop) of an
+// overlay, or of a VNIC (protection).
 type SetPropsRequest struct {
 	Name  string       `json:"name"`
 	Props []Assignment `json:"props"`
@@ -71,12 +72,14 @@ const (
 
 // VNICInfo describes one VNIC (show-vnic).
 type VNICInfo struct {
-	Name      string `json:"name"`
-	Overlay   string `json:"overlay"`
-	MAC       string `json:"mac"`
-	VLAN      uint16 `json:"vlan"`
-	MTU       int    `json:"mtu"`
-	Temporary bool   `json:"temporary"`
+	Name    string `json:"name"`
+	Overlay string `json:"overlay"`
+	MAC     string `json:"mac"`
+	VLAN    uint16 `json:"vlan"`
+	MTU     int    `json:"mtu"`
+	// Protection is mac-nospoof or none.
+	Protection string `json:"protection"`
+	Temporary  bool   `json:"temporary"`
 }
 
 // TargetInfo is one target table entry (show-overlay -t).

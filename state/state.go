@@ -43,6 +43,9 @@ type VNIC struct {
 	MAC     string `json:"mac"`
 	VLAN    uint16 `json:"vlan,omitempty"`
 	MTU     int    `json:"mtu,omitempty"` // 0: the overlay's
+	// Protection is the VNIC's protection property; "" is the default
+	// (mac-nospoof).
+	Protection string `json:"protection,omitempty"`
 }
 
 // Config is everything that is persistent.

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sort"
-	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -26,7 +25,7 @@ import (
 
 const nftTable = "overlayd"
 
-func (ov *overlay) nftChainName() string { return "dhcp-" + ov.br.Name }
+func (ov *overlay) nftChainName() string { return "dhcp-" + ov.brName }
 
 // SetDHCPRedirect implements datapath.Overlay.
 func (ov *overlay) SetDHCPRedirect(client, server datapath.MAC) {
@@ -97,35 +96,4 @@ func (ov *overlay) syncDHCP() error {
 		return fmt.Errorf("nftables: %w", err)
 	}
 	return nil
-}
-
-// deleteDHCP removes the overlay's chain.
-func (ov *overlay) deleteDHCP() {
-	c, err := nftables.New()
-	if err != nil {
-		return
-	}
-	t := &nftables.Table{Family: nftables.TableFamilyBridge, Name: nftTable}
-	c.DelChain(&nftables.Chain{Name: ov.nftChainName(), Table: t})
-	c.Flush()
-}
-
-// sweepDHCP deletes the DHCP chains of bridges no overlay claims.
-func sweepDHCP(claimed map[string]bool, log interface{ Info(string, ...any) }) {
-	c, err := nftables.New()
-	if err != nil {
-		return
-	}
-	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyBridge)
-	if err != nil {
-		return
-	}
-	for _, ch := range chains {
-		if ch.Table.Name != nftTable || !strings.HasPrefix(ch.Name, "dhcp-") || claimed[strings.TrimPrefix(ch.Name, "dhcp-")] {
-			continue
-		}
-		c.DelChain(ch)
-		log.Info("removed a DHCP chain no overlay claims", "chain", ch.Name)
-	}
-	c.Flush()
 }

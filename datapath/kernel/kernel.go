@@ -15,16 +15,23 @@ package kernel
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"hash/fnv"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"overlaynet/datapath"
@@ -62,18 +69,43 @@ func shortName(prefix, name string) string {
 
 // overlay is one overlay's vxlan device and bridge.
 type overlay struct {
-	dp   *DataPath
-	log  *slog.Logger
-	name string
+	dp     *DataPath
+	log    *slog.Logger
+	name   string
+	brName string // fixed: the bridge outlives every Update
 
-	mu    sync.Mutex
-	cfg   datapath.OverlayConfig
-	vx    *netlink.Vxlan
-	br    *netlink.Bridge
-	vnics map[string]string // VNIC name -> bridge-side veth name
+	// st is replaced, never modified: SetTarget, the miss watcher, Stats
+	// and the other readers load it without the lock and always see a
+	// whole set of objects, while Update builds the next one beside it.
+	st atomic.Pointer[kstate]
+
+	mu    sync.Mutex // serialises changes
+	vnics map[string]*kvnic
 	dhcp  map[datapath.MAC]datapath.MAC
 	stop  chan struct{}
 	done  chan struct{}
+}
+
+// kstate is an overlay's configuration and the kernel objects carrying it.
+type kstate struct {
+	cfg datapath.OverlayConfig
+	vx  *netlink.Vxlan
+	br  *netlink.Bridge
+}
+
+// kvnic is a VNIC: a veth pair, port the end on the bridge.
+type kvnic struct {
+	port    string
+	mac     net.HardwareAddr
+	mtu     int // its own; 0 follows the overlay's
+	noSpoof bool
+}
+
+// vxNames are the two names an overlay's vxlan device may have: a new
+// device (another vnetid) is built under the one not in use, beside the
+// old, so that the overlay is never without one.
+func vxNames(name string) [2]string {
+	return [2]string{shortName("ovx", name), shortName("ovy", name)}
 }
 
 // CreateOverlay implements datapath.DataPath. Objects left by an earlier
@@ -83,10 +115,16 @@ func (dp *DataPath) CreateOverlay(cfg datapath.OverlayConfig) (datapath.Overlay,
 	if cfg.Encap.Name() != "vxlan" {
 		return nil, fmt.Errorf("the kernel data path carries only vxlan, not %s", cfg.Encap.Name())
 	}
-	ov := &overlay{dp: dp, name: cfg.Name, cfg: cfg, vnics: map[string]string{},
+	ov := &overlay{dp: dp, name: cfg.Name, brName: shortName("ovb", cfg.Name), vnics: map[string]*kvnic{},
 		log: dp.log.With("overlay", cfg.Name), stop: make(chan struct{}), done: make(chan struct{})}
-	if err := ov.build(); err != nil {
-		ov.destroy()
+	st, err := ov.build(cfg)
+	if err != nil {
+		ov.destroy(st)
+		return nil, err
+	}
+	ov.st.Store(st)
+	if err := ov.syncSpoof(); err != nil {
+		ov.destroy(st)
 		return nil, err
 	}
 	dp.mu.Lock()
@@ -96,79 +134,122 @@ func (dp *DataPath) CreateOverlay(cfg datapath.OverlayConfig) (datapath.Overlay,
 	return ov, nil
 }
 
-// build makes (or takes over) the vxlan device and the bridge.
-func (ov *overlay) build() error {
-	cfg := ov.cfg
-	vxName, brName := shortName("ovx", cfg.Name), shortName("ovb", cfg.Name)
-	if l, err := netlink.LinkByName(vxName); err == nil {
-		if vx, ok := l.(*netlink.Vxlan); ok && l.Attrs().Alias == aliasOverlay+cfg.Name && matches(vx, cfg) {
-			ov.vx = vx
-		} else if l.Attrs().Alias == aliasOverlay+cfg.Name {
-			netlink.LinkDel(l) // ours, but from another configuration
-		} else {
-			return fmt.Errorf("a network interface named %s exists and is not overlayd's", vxName)
-		}
-	}
-	if ov.vx == nil {
-		vx := &netlink.Vxlan{
-			LinkAttrs: netlink.LinkAttrs{Name: vxName, MTU: cfg.MTU},
-			VxlanId:   int(cfg.VNetID),
-			SrcAddr:   net.IP(cfg.Listen.Addr().AsSlice()),
-			Port:      int(cfg.Listen.Port()),
-			Learning:  false,
-			L2miss:    cfg.Point == nil,
-			L3miss:    cfg.Point == nil,
-			Proxy:     cfg.Point == nil,
-		}
-		if err := netlink.LinkAdd(vx); err != nil {
-			return fmt.Errorf("create vxlan device %s (vnetid %d, %s): %w", vxName, cfg.VNetID, cfg.Listen, err)
-		}
-		l, err := netlink.LinkByName(vxName)
+// build makes (or takes over) the vxlan device and the bridge for cfg.
+// On error the returned state holds what was made, for destroy.
+func (ov *overlay) build(cfg datapath.OverlayConfig) (*kstate, error) {
+	st := &kstate{cfg: cfg}
+	var free []string
+	names := vxNames(cfg.Name)
+	for _, name := range names {
+		l, err := netlink.LinkByName(name)
 		if err != nil {
-			return err
+			free = append(free, name)
+			continue
 		}
-		ov.vx = l.(*netlink.Vxlan)
-		if err := netlink.LinkSetAlias(ov.vx, aliasOverlay+cfg.Name); err != nil {
-			return err
+		if l.Attrs().Alias != aliasOverlay+cfg.Name {
+			continue // not ours: never touched
 		}
+		if vx, ok := l.(*netlink.Vxlan); ok && st.vx == nil && matches(vx, cfg) {
+			st.vx = vx
+			continue
+		}
+		// Ours, but from another configuration.
+		if err := netlink.LinkDel(l); err != nil {
+			return st, fmt.Errorf("delete %s, left from another configuration: %w", name, err)
+		}
+		free = append(free, name)
 	}
-	if l, err := netlink.LinkByName(brName); err == nil {
+	if st.vx == nil {
+		if len(free) == 0 {
+			return st, fmt.Errorf("network interfaces named %s exist and are not overlayd's", names[0]+" and "+names[1])
+		}
+		vx, err := newVxlan(free[0], cfg)
+		if err != nil {
+			return st, err
+		}
+		st.vx = vx
+	}
+	if l, err := netlink.LinkByName(ov.brName); err == nil {
 		br, ok := l.(*netlink.Bridge)
 		if !ok || l.Attrs().Alias != aliasOverlay+cfg.Name {
-			return fmt.Errorf("a network interface named %s exists and is not overlayd's", brName)
+			return st, fmt.Errorf("a network interface named %s exists and is not overlayd's", ov.brName)
 		}
-		ov.br = br
+		st.br = br
 	} else {
-		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: brName, MTU: cfg.MTU}}
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: ov.brName, MTU: cfg.MTU}}
 		if err := netlink.LinkAdd(br); err != nil {
-			return fmt.Errorf("create bridge %s: %w", brName, err)
+			return st, fmt.Errorf("create bridge %s: %w", ov.brName, err)
 		}
-		l, err := netlink.LinkByName(brName)
+		l, err := netlink.LinkByName(ov.brName)
 		if err != nil {
-			return err
+			return st, fmt.Errorf("find the new bridge %s: %w", ov.brName, err)
 		}
-		ov.br = l.(*netlink.Bridge)
-		if err := netlink.LinkSetAlias(ov.br, aliasOverlay+cfg.Name); err != nil {
-			return err
+		st.br = l.(*netlink.Bridge)
+		if err := netlink.LinkSetAlias(st.br, aliasOverlay+cfg.Name); err != nil {
+			return st, fmt.Errorf("tag bridge %s: %w", ov.brName, err)
 		}
 	}
-	noIPv6(ov.br.Name)
-	noAddresses(ov.vx.Name)
-	if err := netlink.LinkSetMaster(ov.vx, ov.br); err != nil {
-		return fmt.Errorf("attach %s to %s: %w", vxName, brName, err)
+	if err := noIPv6(st.br.Name); err != nil {
+		return st, err
 	}
-	for _, l := range []netlink.Link{ov.vx, ov.br} {
+	if err := ov.attach(st); err != nil {
+		return st, err
+	}
+	if cfg.Point == nil {
+		if err := ov.syncDHCP(); err != nil {
+			// Server replies need the chain even before any redirection.
+			ov.log.Warn("cannot install DHCP redirection; DHCP over this overlay will not work", "err", err)
+		}
+	}
+	return st, nil
+}
+
+// newVxlan creates a vxlan device for cfg, tagged as the overlay's.
+func newVxlan(name string, cfg datapath.OverlayConfig) (*netlink.Vxlan, error) {
+	vx := &netlink.Vxlan{
+		LinkAttrs: netlink.LinkAttrs{Name: name, MTU: cfg.MTU},
+		VxlanId:   int(cfg.VNetID),
+		SrcAddr:   net.IP(cfg.Listen.Addr().AsSlice()),
+		Port:      int(cfg.Listen.Port()),
+		Learning:  false,
+		L2miss:    cfg.Point == nil,
+		L3miss:    cfg.Point == nil,
+		Proxy:     cfg.Point == nil,
+	}
+	if err := netlink.LinkAdd(vx); err != nil {
+		return nil, fmt.Errorf("create vxlan device %s (vnetid %d, %s): %w", name, cfg.VNetID, cfg.Listen, err)
+	}
+	l, err := netlink.LinkByName(name)
+	if err == nil {
+		err = netlink.LinkSetAlias(l, aliasOverlay+cfg.Name)
+	}
+	if err != nil {
+		if e := netlink.LinkDel(vx); e != nil {
+			err = fmt.Errorf("%w (and deleting it: %v)", err, e)
+		}
+		return nil, fmt.Errorf("tag the new vxlan device %s: %w", name, err)
+	}
+	return l.(*netlink.Vxlan), nil
+}
+
+// attach puts st's vxlan device on its bridge, brings both up and
+// installs a point overlay's one destination.
+func (ov *overlay) attach(st *kstate) error {
+	if err := noAddresses(st.vx.Name); err != nil {
+		return err
+	}
+	if err := netlink.LinkSetMaster(st.vx, st.br); err != nil {
+		return fmt.Errorf("attach %s to %s: %w", st.vx.Name, st.br.Name, err)
+	}
+	for _, l := range []netlink.Link{st.vx, st.br} {
 		if err := netlink.LinkSetUp(l); err != nil {
 			return fmt.Errorf("set %s up: %w", l.Attrs().Name, err)
 		}
 	}
-	if cfg.Point != nil {
-		if err := fdbReplace(ov.vx.Index, net.HardwareAddr{0, 0, 0, 0, 0, 0}, *cfg.Point); err != nil {
-			return fmt.Errorf("point %s: %w", cfg.Point, err)
+	if p := st.cfg.Point; p != nil {
+		if err := fdbReplace(st.vx.Index, net.HardwareAddr{0, 0, 0, 0, 0, 0}, *p); err != nil {
+			return fmt.Errorf("point %s: %w", p, err)
 		}
-	} else if err := ov.syncDHCP(); err != nil {
-		// Server replies need the chain even before any redirection.
-		ov.log.Warn("cannot install DHCP redirection; DHCP over this overlay will not work", "err", err)
 	}
 	return nil
 }
@@ -179,44 +260,214 @@ func matches(vx *netlink.Vxlan, cfg datapath.OverlayConfig) bool {
 		vx.SrcAddr.Equal(net.IP(cfg.Listen.Addr().AsSlice())) && vx.L2miss == (cfg.Point == nil)
 }
 
-// destroy removes the overlay's objects.
-func (ov *overlay) destroy() {
-	if ov.br != nil {
-		ov.deleteDHCP()
+// destroy removes the overlay's objects in st (any may be missing).
+func (ov *overlay) destroy(st *kstate) {
+	if st == nil {
+		return
 	}
-	if ov.vx != nil {
-		netlink.LinkDel(ov.vx)
+	if st.br != nil {
+		ov.deleteNft()
 	}
-	if ov.br != nil {
-		netlink.LinkDel(ov.br)
+	var links []netlink.Link
+	if st.vx != nil {
+		links = append(links, st.vx)
+	}
+	if st.br != nil {
+		links = append(links, st.br)
+	}
+	for _, l := range links {
+		if err := netlink.LinkDel(l); err != nil {
+			ov.log.Warn("cannot delete a kernel object of the overlay", "link", l.Attrs().Name, "err", err)
+		}
 	}
 }
 
-// Update implements datapath.Overlay: the kernel objects are rebuilt
-// when what they were made with changes.
+// Update implements datapath.Overlay. A new vnetid, listen address or
+// mode needs a new vxlan device (the kernel cannot change them on a
+// running one): it is built and filled with the old one's forwarding and
+// neighbour entries before the overlay switches to it, so that readers
+// always see a working set of objects and known destinations stay known.
 func (ov *overlay) Update(cfg datapath.OverlayConfig) error {
 	ov.mu.Lock()
 	defer ov.mu.Unlock()
-	old := ov.cfg
-	if cfg.VNetID != old.VNetID || cfg.Listen != old.Listen || (cfg.Point == nil) != (old.Point == nil) {
-		netlink.LinkDel(ov.vx)
-		ov.vx = nil
-		ov.cfg = cfg
-		if err := ov.build(); err != nil {
-			ov.cfg = old
-			ov.build()
+	old := ov.st.Load()
+	st := &kstate{cfg: cfg, vx: old.vx, br: old.br}
+	if cfg.VNetID != old.cfg.VNetID || cfg.Listen != old.cfg.Listen || (cfg.Point == nil) != (old.cfg.Point == nil) {
+		vx, err := ov.replaceVxlan(old, cfg)
+		if err != nil {
 			return err
 		}
-	}
-	if cfg.MTU != old.MTU {
-		netlink.LinkSetMTU(ov.vx, cfg.MTU)
-	}
-	if cfg.Point != nil {
-		if err := fdbReplace(ov.vx.Index, net.HardwareAddr{0, 0, 0, 0, 0, 0}, *cfg.Point); err != nil {
-			return err
+		st.vx = vx
+	} else if cfg.Point != nil && *cfg.Point != *old.cfg.Point {
+		if err := fdbReplace(st.vx.Index, net.HardwareAddr{0, 0, 0, 0, 0, 0}, *cfg.Point); err != nil {
+			return fmt.Errorf("point %s: %w", cfg.Point, err)
 		}
 	}
-	ov.cfg = cfg
+	ov.st.Store(st)
+	if cfg.MTU != old.cfg.MTU {
+		ov.applyMTU(st)
+	}
+	return nil
+}
+
+// replaceVxlan makes the vxlan device for cfg and retires old's.
+func (ov *overlay) replaceVxlan(old *kstate, cfg datapath.OverlayConfig) (*netlink.Vxlan, error) {
+	names := vxNames(cfg.Name)
+	name := names[0]
+	if old.vx.Name == name {
+		name = names[1]
+	}
+	if l, err := netlink.LinkByName(name); err == nil {
+		if l.Attrs().Alias != aliasOverlay+cfg.Name {
+			return nil, fmt.Errorf("a network interface named %s exists and is not overlayd's", name)
+		}
+		if err := netlink.LinkDel(l); err != nil {
+			return nil, fmt.Errorf("delete %s, left from another configuration: %w", name, err)
+		}
+	}
+	// The kernel holds one device per (vnetid, port): with those
+	// unchanged the old device has to go first.
+	first := cfg.VNetID == old.cfg.VNetID && cfg.Listen.Port() == old.cfg.Listen.Port()
+	fdb, _ := fdbList(old.vx.Index)
+	neighs := ov.neighbours(old.vx.Index)
+	if first {
+		if err := netlink.LinkDel(old.vx); err != nil {
+			return nil, fmt.Errorf("delete vxlan device %s: %w", old.vx.Name, err)
+		}
+	}
+	st := &kstate{cfg: cfg, br: old.br}
+	vx, err := newVxlan(name, cfg)
+	if err == nil {
+		st.vx = vx
+		err = ov.attach(st)
+	}
+	if err != nil {
+		if st.vx != nil {
+			if e := netlink.LinkDel(st.vx); e != nil {
+				ov.log.Warn("cannot delete the half-built vxlan device", "link", name, "err", e)
+			}
+		}
+		if first { // put the old configuration back
+			if back, e := ov.build(old.cfg); e != nil {
+				ov.log.Error("cannot rebuild the old vxlan device either; the overlay carries nothing", "err", e)
+			} else {
+				ov.st.Store(back)
+				ov.copyEntries(back.vx, fdb, neighs)
+			}
+		}
+		return nil, err
+	}
+	ov.copyEntries(vx, fdb, neighs)
+	if !first {
+		if err := netlink.LinkDel(old.vx); err != nil {
+			ov.log.Warn("cannot delete the old vxlan device", "link", old.vx.Name, "err", err)
+		}
+	}
+	return vx, nil
+}
+
+// neighbours lists the permanent neighbour entries (the ARP/NDP answers)
+// of a vxlan device.
+func (ov *overlay) neighbours(ifindex int) []netlink.Neigh {
+	var out []netlink.Neigh
+	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+		ns, err := netlink.NeighList(ifindex, fam)
+		if err != nil {
+			ov.log.Warn("cannot list neighbour entries", "err", err)
+			continue
+		}
+		for _, n := range ns {
+			if n.State&netlink.NUD_PERMANENT != 0 {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
+
+// copyEntries installs forwarding and neighbour entries on vx.
+func (ov *overlay) copyEntries(vx *netlink.Vxlan, fdb []fdbEntry, neighs []netlink.Neigh) {
+	for _, e := range fdb {
+		t, ok := e.target(uint16(vx.Port))
+		if !ok || t.MAC == (datapath.MAC{}) {
+			continue // a point overlay's default entry is attach's
+		}
+		if err := fdbReplace(vx.Index, net.HardwareAddr(t.MAC[:]), t.Dest); err != nil {
+			ov.log.Warn("cannot carry a forwarding entry over to the new vxlan device", "mac", net.HardwareAddr(t.MAC[:]).String(), "err", err)
+		}
+	}
+	for _, n := range neighs {
+		n.LinkIndex = vx.Index
+		if err := netlink.NeighSet(&n); err != nil {
+			ov.log.Warn("cannot carry a neighbour entry over to the new vxlan device", "ip", n.IP.String(), "err", err)
+		}
+	}
+}
+
+// applyMTU gives the overlay's MTU to its vxlan device, its bridge and
+// every VNIC that follows it, wherever the VNIC has been moved. Called
+// with ov.mu.
+func (ov *overlay) applyMTU(st *kstate) {
+	mtu := st.cfg.MTU
+	for _, l := range []netlink.Link{st.vx, st.br} {
+		if err := netlink.LinkSetMTU(l, mtu); err != nil {
+			ov.log.Warn("cannot apply the new overlay MTU", "link", l.Attrs().Name, "mtu", mtu, "err", err)
+		}
+	}
+	for name, v := range ov.vnics {
+		if v.mtu != 0 {
+			continue
+		}
+		if err := setVNICMTU(v.port, mtu); err != nil {
+			ov.log.Warn("cannot apply the new overlay MTU to a VNIC", "vnic", name, "mtu", mtu, "err", err)
+		}
+	}
+}
+
+// setVNICMTU sets the MTU of both ends of a VNIC's veth pair. The VNIC
+// end may have been moved into another network namespace: that one is
+// found by the id the kernel gives it as seen from ours (the bridge
+// end's link-netnsid) among the namespaces in sight, the named ones and
+// those of running processes, as AddVNIC's takeover does, and the MTU is
+// set there. Entering a namespace needs CAP_SYS_ADMIN, which overlayd
+// drops after startup unless --keep-privileges; without it the error
+// says so. (IFLA_TARGET_NETNSID, which would need only CAP_NET_ADMIN, is
+// not honoured by this kernel for RTM_SETLINK.)
+func setVNICMTU(port string, mtu int) error {
+	l, err := netlink.LinkByName(port)
+	if err != nil {
+		return fmt.Errorf("find the bridge port %s: %w", port, err)
+	}
+	a := l.Attrs()
+	// The bridge end first when growing, last when shrinking: the
+	// bridge never passes frames larger than the VNIC takes meanwhile.
+	if mtu > a.MTU {
+		if err := netlink.LinkSetMTU(l, mtu); err != nil {
+			return fmt.Errorf("set MTU %d on %s: %w", mtu, port, err)
+		}
+	}
+	if a.ParentIndex == 0 {
+		return fmt.Errorf("the bridge port %s names no peer", port)
+	}
+	h := &netlink.Handle{} // this namespace
+	if a.NetNsID >= 0 {
+		if h, err = handleForNsID(a.NetNsID); err != nil {
+			return fmt.Errorf("the VNIC end of %s is in another network namespace: %w", port, err)
+		}
+		defer h.Close()
+	}
+	peer, err := h.LinkByIndex(a.ParentIndex)
+	if err == nil {
+		err = h.LinkSetMTU(peer, mtu)
+	}
+	if err != nil {
+		return fmt.Errorf("set MTU %d on the VNIC end of %s: %w", mtu, port, err)
+	}
+	if mtu < a.MTU {
+		if err := netlink.LinkSetMTU(l, mtu); err != nil {
+			return fmt.Errorf("set MTU %d on %s: %w", mtu, port, err)
+		}
+	}
 	return nil
 }
 
@@ -228,51 +479,95 @@ func (ov *overlay) AddVNIC(cfg datapath.VNICConfig) error {
 	if cfg.VLAN != 0 {
 		return fmt.Errorf("VLAN %d: this kernel has no 802.1Q devices and no bridge VLAN filtering, which the kernel data path would need; create the overlay with -p datapath=userspace", cfg.VLAN)
 	}
+	if len(cfg.MAC) != 6 {
+		return fmt.Errorf("MAC %s is not an Ethernet address", cfg.MAC)
+	}
+	st := ov.st.Load()
 	port := shortName("ovp", cfg.Name)
+	v := &kvnic{port: port, mac: slices.Clone(cfg.MAC), mtu: cfg.MTU, noSpoof: cfg.NoSpoof}
 	if l, err := netlink.LinkByName(port); err == nil {
 		if l.Attrs().Alias == aliasVNIC+cfg.Name && cfg.Adopt {
-			ov.vnics[cfg.Name] = port
-			return nil
+			return ov.addVNIC(cfg.Name, v)
 		}
 		if l.Attrs().Alias != aliasVNIC+cfg.Name {
 			return fmt.Errorf("a network interface named %s exists and is not overlayd's", port)
 		}
-		netlink.LinkDel(l)
+		if err := netlink.LinkDel(l); err != nil {
+			return fmt.Errorf("delete %s, left by an earlier VNIC %s: %w", port, cfg.Name, err)
+		}
 	}
 	if _, err := netlink.LinkByName(cfg.Name); err == nil {
 		return fmt.Errorf("a network interface named %s already exists", cfg.Name)
 	}
 	mtu := cfg.MTU
 	if mtu == 0 {
-		mtu = ov.cfg.MTU
+		mtu = st.cfg.MTU
 	}
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: port, MTU: mtu, MasterIndex: ov.br.Index}, PeerName: cfg.Name,
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: port, MTU: mtu, MasterIndex: st.br.Index}, PeerName: cfg.Name,
 		PeerHardwareAddr: cfg.MAC}
 	if err := netlink.LinkAdd(veth); err != nil {
 		return fmt.Errorf("create veth %s/%s: %w", port, cfg.Name, err)
 	}
-	cleanup := func() { netlink.LinkDel(veth) }
-	noIPv6(port)
+	fail := func(err error) error {
+		if e := netlink.LinkDel(veth); e != nil {
+			ov.log.Warn("cannot delete the half-made VNIC", "vnic", cfg.Name, "err", e)
+		}
+		return err
+	}
+	if err := noIPv6(port); err != nil {
+		return fail(err)
+	}
 	for _, name := range []string{port, cfg.Name} {
 		l, err := netlink.LinkByName(name)
 		if err != nil {
-			cleanup()
-			return err
+			return fail(fmt.Errorf("find the new %s: %w", name, err))
 		}
-		netlink.LinkSetAlias(l, aliasVNIC+cfg.Name)
-		netlink.LinkSetMTU(l, mtu)
+		if err := netlink.LinkSetAlias(l, aliasVNIC+cfg.Name); err != nil {
+			return fail(fmt.Errorf("tag %s: %w", name, err))
+		}
+		if err := netlink.LinkSetMTU(l, mtu); err != nil {
+			return fail(fmt.Errorf("set MTU %d on %s: %w", mtu, name, err))
+		}
 		// Only the bridge end is set up here: the VNIC end is its user's
 		// to bring up, wherever it moves it, so that it says nothing into
 		// the overlay from overlayd's namespace meanwhile.
 		if name == port {
 			if err := netlink.LinkSetUp(l); err != nil {
-				cleanup()
-				return fmt.Errorf("set %s up: %w", name, err)
+				return fail(fmt.Errorf("set %s up: %w", name, err))
 			}
 		}
 	}
-	ov.vnics[cfg.Name] = port
-	ov.log.Info("VNIC up", "vnic", cfg.Name, "mac", cfg.MAC.String(), "bridge_port", port)
+	if err := ov.addVNIC(cfg.Name, v); err != nil {
+		return fail(err)
+	}
+	ov.log.Info("VNIC up", "vnic", cfg.Name, "mac", cfg.MAC.String(), "bridge_port", port, "nospoof", cfg.NoSpoof)
+	return nil
+}
+
+// addVNIC records a VNIC and installs its source MAC check. Called with
+// ov.mu.
+func (ov *overlay) addVNIC(name string, v *kvnic) error {
+	ov.vnics[name] = v
+	if err := ov.syncSpoof(); err != nil {
+		delete(ov.vnics, name)
+		return err
+	}
+	return nil
+}
+
+// SetNoSpoof implements datapath.Overlay.
+func (ov *overlay) SetNoSpoof(name string, on bool) error {
+	ov.mu.Lock()
+	defer ov.mu.Unlock()
+	v, ok := ov.vnics[name]
+	if !ok {
+		return fmt.Errorf("no VNIC %s on this overlay", name)
+	}
+	v.noSpoof = on
+	if err := ov.syncSpoof(); err != nil {
+		v.noSpoof = !on
+		return err
+	}
 	return nil
 }
 
@@ -281,35 +576,41 @@ func (ov *overlay) AddVNIC(cfg datapath.VNICConfig) error {
 func (ov *overlay) RemoveVNIC(name string) error {
 	ov.mu.Lock()
 	defer ov.mu.Unlock()
-	port, ok := ov.vnics[name]
+	v, ok := ov.vnics[name]
 	if !ok {
 		return fmt.Errorf("no VNIC %s on this overlay", name)
 	}
-	if l, err := netlink.LinkByName(port); err == nil {
+	if l, err := netlink.LinkByName(v.port); err == nil {
 		if err := netlink.LinkDel(l); err != nil {
-			return fmt.Errorf("delete %s: %w", port, err)
+			return fmt.Errorf("delete %s: %w", v.port, err)
 		}
 	}
 	delete(ov.vnics, name)
+	if err := ov.syncSpoof(); err != nil {
+		ov.log.Warn("cannot remove the deleted VNIC's source MAC check", "vnic", name, "err", err)
+	}
 	return nil
 }
 
-// Stats implements datapath.Overlay from the vxlan device's counters.
+// Stats implements datapath.Overlay from the vxlan device's counters and
+// the source MAC check's.
 func (ov *overlay) Stats() datapath.Stats {
 	var c datapath.Counters
-	if l, err := netlink.LinkByIndex(ov.vx.Index); err == nil && l.Attrs().Statistics != nil {
-		st := l.Attrs().Statistics
-		c.Add(datapath.Encapsulated, st.TxPackets)
-		c.Add(datapath.EncapBytes, st.TxBytes)
-		c.Add(datapath.Decapsulated, st.RxPackets)
-		c.Add(datapath.DecapBytes, st.RxBytes)
+	st := ov.st.Load()
+	if l, err := netlink.LinkByIndex(st.vx.Index); err == nil && l.Attrs().Statistics != nil {
+		s := l.Attrs().Statistics
+		c.Add(datapath.Encapsulated, s.TxPackets)
+		c.Add(datapath.EncapBytes, s.TxBytes)
+		c.Add(datapath.Decapsulated, s.RxPackets)
+		c.Add(datapath.DecapBytes, s.RxBytes)
 		// The vxlan driver counts a frame without a forwarding entry
 		// (an L2 miss) as a transmit drop.
-		c.Add(datapath.DropNoTarget, st.TxDropped)
-		c.Add(datapath.DropSendError, st.TxErrors)
-		c.Add(datapath.DropMalformed, st.RxErrors)
-		c.Add(datapath.DropNoVNIC, st.RxDropped)
+		c.Add(datapath.DropNoTarget, s.TxDropped)
+		c.Add(datapath.DropSendError, s.TxErrors)
+		c.Add(datapath.DropMalformed, s.RxErrors)
+		c.Add(datapath.DropNoVNIC, s.RxDropped)
 	}
+	c.Add(datapath.DropSpoofed, ov.spoofed())
 	return c.Snapshot(datapath.OverlayCounters...)
 }
 
@@ -327,7 +628,9 @@ func (ov *overlay) Close() error {
 // Delete removes every object of the overlay (delete-overlay).
 func (ov *overlay) Delete() error {
 	ov.Close()
-	ov.destroy()
+	ov.mu.Lock()
+	defer ov.mu.Unlock()
+	ov.destroy(ov.st.Load())
 	return nil
 }
 
@@ -337,7 +640,8 @@ func (dp *DataPath) Listeners() []datapath.Listener {
 	defer dp.mu.Unlock()
 	byAddr := map[netip.AddrPort][]string{}
 	for _, ov := range dp.overlays {
-		byAddr[ov.cfg.Listen] = append(byAddr[ov.cfg.Listen], ov.name)
+		l := ov.st.Load().cfg.Listen
+		byAddr[l] = append(byAddr[l], ov.name)
 	}
 	var out []datapath.Listener
 	for a, names := range byAddr {
@@ -351,7 +655,7 @@ func (dp *DataPath) Close() error { return nil }
 
 // SetTarget implements datapath.Overlay: a forwarding entry.
 func (ov *overlay) SetTarget(mac datapath.MAC, dest encap.Dest) {
-	if err := fdbReplace(ov.vx.Index, net.HardwareAddr(mac[:]), dest); err != nil {
+	if err := fdbReplace(ov.st.Load().vx.Index, net.HardwareAddr(mac[:]), dest); err != nil {
 		ov.log.Warn("cannot install forwarding entry", "mac", net.HardwareAddr(mac[:]).String(), "dest", dest.String(), "err", err)
 	}
 }
@@ -368,13 +672,15 @@ func (ov *overlay) DropTarget(mac datapath.MAC, admin bool) {
 // RemoveTarget implements datapath.Overlay. A vxlan forwarding entry is
 // deleted by MAC and destination, so each of the MAC's is looked up.
 func (ov *overlay) RemoveTarget(mac datapath.MAC) {
-	es, err := fdbList(ov.vx.Index)
+	idx := ov.st.Load().vx.Index
+	es, err := fdbList(idx)
 	if err != nil {
+		ov.log.Warn("cannot list forwarding entries", "err", err)
 		return
 	}
 	for _, e := range es {
 		if n := e.neigh; bytes.Equal(n.HardwareAddr, mac[:]) && n.IP != nil {
-			if err := fdbDelete(ov.vx.Index, e); err != nil {
+			if err := fdbDelete(idx, e); err != nil {
 				ov.log.Warn("cannot delete forwarding entry", "mac", net.HardwareAddr(mac[:]).String(), "err", err)
 			}
 		}
@@ -394,13 +700,15 @@ func (ov *overlay) FlushTargets() {
 // Targets implements datapath.Overlay: the vxlan device's forwarding
 // entries that carry a destination.
 func (ov *overlay) Targets() []datapath.Target {
-	es, err := fdbList(ov.vx.Index)
+	st := ov.st.Load()
+	es, err := fdbList(st.vx.Index)
 	if err != nil {
+		ov.log.Warn("cannot list forwarding entries", "err", err)
 		return nil
 	}
 	var out []datapath.Target
 	for _, e := range es {
-		if t, ok := e.target(ov.cfg.Listen.Port()); ok {
+		if t, ok := e.target(st.cfg.Listen.Port()); ok {
 			out = append(out, t)
 		}
 	}
@@ -414,7 +722,7 @@ func (ov *overlay) SetNeighbor(ip netip.Addr, mac datapath.MAC) {
 	if ip.Is6() {
 		family = unix.AF_INET6
 	}
-	if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: ov.vx.Index, Family: family, State: netlink.NUD_PERMANENT,
+	if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: ov.st.Load().vx.Index, Family: family, State: netlink.NUD_PERMANENT,
 		IP: net.IP(ip.AsSlice()), HardwareAddr: net.HardwareAddr(mac[:])}); err != nil {
 		ov.log.Warn("cannot install neighbour entry", "ip", ip.String(), "err", err)
 	}
@@ -433,50 +741,85 @@ func fdbReplace(ifindex int, mac net.HardwareAddr, dest encap.Dest) error {
 	if !bytes.Equal(mac, make([]byte, 6)) {
 		return fdbWrite(unix.NLM_F_CREATE|unix.NLM_F_REPLACE, ifindex, mac, dest)
 	}
-	if old, err := fdbList(ifindex); err == nil {
-		for _, o := range old {
-			if !bytes.Equal(o.neigh.HardwareAddr, mac) {
-				continue
-			}
-			if t, ok := o.target(dest.Port); ok && t.Dest == dest {
-				return nil // already there
-			}
-			fdbDelete(ifindex, o)
+	old, err := fdbList(ifindex)
+	if err != nil {
+		return fmt.Errorf("list forwarding entries: %w", err)
+	}
+	for _, o := range old {
+		if !bytes.Equal(o.neigh.HardwareAddr, mac) {
+			continue
+		}
+		if t, ok := o.target(dest.Port); ok && t.Dest == dest {
+			return nil // already there
+		}
+		if err := fdbDelete(ifindex, o); err != nil {
+			return fmt.Errorf("delete the old default entry: %w", err)
 		}
 	}
 	return fdbWrite(unix.NLM_F_CREATE|unix.NLM_F_APPEND, ifindex, mac, dest)
 }
 
 // watchMisses turns the vxlan device's miss notifications into lookups.
+// The device is looked up in the current state for every notification,
+// so misses of a device that Update has just put in place count.
 func (ov *overlay) watchMisses() {
 	defer close(ov.done)
-	if ov.cfg.Point != nil || ov.cfg.Handler == nil {
-		<-ov.stop
-		return
-	}
-	ch := make(chan netlink.NeighUpdate, 1024)
-	if err := netlink.NeighSubscribe(ch, ov.stop); err != nil {
-		ov.log.Error("cannot watch the kernel's misses: lookups will not happen", "err", err)
+	if cfg := ov.st.Load().cfg; cfg.Point != nil || cfg.Handler == nil {
 		<-ov.stop
 		return
 	}
 	for {
+		if !ov.watchOnce() {
+			return
+		}
+		// The subscription broke: under a storm of misses the socket's
+		// buffer overflows (ENOBUFS) and the netlink library gives up.
+		// The misses lost meanwhile come again with the MACs' next
+		// frames, so a new subscription loses no lookup for good.
+		ov.log.Warn("the kernel's miss notifications stopped; watching again")
 		select {
 		case <-ov.stop:
 			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// missBuffer is the receive buffer asked for the miss notifications.
+const missBuffer = 4 << 20
+
+// watchOnce watches misses until overlayd stops it (false) or the
+// subscription breaks (true).
+func (ov *overlay) watchOnce() bool {
+	done := make(chan struct{})
+	defer close(done) // closes the subscription's socket
+	ch := make(chan netlink.NeighUpdate, 1024)
+	err := netlink.NeighSubscribeWithOptions(ch, done, netlink.NeighSubscribeOptions{
+		ReceiveBufferSize: missBuffer, ReceiveBufferForceSize: true,
+		ErrorCallback: func(err error) { ov.log.Debug("miss notifications", "err", err) },
+	})
+	if err != nil {
+		ov.log.Error("cannot watch the kernel's misses", "err", err)
+		return true
+	}
+	for {
+		select {
+		case <-ov.stop:
+			return false
 		case u, ok := <-ch:
 			if !ok {
-				return
+				return true
 			}
-			if u.Type != unix.RTM_GETNEIGH || u.LinkIndex != ov.vx.Index {
+			st := ov.st.Load()
+			if u.Type != unix.RTM_GETNEIGH || u.LinkIndex != st.vx.Index {
 				continue
 			}
 			switch {
 			case len(u.HardwareAddr) == 6 && u.IP == nil:
-				ov.cfg.Handler.Miss(datapath.MAC(u.HardwareAddr), 0)
+				st.cfg.Handler.Miss(datapath.MAC(u.HardwareAddr), 0)
 			case u.IP != nil:
 				ip, _ := netip.AddrFromSlice(u.IP)
-				ov.cfg.Handler.MissIP(0, ip.Unmap())
+				st.cfg.Handler.MissIP(0, ip.Unmap())
 			}
 		}
 	}
@@ -491,17 +834,19 @@ func (dp *DataPath) Sweep() {
 	claimed := map[string]bool{}
 	for _, ov := range dp.overlays {
 		ov.mu.Lock()
-		claimed[ov.vx.Name] = true
-		claimed[ov.br.Name] = true
-		for _, port := range ov.vnics {
-			claimed[port] = true
+		st := ov.st.Load()
+		claimed[st.vx.Name] = true
+		claimed[st.br.Name] = true
+		for _, v := range ov.vnics {
+			claimed[v.port] = true
 		}
 		ov.mu.Unlock()
 	}
 	dp.mu.Unlock()
-	sweepDHCP(claimed, dp.log)
+	sweepNft(claimed, dp.log)
 	links, err := netlink.LinkList()
 	if err != nil {
+		dp.log.Warn("cannot list network interfaces; objects left by an earlier overlayd stay", "err", err)
 		return
 	}
 	for _, l := range links {
@@ -514,7 +859,9 @@ func (dp *DataPath) Sweep() {
 		if strings.HasPrefix(a.Alias, aliasVNIC) && !strings.HasPrefix(a.Name, "ovp") {
 			continue
 		}
-		if err := netlink.LinkDel(l); err == nil {
+		if err := netlink.LinkDel(l); err != nil {
+			dp.log.Warn("cannot remove a kernel object no overlay claims", "link", a.Name, "alias", a.Alias, "err", err)
+		} else {
 			dp.log.Info("removed a kernel object no overlay claims", "link", a.Name, "alias", a.Alias)
 		}
 	}
@@ -524,15 +871,54 @@ func (dp *DataPath) Sweep() {
 // own: the vxlan device needs IPv6 to answer neighbour solicitations from
 // its table, but must not solicit routers or report multicast listening
 // into the overlay.
-func noAddresses(name string) {
-	os.WriteFile("/proc/sys/net/ipv6/conf/"+name+"/addr_gen_mode", []byte("1"), 0)
+func noAddresses(name string) error {
+	return sysctl("/proc/sys/net/ipv6/conf/"+name+"/addr_gen_mode", "1")
 }
 
 // noIPv6 keeps IPv6 off the switch's own interfaces: an overlay is never
 // given an address, and otherwise the bridge and its ports would send
 // router solicitations and MLD reports of their own into the overlay.
-func noIPv6(names ...string) {
-	for _, n := range names {
-		os.WriteFile("/proc/sys/net/ipv6/conf/"+n+"/disable_ipv6", []byte("1"), 0)
+func noIPv6(name string) error {
+	return sysctl("/proc/sys/net/ipv6/conf/"+name+"/disable_ipv6", "1")
+}
+
+// sysctl writes a setting; a kernel without IPv6 has none to write.
+func sysctl(path, value string) error {
+	err := os.WriteFile(path, []byte(value), 0)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("set %s: %w", path, err)
 	}
+	return nil
+}
+
+// handleForNsID opens a netlink handle in the network namespace that has
+// id nsid in ours.
+func handleForNsID(nsid int) (*netlink.Handle, error) {
+	paths, _ := filepath.Glob("/run/netns/*")
+	procs, _ := filepath.Glob("/proc/[0-9]*/ns/net")
+	seen := map[uint64]bool{}
+	for _, p := range append(paths, procs...) {
+		ns, err := netns.GetFromPath(p)
+		if err != nil {
+			continue // gone meanwhile, or not ours to see
+		}
+		var st unix.Stat_t
+		if unix.Fstat(int(ns), &st) != nil || seen[st.Ino] {
+			ns.Close()
+			continue
+		}
+		seen[st.Ino] = true
+		id, err := netlink.GetNetNsIdByFd(int(ns))
+		if err != nil || id != nsid {
+			ns.Close()
+			continue
+		}
+		h, err := netlink.NewHandleAt(ns)
+		ns.Close()
+		if err != nil {
+			return nil, fmt.Errorf("enter it (%s; overlayd needs CAP_SYS_ADMIN, kept with --keep-privileges, or set the MTU where the VNIC lives): %w", p, err)
+		}
+		return h, nil
+	}
+	return nil, fmt.Errorf("no network namespace with id %d in sight (neither in /run/netns nor of a running process)", nsid)
 }

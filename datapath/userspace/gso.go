@@ -53,6 +53,10 @@ func (ov *overlay) fromVNICOffload(src *vnic, tx *txScratch, buf []byte, n int) 
 		ov.ctr.Inc(datapath.DropMalformed)
 		return
 	}
+	// Every segment carries the super-frame's source MAC: one check.
+	if ov.spoofed(src, frame) {
+		return
+	}
 	// hdr_len from a TAP is only a hint: measure the headers.
 	if hdrLen-ethHeaderLen+int(h.GSOSize) > st.cfg.MTU {
 		ov.ctr.Inc(datapath.DropMTU)

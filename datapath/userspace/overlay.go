@@ -57,6 +57,9 @@ type vnic struct {
 	tap       *tap
 	ids       []int32 // of its queues, in the workers' sets
 	followMTU bool    // the MTU is the overlay's, and changes with it
+	// noSpoof drops frames its user sends from another MAC than its own
+	// (mac-nospoof); the frame paths read it, SetNoSpoof changes it.
+	noSpoof atomic.Bool
 }
 
 // CreateOverlay implements datapath.DataPath.
@@ -135,6 +138,7 @@ func (ov *overlay) AddVNIC(cfg datapath.VNICConfig) error {
 		return err
 	}
 	v := &vnic{ov: ov, name: cfg.Name, key: key, tap: t, followMTU: cfg.MTU == 0}
+	v.noSpoof.Store(cfg.NoSpoof)
 	ov.vnics.Store(set.with(v))
 	for q, fd := range t.fds {
 		id, err := ov.ws[q].watch(fd, tapQueue{v, q})
@@ -168,6 +172,27 @@ func (ov *overlay) RemoveVNIC(name string) error {
 	v.tap.destroy()
 	ov.log.Info("VNIC removed", "vnic", name)
 	return nil
+}
+
+// SetNoSpoof implements datapath.Overlay.
+func (ov *overlay) SetNoSpoof(name string, on bool) error {
+	v := ov.vnics.Load().byName[name]
+	if v == nil {
+		return fmt.Errorf("no VNIC %s on this overlay", name)
+	}
+	v.noSpoof.Store(on)
+	return nil
+}
+
+// spoofed reports (and counts) a frame from src whose source MAC is not
+// src's own while src is under mac-nospoof. The frame holds an Ethernet
+// header.
+func (ov *overlay) spoofed(src *vnic, frame []byte) bool {
+	if !src.noSpoof.Load() || [6]byte(frame[6:12]) == src.key.mac {
+		return false
+	}
+	ov.ctr.Inc(datapath.DropSpoofed)
+	return true
 }
 
 // Stats implements datapath.Overlay.
@@ -276,6 +301,9 @@ func (ov *overlay) fromVNIC(src *vnic, buf []byte, off, n, q int) {
 	frame := buf[off : off+n]
 	if n < ethHeaderLen {
 		ov.ctr.Inc(datapath.DropMalformed)
+		return
+	}
+	if ov.spoofed(src, frame) {
 		return
 	}
 	if _, tagged := frameVLAN(frame); tagged {
