@@ -121,7 +121,7 @@ func (in *instance) Stop() {
 
 // Lookup implements search.DynamicInstance with a VL2 request.
 func (in *instance) Lookup(ctx context.Context, _ uint16, mac ether.MAC) (encap.Dest, error) {
-	body, err := in.remote.call(ctx, proto.VL2Req{MAC: mac, VNetID: in.vnetid}.AppendFrame, proto.OpVL2Ack)
+	body, err := in.remote.call(ctx, proto.VL2Req{MAC: mac, VNetID: in.vnetid}.AppendFrame, proto.OpVL2Ack, false)
 	if err != nil {
 		return encap.Dest{}, err
 	}
@@ -155,7 +155,7 @@ func (in *instance) vl3(ctx context.Context, ip netip.Addr) (ether.MAC, encap.De
 	if ip.Is4() {
 		typ = proto.L3IPv4
 	}
-	body, err := in.remote.call(ctx, proto.VL3Req{IP: ip, Type: typ, VNetID: in.vnetid}.AppendFrame, proto.OpVL3Ack)
+	body, err := in.remote.call(ctx, proto.VL3Req{IP: ip, Type: typ, VNetID: in.vnetid}.AppendFrame, proto.OpVL3Ack, false)
 	if err != nil {
 		return ether.MAC{}, encap.Dest{}, err
 	}
