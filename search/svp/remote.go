@@ -352,8 +352,11 @@ func (r *remote) reasonLocked(now time.Time) string {
 	}
 	note := ""
 	if r.logClosures > 0 {
-		note = fmt.Sprintf("; it closed the connection on the last %d LOG_REQs in a row (no log support?): log polling backed off to %s",
-			r.logClosures, roundDur(r.logWait))
+		n := "the last LOG_REQ"
+		if r.logClosures > 1 {
+			n = fmt.Sprintf("each of the last %d LOG_REQs", r.logClosures)
+		}
+		note = fmt.Sprintf("; the server closed the connection on %s (no log support?): log polling backed off to %s", n, roundDur(r.logWait))
 	} else if lostOnLog {
 		note = "; the server closed the last connection while a LOG_REQ was outstanding (no log support?)"
 	}
