@@ -5,8 +5,11 @@
 //
 // It connects to every address svp/host resolves to, keeps the
 // connections up with backoff, retries a request on another server when
-// one fails or times out, and marks its overlays DEGRADED while no server
-// answers, clearing that by itself.
+// one fails or is slow (closing a connection only after 30 s without
+// progress), and marks its overlays DEGRADED while no server answers
+// (a connected server that answers nothing counts as none), clearing that
+// by itself on the first answer. The first LOG_REQ waits a delay, and a
+// server that closes the connection on LOG_REQ gets them ever more rarely.
 package svp
 
 import (
