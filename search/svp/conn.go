@@ -82,9 +82,10 @@ type conn struct {
 	killed string
 	// carry is the start of a stall that closing the connection did not
 	// end: the next connection continues it until it answers.
-	carry    time.Time
-	lastErr  error // of the last failed dial
-	attempts int   // failed dials since the last success
+	carry     time.Time
+	connected time.Time // when the current connection was made
+	lastErr   error     // of the last failed dial
+	attempts  int       // failed dials since the last success
 	// reported: the remote counted this connection as not answering;
 	// the next answer re-evaluates the state at once.
 	reported bool
@@ -134,6 +135,7 @@ func (c *conn) run() {
 		carry := c.carry
 		c.carry = time.Time{}
 		c.c, c.w, c.attempts, c.lastErr, c.killed = nc, bufio.NewWriter(nc), 0, nil, ""
+		c.connected = time.Now()
 		c.gen++
 		// A PING first: a connect succeeds even to a stopped process,
 		// and after a failure only an answer shows the server works.
@@ -344,16 +346,20 @@ func (c *conn) abandon(id uint32) {
 
 // connState is what the remote needs to know of a connection.
 type connState struct {
-	up        bool
-	gen       uint64
-	stalled   time.Duration // how long it has answered nothing while asked
-	since     time.Time     // when that began
-	failure   string
-	lostOnLog bool
-	attempts  int
-	lastErr   error
-	pending   int
-	winddown  bool
+	up      bool
+	gen     uint64
+	stalled time.Duration // how long it has answered nothing while asked
+	since   time.Time     // when that began
+	// noProgress is how long this connection (not its predecessors) has
+	// answered nothing while asked: what giveUp is measured against, so
+	// that each new connection gets its own chance.
+	noProgress time.Duration
+	failure    string
+	lostOnLog  bool
+	attempts   int
+	lastErr    error
+	pending    int
+	winddown   bool
 }
 
 func (c *conn) state(now time.Time) connState {
@@ -364,6 +370,10 @@ func (c *conn) state(now time.Time) connState {
 	if !c.waitSince.IsZero() && s.up {
 		s.since = c.waitSince
 		s.stalled = now.Sub(c.waitSince)
+		s.noProgress = now.Sub(c.waitSince)
+		if c.connected.After(c.waitSince) {
+			s.noProgress = now.Sub(c.connected)
+		}
 	}
 	return s
 }

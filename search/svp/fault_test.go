@@ -361,6 +361,12 @@ func TestStallGiveUp(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	// The new connection gets its own giveUp: no reconnect storm against
+	// a stopped server whose listen queue accepts every redial.
+	time.Sleep(testTimings.giveUp / 2)
+	if n := s.accepts.Load(); n != 2 {
+		t.Errorf("%d connections within giveUp/2 of the first reconnect, want 2", n)
+	}
 	if r, _ := h.state(); !strings.Contains(r, "is not answering") {
 		t.Errorf("after the reconnect, reason %q, want still not answering", r)
 	}

@@ -267,10 +267,10 @@ func (r *remote) monitor() {
 		for a, c := range r.conns {
 			st := c.state(now)
 			switch {
-			case st.winddown && (st.pending == 0 || st.stalled > r.t.giveUp):
+			case st.winddown && (st.pending == 0 || st.noProgress > r.t.giveUp):
 				c.close()
 				delete(r.conns, a)
-			case st.up && st.stalled > r.t.giveUp:
+			case st.up && st.noProgress > r.t.giveUp:
 				r.log.Warn("svp: closing a connection that made no progress", "server", a.String(),
 					"for", st.stalled.Round(time.Second).String(), "outstanding", st.pending)
 				c.kill(fmt.Sprintf("made no progress for %s with requests outstanding; reconnected", roundDur(r.t.giveUp)), true)
@@ -396,8 +396,11 @@ func coarse(d, first time.Duration) string {
 }
 
 func roundDur(d time.Duration) string {
-	if d >= time.Second {
+	switch {
+	case d >= 10*time.Second:
 		d = d.Round(time.Second)
+	case d >= time.Second:
+		d = d.Round(100 * time.Millisecond)
 	}
 	return d.String()
 }
