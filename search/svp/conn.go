@@ -84,6 +84,7 @@ type conn struct {
 	// end: the next connection continues it until it answers.
 	carry     time.Time
 	connected time.Time // when the current connection was made
+	closeErr  error     // a write found the server had closed the connection
 	lastErr   error     // of the last failed dial
 	attempts  int       // failed dials since the last success
 	// reported: the remote counted this connection as not answering;
@@ -166,6 +167,10 @@ func (c *conn) run() {
 // the failure is recorded for the DEGRADED reason.
 func (c *conn) lost(nc net.Conn, err error) {
 	c.mu.Lock()
+	if c.closeErr != nil && errors.Is(err, net.ErrClosed) {
+		err = c.closeErr
+	}
+	c.closeErr = nil
 	byServer := c.killed == "" && !c.closed
 	n, logs := len(c.pending), c.logPending
 	switch {
@@ -317,7 +322,11 @@ func (c *conn) sendLocked(frame []byte, ch chan<- reply, want proto.Op, idle, is
 	if err := c.w.Flush(); err != nil {
 		// Part of a frame may be out: the stream is lost. The reader
 		// notices and fails every pending request.
-		c.killed = fmt.Sprintf("could not take a request: %v", err)
+		if isClose(err) {
+			c.closeErr = err // the server closed it: say so, as the reader would
+		} else {
+			c.killed = fmt.Sprintf("could not take a request: %v", err)
+		}
 		c.c.Close()
 		return 0, err
 	}

@@ -437,8 +437,8 @@ type attempt struct {
 // connection fails is retried elsewhere at once. It gives up when ctx
 // ends. idle marks a request that may legitimately wait long for its
 // answer (a long-poll LOG_REQ): it does not count toward stall detection.
-// A LOG_REQ whose connection the server closes is not retried: the
-// error wraps errLostOnLog.
+// A LOG_REQ whose connection goes down is not retried; when the server
+// closed it, the error wraps errLostOnLog.
 func (r *remote) call(ctx context.Context, build func(dst []byte, id uint32) []byte, want proto.Op, idle bool) ([]byte, error) {
 	var lastErr error = errConnDown
 	replies := make(chan reply, maxAttempts)
@@ -488,7 +488,9 @@ func (r *remote) call(ctx context.Context, build func(dst []byte, id uint32) []b
 				return rep.body, nil
 			}
 			lastErr = rep.err
-			if errors.Is(rep.err, errLostOnLog) {
+			if want == proto.OpLogAck {
+				// Not at once on another connection: that is how a
+				// restarted server without a log is killed again.
 				return nil, rep.err
 			}
 			need = true
