@@ -78,7 +78,8 @@ func (h *fakeHost) waitFor(t *testing.T, d time.Duration, what string, cond func
 			return r
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("waited %v for %s; reason now %q, history %q", d, what, r, hist)
+			hist = hist[max(0, len(hist)-5):]
+			t.Fatalf("waited %v for %s; reason now %q, last reasons %q", d, what, r, hist)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}

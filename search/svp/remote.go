@@ -369,6 +369,9 @@ func (r *remote) reasonLocked(now time.Time) string {
 	case len(stalled) > 0:
 		return strings.Join(append(stalled, broken...), "; ")
 	case len(broken) > 0:
+		if r.logClosures == 0 {
+			note = "" // the failure names the LOG_REQ already
+		}
 		return strings.Join(broken, "; ") + note
 	case tried:
 		return fmt.Sprintf("cannot reach any mapping server (%s): %v%s", target, lastErr, note)
