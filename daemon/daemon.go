@@ -20,6 +20,7 @@ import (
 	"overlaynet/datapath/kernel"
 	"overlaynet/datapath/userspace"
 	"overlaynet/overlay"
+	"overlaynet/search/svp"
 	"overlaynet/state"
 )
 
@@ -41,6 +42,7 @@ type Options struct {
 	DefaultDataPath string
 	WorkerSched     string
 	Workers         int
+	SVPLogDelay     time.Duration
 }
 
 // Main runs overlayd with args (without the program name) and returns the
@@ -98,6 +100,7 @@ The admin socket is mode 0600 (root only), or 0660 owned by
 	f.StringVar(&o.CPUProfile, "cpu-profile", "", "write a Go CPU profile of the whole run to this file (for performance work)")
 	f.BoolVar(&o.Offloads, "offloads", true, "move TCP in 64 KB super-frames (TAP TSO, UDP GSO/GRO); --offloads=false for one frame per system call")
 	f.IntVar(&o.Workers, "workers", max(1, runtime.NumCPU()/2), "worker threads of the userspace data path, each with a queue of every TAP and a socket of every listen address: more carry more flows at once (one flow never goes faster); the default is half the CPUs")
+	f.DurationVar(&o.SVPLogDelay, "svp-log-delay", svp.DefaultLogDelay, "svp overlays: wait this long after starting before the first LOG_REQ to a mapping server (illumos: 5-10 s), so that a server without a log (Triton's json store dies of a LOG_REQ) answers lookups first; a server that closes the connection on LOG_REQ gets them ever more rarely, from this doubling up to 5m")
 	f.StringVar(&o.WorkerSched, "worker-sched", userspace.SchedBatch, "scheduling policy of the userspace data path's worker thread: batch (more throughput on busy CPUs) or normal (a woken worker preempts at once: lower latency under load)")
 	c.SetArgs(args)
 	c.SetOut(stderr)
@@ -137,6 +140,9 @@ func run(o Options, stderr io.Writer) error {
 	}
 	if o.DefaultDataPath != overlay.DataPathUserspace && o.DefaultDataPath != overlay.DataPathKernel {
 		return fmt.Errorf("--default-datapath %q: want userspace or kernel", o.DefaultDataPath)
+	}
+	if err := svp.SetLogDelay(o.SVPLogDelay); err != nil {
+		return fmt.Errorf("--svp-log-delay %v: want 0s to 10m", o.SVPLogDelay)
 	}
 	if o.CPUProfile != "" {
 		f, err := os.Create(o.CPUProfile)

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"overlaynet/ether"
@@ -58,6 +59,10 @@ type Server struct {
 	conns    atomic.Int64
 	requests atomic.Uint64
 	refused  atomic.Uint64
+	// closedInFlight counts connections their client closed while
+	// requests on them were unanswered: Triton's portolan dies writing
+	// into such a socket, so clients should not do it.
+	closedInFlight atomic.Uint64
 }
 
 // Serve accepts connections until ctx ends or ln is closed, then closes
@@ -131,9 +136,10 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 
 	replies := make(chan []byte, maxInFlight)
 	writerDone := make(chan struct{})
+	var unanswered atomic.Int64 // read, and not yet taken by the writer
 	go func() {
 		defer close(writerDone)
-		s.write(c, replies, cancel)
+		s.write(c, replies, cancel, &unanswered)
 	}()
 	var handlers sync.WaitGroup
 	slots := make(chan struct{}, maxInFlight)
@@ -146,6 +152,15 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 			// The client closed its side cleanly (it may have shut down
 			// only its writing half): answer what it sent before closing.
 			clean = true
+		}
+		closedByClient := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
+		if closedByClient && ctx.Err() == nil {
+			if n := unanswered.Load(); n > 0 {
+				s.closedInFlight.Add(1)
+				log.Warn("client closed a connection with requests in flight", "requests", n)
+			}
+		}
+		if clean {
 			break
 		}
 		if err != nil {
@@ -160,6 +175,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 			break
 		}
 		s.requests.Add(1)
+		unanswered.Add(1)
 		slots <- struct{}{}
 		req.done = func() { <-slots }
 		handlers.Add(1)
@@ -184,9 +200,12 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 
 // write sends replies, flushing whenever no more are waiting, so that a
 // burst of pipelined answers leaves in few system calls.
-func (s *Server) write(c net.Conn, replies <-chan []byte, fail func()) {
+func (s *Server) write(c net.Conn, replies <-chan []byte, fail func(), unanswered *atomic.Int64) {
 	w := bufio.NewWriterSize(c, 32<<10)
 	for b := range replies {
+		// Answered from here on: a client can have the reply only
+		// after this.
+		unanswered.Add(-1)
 		// Before Write, not only before Flush: a reply larger than the
 		// buffer's free space goes to the connection from Write, and
 		// must not meet the deadline of a flush long past.
@@ -377,6 +396,10 @@ func (s *Server) logger() *slog.Logger {
 
 // Connections returns the number of open connections.
 func (s *Server) Connections() int64 { return s.conns.Load() }
+
+// ClosedInFlight returns how many connections their client closed while
+// requests on them were unanswered.
+func (s *Server) ClosedInFlight() uint64 { return s.closedInFlight.Load() }
 
 // Requests returns the number of requests answered so far.
 func (s *Server) Requests() uint64 { return s.requests.Load() }

@@ -2,38 +2,58 @@ package svp
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	proto "overlaynet/svp"
 )
 
-// Connection timing.
-const (
-	dialTimeout = 3 * time.Second
-	// backoff after failed connects: 100 ms doubling to maxBackoff. A
-	// restarted server is found again within that (illumos: 1-32 s).
-	minBackoff = 100 * time.Millisecond
-	maxBackoff = 4 * time.Second
-)
+// maxPending bounds the requests outstanding on one connection (answered
+// or given up on by their callers): a connection that has this many gets
+// no more until answers come or it is closed for making no progress.
+const maxPending = 4096
 
-var errConnDown = errors.New("connection to the mapping server is down")
+var (
+	errConnDown = errors.New("connection to the mapping server is down")
+	errBusy     = errors.New("too many requests outstanding on the connection")
+	// errLostOnLog marks the failure of a LOG_REQ whose connection the
+	// server closed while the LOG_REQ was outstanding: what a server
+	// without a log (Triton's json store) does when it dies of one.
+	errLostOnLog = errors.New("the mapping server closed the connection while a LOG_REQ was outstanding")
+)
 
 // reply is what a pending request gets: a body copy, or an error.
 type reply struct {
-	op   proto.Op
+	c    *conn
+	id   uint32
 	body []byte
 	err  error
+}
+
+// pendingReq is a request sent and not answered yet.
+type pendingReq struct {
+	// ch gets the reply; nil once the caller gave up, so that a late
+	// answer is dropped quietly rather than taken for a protocol error.
+	ch   chan<- reply
+	want proto.Op
+	// idle requests may legitimately stay unanswered for long (a
+	// long-poll LOG_REQ): they do not count toward stall detection.
+	idle bool
 }
 
 // conn is one TCP connection to one address of the mapping service, kept
 // up (redialled with backoff) until closed. Requests are pipelined and
 // matched to replies by id, in any order.
+//
+// Whether the server answers is tracked here, not whether the socket is
+// up: a stopped process keeps its sockets (and its listen queue accepts
+// a redial at once) while answering nothing.
 type conn struct {
 	addr   netip.AddrPort
 	remote *remote
@@ -41,36 +61,53 @@ type conn struct {
 	mu      sync.Mutex
 	c       net.Conn // nil while down
 	w       *bufio.Writer
-	pending map[uint32]chan reply
-	// abandoned are ids whose caller gave up: their late replies are
-	// dropped rather than taken for protocol errors.
-	abandoned map[uint32]bool
-	nextID    uint32
-	lastErr   error
-	attempts  int // failed connects since the last success
-	closed    bool
-	quit      chan struct{} // closed by close
-	done      chan struct{} // closed when run ends
+	gen     uint64 // incremented at each connect
+	pending map[uint32]*pendingReq
+	nextID  uint32
+	// counted is how many pending requests count toward stall
+	// detection; waitSince is when the connection last made progress
+	// while counted > 0 (the oldest such request's send time, or the
+	// last answer since), zero when counted == 0.
+	counted   int
+	waitSince time.Time
+	// logPending is how many LOG_REQs are pending.
+	logPending int
+	// failure is why the last connection ended badly (garbage, a close
+	// with requests outstanding); it stands until the next answer.
+	failure string
+	// lostOnLog: the last connection was closed by the server with a
+	// LOG_REQ outstanding.
+	lostOnLog bool
+	// killed is why we closed the current connection ourselves.
+	killed string
+	// carry is the start of a stall that closing the connection did not
+	// end: the next connection continues it until it answers.
+	carry     time.Time
+	connected time.Time // when the current connection was made
+	closeErr  error     // a write found the server had closed the connection
+	lastErr   error     // of the last failed dial
+	attempts  int       // failed dials since the last success
+	// reported: the remote counted this connection as not answering;
+	// the next answer re-evaluates the state at once.
+	reported bool
+	winddown bool // gone from DNS: close once idle
+	closed   bool
+	quit     chan struct{} // closed by close
+	done     chan struct{} // closed when run ends
 }
 
 func newConn(r *remote, addr netip.AddrPort) *conn {
-	c := &conn{addr: addr, remote: r, pending: map[uint32]chan reply{},
+	c := &conn{addr: addr, remote: r, pending: map[uint32]*pendingReq{},
 		quit: make(chan struct{}), done: make(chan struct{})}
 	go c.run()
 	return c
 }
 
-// up reports whether the connection is established.
-func (c *conn) up() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.c != nil
-}
-
 // run keeps the connection up until close.
 func (c *conn) run() {
 	defer close(c.done)
-	backoff := minBackoff
+	t := &c.remote.t
+	backoff := t.minBackoff
 	for {
 		c.mu.Lock()
 		closed := c.closed
@@ -78,68 +115,135 @@ func (c *conn) run() {
 		if closed {
 			return
 		}
-		nc, err := net.DialTimeout("tcp", c.addr.String(), dialTimeout)
+		nc, err := net.DialTimeout("tcp", c.addr.String(), t.dialTimeout)
 		if err != nil {
 			c.mu.Lock()
 			c.lastErr, c.attempts = err, c.attempts+1
 			c.mu.Unlock()
-			c.remote.stateChanged()
+			c.remote.stateChanged(true)
 			if !c.sleep(backoff) {
 				return
 			}
-			backoff = min(backoff*2, maxBackoff)
+			backoff = min(backoff*2, t.maxBackoff)
 			continue
 		}
-		backoff = minBackoff
 		c.mu.Lock()
 		if c.closed {
 			c.mu.Unlock()
 			nc.Close()
 			return
 		}
-		c.c, c.w, c.attempts, c.lastErr = nc, bufio.NewWriter(nc), 0, nil
+		carry := c.carry
+		c.carry = time.Time{}
+		c.c, c.w, c.attempts, c.lastErr, c.killed = nc, bufio.NewWriter(nc), 0, nil, ""
+		c.connected = time.Now()
+		c.gen++
+		// A PING first: a connect succeeds even to a stopped process,
+		// and after a failure only an answer shows the server works.
+		_, err = c.sendLocked(proto.AppendFrame(nil, proto.OpPing, c.nextID+1, nil), nil, proto.OpPong, false, false)
+		if err == nil && !carry.IsZero() {
+			c.waitSince = carry
+		}
 		c.mu.Unlock()
 		c.remote.log.Info("svp: connected to mapping server", "server", c.addr.String())
-		c.remote.stateChanged()
-		err = c.read(nc)
-		c.mu.Lock()
-		c.c, c.w, c.lastErr = nil, nil, err
-		for id, ch := range c.pending {
-			ch <- reply{err: fmt.Errorf("%w: %v", errConnDown, err)}
-			delete(c.pending, id)
+		c.remote.stateChanged(true)
+		answered, err := c.read(nc)
+		c.lost(nc, err)
+		if answered {
+			backoff = t.minBackoff
+		} else {
+			// It accepts and then fails without answering anything:
+			// do not hammer it.
+			if !c.sleep(backoff) {
+				return
+			}
+			backoff = min(backoff*2, t.maxBackoff)
 		}
-		closed = c.closed
-		c.mu.Unlock()
-		nc.Close()
-		if !closed {
-			c.remote.log.Warn("svp: lost mapping server", "server", c.addr.String(), "err", err)
-		}
-		c.remote.stateChanged()
 	}
+}
+
+// lost tears the connection down after read failed with err: every
+// pending request fails (and is retried elsewhere by its caller), and
+// the failure is recorded for the DEGRADED reason.
+func (c *conn) lost(nc net.Conn, err error) {
+	c.mu.Lock()
+	if c.closeErr != nil && errors.Is(err, net.ErrClosed) {
+		err = c.closeErr
+	}
+	c.closeErr = nil
+	byServer := c.killed == "" && !c.closed
+	n, logs := len(c.pending), c.logPending
+	switch {
+	case !byServer:
+		if c.killed != "" {
+			c.failure = c.killed
+		}
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		c.failure = "closed the connection in the middle of a frame"
+	case isClose(err) && logs > 0:
+		c.failure = "closed the connection while a LOG_REQ was outstanding"
+	case isClose(err) && n > 0:
+		c.failure = fmt.Sprintf("closed the connection with %d requests outstanding", n)
+	case isClose(err):
+		// An idle connection closed: nothing lost, nothing to report.
+	default:
+		c.failure = err.Error()
+	}
+	onLog := byServer && logs > 0 && (isClose(err) || errors.Is(err, io.ErrUnexpectedEOF))
+	c.lostOnLog = onLog
+	down := fmt.Errorf("%w: %v", errConnDown, err)
+	for id, p := range c.pending {
+		if p.ch != nil {
+			var e error = down
+			if onLog && p.want == proto.OpLogAck {
+				e = &lostOnLogError{addr: c.addr, err: fmt.Errorf("%w: %w", errLostOnLog, down)}
+			}
+			p.ch <- reply{c: c, id: id, err: e}
+		}
+		delete(c.pending, id)
+	}
+	c.waitSince = time.Time{}
+	c.counted, c.logPending = 0, 0
+	c.c, c.w = nil, nil
+	closed := c.closed
+	c.mu.Unlock()
+	nc.Close()
+	if !closed {
+		c.remote.log.Warn("svp: lost mapping server", "server", c.addr.String(), "err", err)
+	}
+	c.remote.stateChanged(true)
+}
+
+// isClose reports whether err is the server closing its side.
+func isClose(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 func (c *conn) sleep(d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-			return true
-		case <-c.quit:
-			return false
-		}
+	select {
+	case <-t.C:
+		return true
+	case <-c.quit:
+		return false
 	}
 }
 
-// read hands replies to their requests until the connection fails. A
-// reply that is malformed, unexpected or for no pending request resets
-// the connection, as illumos does.
-func (c *conn) read(nc net.Conn) error {
+// read hands replies to their requests until the connection fails, and
+// reports whether anything was answered. A reply that is malformed, of
+// the wrong op or for no pending request resets the connection, as
+// illumos does; a late reply to a request whose caller gave up is dropped.
+func (c *conn) read(nc net.Conn) (answered bool, err error) {
 	r := proto.NewReader(nc, proto.MaxBody)
 	for {
 		f, err := r.Next()
 		if err != nil {
-			return err
+			var fe *proto.FrameError
+			if errors.As(err, &fe) && !errors.Is(err, io.ErrUnexpectedEOF) {
+				err = fmt.Errorf("sent a malformed frame: %w", err)
+			}
+			return answered, err
 		}
 		if f.Op == proto.OpShootdown {
 			// One way from server to client; not used by portolan, but
@@ -150,67 +254,152 @@ func (c *conn) read(nc net.Conn) error {
 			continue
 		}
 		c.mu.Lock()
-		ch, ok := c.pending[f.ID]
-		if ok {
-			delete(c.pending, f.ID)
+		p := c.pending[f.ID]
+		if p == nil {
+			c.mu.Unlock()
+			return answered, fmt.Errorf("answered %s with id %d, which no request has", f.Op, f.ID)
 		}
-		late := c.abandoned[f.ID]
-		delete(c.abandoned, f.ID)
+		if f.Op != p.want {
+			c.mu.Unlock()
+			return answered, fmt.Errorf("answered %s to a request wanting %s", f.Op, p.want)
+		}
+		delete(c.pending, f.ID)
+		c.progressLocked(p)
+		answered = true
+		c.failure, c.lostOnLog = "", false
+		kick := c.reported
+		c.reported = false
+		ch := p.ch
 		c.mu.Unlock()
-		if late {
-			continue
+		if ch != nil {
+			ch <- reply{c: c, id: f.ID, body: append([]byte(nil), f.Body...)}
 		}
-		if !ok {
-			return fmt.Errorf("reply %s with id %d matches no request", f.Op, f.ID)
+		if kick {
+			c.remote.stateChanged(true) // cleared on the first answer
 		}
-		ch <- reply{op: f.Op, body: append([]byte(nil), f.Body...)}
 	}
 }
 
-// call sends one request and waits for its reply.
-func (c *conn) call(ctx context.Context, build func(dst []byte, id uint32) []byte, want proto.Op) ([]byte, error) {
-	ch := make(chan reply, 1)
-	c.mu.Lock()
-	if c.c == nil {
-		c.mu.Unlock()
-		return nil, errConnDown
+// progressLocked accounts for p's answer.
+func (c *conn) progressLocked(p *pendingReq) {
+	if p.want == proto.OpLogAck {
+		c.logPending--
 	}
+	if p.idle {
+		return
+	}
+	c.counted--
+	if c.counted == 0 {
+		c.waitSince = time.Time{}
+	} else {
+		c.waitSince = time.Now()
+	}
+}
+
+// send sends one request whose reply goes to ch, and returns its id and
+// the connection generation it went on.
+func (c *conn) send(build func(dst []byte, id uint32) []byte, ch chan<- reply, want proto.Op, idle bool) (uint32, uint64, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.c == nil {
+		return 0, c.gen, errConnDown
+	}
+	if len(c.pending) >= maxPending {
+		return 0, c.gen, errBusy
+	}
+	id, err := c.sendLocked(build(nil, c.nextID+1), ch, want, idle, want == proto.OpLogAck)
+	return id, c.gen, err
+}
+
+// sendLocked writes frame, built for id c.nextID+1, and registers it.
+func (c *conn) sendLocked(frame []byte, ch chan<- reply, want proto.Op, idle, isLog bool) (uint32, error) {
 	c.nextID++
 	id := c.nextID
-	c.pending[id] = ch
-	nc, w := c.c, c.w
 	// A server that stops reading must not wedge every caller behind
 	// this lock.
-	nc.SetWriteDeadline(time.Now().Add(requestTimeout))
-	w.Write(build(nil, id))
-	err := w.Flush()
+	c.c.SetWriteDeadline(time.Now().Add(c.remote.t.attempt))
+	c.w.Write(frame)
+	if err := c.w.Flush(); err != nil {
+		// Part of a frame may be out: the stream is lost. The reader
+		// notices and fails every pending request.
+		if isClose(err) {
+			c.closeErr = err // the server closed it: say so, as the reader would
+		} else {
+			c.killed = fmt.Sprintf("could not take a request: %v", err)
+		}
+		c.c.Close()
+		return 0, err
+	}
+	c.pending[id] = &pendingReq{ch: ch, want: want, idle: idle}
+	if isLog {
+		c.logPending++
+	}
+	if !idle {
+		if c.counted == 0 {
+			c.waitSince = time.Now()
+		}
+		c.counted++
+	}
+	return id, nil
+}
+
+// abandon forgets the caller of request id: its answer, if it comes, is
+// dropped. The request still counts as outstanding: the server owes it.
+func (c *conn) abandon(id uint32) {
+	c.mu.Lock()
+	if p := c.pending[id]; p != nil {
+		p.ch = nil
+	}
 	c.mu.Unlock()
-	if err != nil {
-		nc.Close() // the reader notices and fails every pending request
-		return nil, err
+}
+
+// connState is what the remote needs to know of a connection.
+type connState struct {
+	up      bool
+	gen     uint64
+	stalled time.Duration // how long it has answered nothing while asked
+	since   time.Time     // when that began
+	// noProgress is how long this connection (not its predecessors) has
+	// answered nothing while asked: what giveUp is measured against, so
+	// that each new connection gets its own chance.
+	noProgress time.Duration
+	failure    string
+	lostOnLog  bool
+	attempts   int
+	lastErr    error
+	pending    int
+	winddown   bool
+}
+
+func (c *conn) state(now time.Time) connState {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := connState{up: c.c != nil, gen: c.gen, failure: c.failure, lostOnLog: c.lostOnLog,
+		attempts: c.attempts, lastErr: c.lastErr, pending: len(c.pending), winddown: c.winddown}
+	if !c.waitSince.IsZero() && s.up {
+		s.since = c.waitSince
+		s.stalled = now.Sub(c.waitSince)
+		s.noProgress = now.Sub(c.waitSince)
+		if c.connected.After(c.waitSince) {
+			s.noProgress = now.Sub(c.connected)
+		}
 	}
-	select {
-	case r := <-ch:
-		if r.err != nil {
-			return nil, r.err
+	return s
+}
+
+// kill closes the current connection (not the conn: it redials) for why,
+// which becomes its failure. A stall that the close does not end (the
+// server made no progress) continues on the next connection.
+func (c *conn) kill(why string, stall bool) {
+	c.mu.Lock()
+	if c.c != nil && c.killed == "" {
+		c.killed = why
+		if stall {
+			c.carry = c.waitSince
 		}
-		if r.op != want {
-			nc.Close()
-			return nil, fmt.Errorf("server answered %s to a request wanting %s", r.op, want)
-		}
-		return r.body, nil
-	case <-ctx.Done():
-		c.mu.Lock()
-		if _, waiting := c.pending[id]; waiting {
-			delete(c.pending, id)
-			if c.abandoned == nil || len(c.abandoned) > 4096 {
-				c.abandoned = map[uint32]bool{}
-			}
-			c.abandoned[id] = true
-		}
-		c.mu.Unlock()
-		return nil, ctx.Err()
+		c.c.Close()
 	}
+	c.mu.Unlock()
 }
 
 // close ends the connection for good.

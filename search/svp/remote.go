@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,19 +17,84 @@ import (
 	proto "overlaynet/svp"
 )
 
-// Timing of a remote.
-const (
-	resolveInterval = 30 * time.Second // re-resolve svp/host, as illumos
-	// requestTimeout bounds one attempt on one connection; a lookup
-	// retries on another server after it, within the lookup's deadline.
-	requestTimeout = 1500 * time.Millisecond
-	// pollInterval is how often the log is polled when it was empty
-	// (illumos: 5-10 s). Changes such as a migration reach hosts within
-	// it; a non-empty log is polled again at once.
-	pollInterval = 500 * time.Millisecond
-	// logCount is how many bytes of log entries one LOG_REQ asks for.
-	logCount = 16 << 10
+// timings of a remote and its connections. Tests shrink them.
+type timings struct {
+	resolve time.Duration // re-resolve svp/host, as illumos
+	// attempt bounds one attempt on one connection before the request
+	// is also sent on another; the first attempt stays outstanding.
+	attempt time.Duration
+	// stallAfter: a connection that has answered nothing for this long
+	// while requests are outstanding makes the overlay DEGRADED.
+	stallAfter time.Duration
+	// giveUp: a connection that has made no progress for this long with
+	// requests outstanding is closed (illumos: 30 s). Not sooner: a slow
+	// server then writes its answers into a closed socket, and Triton's
+	// portolan dies of that (EPIPE).
+	giveUp time.Duration
+	tick   time.Duration // how often stalls are checked
+	// logDelay is the wait before the first LOG_REQ (illumos: 5-10 s),
+	// and the first step of the backoff for a server that closes the
+	// connection on LOG_REQ; logBackoffMax caps that backoff.
+	logDelay      time.Duration
+	logBackoffMax time.Duration
+	// pollInterval is how often the log is polled when it was empty.
+	// Changes such as a migration reach hosts within it; a non-empty
+	// log is polled again at once.
+	pollInterval time.Duration
+	logCall      time.Duration // bounds one LOG_REQ / LOG_RM round
+	dialTimeout  time.Duration
+	// backoff after failed connects: minBackoff doubling to maxBackoff.
+	// A restarted server is found again within that (illumos: 1-32 s).
+	minBackoff, maxBackoff time.Duration
+}
+
+// DefaultLogDelay is the default wait before the first LOG_REQ to a
+// mapping server (overlayd --svp-log-delay). illumos waits 5-10 s, with a
+// 5-10 s poll interval after. Here what protects a server without a log
+// (Triton's json store dies of a LOG_REQ) is the backoff after each
+// close on LOG_REQ, from this delay doubling up to minutes; the delay
+// only lets a starting host's first lookups (answered in milliseconds)
+// go before the server first meets a LOG_REQ. 2 s does that, and keeps a
+// change made while a host starts (a VNIC moved at boot) applied within
+// about 2 s, as the tests and overlaybench migrate expect of the 0.5 s
+// poll. Give more for a server known to lack the log.
+const DefaultLogDelay = 2 * time.Second
+
+var defaultTimings = timings{
+	resolve:       30 * time.Second,
+	attempt:       1500 * time.Millisecond,
+	stallAfter:    3 * time.Second,
+	giveUp:        30 * time.Second,
+	tick:          500 * time.Millisecond,
+	logDelay:      DefaultLogDelay,
+	logBackoffMax: 5 * time.Minute,
+	pollInterval:  500 * time.Millisecond,
+	logCall:       5 * time.Second,
+	dialTimeout:   3 * time.Second,
+	minBackoff:    100 * time.Millisecond,
+	maxBackoff:    4 * time.Second,
+}
+
+var (
+	timingsMu sync.Mutex
+	current   = defaultTimings
 )
+
+// SetLogDelay sets the wait before the first LOG_REQ of remotes started
+// from now on (overlayd --svp-log-delay). It is also the first step of
+// the backoff for a server that closes the connection on LOG_REQ.
+func SetLogDelay(d time.Duration) error {
+	if d < 0 || d > 10*time.Minute {
+		return fmt.Errorf("svp log delay %v: want 0 to 10m", d)
+	}
+	timingsMu.Lock()
+	current.logDelay = d
+	timingsMu.Unlock()
+	return nil
+}
+
+// logCount is how many bytes of log entries one LOG_REQ asks for.
+const logCount = 16 << 10
 
 // remoteKey identifies a mapping service as seen from this host. Overlays
 // with the same key share one remote, hence one log poller: a host's log
@@ -50,6 +116,7 @@ var (
 type remote struct {
 	key remoteKey
 	log *slog.Logger
+	t   timings
 
 	mu        sync.Mutex
 	conns     map[netip.AddrPort]*conn
@@ -58,11 +125,16 @@ type remote struct {
 	refs      int
 	dnsErr    error
 	logErr    string
-	degraded  string // the reason last reported, "" when online
-	change    chan struct{}
-	stopped   chan struct{}
-	notifyMu  sync.Mutex
-	wg        sync.WaitGroup
+	// logClosures counts the LOG_REQs in a row whose connection the
+	// server closed (logClosedBy); logWait is the poll backoff they set.
+	logClosures int
+	logClosedBy netip.AddrPort
+	logWait     time.Duration
+	degraded    string // the reason last reported, "" when online
+	change      chan struct{}
+	stopped     chan struct{}
+	notifyMu    sync.Mutex
+	wg          sync.WaitGroup
 }
 
 // acquire returns the shared remote for key with inst registered.
@@ -71,12 +143,16 @@ func acquire(key remoteKey, inst *instance) (*remote, error) {
 	defer remotesMu.Unlock()
 	r := remotes[key]
 	if r == nil {
-		r = &remote{key: key, log: inst.log, conns: map[netip.AddrPort]*conn{},
+		timingsMu.Lock()
+		t := current
+		timingsMu.Unlock()
+		r = &remote{key: key, log: inst.log, t: t, conns: map[netip.AddrPort]*conn{},
 			instances: map[uint32]*instance{}, change: make(chan struct{}), stopped: make(chan struct{})}
 		remotes[key] = r
-		r.wg.Add(2)
+		r.wg.Add(3)
 		go r.resolveLoop()
 		go r.pollLoop()
+		go r.monitor()
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -105,11 +181,16 @@ func (r *remote) release(inst *instance) {
 	}
 	close(r.stopped)
 	r.mu.Lock()
+	conns := make([]*conn, 0, len(r.conns))
 	for _, c := range r.conns {
 		c.close()
+		conns = append(conns, c)
 	}
 	r.mu.Unlock()
 	r.wg.Wait()
+	for _, c := range conns {
+		<-c.done
+	}
 }
 
 // resolveLoop keeps one connection per address of svp/host.
@@ -120,7 +201,7 @@ func (r *remote) resolveLoop() {
 		select {
 		case <-r.stopped:
 			return
-		case <-time.After(resolveInterval):
+		case <-time.After(r.t.resolve):
 		}
 	}
 }
@@ -139,7 +220,7 @@ func (r *remote) resolve() {
 	if err != nil {
 		r.dnsErr = err
 		r.mu.Unlock()
-		r.stateChanged()
+		r.stateChanged(true)
 		return
 	}
 	r.dnsErr = nil
@@ -149,33 +230,74 @@ func (r *remote) resolve() {
 	}
 	for a, c := range r.conns {
 		if !want[a] {
-			c.close() // gone from DNS: wind it down
-			delete(r.conns, a)
+			// Gone from DNS: no new requests; the monitor closes it
+			// once what is outstanding is answered.
+			c.mu.Lock()
+			c.winddown = true
+			c.mu.Unlock()
 		}
 	}
 	for a := range want {
-		if r.conns[a] == nil {
+		if c := r.conns[a]; c == nil {
 			r.conns[a] = newConn(r, a)
+		} else {
+			c.mu.Lock()
+			c.winddown = false
+			c.mu.Unlock()
 		}
 	}
 	r.mu.Unlock()
-	r.stateChanged()
+	r.stateChanged(true)
+}
+
+// monitor closes connections that made no progress for giveUp, reaps
+// wound-down ones once idle, and re-evaluates the state as stalls age.
+func (r *remote) monitor() {
+	defer r.wg.Done()
+	tick := time.NewTicker(r.t.tick)
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.stopped:
+			return
+		case <-tick.C:
+		}
+		now := time.Now()
+		r.mu.Lock()
+		for a, c := range r.conns {
+			st := c.state(now)
+			switch {
+			case st.winddown && (st.pending == 0 || st.noProgress > r.t.giveUp):
+				c.close()
+				delete(r.conns, a)
+			case st.up && st.noProgress > r.t.giveUp:
+				r.log.Warn("svp: closing a connection that made no progress", "server", a.String(),
+					"for", st.stalled.Round(time.Second).String(), "outstanding", st.pending)
+				c.kill(fmt.Sprintf("made no progress for %s with requests outstanding; reconnected", roundDur(r.t.giveUp)), true)
+			}
+		}
+		r.mu.Unlock()
+		r.stateChanged(false)
+	}
 }
 
 // stateChanged re-evaluates whether the remote can do its job and tells
-// the instances, and wakes callers waiting for a connection.
-func (r *remote) stateChanged() {
+// the instances; with wake, it also wakes callers waiting for a
+// connection.
+func (r *remote) stateChanged(wake bool) {
 	// One evaluation and its notifications at a time, so that a
 	// Degrade and a Restore cannot overtake each other.
 	r.notifyMu.Lock()
 	defer r.notifyMu.Unlock()
 	r.mu.Lock()
-	reason := r.reasonLocked()
+	reason := r.reasonLocked(time.Now())
 	changed := reason != r.degraded
 	r.degraded = reason
 	insts := r.instanceList()
-	close(r.change)
-	r.change = make(chan struct{})
+	if wake {
+		close(r.change)
+		r.change = make(chan struct{})
+	}
 	r.mu.Unlock()
 	if !changed {
 		return
@@ -189,33 +311,110 @@ func (r *remote) stateChanged() {
 	}
 }
 
-// reasonLocked says why the remote is degraded, "" if it is not.
-func (r *remote) reasonLocked() string {
+// reasonLocked says why the remote is degraded, "" if it is not. The
+// state follows answers: a connected server that answers nothing while
+// asked is as bad as an unreachable one.
+func (r *remote) reasonLocked(now time.Time) string {
 	target := fmt.Sprintf("svp/host %s port %d", r.key.host, r.key.port)
 	if r.dnsErr != nil && len(r.conns) == 0 {
 		return fmt.Sprintf("cannot resolve %s: %v", target, r.dnsErr)
 	}
+	var stalled, broken []string
 	var lastErr error
-	tried := false
-	for _, c := range r.conns {
-		c.mu.Lock()
-		up, attempts, err := c.c != nil, c.attempts, c.lastErr
-		c.mu.Unlock()
-		if up {
-			if r.logErr != "" {
-				return r.logErr
-			}
-			return ""
-		}
-		if attempts > 0 {
+	healthy, tried, lostOnLog := false, false, false
+	for _, a := range sortedAddrs(r.conns) {
+		c := r.conns[a]
+		st := c.state(now)
+		lostOnLog = lostOnLog || st.lostOnLog
+		server := fmt.Sprintf("mapping server %s port %d", a.Addr(), a.Port())
+		switch {
+		case st.up && st.stalled >= r.t.stallAfter:
+			stalled = append(stalled, fmt.Sprintf("%s is not answering: no answer for %s (since %s) with requests outstanding",
+				server, coarse(st.stalled, r.t.stallAfter), st.since.UTC().Format("15:04:05 UTC")))
+			c.setReported()
+		case st.failure != "" && (st.up || st.attempts == 0):
+			// Up again (or reconnecting) after a failure: bad until
+			// it answers.
+			broken = append(broken, fmt.Sprintf("%s %s", server, st.failure))
+			c.setReported()
+		case st.up:
+			healthy = true
+		case st.attempts > 0:
 			tried = true
-			lastErr = err
+			lastErr = st.lastErr
 		}
 	}
-	if !tried {
-		return "" // still connecting for the first time
+	if healthy {
+		if r.logErr != "" {
+			return r.logErr
+		}
+		if r.logClosures >= 2 {
+			return fmt.Sprintf("mapping server %s port %d closed the connection on each of the last %d LOG_REQs (a server without a log, "+
+				"such as Triton's portolan with its json store, dies of one): lookups are answered, but log polling is backed off to %s",
+				r.logClosedBy.Addr(), r.logClosedBy.Port(), r.logClosures, roundDur(r.logWait))
+		}
+		return ""
 	}
-	return fmt.Sprintf("cannot reach any mapping server (%s): %v", target, lastErr)
+	note := ""
+	if r.logClosures > 0 {
+		n := "the last LOG_REQ"
+		if r.logClosures > 1 {
+			n = fmt.Sprintf("each of the last %d LOG_REQs", r.logClosures)
+		}
+		note = fmt.Sprintf("; the server closed the connection on %s (no log support?): log polling backed off to %s", n, roundDur(r.logWait))
+	} else if lostOnLog {
+		note = "; the server closed the last connection while a LOG_REQ was outstanding (no log support?)"
+	}
+	switch {
+	case len(stalled) > 0:
+		return strings.Join(append(stalled, broken...), "; ")
+	case len(broken) > 0:
+		if r.logClosures == 0 {
+			note = "" // the failure names the LOG_REQ already
+		}
+		return strings.Join(broken, "; ") + note
+	case tried:
+		return fmt.Sprintf("cannot reach any mapping server (%s): %v%s", target, lastErr, note)
+	}
+	return "" // still connecting for the first time
+}
+
+func (c *conn) setReported() {
+	c.mu.Lock()
+	c.reported = true
+	c.mu.Unlock()
+}
+
+// coarse rounds a stall's age down to a few steps, so that the reason
+// (and the log of DEGRADED transitions) changes rarely while it lasts.
+func coarse(d, first time.Duration) string {
+	step := first
+	for _, s := range []time.Duration{10 * time.Second, 30 * time.Second, time.Minute, 2 * time.Minute,
+		5 * time.Minute, 10 * time.Minute, 30 * time.Minute, time.Hour} {
+		if d >= s && s > step {
+			step = s
+		}
+	}
+	return "more than " + roundDur(step)
+}
+
+func roundDur(d time.Duration) string {
+	switch {
+	case d >= 10*time.Second:
+		d = d.Round(time.Second)
+	case d >= time.Second:
+		d = d.Round(100 * time.Millisecond)
+	}
+	return d.String()
+}
+
+func sortedAddrs(m map[netip.AddrPort]*conn) []netip.AddrPort {
+	addrs := make([]netip.AddrPort, 0, len(m))
+	for a := range m {
+		addrs = append(addrs, a)
+	}
+	sort.Slice(addrs, func(i, j int) bool { return addrs[i].Compare(addrs[j]) < 0 })
+	return addrs
 }
 
 func (r *remote) instanceList() []*instance {
@@ -226,91 +425,178 @@ func (r *remote) instanceList() []*instance {
 	return out
 }
 
-// call sends a request to some server, retrying on others (and waiting
-// for one to come up) until ctx ends.
-func (r *remote) call(ctx context.Context, build func(dst []byte, id uint32) []byte, want proto.Op) ([]byte, error) {
+// maxAttempts bounds the attempts of one call outstanding at once.
+const maxAttempts = 8
+
+type attempt struct {
+	c  *conn
+	id uint32
+}
+
+// call sends a request to some server and returns the reply's body. An
+// attempt unanswered after t.attempt is repeated on another connection
+// while it stays outstanding: whichever answers first wins, and the
+// connection is not closed for it (see giveUp). An attempt whose
+// connection fails is retried elsewhere at once. It gives up when ctx
+// ends. idle marks a request that may legitimately wait long for its
+// answer (a long-poll LOG_REQ): it does not count toward stall detection.
+// A LOG_REQ whose connection goes down is not retried; when the server
+// closed it, the error wraps errLostOnLog.
+func (r *remote) call(ctx context.Context, build func(dst []byte, id uint32) []byte, want proto.Op, idle bool) ([]byte, error) {
 	var lastErr error = errConnDown
-	tried := map[*conn]bool{}
+	replies := make(chan reply, maxAttempts)
+	var out []attempt
+	defer func() {
+		for _, a := range out {
+			a.c.abandon(a.id)
+		}
+	}()
+	tried := map[*conn]uint64{} // the connection generation tried
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	var pause <-chan time.Time
+	need := true
 	for {
-		c, wait := r.pick(tried)
-		if c == nil {
-			var pause <-chan time.Time
-			if len(tried) > 0 {
-				// Every server failed once: start over after a pause.
-				tried = map[*conn]bool{}
-				pause = time.After(100 * time.Millisecond)
-			}
-			select {
-			case <-wait:
-				continue
-			case <-pause:
-				continue
-			case <-r.stopped:
-				return nil, errors.New("the svp plugin was stopped")
-			case <-ctx.Done():
-				return nil, fmt.Errorf("%w (last error: %v)", ctx.Err(), lastErr)
+		var wait <-chan struct{}
+		if need && len(out) < maxAttempts {
+			c, ch := r.pick(tried)
+			if c != nil {
+				id, gen, err := c.send(build, replies, want, idle)
+				tried[c] = gen
+				if err != nil {
+					lastErr = err
+					continue
+				}
+				out = append(out, attempt{c, id})
+				need = false
+				timer.Reset(r.t.attempt)
+			} else {
+				wait = ch
+				if len(out) == 0 && len(tried) > 0 && pause == nil {
+					// Every server failed once: start over after a pause.
+					pause = time.After(100 * time.Millisecond)
+				}
 			}
 		}
-		actx, cancel := context.WithTimeout(ctx, requestTimeout)
-		body, err := c.call(actx, build, want)
-		cancel()
-		if err == nil {
-			return body, nil
-		}
-		lastErr = err
-		tried[c] = true
-		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			// No answer in time: treat the connection as wedged.
-			r.log.Warn("svp: request timed out; reconnecting", "server", c.addr.String())
-			c.mu.Lock()
-			if c.c != nil {
-				c.c.Close()
+		select {
+		case rep := <-replies:
+			for i, a := range out {
+				if a.c == rep.c && a.id == rep.id {
+					out = append(out[:i], out[i+1:]...)
+					break
+				}
 			}
-			c.mu.Unlock()
-		}
-		if ctx.Err() != nil {
+			if rep.err == nil {
+				return rep.body, nil
+			}
+			lastErr = rep.err
+			if want == proto.OpLogAck {
+				// Not at once on another connection: that is how a
+				// restarted server without a log is killed again.
+				return nil, rep.err
+			}
+			need = true
+		case <-timer.C:
+			// No answer yet: ask elsewhere too, keep waiting here.
+			need = true
+		case <-wait:
+		case <-pause:
+			pause = nil
+			clear(tried)
+		case <-r.stopped:
+			return nil, errors.New("the svp plugin was stopped")
+		case <-ctx.Done():
 			return nil, fmt.Errorf("%w (last error: %v)", ctx.Err(), lastErr)
 		}
 	}
 }
 
-// pick returns the next established connection not in skip, round robin,
-// or nil and a channel closed at the next state change.
-func (r *remote) pick(skip map[*conn]bool) (*conn, <-chan struct{}) {
+// pick returns the next connection to send on, round robin: up, not
+// wound down, not yet tried in this generation, and not full; one that
+// answers comes before one that has not answered for t.attempt. If there
+// is none it returns a channel closed at the next state change.
+func (r *remote) pick(tried map[*conn]uint64) (*conn, <-chan struct{}) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	addrs := make([]netip.AddrPort, 0, len(r.conns))
-	for a := range r.conns {
-		addrs = append(addrs, a)
-	}
-	sort.Slice(addrs, func(i, j int) bool { return addrs[i].Compare(addrs[j]) < 0 })
+	addrs := sortedAddrs(r.conns)
+	now := time.Now()
+	var slow *conn
 	for i := range addrs {
-		c := r.conns[addrs[(r.rr+i)%len(addrs)]]
-		if !skip[c] && c.up() {
-			r.rr = (r.rr + i + 1) % len(addrs)
-			return c, nil
+		k := (r.rr + i) % len(addrs)
+		c := r.conns[addrs[k]]
+		st := c.state(now)
+		if g, ok := tried[c]; !st.up || st.winddown || st.pending >= maxPending || ok && g == st.gen {
+			continue
 		}
+		if st.stalled >= r.t.attempt {
+			if slow == nil {
+				slow = c
+			}
+			continue
+		}
+		r.rr = (k + 1) % len(addrs)
+		return c, nil
+	}
+	if slow != nil {
+		return slow, nil
 	}
 	return nil, r.change
 }
 
 // pollLoop fetches this host's log, applies it and removes what it
-// applied, for as long as the remote lives.
+// applied, for as long as the remote lives. The first LOG_REQ waits
+// t.logDelay, so that a server without a log, which dies of one, answers
+// lookups first; a server that closes the connection on LOG_REQ again and
+// again gets LOG_REQs ever more rarely (t.logDelay doubling up to
+// t.logBackoffMax), while lookups go on.
 func (r *remote) pollLoop() {
 	defer r.wg.Done()
+	wait := r.t.logDelay
 	for {
-		more, err := r.pollOnce()
-		r.setLogErr(err)
-		wait := pollInterval
-		if more {
-			wait = 0
-		}
 		select {
 		case <-r.stopped:
 			return
 		case <-time.After(wait):
 		}
+		more, err := r.pollOnce()
+		r.setLogErr(err)
+		wait = r.t.pollInterval
+		if more {
+			wait = 0
+		}
+		r.mu.Lock()
+		switch {
+		case errors.Is(err, errLostOnLog):
+			r.logClosures++
+			var le *lostOnLogError
+			if errors.As(err, &le) {
+				r.logClosedBy = le.addr
+			}
+			r.logWait = min(r.t.logDelay<<min(r.logClosures-1, 20), r.t.logBackoffMax)
+			wait = max(r.logWait, r.t.pollInterval)
+			r.log.Warn("svp: the mapping server closed the connection on LOG_REQ; backing off log polling",
+				"server", r.logClosedBy.String(), "times_in_a_row", r.logClosures, "next_poll_in", wait.String())
+		case err == nil, isLogStatus(err):
+			r.logClosures, r.logWait = 0, 0 // it answered a LOG_REQ
+		}
+		r.mu.Unlock()
+		r.stateChanged(false)
 	}
+}
+
+// lostOnLogError is errLostOnLog with the server's address.
+type lostOnLogError struct {
+	addr netip.AddrPort
+	err  error
+}
+
+func (e *lostOnLogError) Error() string { return e.err.Error() }
+func (e *lostOnLogError) Unwrap() error { return e.err }
+
+func isLogStatus(err error) bool {
+	var le *logError
+	return errors.As(err, &le)
 }
 
 // logError is a log failure worth degrading the overlays for.
@@ -329,16 +615,16 @@ func (r *remote) setLogErr(err error) {
 	r.logErr = msg
 	r.mu.Unlock()
 	if changed {
-		r.stateChanged()
+		r.stateChanged(false)
 	}
 }
 
 // pollOnce does one LOG_REQ / apply / LOG_RM round and reports whether
 // entries came (so there may be more).
 func (r *remote) pollOnce() (bool, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), r.t.logCall)
 	defer cancel()
-	body, err := r.call(ctx, proto.LogReq{Count: logCount, IP: r.key.underlay}.AppendFrame, proto.OpLogAck)
+	body, err := r.call(ctx, proto.LogReq{Count: logCount, IP: r.key.underlay}.AppendFrame, proto.OpLogAck, false)
 	if err != nil {
 		return false, err
 	}
@@ -366,7 +652,7 @@ func (r *remote) pollOnce() (bool, error) {
 	applied := len(ids) > 0
 	for len(ids) > 0 {
 		n := min(len(ids), 1000)
-		body, err := r.call(ctx, proto.LogRm{IDs: ids[:n]}.AppendFrame, proto.OpLogRmAck)
+		body, err := r.call(ctx, proto.LogRm{IDs: ids[:n]}.AppendFrame, proto.OpLogRmAck, false)
 		if err != nil {
 			return false, err
 		}

@@ -5,8 +5,11 @@
 //
 // It connects to every address svp/host resolves to, keeps the
 // connections up with backoff, retries a request on another server when
-// one fails or times out, and marks its overlays DEGRADED while no server
-// answers, clearing that by itself.
+// one fails or is slow (closing a connection only after 30 s without
+// progress), and marks its overlays DEGRADED while no server answers
+// (a connected server that answers nothing counts as none), clearing that
+// by itself on the first answer. The first LOG_REQ waits a delay, and a
+// server that closes the connection on LOG_REQ gets them ever more rarely.
 package svp
 
 import (
@@ -121,7 +124,7 @@ func (in *instance) Stop() {
 
 // Lookup implements search.DynamicInstance with a VL2 request.
 func (in *instance) Lookup(ctx context.Context, _ uint16, mac ether.MAC) (encap.Dest, error) {
-	body, err := in.remote.call(ctx, proto.VL2Req{MAC: mac, VNetID: in.vnetid}.AppendFrame, proto.OpVL2Ack)
+	body, err := in.remote.call(ctx, proto.VL2Req{MAC: mac, VNetID: in.vnetid}.AppendFrame, proto.OpVL2Ack, false)
 	if err != nil {
 		return encap.Dest{}, err
 	}
@@ -155,7 +158,7 @@ func (in *instance) vl3(ctx context.Context, ip netip.Addr) (ether.MAC, encap.De
 	if ip.Is4() {
 		typ = proto.L3IPv4
 	}
-	body, err := in.remote.call(ctx, proto.VL3Req{IP: ip, Type: typ, VNetID: in.vnetid}.AppendFrame, proto.OpVL3Ack)
+	body, err := in.remote.call(ctx, proto.VL3Req{IP: ip, Type: typ, VNetID: in.vnetid}.AppendFrame, proto.OpVL3Ack, false)
 	if err != nil {
 		return ether.MAC{}, encap.Dest{}, err
 	}

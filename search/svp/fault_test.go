@@ -1,0 +1,618 @@
+package svp
+
+import (
+	"context"
+	"errors"
+
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"overlaynet/encap"
+	"overlaynet/ether"
+	proto "overlaynet/svp"
+)
+
+// testTimings are the plugin's timings shrunk about twentyfold, with the
+// same proportions: retry elsewhere after an attempt, DEGRADED after a
+// stall, close only after giveUp.
+var testTimings = timings{
+	resolve:       time.Hour,
+	attempt:       75 * time.Millisecond,
+	stallAfter:    150 * time.Millisecond,
+	giveUp:        1500 * time.Millisecond,
+	tick:          10 * time.Millisecond,
+	logDelay:      time.Hour, // no log polling unless a test wants it
+	logBackoffMax: 800 * time.Millisecond,
+	pollInterval:  25 * time.Millisecond,
+	logCall:       time.Second,
+	dialTimeout:   time.Second,
+	minBackoff:    10 * time.Millisecond,
+	maxBackoff:    100 * time.Millisecond,
+}
+
+// fakeHost is a search.Host that records the overlay's state.
+type fakeHost struct {
+	mu       sync.Mutex
+	reason   string // "" when ONLINE
+	history  []string
+	restores int
+}
+
+func (h *fakeHost) Invalidate(ether.MAC)                 {}
+func (h *fakeHost) SetTarget(ether.MAC, encap.Dest)      {}
+func (h *fakeHost) Inject(uint16, []byte)                {}
+func (h *fakeHost) SetNeighbor(netip.Addr, ether.MAC)    {}
+func (h *fakeHost) SetDHCPRedirect(client, sv ether.MAC) {}
+func (h *fakeHost) Degrade(reason string) {
+	h.mu.Lock()
+	h.reason = reason
+	h.history = append(h.history, reason)
+	h.mu.Unlock()
+}
+func (h *fakeHost) Restore() {
+	h.mu.Lock()
+	h.reason = ""
+	h.restores++
+	h.mu.Unlock()
+}
+
+func (h *fakeHost) state() (string, []string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.reason, append([]string(nil), h.history...)
+}
+
+// waitFor waits until cond holds for the current reason, failing after d.
+func (h *fakeHost) waitFor(t *testing.T, d time.Duration, what string, cond func(reason string) bool) string {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		r, hist := h.state()
+		if cond(r) {
+			return r
+		}
+		if time.Now().After(deadline) {
+			hist = hist[max(0, len(hist)-5):]
+			t.Fatalf("waited %v for %s; reason now %q, last reasons %q", d, what, r, hist)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func online(r string) bool { return r == "" }
+
+func degradedWith(subs ...string) func(string) bool {
+	return func(r string) bool {
+		if r == "" {
+			return false
+		}
+		for _, s := range subs {
+			if !strings.Contains(r, s) {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+// fakeServer is an SVP server on 127.0.0.1 that answers every lookup
+// (VL2: 192.0.2.1:4789), an empty log, and injects the faults its hook
+// asks for.
+type fakeServer struct {
+	t    *testing.T
+	ln   net.Listener
+	addr netip.AddrPort
+
+	// hook, if set, sees each frame first; it returns true when it
+	// dealt with it (answered, closed...).
+	hook func(s *fakeServer, sc *serverConn, f proto.Frame) bool
+	// gate, while open (non-nil and not closed), holds every reply.
+	gate  chan struct{}
+	delay time.Duration // before each reply
+
+	mu      sync.Mutex
+	conns   []*serverConn
+	logReqs []time.Time
+
+	accepts atomic.Int32
+	// closedInFlight counts connections the client closed while
+	// requests on them were unanswered.
+	closedInFlight atomic.Int32
+	wg             sync.WaitGroup
+}
+
+type serverConn struct {
+	net.Conn
+	wmu      sync.Mutex
+	inflight atomic.Int32
+	closing  atomic.Bool // the server closes it
+}
+
+func newFakeServer(t *testing.T) *fakeServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &fakeServer{t: t, ln: ln, addr: netip.MustParseAddrPort(ln.Addr().String())}
+	s.serve(ln)
+	t.Cleanup(s.stop)
+	return s
+}
+
+func (s *fakeServer) serve(ln net.Listener) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.accepts.Add(1)
+			sc := &serverConn{Conn: c}
+			s.mu.Lock()
+			s.conns = append(s.conns, sc)
+			s.mu.Unlock()
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				s.handle(sc)
+			}()
+		}
+	}()
+}
+
+// crash closes every connection and the listener, and listens again on
+// the same port after down (a supervisor restarting the process).
+func (s *fakeServer) crash(down time.Duration) {
+	s.mu.Lock()
+	ln := s.ln
+	for _, c := range s.conns {
+		c.closing.Store(true)
+		c.Close()
+	}
+	s.conns = nil
+	s.mu.Unlock()
+	ln.Close()
+	go func() {
+		time.Sleep(down)
+		nl, err := net.Listen("tcp", s.addr.String())
+		if err != nil {
+			return // the test ended meanwhile
+		}
+		s.mu.Lock()
+		s.ln = nl
+		s.mu.Unlock()
+		s.serve(nl)
+	}()
+}
+
+func (s *fakeServer) stop() {
+	s.mu.Lock()
+	s.ln.Close()
+	for _, c := range s.conns {
+		c.closing.Store(true)
+		c.Close()
+	}
+	if s.gate != nil {
+		select {
+		case <-s.gate:
+		default:
+			close(s.gate)
+		}
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+func (s *fakeServer) handle(sc *serverConn) {
+	r := proto.NewReader(sc, 0)
+	for {
+		f, err := r.Next()
+		if err != nil {
+			if !sc.closing.Load() && sc.inflight.Load() > 0 {
+				s.closedInFlight.Add(1)
+			}
+			sc.Close()
+			return
+		}
+		if f.Op == proto.OpLogReq {
+			s.mu.Lock()
+			s.logReqs = append(s.logReqs, time.Now())
+			s.mu.Unlock()
+		}
+		if s.hook != nil && s.hook(s, sc, f) {
+			continue
+		}
+		sc.inflight.Add(1)
+		out := answer(f)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.mu.Lock()
+			gate, delay := s.gate, s.delay
+			s.mu.Unlock()
+			if gate != nil {
+				<-gate
+			}
+			time.Sleep(delay)
+			sc.wmu.Lock()
+			sc.Write(out)
+			sc.wmu.Unlock()
+			sc.inflight.Add(-1)
+		}()
+	}
+}
+
+func answer(f proto.Frame) []byte {
+	switch f.Op {
+	case proto.OpPing:
+		return proto.AppendFrame(nil, proto.OpPong, f.ID, nil)
+	case proto.OpVL2Req:
+		return proto.VL2Ack{Status: proto.StatusOK, Port: 4789, Addr: netip.MustParseAddr("192.0.2.1")}.AppendFrame(nil, f.ID)
+	case proto.OpVL3Req:
+		return proto.VL3Ack{Status: proto.StatusOK, MAC: [6]byte{2, 8, 32, 0, 0, 2}, Port: 4789,
+			Addr: netip.MustParseAddr("192.0.2.1")}.AppendFrame(nil, f.ID)
+	case proto.OpLogReq:
+		return proto.LogAck{Status: proto.StatusOK}.AppendFrame(nil, f.ID)
+	case proto.OpLogRm:
+		return proto.LogRmAck{Status: proto.StatusOK}.AppendFrame(nil, f.ID)
+	}
+	return proto.AppendFrame(nil, proto.OpPong, f.ID, nil)
+}
+
+func (s *fakeServer) setGate(g chan struct{}) {
+	s.mu.Lock()
+	s.gate = g
+	s.mu.Unlock()
+}
+
+func (s *fakeServer) logTimes() []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]time.Time(nil), s.logReqs...)
+}
+
+// start runs an svp instance (vnetid 42) against s with timings tm.
+func start(t *testing.T, s *fakeServer, tm timings) (*instance, *fakeHost) {
+	t.Helper()
+	timingsMu.Lock()
+	saved := current
+	current = tm
+	timingsMu.Unlock()
+	t.Cleanup(func() {
+		timingsMu.Lock()
+		current = saved
+		timingsMu.Unlock()
+	})
+	h := &fakeHost{}
+	in := &instance{key: remoteKey{host: s.addr.Addr().String(), port: s.addr.Port(),
+		underlay: netip.MustParseAddr("192.0.2.9")}, vnetid: 42, host: h, log: slog.New(slog.DiscardHandler)}
+	if err := in.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(in.Stop)
+	return in, h
+}
+
+func lookup(in *instance, d time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	dest, err := in.Lookup(ctx, 0, ether.MAC{2, 8, 32, 0, 0, 2})
+	if err == nil && dest.IP != netip.MustParseAddr("192.0.2.1") {
+		return errors.New("wrong answer " + dest.IP.String())
+	}
+	return err
+}
+
+// TestStall: a server that accepts but answers nothing makes the overlay
+// DEGRADED with "not answering", its address and port and for how long;
+// the connection is not closed (nor redialled) within giveUp, and the
+// first answer clears the state and answers the waiting lookup.
+func TestStall(t *testing.T) {
+	s := newFakeServer(t)
+	tm := testTimings
+	tm.giveUp = 30 * time.Second // TestStallGiveUp tests it
+	in, h := start(t, s, tm)
+	if err := lookup(in, time.Second); err != nil {
+		t.Fatalf("lookup before the stall: %v", err)
+	}
+	h.waitFor(t, 5*time.Second, "ONLINE", online)
+	gate := make(chan struct{})
+	s.setGate(gate)
+	res := make(chan error, 1)
+	go func() { res <- lookup(in, 10*time.Second) }()
+	reason := h.waitFor(t, 5*time.Second, "DEGRADED not answering",
+		degradedWith("is not answering", "127.0.0.1", "port "+itoa(s.addr.Port()), "no answer for more than 150ms", "since"))
+	t.Logf("reason: %s", reason)
+	time.Sleep(2 * tm.attempt) // past the attempt timeout that closed connections once
+	if n := s.accepts.Load(); n != 1 {
+		t.Errorf("%d connections accepted during a stall shorter than giveUp, want 1", n)
+	}
+	s.setGate(nil)
+	close(gate)
+	if err := <-res; err != nil {
+		t.Errorf("lookup across the stall: %v", err)
+	}
+	h.waitFor(t, 5*time.Second, "ONLINE after the first answer", online)
+	if n := s.closedInFlight.Load(); n != 0 {
+		t.Errorf("the client closed %d connections with requests in flight", n)
+	}
+}
+
+// TestStallGiveUp: a server that makes no progress for giveUp gets its
+// connection closed and redialled, and the overlay stays DEGRADED.
+func TestStallGiveUp(t *testing.T) {
+	s := newFakeServer(t)
+	in, h := start(t, s, testTimings)
+	gate := make(chan struct{})
+	s.setGate(gate)
+	defer close(gate)
+	go lookup(in, 3*time.Second)
+	h.waitFor(t, 5*time.Second, "DEGRADED", degradedWith("is not answering"))
+	deadline := time.Now().Add(3 * testTimings.giveUp)
+	for s.accepts.Load() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("a connection that made no progress for %v was not closed", 3*testTimings.giveUp)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// The new connection gets its own giveUp: no reconnect storm against
+	// a stopped server whose listen queue accepts every redial.
+	time.Sleep(testTimings.giveUp / 2)
+	if n := s.accepts.Load(); n != 2 {
+		t.Errorf("%d connections within giveUp/2 of the first reconnect, want 2", n)
+	}
+	if r, _ := h.state(); !strings.Contains(r, "is not answering") {
+		t.Errorf("after the reconnect, reason %q, want still not answering", r)
+	}
+}
+
+// TestSlowServer: a server that answers every request late (twice the
+// attempt timeout, as a 3 s stall is to the 1.5 s attempt) keeps its
+// connection; its late answers to abandoned requests are dropped quietly.
+func TestSlowServer(t *testing.T) {
+	s := newFakeServer(t)
+	in, h := start(t, s, testTimings)
+	if err := lookup(in, time.Second); err != nil {
+		t.Fatalf("lookup: %v", err)
+	}
+	s.mu.Lock()
+	s.delay = 2 * testTimings.attempt
+	s.mu.Unlock()
+	if err := lookup(in, time.Second); err != nil {
+		t.Errorf("lookup to a slow server: %v", err)
+	}
+	// A caller that gives up before the answer: the late answer must
+	// not reset the connection.
+	if err := lookup(in, testTimings.attempt/2); err == nil {
+		t.Error("lookup shorter than the server's delay succeeded")
+	}
+	time.Sleep(3 * testTimings.attempt) // the late answer arrives
+	s.mu.Lock()
+	s.delay = 0
+	s.mu.Unlock()
+	if err := lookup(in, time.Second); err != nil {
+		t.Errorf("lookup after a late answer: %v", err)
+	}
+	if n := s.accepts.Load(); n != 1 {
+		t.Errorf("%d connections accepted, want 1: the slow server's connection was closed", n)
+	}
+	if n := s.closedInFlight.Load(); n != 0 {
+		t.Errorf("the client closed %d connections with requests in flight", n)
+	}
+	if r, _ := h.state(); r != "" {
+		t.Errorf("overlay DEGRADED: %s", r)
+	}
+}
+
+// TestCrashOnLogReq: a server that dies of every LOG_REQ (Triton's json
+// store) and is restarted at once: the first LOG_REQ waits logDelay,
+// later ones back off exponentially, lookups are answered meanwhile, and
+// the reason names the log.
+func TestCrashOnLogReq(t *testing.T) {
+	s := newFakeServer(t)
+	var crashes atomic.Int32
+	s.hook = func(s *fakeServer, sc *serverConn, f proto.Frame) bool {
+		if f.Op != proto.OpLogReq {
+			return false
+		}
+		crashes.Add(1)
+		s.crash(20 * time.Millisecond)
+		return true
+	}
+	tm := testTimings
+	tm.logDelay = 50 * time.Millisecond
+	began := time.Now()
+	in, h := start(t, s, tm)
+	var failed int
+	seenDown := false
+	for time.Since(began) < 1500*time.Millisecond {
+		if err := lookup(in, time.Second); err != nil {
+			failed++
+			t.Logf("lookup: %v", err)
+		}
+		if r, _ := h.state(); strings.Contains(r, "cannot reach") && strings.Contains(r, "LOG_REQ") {
+			seenDown = true
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if failed > 0 {
+		t.Errorf("%d lookups failed while the server died of LOG_REQs", failed)
+	}
+	times := s.logTimes()
+	if len(times) == 0 || times[0].Sub(began) < tm.logDelay {
+		t.Fatalf("LOG_REQs at %v, want the first after %v", times, tm.logDelay)
+	}
+	// 50, 100, 200, 400, 800 ms apart: 5 in 1.5 s (at 25 ms polling
+	// without backoff it would be dozens).
+	if len(times) > 6 {
+		t.Errorf("%d LOG_REQs in 1.5 s to a server that dies of each: no backoff", len(times))
+	}
+	// Backing off: the gaps grow to hundreds of milliseconds (without
+	// backoff they stay near the 25 ms poll interval plus a reconnect).
+	var widest time.Duration
+	for i := 1; i < len(times); i++ {
+		widest = max(widest, times[i].Sub(times[i-1]))
+	}
+	if len(times) < 3 || widest < 300*time.Millisecond {
+		t.Errorf("LOG_REQs %d, widest gap %v: not backing off", len(times), widest)
+	}
+	r := h.waitFor(t, 5*time.Second, "DEGRADED naming the log", degradedWith("LOG_REQ", "backed off", "lookups are answered"))
+	t.Logf("reason: %s; %d crashes; seen while down with the LOG_REQ named: %v", r, crashes.Load(), seenDown)
+}
+
+// TestCloseMidFrame: a server that closes the connection in the middle
+// of a reply: the overlay is DEGRADED with that reason until the new
+// connection answers, and the lookup is retried and answered.
+func TestCloseMidFrame(t *testing.T) {
+	s := newFakeServer(t)
+	var once atomic.Bool
+	s.hook = func(s *fakeServer, sc *serverConn, f proto.Frame) bool {
+		if f.Op != proto.OpVL2Req || once.Swap(true) {
+			return false
+		}
+		b := answer(f)
+		sc.wmu.Lock()
+		sc.Write(b[:len(b)/2])
+		sc.wmu.Unlock()
+		sc.closing.Store(true)
+		sc.Close()
+		return true
+	}
+	in, h := start(t, s, testTimings)
+	if err := lookup(in, time.Second); err != nil {
+		t.Errorf("lookup: %v", err)
+	}
+	h.waitFor(t, 5*time.Second, "ONLINE", online)
+	_, hist := h.state()
+	if len(hist) == 0 || !strings.Contains(hist[0], "in the middle of a frame") || !strings.Contains(hist[0], "127.0.0.1") {
+		t.Errorf("DEGRADED reasons %q, want one naming the close in the middle of a frame", hist)
+	}
+	if n := s.accepts.Load(); n != 2 {
+		t.Errorf("%d connections, want 2", n)
+	}
+}
+
+// TestGarbage: a server that sends garbage: DEGRADED with the reason, no
+// redial storm (backoff, since it never answers), and ONLINE once it
+// answers properly.
+func TestGarbage(t *testing.T) {
+	s := newFakeServer(t)
+	var bad atomic.Bool
+	bad.Store(true)
+	s.hook = func(s *fakeServer, sc *serverConn, f proto.Frame) bool {
+		if !bad.Load() {
+			return false
+		}
+		sc.wmu.Lock()
+		sc.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n"))
+		sc.wmu.Unlock()
+		return true
+	}
+	in, h := start(t, s, testTimings)
+	r := h.waitFor(t, 5*time.Second, "DEGRADED naming the garbage", degradedWith("127.0.0.1", "malformed frame"))
+	t.Logf("reason: %s", r)
+	if err := lookup(in, 200*time.Millisecond); err == nil {
+		t.Error("a lookup was answered by a server sending garbage")
+	}
+	time.Sleep(500 * time.Millisecond)
+	// 10 ms doubling to 100 ms: about 10 connections in 0.7 s.
+	if n := s.accepts.Load(); n > 20 {
+		t.Errorf("%d connections in 0.7 s to a server sending garbage: a reconnect storm", n)
+	}
+	bad.Store(false)
+	if err := lookup(in, time.Second); err != nil {
+		t.Errorf("lookup once the server is sane: %v", err)
+	}
+	h.waitFor(t, 5*time.Second, "ONLINE", online)
+}
+
+// TestUnknownID: an answer with an id nobody asked for resets the
+// connection and is reported; the lookup is answered on the new one.
+func TestUnknownID(t *testing.T) {
+	s := newFakeServer(t)
+	var once atomic.Bool
+	s.hook = func(s *fakeServer, sc *serverConn, f proto.Frame) bool {
+		if f.Op != proto.OpVL2Req || once.Swap(true) {
+			return false
+		}
+		f.ID += 1000
+		sc.wmu.Lock()
+		sc.Write(answer(f))
+		sc.wmu.Unlock()
+		return true
+	}
+	in, h := start(t, s, testTimings)
+	if err := lookup(in, time.Second); err != nil {
+		t.Errorf("lookup: %v", err)
+	}
+	h.waitFor(t, 5*time.Second, "ONLINE", online)
+	_, hist := h.state()
+	if len(hist) == 0 || !strings.Contains(hist[0], "which no request has") {
+		t.Errorf("DEGRADED reasons %q, want one naming the unknown id", hist)
+	}
+	if n := s.accepts.Load(); n != 2 {
+		t.Errorf("%d connections, want 2 (the connection reset)", n)
+	}
+}
+
+// TestLogDelay: the first LOG_REQ waits logDelay; then the log is polled
+// every pollInterval, as fast as before.
+func TestLogDelay(t *testing.T) {
+	s := newFakeServer(t)
+	tm := testTimings
+	tm.logDelay = 1500 * time.Millisecond
+	began := time.Now()
+	start(t, s, tm)
+	deadline := time.Now().Add(10 * time.Second)
+	for len(s.logTimes()) < 5 {
+		if time.Now().After(deadline) {
+			t.Fatalf("LOG_REQs %v", s.logTimes())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	times := s.logTimes()
+	if first := times[0].Sub(began); first < tm.logDelay {
+		t.Errorf("first LOG_REQ after %v, want at least %v", first, tm.logDelay)
+	}
+	// Polled every pollInterval after the first, not every logDelay.
+	if span := times[4].Sub(times[0]); span > tm.logDelay {
+		t.Errorf("5 polls took %v, want about %v", span, 4*tm.pollInterval)
+	}
+}
+
+func itoa(p uint16) string {
+	b := []byte{}
+	for ; p > 0; p /= 10 {
+		b = append([]byte{byte('0' + p%10)}, b...)
+	}
+	return string(b)
+}
+
+// TestCrashOnLogReqWhileDown: while a server that died of a LOG_REQ is
+// down, the reason says more than "connection refused": it names the
+// LOG_REQ.
+func TestCrashOnLogReqWhileDown(t *testing.T) {
+	s := newFakeServer(t)
+	s.hook = func(s *fakeServer, sc *serverConn, f proto.Frame) bool {
+		if f.Op != proto.OpLogReq {
+			return false
+		}
+		s.crash(time.Hour)
+		return true
+	}
+	tm := testTimings
+	tm.logDelay = 20 * time.Millisecond
+	_, h := start(t, s, tm)
+	r := h.waitFor(t, 2*time.Second, "DEGRADED, unreachable, naming the LOG_REQ",
+		degradedWith("cannot reach any mapping server", "127.0.0.1", "LOG_REQ"))
+	t.Logf("reason: %s", r)
+}
