@@ -6,6 +6,7 @@ package integration
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
@@ -159,4 +160,22 @@ func iperfBytes(t *testing.T, client *netlab.NS, server string, streams int) uin
 		t.Fatalf("iperf3 with %d streams transferred nothing: %s", streams, out)
 	}
 	return res.End.SumReceived.Bytes
+}
+
+// waitUDPListen waits until a UDP socket in ns is bound to port: a
+// server started in the background is then ready for its first datagram.
+func waitUDPListen(t *testing.T, ns *netlab.NS, port int) {
+	t.Helper()
+	filter := fmt.Sprintf("sport = :%d", port)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := ns.Exec("ss", "-H", "-l", "-u", "-n", filter)
+		if err == nil && strings.TrimSpace(out) != "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing listens on UDP port %d in %s after 10 s (ss: %v %q)", port, ns.Name, err, out)
+		}
+		time.Sleep(20 * time.Millisecond) // between polls
+	}
 }
