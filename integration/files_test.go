@@ -236,7 +236,7 @@ func captureUnderlay(t *testing.T, l *netlab.Lab, from *netlab.NS) func() captur
 		cmd.Process.Signal(os.Interrupt)
 		cmd.Wait()
 		cancel()
-		out, err := l.Switch.Exec("tshark", "-r", pcap, "-Y", fmt.Sprintf("!(vxlan.vni in {%d %d})", probeStart, probeEnd),
+		out, err := l.Switch.Exec("tshark", "-r", pcap, "-Y", fmt.Sprintf("!(vxlan.vni in {%d, %d})", probeStart, probeEnd),
 			"-T", "fields", "-e", "eth.dst.ig", "-e", "eth.dst")
 		must(t, err)
 		var c capture
