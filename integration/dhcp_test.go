@@ -4,7 +4,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"testing"
-	"time"
 
 	"overlaynet/netlab"
 )
@@ -37,7 +36,7 @@ func testDHCPProxy(t *testing.T, dp string) {
 		"--dhcp-range=10.8.0.100,10.8.0.150,255.255.255.0,1h",
 		"--dhcp-leasefile="+leases, "--pid-file="+filepath.Join(f.l.Dir, "dnsmasq.pid"))
 	must(t, err)
-	time.Sleep(300 * time.Millisecond) // dnsmasq binds
+	waitUDPListen(t, server, 67)
 
 	// udhcpc reports on standard error.
 	out, err := client.Exec("sh", "-c", "udhcpc -i vn1 -f -q -n -t 5 -T 1 -s /bin/true 2>&1")

@@ -1,9 +1,6 @@
 package integration
 
 import (
-	"fmt"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -33,28 +30,25 @@ func testFilesReloadMovesMAC(t *testing.T, dp string) {
 	must(t, g1.PingAll("10.8.0.2", 2))
 
 	const interval, count = 0.05, 80 // four seconds of pings
-	type result struct {
-		out string
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		out, err := g1.Exec("ping", "-i", fmt.Sprint(interval), "-c", strconv.Itoa(count), "-W", "1", "10.8.0.2")
-		done <- result{out, err}
-	}()
-	time.Sleep(1500 * time.Millisecond)
+	ping, err := g1.StartPing("10.8.0.2", count, interval)
+	must(t, err)
+	defer ping.Stop()
+	// The move comes once pings flow, with most of the run still to go
+	// (a third of it at most is waited for).
+	must(t, ping.WaitReplies(10, 5*time.Second))
 	before2, _ := f.ds[1].Stat("ov0", "decapsulated")
 	before3, _ := f.ds[2].Stat("ov0", "decapsulated")
 	f.entries[guestMAC(2)]["ip"] = netlab.HostIP(3)
 	f.write(t) // no refresh: overlayd notices the change by itself
-	res := <-done
+	if r := ping.Replies(); r > count/2 {
+		t.Fatalf("the move came after %d of %d pings", r, count)
+	}
+	got, out, err := ping.Wait()
 	after2, _ := f.ds[1].Stat("ov0", "decapsulated")
 	after3, _ := f.ds[2].Stat("ov0", "decapsulated")
-	m := regexp.MustCompile(`(\d+) received`).FindStringSubmatch(res.out)
-	if m == nil {
-		t.Fatalf("ping: %v: %s", res.err, res.out)
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
 	}
-	got, _ := strconv.Atoi(m[1])
 	lost := count - got
 	t.Logf("lost %d of %d pings (%.2f s) across the move", lost, count, float64(lost)*interval)
 	if float64(lost)*interval > 1.0 {
@@ -67,7 +61,7 @@ func testFilesReloadMovesMAC(t *testing.T, dp string) {
 	if after2-before2 > 25 {
 		t.Errorf("host 2 still received %d frames after the move", after2-before2)
 	}
-	out, err := f.ds[0].Adm("show-overlay", "-t", "-p", "-o", "target,destination", "ov0")
+	out, err = f.ds[0].Adm("show-overlay", "-t", "-p", "-o", "target,destination", "ov0")
 	must(t, err)
 	if !strings.Contains(out, `2\:8\:20\:0\:0\:2:198.18.0.3\:4789`) {
 		t.Errorf("target table does not show the move:\n%s", out)

@@ -3,8 +3,10 @@ package integration
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -135,7 +137,7 @@ func testFilesThreeHosts(t *testing.T, dp string) {
 	}
 	f.publish(t)
 
-	stop := captureUnderlay(t, f.l)
+	stop := captureUnderlay(t, f.l, f.ds[0].Host)
 	for i, g := range guests {
 		_, err := g.IP("neigh", "flush", "all")
 		must(t, err)
@@ -174,6 +176,9 @@ func testFilesThreeHosts(t *testing.T, dp string) {
 	}
 }
 
+// VNIs of captureUnderlay's probes: nobody's.
+const probeStart, probeEnd = 998, 999
+
 // capture is what captureUnderlay saw.
 type capture struct {
 	total int
@@ -181,8 +186,12 @@ type capture struct {
 }
 
 // captureUnderlay captures VXLAN on the underlay switch until the
-// returned function is called.
-func captureUnderlay(t *testing.T, l *netlab.Lab) func() capture {
+// returned function is called. tshark's "Capturing on" comes before its
+// filter is in place, and frames reach its file late: so a probe (VXLAN
+// for a VNI nobody uses, sent from host from to host 2) is sent until the
+// file shows it, once before the capture counts as started and once
+// before it is stopped. Probes are not counted.
+func captureUnderlay(t *testing.T, l *netlab.Lab, from *netlab.NS) func() capture {
 	t.Helper()
 	pcap := filepath.Join(l.Dir, "underlay.pcap")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -190,30 +199,45 @@ func captureUnderlay(t *testing.T, l *netlab.Lab) func() capture {
 	errPipe, err := cmd.StderrPipe()
 	must(t, err)
 	must(t, cmd.Start())
-	ready := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(errPipe)
-		started := false
 		for sc.Scan() {
-			if !started && strings.Contains(sc.Text(), "Capturing on") {
-				started = true
-				close(ready)
-			}
 		}
 	}()
-	select {
-	case <-ready:
-	case <-time.After(10 * time.Second):
-		cancel()
-		t.Fatal("tshark did not start")
+	probe := func(vni uint32) {
+		t.Helper()
+		frame := make([]byte, 8+60)
+		binary.BigEndian.PutUint32(frame[0:], 0x08000000)
+		binary.BigEndian.PutUint32(frame[4:], vni<<8)
+		copy(frame[8:], []byte{2, 0, 0, 0, 0x99, 0x99, 2, 0, 0, 0, 0x99, 0x98, 0x08, 0x00}) // unicast
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			must(t, from.Do(func() error {
+				c, err := net.Dial("udp4", netlab.HostIP(2)+":4789")
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				_, err = c.Write(frame)
+				return err
+			}))
+			out, _ := l.Switch.Exec("tshark", "-r", pcap, "-Y", fmt.Sprintf("vxlan.vni == %d", vni), "-T", "fields", "-e", "frame.number")
+			if strings.TrimSpace(out) != "" {
+				return
+			}
+			if time.Now().After(deadline) {
+				cancel()
+				t.Fatalf("tshark on the underlay did not capture a probe for VNI %d in 10 s", vni)
+			}
+		}
 	}
-	time.Sleep(200 * time.Millisecond)
+	probe(probeStart)
 	return func() capture {
-		time.Sleep(200 * time.Millisecond)
+		probe(probeEnd)
 		cmd.Process.Signal(os.Interrupt)
 		cmd.Wait()
 		cancel()
-		out, err := l.Switch.Exec("tshark", "-r", pcap, "-T", "fields", "-e", "eth.dst.ig", "-e", "eth.dst")
+		out, err := l.Switch.Exec("tshark", "-r", pcap, "-Y", fmt.Sprintf("!(vxlan.vni in {%d, %d})", probeStart, probeEnd),
+			"-T", "fields", "-e", "eth.dst.ig", "-e", "eth.dst")
 		must(t, err)
 		var c capture
 		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {

@@ -79,11 +79,23 @@ func TestTsharkDecodesVXLAN(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("tshark did not start capturing")
 	}
-	time.Sleep(200 * time.Millisecond)
-	if _, err := g1.Ping("10.9.0.2", 5); err != nil {
-		t.Fatal(err)
+	// "Capturing on" comes before tshark's filter is in place: rather
+	// than guess how long that takes, ping until tshark has its six
+	// packets and exits.
+	var stderr string
+	for deadline := time.Now().Add(20 * time.Second); stderr == ""; {
+		select {
+		case stderr = <-stderrDone:
+			continue
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("tshark did not capture six packets in 20 s of pings")
+		}
+		if _, err := g1.Ping("10.9.0.2", 2); err != nil {
+			t.Fatal(err)
+		}
 	}
-	stderr := <-stderrDone
 	if err := capture.Wait(); err != nil {
 		t.Fatalf("tshark capture: %v: %s", err, stderr)
 	}

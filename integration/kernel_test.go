@@ -74,18 +74,21 @@ func TestKernelPathRestart(t *testing.T) {
 	}
 	before := show(d1)
 
-	done := make(chan int)
-	go func() {
-		got, _ := g1.Ping("10.9.0.2", 40) // 4 s
-		done <- got
-	}()
-	time.Sleep(500 * time.Millisecond)
+	ping, err := g1.StartPing("10.9.0.2", 40, 0.1) // 4 s
+	must(t, err)
+	defer ping.Stop()
+	must(t, ping.WaitReplies(3, 5*time.Second))
 	d1.Kill()
+	// Not a readiness wait: the time overlayd stays dead, during which
+	// the kernel objects it left must go on forwarding on their own.
 	time.Sleep(time.Second)
+	if !ping.Running() {
+		t.Fatal("the pings ended before overlayd was restarted")
+	}
 	d1, err = d1.Restart()
 	must(t, err)
-	if got := <-done; got != 40 {
-		t.Errorf("%d of 40 pings answered across kill -9 and restart", got)
+	if got, out, err := ping.Wait(); err != nil || got != 40 {
+		t.Errorf("%d of 40 pings answered across kill -9 and restart (%v):\n%s", got, err, out)
 	}
 	if after := show(d1); after != before {
 		t.Errorf("after the restart:\n%s\nbefore:\n%s", after, before)

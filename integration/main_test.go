@@ -1,6 +1,7 @@
 // Package integration tests overlayd end to end: real network namespaces
 // as hosts, real overlayd processes, real TAP devices, real UDP, and real
-// peers (the kernel's vxlan driver, tshark, iperf3). The tests need root.
+// peers (the kernel's vxlan driver, tshark, iperf3). The tests need root;
+// run as another user, each one skips and says so.
 package integration
 
 import (
@@ -10,38 +11,62 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"overlaynet/netlab"
 )
 
-var binDir string
+// The daemons are built once, by the first test that needs them (none is
+// built when every test skips).
+var build struct {
+	once sync.Once
+	dir  string // temporary, removed at the end
+	bin  string // the binaries, in dir
+	err  error
+}
 
 func TestMain(m *testing.M) {
-	if os.Geteuid() != 0 {
-		fmt.Println("integration tests need root; skipping")
-		os.Exit(0)
-	}
-	dir, err := os.MkdirTemp("", "overlay-bin-")
-	if err != nil {
-		fmt.Println(err)
-		os.Exit(1)
-	}
-	if binDir, err = netlab.Build(dir); err != nil {
-		fmt.Println(err)
-		os.Exit(1)
-	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	if build.dir != "" {
+		os.RemoveAll(build.dir)
+	}
 	os.Exit(code)
+}
+
+// needRoot skips the test, visibly and saying why, unless it runs as root.
+// newLab and need call it, so that every test skips before it touches
+// the system.
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the integration tests build network namespaces, TAP devices and vxlan links (run them as root)")
+	}
+}
+
+// binDir returns the directory of the freshly built overlayd, overlayadm
+// and portolan.
+func binDir(t *testing.T) string {
+	t.Helper()
+	build.once.Do(func() {
+		if build.dir, build.err = os.MkdirTemp("", "overlay-bin-"); build.err != nil {
+			return
+		}
+		build.bin, build.err = netlab.Build(build.dir)
+	})
+	if build.err != nil {
+		t.Fatalf("building the daemons: %v", build.err)
+	}
+	return build.bin
 }
 
 // newLab returns a lab torn down when the test ends; on failure the
 // daemons' logs are printed first.
 func newLab(t *testing.T) *netlab.Lab {
 	t.Helper()
-	l, err := netlab.New(binDir)
+	needRoot(t)
+	l, err := netlab.New(binDir(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,6 +83,7 @@ func newLab(t *testing.T) *netlab.Lab {
 // need skips the test when a tool is missing (.ci/run installs them all).
 func need(t *testing.T, tools ...string) {
 	t.Helper()
+	needRoot(t)
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s is not installed (scripts/install-deps installs the test tools)", tool)
@@ -100,6 +126,7 @@ func twoDaemons(t *testing.T) (l *netlab.Lab, d1, d2 *netlab.Daemon) {
 
 // forEachDataPath runs a test on each data path.
 func forEachDataPath(t *testing.T, fn func(t *testing.T, dp string)) {
+	needRoot(t)
 	for _, dp := range []string{"userspace", "kernel"} {
 		t.Run(dp, func(t *testing.T) { fn(t, dp) })
 	}
@@ -133,4 +160,22 @@ func iperfBytes(t *testing.T, client *netlab.NS, server string, streams int) uin
 		t.Fatalf("iperf3 with %d streams transferred nothing: %s", streams, out)
 	}
 	return res.End.SumReceived.Bytes
+}
+
+// waitUDPListen waits until a UDP socket in ns is bound to port: a
+// server started in the background is then ready for its first datagram.
+func waitUDPListen(t *testing.T, ns *netlab.NS, port int) {
+	t.Helper()
+	filter := fmt.Sprintf("sport = :%d", port)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := ns.Exec("ss", "-H", "-l", "-u", "-n", filter)
+		if err == nil && strings.TrimSpace(out) != "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing listens on UDP port %d in %s after 10 s (ss: %v %q)", port, ns.Name, err, out)
+		}
+		time.Sleep(20 * time.Millisecond) // between polls
+	}
 }

@@ -222,25 +222,26 @@ func TestSVPTwoServersPostgres(t *testing.T) {
 			}
 		}
 	}()
-	type result struct {
-		got int
-		err error
-	}
-	done := make(chan result)
 	const count = 60
-	go func() {
-		got, err := g1.Ping("10.8.0.2", count)
-		done <- result{got, err}
-	}()
-	time.Sleep(2 * time.Second)
+	ping, err := g1.StartPing("10.8.0.2", count, 0.1)
+	must(t, err)
+	defer ping.Stop()
+	// The server is killed once pings (each a fresh lookup) are seen to
+	// be answered, with most of the run still to go.
+	must(t, ping.WaitReplies(10, 10*time.Second))
 	timedOutBefore, _ := f.ds[0].Stat("ov0", "lookups-timed-out")
 	f.ps[0].Proc.Cmd.Process.Kill()
-	res := <-done
+	if r := ping.Replies(); r > count/2 {
+		t.Fatalf("the server was killed after %d of %d pings", r, count)
+	}
+	got, out, err := ping.Wait()
 	close(stop)
-	t.Logf("flushed the target table %d times; %d of %d pings answered", <-flushed, res.got, count)
-	must(t, res.err)
-	if res.got != count {
-		t.Errorf("lost %d pings across the loss of a server", count-res.got)
+	t.Logf("flushed the target table %d times; %d of %d pings answered", <-flushed, got, count)
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if got != count {
+		t.Errorf("lost %d pings across the loss of a server", count-got)
 	}
 	started, _ := f.ds[0].Stat("ov0", "lookups-started")
 	dropped, _ := f.ds[0].Stat("ov0", "lookups-dropped")

@@ -90,19 +90,22 @@ func (e *engine) lookup(mac datapath.MAC, vlan uint16, start time.Time) {
 	e.mu.Lock()
 	delete(e.inflight, mac)
 	e.mu.Unlock()
+	// Counters are bumped before the data path is told, here and below:
+	// whoever sees the effect (traffic flowing, a frame injected) and then
+	// reads show-overlay must find it counted, never a count behind.
 	switch {
 	case err == nil:
-		e.dp.SetTarget(mac, dest)
 		e.ctr.Inc(datapath.LookupsAnswered)
 		e.latency.observe(time.Since(start))
+		e.dp.SetTarget(mac, dest)
 	case errors.Is(err, context.DeadlineExceeded):
 		e.ctr.Inc(datapath.LookupsTimedOut)
 		e.dp.DropTarget(mac, false)
 		e.log.Warn("lookup timed out; frames for the MAC dropped", "mac", ether.Short(mac[:]), "vlan", vlan, "timeout", e.timeout)
 	default:
 		e.ctr.Inc(datapath.LookupsDropped)
-		e.dp.DropTarget(mac, false)
 		e.latency.observe(time.Since(start))
+		e.dp.DropTarget(mac, false)
 		if !errors.Is(err, search.ErrNotFound) {
 			e.log.Warn("lookup failed; frames for the MAC dropped", "mac", ether.Short(mac[:]), "vlan", vlan, "err", err)
 		} else {
@@ -130,12 +133,12 @@ func (e *engine) MissIP(vlan uint16, ip netip.Addr) {
 		if err != nil {
 			return false
 		}
-		e.dp.SetNeighbor(ip, mac)
 		if ip.Is4() {
 			e.ctr.Inc(datapath.ProxyARP)
 		} else {
 			e.ctr.Inc(datapath.ProxyNDP)
 		}
+		e.dp.SetNeighbor(ip, mac)
 		return true
 	})
 }
@@ -172,8 +175,8 @@ func (e *engine) answer(vlan uint16, kind proxy.Kind, frame []byte) bool {
 		if err != nil || mac == asker {
 			return false
 		}
-		e.dp.Inject(vlan, reply(mac))
 		e.ctr.Inc(c)
+		e.dp.Inject(vlan, reply(mac))
 		return true
 	}
 	switch kind {
@@ -196,8 +199,8 @@ func (e *engine) answer(vlan uint16, kind proxy.Kind, frame []byte) bool {
 			return false
 		}
 		proxy.Redirect(frame, server)
-		e.dp.Resend(vlan, frame)
 		e.ctr.Inc(datapath.ProxyDHCP)
+		e.dp.Resend(vlan, frame)
 	case proxy.DHCPToClient:
 		// A server's broadcast reply goes to the client it names, since
 		// a dynamic overlay does not flood.
@@ -206,8 +209,8 @@ func (e *engine) answer(vlan uint16, kind proxy.Kind, frame []byte) bool {
 			return false
 		}
 		proxy.Redirect(frame, client)
-		e.dp.Resend(vlan, frame)
 		e.ctr.Inc(datapath.ProxyDHCP)
+		e.dp.Resend(vlan, frame)
 	default:
 		return false
 	}
@@ -215,8 +218,8 @@ func (e *engine) answer(vlan uint16, kind proxy.Kind, frame []byte) bool {
 }
 
 // stats returns the engine's counters and the quantiles of lookup latency:
-// from the miss to the answer (a destination or "drop") installed in the
-// data path.
+// from the miss to the answer (a destination or "drop") being handed to
+// the data path.
 func (e *engine) stats() []Stat {
 	out := convStats(e.ctr.Snapshot(datapath.LookupCounters...))
 	return append(out,

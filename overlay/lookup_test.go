@@ -131,10 +131,17 @@ func TestEngineAnswersAndDrops(t *testing.T) {
 func TestEngineOneLookupPerMAC(t *testing.T) {
 	p := &plugin{dests: map[datapath.MAC]encap.Dest{mac1: dest1}, release: make(chan struct{})}
 	e, a := newTestEngine(p)
-	for i := 0; i < 10; i++ {
+	e.Miss(mac1, 0)
+	// More misses while the plugin is being asked (not merely before its
+	// goroutine started) must not ask again.
+	for deadline := time.Now().Add(5 * time.Second); p.calls.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the plugin was not asked")
+		}
+	}
+	for i := 0; i < 9; i++ {
 		e.Miss(mac1, 0)
 	}
-	time.Sleep(50 * time.Millisecond)
 	close(p.release)
 	a.wait(t)
 	if n := p.calls.Load(); n != 1 {

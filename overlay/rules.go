@@ -99,6 +99,10 @@ func parseRule(args string) (CreateOverlayRequest, error) {
 	fs.StringArrayVarP(&props, "prop", "p", nil, "")
 	fs.StringVarP(&vnetid, "vnetid", "v", "", "")
 	if err := fs.Parse(strings.Fields(args)); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			// pflag's "help requested" says nothing about the rule.
+			return req, fmt.Errorf("-h/--help is not a create-overlay argument; a rule gives -e, -s and -p only")
+		}
 		return req, err
 	}
 	switch {

@@ -115,6 +115,8 @@ func TestLoadRulesErrors(t *testing.T) {
 			`1:2: rule "r": unknown shorthand flag: 'x' in -x`},
 		{"unknown long flag", `{"r": "-e vxlan --temporary -s direct"}`,
 			`1:2: rule "r": unknown flag: --temporary`},
+		{"help", `{"r": "-e vxlan -s direct --help"}`,
+			`1:2: rule "r": -h/--help is not a create-overlay argument; a rule gives -e, -s and -p only`},
 		{"missing -e", `{"r": "-s direct -p direct/dest_ip=192.0.2.1"}`,
 			`1:2: rule "r": missing -e <encap>`},
 		{"missing -s", `{"r": "-e vxlan -p vxlan/listen_ip=192.0.2.1"}`,

@@ -86,7 +86,12 @@ func (c *Coalescer) Add(f []byte) bool {
 }
 
 // sameFlow compares everything in the headers that must match: Ethernet,
-// IP but for length, id and checksum, TCP ports, ack, window and options.
+// IP but for length, id and checksum, TCP ports, ack, the reserved bits
+// and AE (ex-NS) flag beside the data offset, window, urgent pointer and
+// options. The urgent pointer means nothing without URG (which
+// never coalesces), but a merge must not change what the guest receives,
+// and a segment whose pointer differed would come out of the merge with
+// the first one's.
 func (c *Coalescer) sameFlow(f []byte) bool {
 	h := c.buf[VnetHdrLen:]
 	t := c.t
@@ -102,8 +107,8 @@ func (c *Coalescer) sameFlow(f []byte) bool {
 		return false
 	}
 	tcp, ftcp := h[t.tcpOff:t.hdrLen], f[t.tcpOff:t.hdrLen]
-	return bytes.Equal(tcp[0:4], ftcp[0:4]) && bytes.Equal(tcp[8:12], ftcp[8:12]) &&
-		bytes.Equal(tcp[14:16], ftcp[14:16]) && bytes.Equal(tcp[20:], ftcp[20:])
+	return bytes.Equal(tcp[0:4], ftcp[0:4]) && bytes.Equal(tcp[8:13], ftcp[8:13]) &&
+		bytes.Equal(tcp[14:16], ftcp[14:16]) && bytes.Equal(tcp[18:], ftcp[18:])
 }
 
 // Flush returns what is held, virtio-net header first, ready for one TAP

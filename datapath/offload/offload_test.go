@@ -3,6 +3,7 @@ package offload
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"math/rand/v2"
 	"testing"
 )
@@ -207,5 +208,26 @@ func BenchmarkSegment64K(b *testing.B) {
 		if _, _, _, err := SegmentTCP(buf, f, h, 8, 0); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A GSO size that would make IP packets above 65535 bytes (their length
+// fields have 16 bits) is refused rather than segmented with truncated
+// lengths.
+func TestSegmentRefusesOversizedSegments(t *testing.T) {
+	for _, v6 := range []bool{false, true} {
+		f, h := superFrame(v6, 70000, tcpACK)
+		h.GSOSize = 65535
+		buf := make([]byte, 256<<10)
+		if _, _, _, err := SegmentTCP(buf, f, h, 0, 0); !errors.Is(err, ErrMalformed) {
+			t.Errorf("v6=%v: GSO size 65535 with %d-byte headers: %v, want ErrMalformed", v6, h.HdrLen, err)
+		}
+		// The largest segment that fits is made, with its length right.
+		h.GSOSize = uint16(maxSuper - int(h.HdrLen) + ethLen)
+		segs := segments(t, f, h, 0)
+		if len(segs[0])-ethLen != maxSuper {
+			t.Errorf("v6=%v: first segment %d bytes of IP, want %d", v6, len(segs[0])-ethLen, maxSuper)
+		}
+		checkSegment(t, segs[0])
 	}
 }

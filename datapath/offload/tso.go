@@ -94,6 +94,11 @@ func SegmentTCP(dst, f []byte, h VnetHdr, gap int, vlan uint16) (slot, total, n 
 	if mss <= 0 {
 		return 0, 0, 0, fmt.Errorf("%w: GSO size 0", ErrMalformed)
 	}
+	if ip := t.ipLen + t.tcpLen + min(mss, len(payload)); ip > maxSuper {
+		// The IP length fields have 16 bits: a larger segment would go
+		// out with a truncated length.
+		return 0, 0, 0, fmt.Errorf("%w: GSO size %d makes %d-byte IP packets", ErrMalformed, mss, ip)
+	}
 	tag := 0
 	if vlan != 0 {
 		tag = 4

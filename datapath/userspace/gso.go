@@ -48,18 +48,12 @@ func (ov *overlay) fromVNICOffload(src *vnic, tx *txScratch, buf []byte, n int) 
 	ov.ctr.Inc(datapath.InFrames)
 	ov.ctr.Add(datapath.InBytes, uint64(n))
 	st := ov.state.Load()
-	hdrLen, ok := offload.TCPHeaderLen(frame)
-	if !ok || h.GSOType&^offload.GSOECN != offload.GSOTCPv4 && h.GSOType&^offload.GSOECN != offload.GSOTCPv6 {
-		ov.ctr.Inc(datapath.DropMalformed)
+	if drop, ok := admitSuper(frame, h, st.cfg.MTU); !ok {
+		ov.ctr.Inc(drop)
 		return
 	}
 	// Every segment carries the super-frame's source MAC: one check.
 	if ov.spoofed(src, frame) {
-		return
-	}
-	// hdr_len from a TAP is only a hint: measure the headers.
-	if hdrLen-ethHeaderLen+int(h.GSOSize) > st.cfg.MTU {
-		ov.ctr.Inc(datapath.DropMTU)
 		return
 	}
 	dst := datapath.MAC(frame[:6])
@@ -72,7 +66,7 @@ func (ov *overlay) fromVNICOffload(src *vnic, tx *txScratch, buf []byte, n int) 
 		return
 	}
 	var dest encap.Dest
-	ok = false
+	var ok bool
 	if st.cfg.Point != nil {
 		dest, ok = *st.cfg.Point, true
 	} else {
@@ -119,6 +113,22 @@ func (ov *overlay) fromVNICOffload(src *vnic, tx *txScratch, buf []byte, n int) 
 	}
 	ov.ctr.Add(datapath.Encapsulated, uint64(nseg))
 	ov.ctr.Add(datapath.EncapBytes, uint64(total))
+}
+
+// admitSuper decides whether a guest's TCP super-frame may be segmented
+// and sent: it must be TCP over IPv4 or IPv6 as its GSO type says, and
+// each segment it makes (IP and TCP headers and GSOSize bytes of payload)
+// must fit the overlay MTU. On refusal it returns the counter to bump.
+func admitSuper(frame []byte, h offload.VnetHdr, mtu int) (datapath.Counter, bool) {
+	hdrLen, ok := offload.TCPHeaderLen(frame)
+	if !ok || h.GSOType&^offload.GSOECN != offload.GSOTCPv4 && h.GSOType&^offload.GSOECN != offload.GSOTCPv6 {
+		return datapath.DropMalformed, false
+	}
+	// hdr_len from a TAP is only a hint: measure the headers.
+	if hdrLen-ethHeaderLen+int(h.GSOSize) > mtu {
+		return datapath.DropMTU, false
+	}
+	return 0, true
 }
 
 // segmentSlow cuts a super-frame into frames and forwards each alone.

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -548,12 +549,15 @@ func TestStop(t *testing.T) {
 	wantDest(t, in, macA, dest("192.0.2.101", 4789))
 }
 
-// TestStopWhileChanging stops the instance while the file keeps changing,
-// under the race detector.
+// TestStopWhileChanging: while the file is replaced over and over and
+// lookups run, every lookup answers from a complete map (the old or the
+// new, never none), Stop returns promptly, and nothing reaches the host
+// once it has returned.
 func TestStopWhileChanging(t *testing.T) {
-	in, _, path := startInstance(t, mapV1)
+	in, host, path := startInstance(t, mapV1)
 	var wg sync.WaitGroup
 	done := make(chan struct{})
+	var writes, lookups atomic.Int64
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
@@ -568,12 +572,13 @@ func TestStopWhileChanging(t *testing.T) {
 				content = mapV2
 			}
 			tmp := fmt.Sprintf("%s.%d", path, i%4)
-			if os.WriteFile(tmp, []byte(content), 0o644) == nil {
-				os.Rename(tmp, path)
+			if os.WriteFile(tmp, []byte(content), 0o644) == nil && os.Rename(tmp, path) == nil {
+				writes.Add(1)
 			}
-			time.Sleep(time.Millisecond)
+			time.Sleep(time.Millisecond) // pace the changes, not a readiness wait
 		}
 	}()
+	wantA := []encap.Dest{dest("192.0.2.1", 4789), dest("192.0.2.101", 4789)}
 	go func() {
 		defer wg.Done()
 		for {
@@ -582,15 +587,58 @@ func TestStopWhileChanging(t *testing.T) {
 				return
 			default:
 			}
-			lookup(t, in, macA)
-			in.ResolveIP(context.Background(), 0, netip.MustParseAddr("10.1.0.1"))
+			d, err := lookup(t, in, macA)
+			if err != nil || !slices.Contains(wantA, d) {
+				t.Errorf("Lookup(%s) while the file changes = %v, %v; want one of %v", macA, d, err, wantA)
+				return
+			}
+			m, err := in.ResolveIP(context.Background(), 0, netip.MustParseAddr("10.1.0.1"))
+			if err != nil || m != mac(t, macA) {
+				t.Errorf("ResolveIP(10.1.0.1) while the file changes = %v, %v; want %s", m, err, macA)
+				return
+			}
+			lookups.Add(1)
 		}
 	}()
-	time.Sleep(150 * time.Millisecond) // let a few reloads happen
-	in.Refresh()
-	in.Stop()
+	defer func() {
+		if done != nil {
+			close(done)
+			wg.Wait()
+		}
+	}()
+	// Until the file changed many times with lookups running across the
+	// changes (the watcher waits for the file to settle, so changes this
+	// fast are not each reloaded).
+	for deadline := time.Now().Add(10 * time.Second); writes.Load() < 50 || lookups.Load() < 100; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10 s: %d lookups, %d writes", lookups.Load(), writes.Load())
+		}
+	}
+	if err := in.Refresh(); err != nil {
+		t.Errorf("Refresh while the file changes: %v", err)
+	}
+	stopped := make(chan struct{})
+	go func() {
+		in.Stop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Stop did not return while the file kept changing")
+	}
 	close(done)
 	wg.Wait()
+	done = nil
+	host.take()
+	// A change after Stop must reach nobody. A running watcher would
+	// reload it within settle; four times that is how long "nothing
+	// happens" is checked for, not a readiness wait.
+	writeFile(t, path, strings.Replace(mapV1, "192.0.2.1\"", "192.0.2.77\"", 1))
+	time.Sleep(4 * settle)
+	if inv, deg, res := host.take(); len(inv) != 0 || len(deg) != 0 || res != 0 {
+		t.Errorf("after Stop the host was told: invalidated %v, degraded %q, %d restores", inv, deg, res)
+	}
 }
 
 // The files plugin never injects frames.
