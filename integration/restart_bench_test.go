@@ -28,7 +28,7 @@ func TestRestartBenchForeignVNIC(t *testing.T) {
 		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
 			foreign := foreignVNIC(t, "vnic1", c.kill)
 			before := linkDetails(t, foreign, "vnic1")
-			r, err := bench.Restart(bench.RestartOptions{Rounds: 3, Bin: binDir, Log: testLog{t}})
+			r, err := bench.Restart(bench.RestartOptions{Rounds: 3, Bin: binDir(t), Log: testLog{t}})
 			if err != nil {
 				t.Fatalf("overlaybench restart: %v", err)
 			}
