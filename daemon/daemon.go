@@ -142,7 +142,7 @@ func run(o Options, stderr io.Writer) error {
 		return fmt.Errorf("--default-datapath %q: want userspace or kernel", o.DefaultDataPath)
 	}
 	if err := svp.SetLogDelay(o.SVPLogDelay); err != nil {
-		return fmt.Errorf("--svp-log-delay %v: want 0s to 10m", o.SVPLogDelay)
+		return fmt.Errorf("--svp-log-delay %v: want 0s to 5m", o.SVPLogDelay)
 	}
 	if o.CPUProfile != "" {
 		f, err := os.Create(o.CPUProfile)

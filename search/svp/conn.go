@@ -2,6 +2,7 @@ package svp
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -84,9 +85,13 @@ type conn struct {
 	// end: the next connection continues it until it answers.
 	carry     time.Time
 	connected time.Time // when the current connection was made
-	closeErr  error     // a write found the server had closed the connection
-	lastErr   error     // of the last failed dial
-	attempts  int       // failed dials since the last success
+	// answeredAt is when the current connection first answered: the
+	// log waits t.logDelay after it, so a server that just came back
+	// answers lookups before it meets a LOG_REQ.
+	answeredAt time.Time
+	closeErr   error // a write found the server had closed the connection
+	lastErr    error // of the last failed dial
+	attempts   int   // failed dials since the last success
 	// reported: the remote counted this connection as not answering;
 	// the next answer re-evaluates the state at once.
 	reported bool
@@ -115,7 +120,7 @@ func (c *conn) run() {
 		if closed {
 			return
 		}
-		nc, err := net.DialTimeout("tcp", c.addr.String(), t.dialTimeout)
+		nc, err := c.dial(t.dialTimeout)
 		if err != nil {
 			c.mu.Lock()
 			c.lastErr, c.attempts = err, c.attempts+1
@@ -162,6 +167,22 @@ func (c *conn) run() {
 	}
 }
 
+// dial connects to the server, giving up when close is called: a
+// release (which holds the overlay manager's lock) must not wait out a
+// dial to an unreachable server.
+func (c *conn) dial(timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-c.quit:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return (&net.Dialer{Timeout: timeout}).DialContext(ctx, "tcp", c.addr.String())
+}
+
 // lost tears the connection down after read failed with err: every
 // pending request fails (and is retried elsewhere by its caller), and
 // the failure is recorded for the DEGRADED reason.
@@ -202,7 +223,7 @@ func (c *conn) lost(nc net.Conn, err error) {
 		}
 		delete(c.pending, id)
 	}
-	c.waitSince = time.Time{}
+	c.waitSince, c.answeredAt = time.Time{}, time.Time{}
 	c.counted, c.logPending = 0, 0
 	c.c, c.w = nil, nil
 	closed := c.closed
@@ -266,6 +287,9 @@ func (c *conn) read(nc net.Conn) (answered bool, err error) {
 		delete(c.pending, f.ID)
 		c.progressLocked(p)
 		answered = true
+		if c.answeredAt.IsZero() {
+			c.answeredAt = time.Now()
+		}
 		c.failure, c.lostOnLog = "", false
 		kick := c.reported
 		c.reported = false
@@ -369,13 +393,15 @@ type connState struct {
 	lastErr    error
 	pending    int
 	winddown   bool
+	answeredAt time.Time // when this connection first answered; zero if not yet
 }
 
 func (c *conn) state(now time.Time) connState {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := connState{up: c.c != nil, gen: c.gen, failure: c.failure, lostOnLog: c.lostOnLog,
-		attempts: c.attempts, lastErr: c.lastErr, pending: len(c.pending), winddown: c.winddown}
+		attempts: c.attempts, lastErr: c.lastErr, pending: len(c.pending), winddown: c.winddown,
+		answeredAt: c.answeredAt}
 	if !c.waitSince.IsZero() && s.up {
 		s.since = c.waitSince
 		s.stalled = now.Sub(c.waitSince)

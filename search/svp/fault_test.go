@@ -116,9 +116,10 @@ type fakeServer struct {
 	gate  chan struct{}
 	delay time.Duration // before each reply
 
-	mu      sync.Mutex
-	conns   []*serverConn
-	logReqs []time.Time
+	mu       sync.Mutex
+	conns    []*serverConn
+	logReqs  []time.Time
+	accepted []time.Time
 
 	accepts atomic.Int32
 	// closedInFlight counts connections the client closed while
@@ -158,6 +159,7 @@ func (s *fakeServer) serve(ln net.Listener) {
 			s.accepts.Add(1)
 			sc := &serverConn{Conn: c}
 			s.mu.Lock()
+			s.accepted = append(s.accepted, time.Now())
 			s.conns = append(s.conns, sc)
 			s.mu.Unlock()
 			s.wg.Add(1)
@@ -615,4 +617,33 @@ func TestCrashOnLogReqWhileDown(t *testing.T) {
 	r := h.waitFor(t, 2*time.Second, "DEGRADED, unreachable, naming the LOG_REQ",
 		degradedWith("cannot reach any mapping server", "127.0.0.1", "LOG_REQ"))
 	t.Logf("reason: %s", r)
+}
+
+// TestLogWaitsForServerBack: a host that starts while the server is down
+// sends no LOG_REQ right behind the connect when the server comes up
+// (what would kill a restarted server without a log again): the first
+// waits logDelay after the connection first answered, and lookups go
+// first.
+func TestLogWaitsForServerBack(t *testing.T) {
+	s := newFakeServer(t)
+	s.crash(400 * time.Millisecond) // down now, back 0.4 s later
+	tm := testTimings
+	tm.logDelay = 100 * time.Millisecond
+	in, _ := start(t, s, tm)
+	if err := lookup(in, 5*time.Second); err != nil {
+		t.Fatalf("lookup once the server is back: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(s.logTimes()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no LOG_REQ 5 s after the server came back")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	s.mu.Lock()
+	accepted := s.accepted[len(s.accepted)-1]
+	s.mu.Unlock()
+	if gap := s.logTimes()[0].Sub(accepted); gap < tm.logDelay-10*time.Millisecond {
+		t.Errorf("first LOG_REQ %v after the server came back, want at least the log delay %v", gap, tm.logDelay)
+	}
 }

@@ -84,8 +84,8 @@ var (
 // from now on (overlayd --svp-log-delay). It is also the first step of
 // the backoff for a server that closes the connection on LOG_REQ.
 func SetLogDelay(d time.Duration) error {
-	if d < 0 || d > 10*time.Minute {
-		return fmt.Errorf("svp log delay %v: want 0 to 10m", d)
+	if d < 0 || d > defaultTimings.logBackoffMax {
+		return fmt.Errorf("svp log delay %v: want 0 to %v", d, defaultTimings.logBackoffMax)
 	}
 	timingsMu.Lock()
 	current.logDelay = d
@@ -470,7 +470,12 @@ func (r *remote) call(ctx context.Context, build func(dst []byte, id uint32) []b
 				}
 				out = append(out, attempt{c, id})
 				need = false
-				timer.Reset(r.t.attempt)
+				if !idle && want != proto.OpLogAck {
+					// A LOG_REQ is not repeated elsewhere: that would
+					// duplicate it to a slow server (and a held, long-poll
+					// one is meant to wait).
+					timer.Reset(r.t.attempt)
+				}
 			} else {
 				wait = ch
 				if len(out) == 0 && len(tried) > 0 && pause == nil {
@@ -559,6 +564,16 @@ func (r *remote) pollLoop() {
 			return
 		case <-time.After(wait):
 		}
+		if hold, ok := r.logHold(time.Now()); !ok || hold > 0 {
+			// No connection has answered yet, or one only just did:
+			// lookups first (a LOG_REQ sent right behind the connect is
+			// what kills a restarted server without a log again).
+			wait = hold
+			if !ok {
+				wait = r.t.pollInterval
+			}
+			continue
+		}
 		more, err := r.pollOnce()
 		r.setLogErr(err)
 		wait = r.t.pollInterval
@@ -573,16 +588,41 @@ func (r *remote) pollLoop() {
 			if errors.As(err, &le) {
 				r.logClosedBy = le.addr
 			}
-			r.logWait = min(r.t.logDelay<<min(r.logClosures-1, 20), r.t.logBackoffMax)
+			// From the delay (at least a poll interval: a delay of 0 must
+			// not turn the backoff off) doubling up to logBackoffMax.
+			base := max(r.t.logDelay, r.t.pollInterval)
+			r.logWait = min(base<<min(r.logClosures-1, 20), r.t.logBackoffMax)
 			wait = max(r.logWait, r.t.pollInterval)
 			r.log.Warn("svp: the mapping server closed the connection on LOG_REQ; backing off log polling",
 				"server", r.logClosedBy.String(), "times_in_a_row", r.logClosures, "next_poll_in", wait.String())
 		case err == nil, isLogStatus(err):
 			r.logClosures, r.logWait = 0, 0 // it answered a LOG_REQ
+		case r.logClosures > 0:
+			// Any other failure (a timeout, no connection) while backed
+			// off keeps the backoff.
+			wait = max(r.logWait, r.t.pollInterval)
 		}
 		r.mu.Unlock()
 		r.stateChanged(false)
 	}
+}
+
+// logHold says how much longer the log poll must wait: until every
+// connection that is up has answered for t.logDelay, so that a server
+// that just came back answers lookups before it meets a LOG_REQ. ok is
+// false while no connection has answered at all.
+func (r *remote) logHold(now time.Time) (hold time.Duration, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.conns {
+		st := c.state(now)
+		if !st.up || st.winddown || st.answeredAt.IsZero() {
+			continue
+		}
+		ok = true
+		hold = max(hold, st.answeredAt.Add(r.t.logDelay).Sub(now))
+	}
+	return hold, ok
 }
 
 // lostOnLogError is errLostOnLog with the server's address.
