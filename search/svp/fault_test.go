@@ -121,6 +121,9 @@ type fakeServer struct {
 	logReqs  []time.Time
 	accepted []time.Time
 
+	stopped bool          // under mu
+	done    chan struct{} // closed by stop
+
 	accepts atomic.Int32
 	// closedInFlight counts connections the client closed while
 	// requests on them were unanswered.
@@ -141,7 +144,7 @@ func newFakeServer(t *testing.T) *fakeServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &fakeServer{t: t, ln: ln, addr: netip.MustParseAddrPort(ln.Addr().String())}
+	s := &fakeServer{t: t, ln: ln, addr: netip.MustParseAddrPort(ln.Addr().String()), done: make(chan struct{})}
 	s.serve(ln)
 	t.Cleanup(s.stop)
 	return s
@@ -183,21 +186,37 @@ func (s *fakeServer) crash(down time.Duration) {
 	s.conns = nil
 	s.mu.Unlock()
 	ln.Close()
+	// Counted in wg (crash runs in a handler, so the count is not 0):
+	// stop waits for it, and cuts its wait short.
+	s.wg.Add(1)
 	go func() {
-		time.Sleep(down)
-		nl, err := net.Listen("tcp", s.addr.String())
-		if err != nil {
-			return // the test ended meanwhile
+		defer s.wg.Done()
+		select {
+		case <-time.After(down):
+		case <-s.done:
+			return
 		}
 		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.stopped {
+			return
+		}
+		nl, err := net.Listen("tcp", s.addr.String())
+		if err != nil {
+			s.t.Errorf("listen again on %s: %v", s.addr, err)
+			return
+		}
 		s.ln = nl
-		s.mu.Unlock()
 		s.serve(nl)
 	}()
 }
 
 func (s *fakeServer) stop() {
 	s.mu.Lock()
+	if !s.stopped {
+		s.stopped = true
+		close(s.done)
+	}
 	s.ln.Close()
 	for _, c := range s.conns {
 		c.closing.Store(true)
@@ -274,6 +293,17 @@ func (s *fakeServer) setGate(g chan struct{}) {
 	s.mu.Lock()
 	s.gate = g
 	s.mu.Unlock()
+}
+
+// inflight is how many requests the server has read and not answered.
+func (s *fakeServer) inflight() int32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n int32
+	for _, c := range s.conns {
+		n += c.inflight.Load()
+	}
+	return n
 }
 
 func (s *fakeServer) logTimes() []time.Time {
@@ -397,7 +427,16 @@ func TestSlowServer(t *testing.T) {
 	if err := lookup(in, testTimings.attempt/2); err == nil {
 		t.Error("lookup shorter than the server's delay succeeded")
 	}
-	time.Sleep(3 * testTimings.attempt) // the late answer arrives
+	// Wait until the server has written the late answer; the next
+	// lookup's round trip on the same connection then comes after the
+	// client has read it.
+	deadline := time.Now().Add(5 * time.Second)
+	for s.inflight() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the slow server never wrote its late answer")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 	s.mu.Lock()
 	s.delay = 0
 	s.mu.Unlock()
