@@ -46,6 +46,7 @@ type pendingReq struct {
 	// idle requests may legitimately stay unanswered for long (a
 	// long-poll LOG_REQ): they do not count toward stall detection.
 	idle bool
+	sent time.Time
 }
 
 // conn is one TCP connection to one address of the mapping service, kept
@@ -210,7 +211,18 @@ func (c *conn) lost(nc net.Conn, err error) {
 	default:
 		c.failure = err.Error()
 	}
-	onLog := byServer && logs > 0 && (isClose(err) || errors.Is(err, io.ErrUnexpectedEOF))
+	// A close counts as "on LOG_REQ" only when a LOG_REQ went out just
+	// before it (within one attempt time): a server without a log dies
+	// of one at once, whereas a LOG_REQ that merely waited long (a
+	// stopped server killed later, a held long-poll) says nothing of the
+	// log, and must not back polling off.
+	recentLog := false
+	for _, p := range c.pending {
+		if p.want == proto.OpLogAck && time.Since(p.sent) < c.remote.t.attempt {
+			recentLog = true
+		}
+	}
+	onLog := byServer && recentLog && (isClose(err) || errors.Is(err, io.ErrUnexpectedEOF))
 	c.lostOnLog = onLog
 	down := fmt.Errorf("%w: %v", errConnDown, err)
 	for id, p := range c.pending {
@@ -354,7 +366,7 @@ func (c *conn) sendLocked(frame []byte, ch chan<- reply, want proto.Op, idle, is
 		c.c.Close()
 		return 0, err
 	}
-	c.pending[id] = &pendingReq{ch: ch, want: want, idle: idle}
+	c.pending[id] = &pendingReq{ch: ch, want: want, idle: idle, sent: time.Now()}
 	if isLog {
 		c.logPending++
 	}

@@ -686,3 +686,42 @@ func TestLogWaitsForServerBack(t *testing.T) {
 		t.Errorf("first LOG_REQ %v after the server came back, want at least the log delay %v", gap, tm.logDelay)
 	}
 }
+
+// TestOldLogReqNotBlamed: a server closed (restarted) while a LOG_REQ
+// has long been waiting (a stopped server killed later; a held long-poll)
+// is not taken for one that dies of LOG_REQs: log polling is not backed
+// off and the reason does not blame the log.
+func TestOldLogReqNotBlamed(t *testing.T) {
+	s := newFakeServer(t)
+	s.hook = func(s *fakeServer, sc *serverConn, f proto.Frame) bool {
+		return f.Op == proto.OpLogReq // held: never answered
+	}
+	tm := testTimings
+	tm.logDelay = 50 * time.Millisecond
+	in, h := start(t, s, tm)
+	waitLogReqs := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for len(s.logTimes()) < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d LOG_REQs after 5 s, want %d", len(s.logTimes()), n)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	waitLogReqs(1)
+	// Not a readiness wait: the LOG_REQ must be older than one attempt
+	// time when the server goes away.
+	time.Sleep(3 * tm.attempt)
+	s.crash(20 * time.Millisecond)
+	waitLogReqs(2) // the poller went on after the close
+	in.remote.mu.Lock()
+	closures := in.remote.logClosures
+	in.remote.mu.Unlock()
+	if closures != 0 {
+		t.Errorf("a close %v after a LOG_REQ was counted as closing on LOG_REQ (%d)", 3*tm.attempt, closures)
+	}
+	if r, _ := h.state(); strings.Contains(r, "backed off") {
+		t.Errorf("reason blames the log: %s", r)
+	}
+}
