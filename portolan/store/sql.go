@@ -315,28 +315,17 @@ func (s *SQL) HostsFrom(ctx context.Context, src netip.Addr) ([]Host, error) {
 	rows, err := s.db.QueryContext(ctx, s.q(`SELECT id, ip, port FROM hosts WHERE ip = ?
 		UNION SELECT h.id, h.ip, h.port FROM hosts h JOIN host_sources hs ON hs.host = h.id WHERE hs.addr = ?
 		ORDER BY id`), a, a)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Host
-	for rows.Next() {
-		var h Host
-		var ip string
-		var port int
-		if err := rows.Scan(&h.ID, &ip, &port); err != nil {
-			return nil, err
-		}
-		h.IP, _ = netip.ParseAddr(ip)
-		h.Port = uint16(port)
-		out = append(out, h)
-	}
-	return out, rows.Err()
+	return scanHosts(rows, err)
 }
 
 // Hosts implements Store.
 func (s *SQL) Hosts(ctx context.Context) ([]Host, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT id, ip, port FROM hosts ORDER BY id`)
+	return scanHosts(rows, err)
+}
+
+// scanHosts reads the (id, ip, port) rows of a host query.
+func scanHosts(rows *sql.Rows, err error) ([]Host, error) {
 	if err != nil {
 		return nil, err
 	}
