@@ -356,12 +356,12 @@ func TestStall(t *testing.T) {
 	if err := lookup(in, time.Second); err != nil {
 		t.Fatalf("lookup before the stall: %v", err)
 	}
-	h.waitFor(t, 5*time.Second, "ONLINE", online)
+	h.waitFor(t, 15*time.Second, "ONLINE", online)
 	gate := make(chan struct{})
 	s.setGate(gate)
 	res := make(chan error, 1)
 	go func() { res <- lookup(in, 10*time.Second) }()
-	reason := h.waitFor(t, 5*time.Second, "DEGRADED not answering",
+	reason := h.waitFor(t, 15*time.Second, "DEGRADED not answering",
 		degradedWith("is not answering", "127.0.0.1", "port "+itoa(s.addr.Port()), "no answer for more than 150ms", "since"))
 	t.Logf("reason: %s", reason)
 	time.Sleep(2 * tm.attempt) // past the attempt timeout that closed connections once
@@ -373,7 +373,7 @@ func TestStall(t *testing.T) {
 	if err := <-res; err != nil {
 		t.Errorf("lookup across the stall: %v", err)
 	}
-	h.waitFor(t, 5*time.Second, "ONLINE after the first answer", online)
+	h.waitFor(t, 15*time.Second, "ONLINE after the first answer", online)
 	if n := s.closedInFlight.Load(); n != 0 {
 		t.Errorf("the client closed %d connections with requests in flight", n)
 	}
@@ -388,7 +388,7 @@ func TestStallGiveUp(t *testing.T) {
 	s.setGate(gate)
 	defer close(gate)
 	go lookup(in, 3*time.Second)
-	h.waitFor(t, 5*time.Second, "DEGRADED", degradedWith("is not answering"))
+	h.waitFor(t, 15*time.Second, "DEGRADED", degradedWith("is not answering"))
 	deadline := time.Now().Add(3 * testTimings.giveUp)
 	for s.accepts.Load() < 2 {
 		if time.Now().After(deadline) {
@@ -506,7 +506,7 @@ func TestCrashOnLogReq(t *testing.T) {
 	if len(times) < 3 || widest < 300*time.Millisecond {
 		t.Errorf("LOG_REQs %d, widest gap %v: not backing off", len(times), widest)
 	}
-	r := h.waitFor(t, 5*time.Second, "DEGRADED naming the log", degradedWith("LOG_REQ", "backed off", "lookups are answered"))
+	r := h.waitFor(t, 15*time.Second, "DEGRADED naming the log", degradedWith("LOG_REQ", "backed off", "lookups are answered"))
 	t.Logf("reason: %s; %d crashes; seen while down with the LOG_REQ named: %v", r, crashes.Load(), seenDown)
 }
 
@@ -532,7 +532,7 @@ func TestCloseMidFrame(t *testing.T) {
 	if err := lookup(in, time.Second); err != nil {
 		t.Errorf("lookup: %v", err)
 	}
-	h.waitFor(t, 5*time.Second, "ONLINE", online)
+	h.waitFor(t, 15*time.Second, "ONLINE", online)
 	_, hist := h.state()
 	if len(hist) == 0 || !strings.Contains(hist[0], "in the middle of a frame") || !strings.Contains(hist[0], "127.0.0.1") {
 		t.Errorf("DEGRADED reasons %q, want one naming the close in the middle of a frame", hist)
@@ -559,7 +559,7 @@ func TestGarbage(t *testing.T) {
 		return true
 	}
 	in, h := start(t, s, testTimings)
-	r := h.waitFor(t, 5*time.Second, "DEGRADED naming the garbage", degradedWith("127.0.0.1", "malformed frame"))
+	r := h.waitFor(t, 15*time.Second, "DEGRADED naming the garbage", degradedWith("127.0.0.1", "malformed frame"))
 	t.Logf("reason: %s", r)
 	if err := lookup(in, 200*time.Millisecond); err == nil {
 		t.Error("a lookup was answered by a server sending garbage")
@@ -573,7 +573,7 @@ func TestGarbage(t *testing.T) {
 	if err := lookup(in, time.Second); err != nil {
 		t.Errorf("lookup once the server is sane: %v", err)
 	}
-	h.waitFor(t, 5*time.Second, "ONLINE", online)
+	h.waitFor(t, 15*time.Second, "ONLINE", online)
 }
 
 // TestUnknownID: an answer with an id nobody asked for resets the
@@ -595,7 +595,7 @@ func TestUnknownID(t *testing.T) {
 	if err := lookup(in, time.Second); err != nil {
 		t.Errorf("lookup: %v", err)
 	}
-	h.waitFor(t, 5*time.Second, "ONLINE", online)
+	h.waitFor(t, 15*time.Second, "ONLINE", online)
 	_, hist := h.state()
 	if len(hist) == 0 || !strings.Contains(hist[0], "which no request has") {
 		t.Errorf("DEGRADED reasons %q, want one naming the unknown id", hist)
