@@ -794,12 +794,24 @@ func (ov *overlay) watchOnce() bool {
 	done := make(chan struct{})
 	defer close(done) // closes the subscription's socket
 	ch := make(chan netlink.NeighUpdate, 1024)
-	err := netlink.NeighSubscribeWithOptions(ch, done, netlink.NeighSubscribeOptions{
+	opts := netlink.NeighSubscribeOptions{
 		ReceiveBufferSize: missBuffer, ReceiveBufferForceSize: true,
 		ErrorCallback: func(err error) { ov.log.Debug("miss notifications", "err", err) },
-	})
+	}
+	err := netlink.NeighSubscribeWithOptions(ch, done, opts)
 	if err != nil {
-		ov.log.Error("cannot watch the kernel's misses", "err", err)
+		// SO_RCVBUFFORCE needs CAP_NET_ADMIN in the initial user
+		// namespace: inside another, ask for the buffer without force.
+		opts.ReceiveBufferForceSize = false
+		err = netlink.NeighSubscribeWithOptions(ch, done, opts)
+	}
+	if err != nil {
+		ov.log.Error("cannot watch the kernel's misses; trying again in 1 s", "err", err)
+		select {
+		case <-ov.stop:
+			return false
+		case <-time.After(time.Second):
+		}
 		return true
 	}
 	for {
