@@ -79,7 +79,13 @@ type overlay struct {
 	// whole set of objects, while Update builds the next one beside it.
 	st atomic.Pointer[kstate]
 
-	mu    sync.Mutex // serialises changes
+	mu sync.Mutex // serialises changes
+	// fdbMu keeps forwarding and neighbour entries from being written
+	// (read-locked by SetTarget, RemoveTarget, SetNeighbor) while Update
+	// copies them to a new vxlan device (write-locked): an entry removed
+	// meanwhile would otherwise come back on the new device, and one set
+	// meanwhile would be lost with the old.
+	fdbMu sync.RWMutex
 	vnics map[string]*kvnic
 	dhcp  map[datapath.MAC]datapath.MAC
 	stop  chan struct{}
@@ -91,6 +97,41 @@ type kstate struct {
 	cfg datapath.OverlayConfig
 	vx  *netlink.Vxlan
 	br  *netlink.Bridge
+	// base holds the counters of the vxlan devices this one replaced, so
+	// that the overlay's counters never go backwards across an Update.
+	base vxStats
+}
+
+// vxStats are the counters of a vxlan device that Stats reports.
+type vxStats struct {
+	txPackets, txBytes, rxPackets, rxBytes   uint64
+	txDropped, txErrors, rxErrors, rxDropped uint64
+}
+
+// vxCounters reads a vxlan device's counters (zero when it is gone).
+func vxCounters(ifindex int) vxStats {
+	l, err := netlink.LinkByIndex(ifindex)
+	if err != nil || l.Attrs().Statistics == nil {
+		return vxStats{}
+	}
+	s := l.Attrs().Statistics
+	return vxStats{s.TxPackets, s.TxBytes, s.RxPackets, s.RxBytes, s.TxDropped, s.TxErrors, s.RxErrors, s.RxDropped}
+}
+
+// plus adds b's counters to a's; with sub, it takes them away (never
+// below zero).
+func (a vxStats) plus(b vxStats, sub bool) vxStats {
+	f := func(x, y uint64) uint64 {
+		if !sub {
+			return x + y
+		}
+		if y > x {
+			return 0
+		}
+		return x - y
+	}
+	return vxStats{f(a.txPackets, b.txPackets), f(a.txBytes, b.txBytes), f(a.rxPackets, b.rxPackets), f(a.rxBytes, b.rxBytes),
+		f(a.txDropped, b.txDropped), f(a.txErrors, b.txErrors), f(a.rxErrors, b.rxErrors), f(a.rxDropped, b.rxDropped)}
 }
 
 // kvnic is a VNIC: a veth pair, port the end on the bridge.
@@ -122,11 +163,10 @@ func (dp *DataPath) CreateOverlay(cfg datapath.OverlayConfig) (datapath.Overlay,
 		ov.destroy(st)
 		return nil, err
 	}
+	// The source MAC chain is left as it is: rebuilt from no VNICs it
+	// would let a restarted overlayd's guests spoof until their VNICs are
+	// taken over. AddVNIC and Sweep bring it up to date.
 	ov.st.Store(st)
-	if err := ov.syncSpoof(); err != nil {
-		ov.destroy(st)
-		return nil, err
-	}
 	dp.mu.Lock()
 	dp.overlays[cfg.Name] = ov
 	dp.mu.Unlock()
@@ -284,34 +324,43 @@ func (ov *overlay) destroy(st *kstate) {
 
 // Update implements datapath.Overlay. A new vnetid, listen address or
 // mode needs a new vxlan device (the kernel cannot change them on a
-// running one): it is built and filled with the old one's forwarding and
-// neighbour entries before the overlay switches to it, so that readers
-// always see a working set of objects and known destinations stay known.
+// running one): it is built beside the old one and switched to at once,
+// so that readers always see a working set of objects. With the vnetid
+// unchanged the new device gets the old one's forwarding and neighbour
+// entries, so known destinations stay known; with a new vnetid they are
+// another network's answers and are not carried over.
 func (ov *overlay) Update(cfg datapath.OverlayConfig) error {
 	ov.mu.Lock()
 	defer ov.mu.Unlock()
 	old := ov.st.Load()
-	st := &kstate{cfg: cfg, vx: old.vx, br: old.br}
+	st := &kstate{cfg: cfg, vx: old.vx, br: old.br, base: old.base}
 	if cfg.VNetID != old.cfg.VNetID || cfg.Listen != old.cfg.Listen || (cfg.Point == nil) != (old.cfg.Point == nil) {
-		vx, err := ov.replaceVxlan(old, cfg)
-		if err != nil {
+		if err := ov.replaceVxlan(old, st); err != nil {
 			return err
 		}
-		st.vx = vx
-	} else if cfg.Point != nil && *cfg.Point != *old.cfg.Point {
-		if err := fdbReplace(st.vx.Index, net.HardwareAddr{0, 0, 0, 0, 0, 0}, *cfg.Point); err != nil {
-			return fmt.Errorf("point %s: %w", cfg.Point, err)
+	} else {
+		if cfg.Point != nil && *cfg.Point != *old.cfg.Point {
+			if err := fdbReplace(st.vx.Index, net.HardwareAddr{0, 0, 0, 0, 0, 0}, *cfg.Point); err != nil {
+				return fmt.Errorf("point %s: %w", cfg.Point, err)
+			}
 		}
+		ov.st.Store(st)
 	}
-	ov.st.Store(st)
 	if cfg.MTU != old.cfg.MTU {
 		ov.applyMTU(st)
 	}
 	return nil
 }
 
-// replaceVxlan makes the vxlan device for cfg and retires old's.
-func (ov *overlay) replaceVxlan(old *kstate, cfg datapath.OverlayConfig) (*netlink.Vxlan, error) {
+// createVxlan makes a vxlan device; a test replaces it to make Update
+// fail half-way.
+var createVxlan = newVxlan
+
+// replaceVxlan makes the vxlan device for st.cfg, publishes st with it
+// and retires old's device. On error the overlay is left on old's
+// configuration (rebuilt if its device had to go first).
+func (ov *overlay) replaceVxlan(old, st *kstate) error {
+	cfg := st.cfg
 	names := vxNames(cfg.Name)
 	name := names[0]
 	if old.vx.Name == name {
@@ -319,51 +368,74 @@ func (ov *overlay) replaceVxlan(old *kstate, cfg datapath.OverlayConfig) (*netli
 	}
 	if l, err := netlink.LinkByName(name); err == nil {
 		if l.Attrs().Alias != aliasOverlay+cfg.Name {
-			return nil, fmt.Errorf("a network interface named %s exists and is not overlayd's", name)
+			return fmt.Errorf("a network interface named %s exists and is not overlayd's", name)
 		}
 		if err := netlink.LinkDel(l); err != nil {
-			return nil, fmt.Errorf("delete %s, left from another configuration: %w", name, err)
+			return fmt.Errorf("delete %s, left from another configuration: %w", name, err)
 		}
 	}
+	// No entry is written from here until the new device is published.
+	ov.fdbMu.Lock()
+	defer ov.fdbMu.Unlock()
+	var fdb []fdbEntry
+	var neighs []netlink.Neigh
+	if cfg.VNetID == old.cfg.VNetID {
+		var err error
+		if fdb, err = fdbList(old.vx.Index); err != nil {
+			return fmt.Errorf("list the forwarding entries to carry over: %w", err)
+		}
+		neighs = ov.neighbours(old.vx.Index)
+	}
+	oldPort := old.cfg.Listen.Port()
+	oldCounters := vxCounters(old.vx.Index)
 	// The kernel holds one device per (vnetid, port): with those
 	// unchanged the old device has to go first.
 	first := cfg.VNetID == old.cfg.VNetID && cfg.Listen.Port() == old.cfg.Listen.Port()
-	fdb, _ := fdbList(old.vx.Index)
-	neighs := ov.neighbours(old.vx.Index)
 	if first {
 		if err := netlink.LinkDel(old.vx); err != nil {
-			return nil, fmt.Errorf("delete vxlan device %s: %w", old.vx.Name, err)
+			return fmt.Errorf("delete vxlan device %s: %w", old.vx.Name, err)
 		}
 	}
-	st := &kstate{cfg: cfg, br: old.br}
-	vx, err := newVxlan(name, cfg)
+	vx, err := createVxlan(name, cfg)
 	if err == nil {
 		st.vx = vx
 		err = ov.attach(st)
 	}
 	if err != nil {
-		if st.vx != nil {
-			if e := netlink.LinkDel(st.vx); e != nil {
+		if vx != nil {
+			if e := netlink.LinkDel(vx); e != nil {
 				ov.log.Warn("cannot delete the half-built vxlan device", "link", name, "err", e)
 			}
 		}
+		st.vx = old.vx
 		if first { // put the old configuration back
-			if back, e := ov.build(old.cfg); e != nil {
+			back, e := ov.build(old.cfg)
+			if e != nil {
 				ov.log.Error("cannot rebuild the old vxlan device either; the overlay carries nothing", "err", e)
-			} else {
-				ov.st.Store(back)
-				ov.copyEntries(back.vx, fdb, neighs)
+				return fmt.Errorf("%w; and rebuilding the old vxlan device: %v", err, e)
 			}
+			back.base = old.base.plus(oldCounters, false)
+			ov.copyEntries(back.vx, fdb, neighs, oldPort)
+			ov.st.Store(back)
 		}
-		return nil, err
+		return err
 	}
-	ov.copyEntries(vx, fdb, neighs)
+	ov.copyEntries(vx, fdb, neighs, oldPort)
+	if !first {
+		// The old device carried on meanwhile.
+		oldCounters = vxCounters(old.vx.Index)
+	}
+	st.base = st.base.plus(oldCounters, false)
+	ov.st.Store(st)
 	if !first {
 		if err := netlink.LinkDel(old.vx); err != nil {
-			ov.log.Warn("cannot delete the old vxlan device", "link", old.vx.Name, "err", err)
+			// At least it carries nothing more into the bridge.
+			ov.log.Warn("cannot delete the old vxlan device; it is taken off the bridge and set down", "link", old.vx.Name, "err", err)
+			netlink.LinkSetNoMaster(old.vx)
+			netlink.LinkSetDown(old.vx)
 		}
 	}
-	return vx, nil
+	return nil
 }
 
 // neighbours lists the permanent neighbour entries (the ARP/NDP answers)
@@ -385,10 +457,11 @@ func (ov *overlay) neighbours(ifindex int) []netlink.Neigh {
 	return out
 }
 
-// copyEntries installs forwarding and neighbour entries on vx.
-func (ov *overlay) copyEntries(vx *netlink.Vxlan, fdb []fdbEntry, neighs []netlink.Neigh) {
+// copyEntries installs forwarding and neighbour entries on vx; an
+// entry without a port of its own had the old device's, oldPort.
+func (ov *overlay) copyEntries(vx *netlink.Vxlan, fdb []fdbEntry, neighs []netlink.Neigh, oldPort uint16) {
 	for _, e := range fdb {
-		t, ok := e.target(uint16(vx.Port))
+		t, ok := e.target(oldPort)
 		if !ok || t.MAC == (datapath.MAC{}) {
 			continue // a point overlay's default entry is attach's
 		}
@@ -414,11 +487,13 @@ func (ov *overlay) applyMTU(st *kstate) {
 			ov.log.Warn("cannot apply the new overlay MTU", "link", l.Attrs().Name, "mtu", mtu, "err", err)
 		}
 	}
+	ns := &netnsSet{}
+	defer ns.Close()
 	for name, v := range ov.vnics {
 		if v.mtu != 0 {
 			continue
 		}
-		if err := setVNICMTU(v.port, mtu); err != nil {
+		if err := setVNICMTU(v.port, mtu, ns); err != nil {
 			ov.log.Warn("cannot apply the new overlay MTU to a VNIC", "vnic", name, "mtu", mtu, "err", err)
 		}
 	}
@@ -433,7 +508,7 @@ func (ov *overlay) applyMTU(st *kstate) {
 // drops after startup unless --keep-privileges; without it the error
 // says so. (IFLA_TARGET_NETNSID, which would need only CAP_NET_ADMIN, is
 // not honoured by this kernel for RTM_SETLINK.)
-func setVNICMTU(port string, mtu int) error {
+func setVNICMTU(port string, mtu int, ns *netnsSet) error {
 	l, err := netlink.LinkByName(port)
 	if err != nil {
 		return fmt.Errorf("find the bridge port %s: %w", port, err)
@@ -451,7 +526,7 @@ func setVNICMTU(port string, mtu int) error {
 	}
 	h := &netlink.Handle{} // this namespace
 	if a.NetNsID >= 0 {
-		if h, err = handleForNsID(a.NetNsID); err != nil {
+		if h, err = ns.handle(a.NetNsID); err != nil {
 			return fmt.Errorf("the VNIC end of %s is in another network namespace: %w", port, err)
 		}
 		defer h.Close()
@@ -597,19 +672,17 @@ func (ov *overlay) RemoveVNIC(name string) error {
 func (ov *overlay) Stats() datapath.Stats {
 	var c datapath.Counters
 	st := ov.st.Load()
-	if l, err := netlink.LinkByIndex(st.vx.Index); err == nil && l.Attrs().Statistics != nil {
-		s := l.Attrs().Statistics
-		c.Add(datapath.Encapsulated, s.TxPackets)
-		c.Add(datapath.EncapBytes, s.TxBytes)
-		c.Add(datapath.Decapsulated, s.RxPackets)
-		c.Add(datapath.DecapBytes, s.RxBytes)
-		// The vxlan driver counts a frame without a forwarding entry
-		// (an L2 miss) as a transmit drop.
-		c.Add(datapath.DropNoTarget, s.TxDropped)
-		c.Add(datapath.DropSendError, s.TxErrors)
-		c.Add(datapath.DropMalformed, s.RxErrors)
-		c.Add(datapath.DropNoVNIC, s.RxDropped)
-	}
+	s := st.base.plus(vxCounters(st.vx.Index), false)
+	c.Add(datapath.Encapsulated, s.txPackets)
+	c.Add(datapath.EncapBytes, s.txBytes)
+	c.Add(datapath.Decapsulated, s.rxPackets)
+	c.Add(datapath.DecapBytes, s.rxBytes)
+	// The vxlan driver counts a frame without a forwarding entry (an L2
+	// miss) as a transmit drop.
+	c.Add(datapath.DropNoTarget, s.txDropped)
+	c.Add(datapath.DropSendError, s.txErrors)
+	c.Add(datapath.DropMalformed, s.rxErrors)
+	c.Add(datapath.DropNoVNIC, s.rxDropped)
 	c.Add(datapath.DropSpoofed, ov.spoofed())
 	return c.Snapshot(datapath.OverlayCounters...)
 }
@@ -655,6 +728,8 @@ func (dp *DataPath) Close() error { return nil }
 
 // SetTarget implements datapath.Overlay: a forwarding entry.
 func (ov *overlay) SetTarget(mac datapath.MAC, dest encap.Dest) {
+	ov.fdbMu.RLock()
+	defer ov.fdbMu.RUnlock()
 	if err := fdbReplace(ov.st.Load().vx.Index, net.HardwareAddr(mac[:]), dest); err != nil {
 		ov.log.Warn("cannot install forwarding entry", "mac", net.HardwareAddr(mac[:]).String(), "dest", dest.String(), "err", err)
 	}
@@ -672,6 +747,8 @@ func (ov *overlay) DropTarget(mac datapath.MAC, admin bool) {
 // RemoveTarget implements datapath.Overlay. A vxlan forwarding entry is
 // deleted by MAC and destination, so each of the MAC's is looked up.
 func (ov *overlay) RemoveTarget(mac datapath.MAC) {
+	ov.fdbMu.RLock()
+	defer ov.fdbMu.RUnlock()
 	idx := ov.st.Load().vx.Index
 	es, err := fdbList(idx)
 	if err != nil {
@@ -680,7 +757,8 @@ func (ov *overlay) RemoveTarget(mac datapath.MAC) {
 	}
 	for _, e := range es {
 		if n := e.neigh; bytes.Equal(n.HardwareAddr, mac[:]) && n.IP != nil {
-			if err := fdbDelete(idx, e); err != nil {
+			// One gone meanwhile is what was wanted.
+			if err := fdbDelete(idx, e); err != nil && !errors.Is(err, unix.ENOENT) {
 				ov.log.Warn("cannot delete forwarding entry", "mac", net.HardwareAddr(mac[:]).String(), "err", err)
 			}
 		}
@@ -722,6 +800,8 @@ func (ov *overlay) SetNeighbor(ip netip.Addr, mac datapath.MAC) {
 	if ip.Is6() {
 		family = unix.AF_INET6
 	}
+	ov.fdbMu.RLock()
+	defer ov.fdbMu.RUnlock()
 	if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: ov.st.Load().vx.Index, Family: family, State: netlink.NUD_PERMANENT,
 		IP: net.IP(ip.AsSlice()), HardwareAddr: net.HardwareAddr(mac[:])}); err != nil {
 		ov.log.Warn("cannot install neighbour entry", "ip", ip.String(), "err", err)
@@ -792,8 +872,16 @@ const missBuffer = 4 << 20
 // subscription breaks (true).
 func (ov *overlay) watchOnce() bool {
 	done := make(chan struct{})
-	defer close(done) // closes the subscription's socket
 	ch := make(chan netlink.NeighUpdate, 1024)
+	defer func() {
+		close(done) // closes the subscription's socket
+		// The library's reader may be blocked on a full ch: it ends,
+		// closing ch, once it has sent what it holds.
+		go func() {
+			for range ch {
+			}
+		}()
+	}()
 	opts := netlink.NeighSubscribeOptions{
 		ReceiveBufferSize: missBuffer, ReceiveBufferForceSize: true,
 		ErrorCallback: func(err error) { ov.log.Debug("miss notifications", "err", err) },
@@ -852,6 +940,11 @@ func (dp *DataPath) Sweep() {
 		for _, v := range ov.vnics {
 			claimed[v.port] = true
 		}
+		// The chain may still hold the rules of VNICs that were not
+		// restored: it is rebuilt from those that were.
+		if err := ov.syncSpoof(); err != nil {
+			dp.log.Warn("cannot bring the source MAC check up to date", "overlay", st.cfg.Name, "err", err)
+		}
 		ov.mu.Unlock()
 	}
 	dp.mu.Unlock()
@@ -903,9 +996,38 @@ func sysctl(path, value string) error {
 	return nil
 }
 
-// handleForNsID opens a netlink handle in the network namespace that has
-// id nsid in ours.
-func handleForNsID(nsid int) (*netlink.Handle, error) {
+// netnsSet finds network namespaces by the id ours gives them. It looks
+// through the namespaces in sight once, on first use, so that an MTU
+// change over many moved VNICs does not scan /proc for each.
+type netnsSet struct {
+	scanned bool
+	byID    map[int]netns.NsHandle
+	path    map[int]string
+}
+
+// handle opens a netlink handle in the network namespace that has id
+// nsid in ours.
+func (s *netnsSet) handle(nsid int) (*netlink.Handle, error) {
+	if !s.scanned {
+		s.scan()
+	}
+	ns, ok := s.byID[nsid]
+	if !ok {
+		return nil, fmt.Errorf("no network namespace with id %d in sight (neither in /run/netns nor of a running process)", nsid)
+	}
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return nil, fmt.Errorf("enter it (%s; overlayd needs CAP_SYS_ADMIN, kept with --keep-privileges, or set the MTU where the VNIC lives): %w", s.path[nsid], err)
+	}
+	return h, nil
+}
+
+// scan opens each network namespace in sight, the named ones and those
+// of running processes, once each, keyed by its id in ours.
+func (s *netnsSet) scan() {
+	s.scanned = true
+	s.byID = map[int]netns.NsHandle{}
+	s.path = map[int]string{}
 	paths, _ := filepath.Glob("/run/netns/*")
 	procs, _ := filepath.Glob("/proc/[0-9]*/ns/net")
 	seen := map[uint64]bool{}
@@ -921,16 +1043,23 @@ func handleForNsID(nsid int) (*netlink.Handle, error) {
 		}
 		seen[st.Ino] = true
 		id, err := netlink.GetNetNsIdByFd(int(ns))
-		if err != nil || id != nsid {
+		if err != nil || id < 0 {
 			ns.Close()
 			continue
 		}
-		h, err := netlink.NewHandleAt(ns)
-		ns.Close()
-		if err != nil {
-			return nil, fmt.Errorf("enter it (%s; overlayd needs CAP_SYS_ADMIN, kept with --keep-privileges, or set the MTU where the VNIC lives): %w", p, err)
+		if _, dup := s.byID[id]; dup {
+			ns.Close()
+			continue
 		}
-		return h, nil
+		s.byID[id] = ns
+		s.path[id] = p
 	}
-	return nil, fmt.Errorf("no network namespace with id %d in sight (neither in /run/netns nor of a running process)", nsid)
+}
+
+// Close closes the namespaces the set holds open.
+func (s *netnsSet) Close() {
+	for _, ns := range s.byID {
+		ns.Close()
+	}
+	s.byID = nil
 }

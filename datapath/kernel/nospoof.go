@@ -27,11 +27,27 @@ func (ov *overlay) spoofChainName() string { return "spoof-" + ov.brName }
 const spoofPriority = -350
 
 // syncSpoof rebuilds the overlay's source MAC chain from ov.vnics, in one
-// transaction. Called with ov.mu, or before the overlay is shared.
+// transaction. With no protected VNIC there is no chain (its counter
+// stays), so that an overlay without mac-nospoof works where nftables'
+// bridge family does not. Called with ov.mu, or before the overlay is
+// shared.
 func (ov *overlay) syncSpoof() error {
+	var protected []string
+	for n, v := range ov.vnics {
+		if v.noSpoof {
+			protected = append(protected, n)
+		}
+	}
+	slices.Sort(protected)
 	c, err := nftables.New()
 	if err != nil {
-		return fmt.Errorf("nftables: %w", err)
+		if len(protected) == 0 {
+			return nil
+		}
+		return fmt.Errorf("the source MAC check for %s needs nftables (or set protection=none on it): %w", strings.Join(protected, ", "), err)
+	}
+	if len(protected) == 0 {
+		return ov.dropSpoofChain(c)
 	}
 	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyBridge, Name: nftTable})
 	// Adding an existing counter leaves its value alone.
@@ -39,16 +55,8 @@ func (ov *overlay) syncSpoof() error {
 	ch := c.AddChain(&nftables.Chain{Name: ov.spoofChainName(), Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRef(spoofPriority)})
 	c.FlushChain(ch)
-	names := make([]string, 0, len(ov.vnics))
-	for n := range ov.vnics {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	for _, n := range names {
+	for _, n := range protected {
 		v := ov.vnics[n]
-		if !v.noSpoof {
-			continue
-		}
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(v.port)},
@@ -59,7 +67,27 @@ func (ov *overlay) syncSpoof() error {
 		}})
 	}
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("install the source MAC check (nftables chain %s): %w", ov.spoofChainName(), err)
+		return fmt.Errorf("install the source MAC check for %s (nftables chain %s in bridge table %s; it needs nftables' bridge family, or set protection=none on those VNICs): %w",
+			strings.Join(protected, ", "), ov.spoofChainName(), nftTable, err)
+	}
+	return nil
+}
+
+// dropSpoofChain deletes the overlay's source MAC chain if it has one.
+// Where nftables cannot even list chains, there is none to delete.
+func (ov *overlay) dropSpoofChain(c *nftables.Conn) error {
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyBridge)
+	if err != nil {
+		ov.log.Debug("cannot list nftables chains; no source MAC chain to remove", "err", err)
+		return nil
+	}
+	for _, ch := range chains {
+		if ch.Table.Name == nftTable && ch.Name == ov.spoofChainName() {
+			c.DelChain(ch)
+			if err := c.Flush(); err != nil {
+				return fmt.Errorf("remove the source MAC check (nftables chain %s), which no VNIC needs now: %w", ch.Name, err)
+			}
+		}
 	}
 	return nil
 }

@@ -174,17 +174,22 @@ func ourVxlans(t *testing.T, name string) []*netlink.Vxlan {
 	return out
 }
 
-// TestUpdateDuringLookupStorm changes the vnetid and the MTU of a dynamic
-// kernel overlay again and again while a guest sends to ever new MACs
-// (each a miss, answered with a forwarding entry) and other goroutines
-// read the overlay (Stats, Targets, SetTarget, SetNeighbor). Under -race
-// this fails on any unsynchronised access to the overlay's objects. After
-// every change the miss watcher must hear the new device's misses, and at
-// the end the VNICs, one of them moved into a guest namespace, have the
-// overlay's MTU and exactly one vxlan device is left, with the last vnetid.
+// TestUpdateDuringLookupStorm changes a dynamic kernel overlay again and
+// again (the vnetid, the port, the listen address, the MTU) while a guest
+// sends to ever new MACs (each a miss, answered with a forwarding entry)
+// and other goroutines use the overlay (Stats, Targets, SetTarget,
+// SetNeighbor, RemoveTarget). Under -race this fails on any
+// unsynchronised access to the overlay's objects. After every change the
+// miss watcher must hear the new device's misses; the known destinations
+// are carried over unless the vnetid changed; counters never go
+// backwards; an entry removed while the device was being replaced stays
+// removed. At the end the VNICs, one of them moved into a guest
+// namespace, have the overlay's MTU and exactly one vxlan device is left,
+// with the last configuration.
 func TestUpdateDuringLookupStorm(t *testing.T) {
 	needRoot(t)
 	listen := underlay(t)
+	listen2 := secondAddress(t)
 	h := &missHandler{dest: encap.Dest{IP: netip.MustParseAddr("192.0.2.9"), Port: 4789}}
 	dp := New(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	cfg := datapath.OverlayConfig{Name: "race0", VNetID: 100, Encap: vxlan.Plugin{},
@@ -215,6 +220,7 @@ func TestUpdateDuringLookupStorm(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer gh.Close()
+	must(t, noIPv6("vrA"))
 	send := rawSocket(t, "vrA")
 
 	stop := make(chan struct{})
@@ -237,7 +243,7 @@ func TestUpdateDuringLookupStorm(t *testing.T) {
 	}()
 	for r := range 3 {
 		wg.Add(1)
-		go func() { // readers, as the lookup engine and the admin API are
+		go func() { // users, as the lookup engine and the admin API are
 			defer wg.Done()
 			for i := 0; ; i++ {
 				select {
@@ -258,26 +264,77 @@ func TestUpdateDuringLookupStorm(t *testing.T) {
 			}
 		}()
 	}
+	wg.Add(1)
+	go func() { // entries set and taken back: none may outlive its removal
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			m := datapath.MAC{0x02, 0x66, 0, 0, 0, byte(i)}
+			dov.SetTarget(m, h.dest)
+			dov.RemoveTarget(m)
+		}
+	}()
+	fail := func(format string, args ...any) {
+		t.Helper()
+		close(stop)
+		wg.Wait()
+		out, _ := exec.Command("ip", "-d", "link").CombinedOutput()
+		t.Logf("%s", out)
+		t.Fatalf(format, args...)
+	}
 
-	const rounds = 8
+	sentinel := datapath.MAC{0x02, 0x55, 0, 0, 0, 1}
+	const rounds = 9
 	for i := 1; i <= rounds; i++ {
-		cfg.VNetID = uint32(100 + i)
+		// In turn: a new vnetid (another network: nothing carried over),
+		// a new port and a new listen address (the same network: the
+		// known destinations carried over, the second with the old
+		// device deleted first).
+		var what string
+		switch i % 3 {
+		case 1:
+			what = "vnetid"
+			cfg.VNetID++
+		case 2:
+			what = "port"
+			cfg.Listen = netip.AddrPortFrom(cfg.Listen.Addr(), 4789+uint16(i))
+		case 0:
+			what = "listen address"
+			a := listen
+			if cfg.Listen.Addr() == listen {
+				a = listen2
+			}
+			cfg.Listen = netip.AddrPortFrom(a, cfg.Listen.Port())
+		}
 		cfg.MTU = 1300 + (i%4)*50
-		before := h.misses.Load()
+		dov.SetTarget(sentinel, h.dest)
+		s0 := dov.Stats()
 		if err := dov.Update(cfg); err != nil {
-			close(stop)
-			wg.Wait()
-			t.Fatalf("round %d: Update: %v", i, err)
+			fail("round %d (%s): Update: %v", i, what, err)
+		}
+		s1 := dov.Stats()
+		for _, c := range []datapath.Counter{datapath.Encapsulated, datapath.DropNoTarget, datapath.Decapsulated} {
+			if a, b := s0.Get(c.String()), s1.Get(c.String()); b < a {
+				fail("round %d (%s): counter %s went back from %d to %d", i, what, c, a, b)
+			}
+		}
+		carried := hasTarget(dov, sentinel)
+		if what == "vnetid" && carried {
+			fail("round %d: a forwarding entry of vnetid %d was carried over to vnetid %d", i, cfg.VNetID-1, cfg.VNetID)
+		}
+		if what != "vnetid" && !carried {
+			fail("round %d (%s): a known destination was lost with the old vxlan device", i, what)
 		}
 		// Lookups go on against the new device.
+		before := h.misses.Load()
 		deadline := time.Now().Add(5 * time.Second)
 		for h.misses.Load() < before+10 {
 			if time.Now().After(deadline) {
-				close(stop)
-				wg.Wait()
-				out, _ := exec.Command("ip", "-d", "link").CombinedOutput()
-				t.Logf("%s", out)
-				t.Fatalf("round %d: no misses heard from the new vxlan device (vnetid %d) within 5 s", i, cfg.VNetID)
+				fail("round %d (%s): no misses heard from the new vxlan device (vnetid %d, %s) within 5 s", i, what, cfg.VNetID, cfg.Listen)
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
@@ -285,13 +342,18 @@ func TestUpdateDuringLookupStorm(t *testing.T) {
 	close(stop)
 	wg.Wait()
 
+	for _, tg := range dov.Targets() {
+		if tg.MAC[0] == 0x02 && tg.MAC[1] == 0x66 {
+			t.Errorf("forwarding entry %s outlived its RemoveTarget (carried over by an Update)", net.HardwareAddr(tg.MAC[:]))
+		}
+	}
 	vxs := ourVxlans(t, "race0")
-	if len(vxs) != 1 || vxs[0].VxlanId != int(cfg.VNetID) {
+	if len(vxs) != 1 || !matches(vxs[0], cfg) {
 		var got []string
 		for _, vx := range vxs {
-			got = append(got, fmt.Sprintf("%s vnetid %d", vx.Name, vx.VxlanId))
+			got = append(got, fmt.Sprintf("%s vnetid %d %s:%d", vx.Name, vx.VxlanId, vx.SrcAddr, vx.Port))
 		}
-		t.Errorf("vxlan devices of the overlay: %s; want one, vnetid %d", strings.Join(got, ", "), cfg.VNetID)
+		t.Errorf("vxlan devices of the overlay: %s; want one, vnetid %d %s", strings.Join(got, ", "), cfg.VNetID, cfg.Listen)
 	}
 	if len(vxs) > 0 && vxs[0].MTU != cfg.MTU {
 		t.Errorf("vxlan device MTU %d, want %d", vxs[0].MTU, cfg.MTU)
@@ -309,6 +371,100 @@ func TestUpdateDuringLookupStorm(t *testing.T) {
 	if m := mtuOf(t, &own, shortName("ovp", "vrB")); m != cfg.MTU {
 		t.Errorf("vrB's bridge port has MTU %d, want %d", m, cfg.MTU)
 	}
+}
+
+// TestUpdateRollback: an Update whose new vxlan device cannot be made
+// leaves the overlay as it was, with its device, its configuration, its
+// known destinations and its miss watcher, both where the old device had
+// to go first (same vnetid and port) and where it stayed beside.
+func TestUpdateRollback(t *testing.T) {
+	needRoot(t)
+	listen := underlay(t)
+	listen2 := secondAddress(t)
+	h := &missHandler{dest: encap.Dest{IP: netip.MustParseAddr("192.0.2.9"), Port: 4789}}
+	dp := New(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+	cfg := datapath.OverlayConfig{Name: "back0", VNetID: 300, Encap: vxlan.Plugin{},
+		Listen: netip.AddrPortFrom(listen, 4791), MTU: 1400, Handler: h}
+	dov, err := dp.CreateOverlay(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.ov.Store(&dov)
+	t.Cleanup(func() { dov.(*overlay).Delete() })
+	macA, _ := net.ParseMAC("02:08:20:00:03:01")
+	must(t, dov.AddVNIC(datapath.VNICConfig{Name: "vbA", MAC: macA}))
+	must(t, noIPv6("vbA"))
+	send := rawSocket(t, "vbA")
+	known := datapath.MAC{0x02, 0x55, 0, 0, 3, 1}
+	dov.SetTarget(known, h.dest)
+
+	t.Cleanup(func() { createVxlan = newVxlan })
+	createVxlan = func(string, datapath.OverlayConfig) (*netlink.Vxlan, error) {
+		return nil, errors.New("no vxlan device today")
+	}
+	for i, next := range []datapath.OverlayConfig{
+		withListen(cfg, netip.AddrPortFrom(listen2, 4791)), // the old device goes first
+		withVNetID(cfg, 301), // the old device stays beside
+	} {
+		err := dov.Update(next)
+		if err == nil || !strings.Contains(err.Error(), "no vxlan device today") {
+			t.Fatalf("case %d: Update with a failing vxlan device: err %v, want the creation's error", i, err)
+		}
+		if got := dov.(*overlay).st.Load().cfg; got.VNetID != cfg.VNetID || got.Listen != cfg.Listen {
+			t.Errorf("case %d: after a failed Update the overlay has vnetid %d %s, want the old %d %s", i, got.VNetID, got.Listen, cfg.VNetID, cfg.Listen)
+		}
+		if vxs := ourVxlans(t, "back0"); len(vxs) != 1 || !matches(vxs[0], cfg) {
+			t.Errorf("case %d: after a failed Update the overlay has %d vxlan devices, want the old one", i, len(vxs))
+		}
+		if !hasTarget(dov, known) {
+			t.Errorf("case %d: a known destination was lost with a failed Update", i)
+		}
+		before := h.misses.Load()
+		deadline := time.Now().Add(5 * time.Second)
+		for j := uint32(0); h.misses.Load() == before; j++ {
+			if time.Now().After(deadline) {
+				t.Fatalf("case %d: no misses heard after a failed Update", i)
+			}
+			send(frame(net.HardwareAddr{0x02, 0x98, byte(i), 0, byte(j >> 8), byte(j)}, macA))
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	// And with the device back, the same Update goes through.
+	createVxlan = newVxlan
+	next := withVNetID(cfg, 301)
+	must(t, dov.Update(next))
+	if vxs := ourVxlans(t, "back0"); len(vxs) != 1 || !matches(vxs[0], next) {
+		t.Errorf("after a good Update the overlay has %d vxlan devices, want one with vnetid 301", len(vxs))
+	}
+}
+
+func withListen(c datapath.OverlayConfig, l netip.AddrPort) datapath.OverlayConfig {
+	c.Listen = l
+	return c
+}
+
+func withVNetID(c datapath.OverlayConfig, id uint32) datapath.OverlayConfig {
+	c.VNetID = id
+	return c
+}
+
+func hasTarget(ov datapath.Overlay, mac datapath.MAC) bool {
+	for _, t := range ov.Targets() {
+		if t.MAC == mac {
+			return true
+		}
+	}
+	return false
+}
+
+// secondAddress gives the underlay a second address to listen on.
+func secondAddress(t *testing.T) netip.Addr {
+	t.Helper()
+	addr, _ := netlink.ParseAddr("192.0.2.2/24")
+	if err := netlink.AddrReplace(mustLink(t, "und0"), addr); err != nil {
+		t.Fatal(err)
+	}
+	return netip.MustParseAddr("192.0.2.2")
 }
 
 // TestNoSpoofKernel: a frame from a VNIC with another source MAC than
@@ -332,6 +488,9 @@ func TestNoSpoofKernel(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Without IPv6 neither end says anything of its own to vsB.
+	must(t, noIPv6("vsA"))
+	must(t, noIPv6("vsB"))
 	send := rawSocket(t, "vsA")
 	received := func() uint64 {
 		l, err := netlink.LinkByName("vsB")
