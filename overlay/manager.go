@@ -358,10 +358,12 @@ func (m *Manager) setProps(ov *overlay, req SetPropsRequest) error {
 			return fmt.Errorf("VNIC %s has mtu %d, above the new overlay mtu %d; lower or delete it first", v.name, v.explicitMTU, newMTU)
 		}
 	}
-	// A new plugin instance when a plugin property changed, so a plugin
-	// never sees its configuration change under it.
+	// A new plugin instance when a plugin property or the vnetid (which
+	// the plugin looks up in) changed, so a plugin never sees its
+	// configuration change under it, and no answer for the old network
+	// stays.
 	inst := ov.inst
-	searchChanged := false
+	searchChanged := props.Uint(PropVNetID) != ov.props.Uint(PropVNetID)
 	for _, a := range req.Props {
 		if strings.HasPrefix(a.Name, ov.sp.Name+"/") {
 			searchChanged = true

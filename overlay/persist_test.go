@@ -64,9 +64,10 @@ func (d *fakeDP) names() []string {
 }
 
 type fakeOverlay struct {
-	dp    *fakeDP
-	cfg   datapath.OverlayConfig
-	vnics map[string]datapath.VNICConfig // guarded by dp.mu
+	dp      *fakeDP
+	cfg     datapath.OverlayConfig
+	vnics   map[string]datapath.VNICConfig // guarded by dp.mu
+	flushes int                            // FlushTargets calls, guarded by dp.mu
 }
 
 func (o *fakeOverlay) Update(cfg datapath.OverlayConfig) error {
@@ -119,10 +120,14 @@ func (o *fakeOverlay) Stats() datapath.Stats                    { return nil }
 func (o *fakeOverlay) SetTarget(mac datapath.MAC, d encap.Dest) {}
 func (o *fakeOverlay) DropTarget(mac datapath.MAC, admin bool)  {}
 func (o *fakeOverlay) RemoveTarget(mac datapath.MAC)            {}
-func (o *fakeOverlay) FlushTargets()                            {}
 func (o *fakeOverlay) Targets() []datapath.Target               { return nil }
 func (o *fakeOverlay) Inject(vlan uint16, frame []byte)         {}
 func (o *fakeOverlay) Resend(vlan uint16, frame []byte)         {}
+func (o *fakeOverlay) FlushTargets() {
+	o.dp.mu.Lock()
+	defer o.dp.mu.Unlock()
+	o.flushes++
+}
 func (o *fakeOverlay) Close() error {
 	o.dp.mu.Lock()
 	defer o.dp.mu.Unlock()
