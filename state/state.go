@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -52,6 +53,11 @@ type VNIC struct {
 type Config struct {
 	Overlays []Overlay `json:"overlays"`
 	VNICs    []VNIC    `json:"vnics"`
+	// ID is the state directory's identity (see Dir.ID), a copy of the
+	// id file kept here so that the identity survives losing that file.
+	// Save fills it in once ID has been called; files written before it
+	// was kept have none.
+	ID string `json:"id,omitempty"`
 }
 
 // envelope is the file format.
@@ -81,6 +87,9 @@ const FaultEnv = "OVERLAYD_FAULT"
 type Dir struct {
 	path string
 	lock *os.File
+
+	mu sync.Mutex // guards id: Save may run on any goroutine
+	id string     // the identity once ID has returned it, for Save to record
 }
 
 // Open creates (mode 0700) and locks the state directory. It fails, naming
@@ -123,30 +132,93 @@ func Open(path string) (*Dir, error) {
 }
 
 // ID returns the directory's identity: 16 random hexadecimal digits,
-// made on the first call and kept in the file "id" from then on. overlayd
-// tags the persistent VNICs it makes with it, so that after a restart it
-// takes over the ones it made and no other overlayd's: a VNIC outlives
-// its daemon and moves between network namespaces, and another daemon on
-// the same machine (another state directory) may have one of the same
-// name. A damaged file is replaced, and the note returned says so.
+// made on the first call and kept in the file "id" from then on, and in
+// state.json too (Config.ID). overlayd tags the persistent VNICs it makes
+// with it, so that after a restart it takes over the ones it made and no
+// other overlayd's: a VNIC outlives its daemon and moves between network
+// namespaces, and another daemon on the same machine (another state
+// directory) may have one of the same name.
+//
+// When the id file is missing or damaged, the copy in state.json (or its
+// mirror) is used and the file written again, with a note saying so; only
+// with no copy anywhere is a new identity made, noted unless this is a
+// first start. When the id file is good but state.json does not hold the
+// same identity (written by an older overlayd), state.json is saved again
+// with it; a failure to do so is a note, the identity is still good.
 func (d *Dir) ID() (id, note string, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	p := filepath.Join(d.path, idName)
 	data, err := os.ReadFile(p)
 	if err == nil {
 		if id := strings.TrimSpace(string(data)); validID(id) {
-			return id, "", nil
+			d.id = id
+			return id, d.recordID(id), nil
 		}
-		note = fmt.Sprintf("%s is damaged (%q); a new identity is made, and persistent VNICs made under the old one are not taken over", p, data)
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return "", "", fmt.Errorf("state directory identity: %w", err)
 	}
-	var b [8]byte
-	rand.Read(b[:])
-	id = hex.EncodeToString(b[:])
+	missing := err != nil
+	problem := fmt.Sprintf("%s is damaged (%q)", p, data)
+	if missing {
+		problem = p + " is missing"
+	}
+	saved, from, anyState := d.savedID()
+	switch {
+	case saved != "":
+		id = saved
+		note = fmt.Sprintf("%s; the identity %s kept in %s is used, and %s is written again", problem, id, from, p)
+	case missing && !anyState:
+		// A first start: nothing was ever made under another identity.
+	default:
+		note = problem + "; no state file keeps the identity either, so a new one is made, and persistent VNICs made under the old one are not taken over"
+	}
+	if id == "" {
+		var b [8]byte
+		rand.Read(b[:])
+		id = hex.EncodeToString(b[:])
+	}
 	if err := d.writeAtomic(idName, []byte(id+"\n")); err != nil {
 		return "", note, fmt.Errorf("state directory identity: %w", err)
 	}
+	d.id = id
+	if n := d.recordID(id); n != "" {
+		note += "; " + n
+	}
 	return id, note, nil
+}
+
+// savedID returns the identity kept in state.json, or else in its mirror,
+// and the file it came from; anyState reports whether either file holds a
+// readable configuration at all.
+func (d *Dir) savedID() (id, from string, anyState bool) {
+	for _, name := range []string{fileName, prevName} {
+		c, err := d.read(name)
+		if err != nil {
+			continue
+		}
+		anyState = true
+		if validID(c.ID) {
+			return c.ID, filepath.Join(d.path, name), true
+		}
+	}
+	return "", "", anyState
+}
+
+// recordID saves state.json again when it holds a configuration but not
+// the identity id, so that a state directory from an older overlayd gets
+// its copy now rather than at the next change. A damaged or missing
+// state.json is left to the next save. It returns a note on failure.
+func (d *Dir) recordID(id string) string {
+	c, err := d.read(fileName)
+	if err != nil || c.ID == id {
+		return ""
+	}
+	c.ID = id
+	if err := d.save(c); err != nil {
+		return fmt.Sprintf("the identity could not be recorded in %s (%v)", filepath.Join(d.path, fileName), err)
+	}
+	return ""
 }
 
 func validID(s string) bool {
@@ -231,7 +303,19 @@ func (d *Dir) read(name string) (Config, error) {
 }
 
 // Save writes the configuration durably: state.json, then its mirror.
+// Once ID has been called, the identity it returned is saved as c.ID,
+// whatever c holds.
 func (d *Dir) Save(c Config) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.id != "" {
+		c.ID = d.id
+	}
+	return d.save(c)
+}
+
+// save is Save with d.mu held.
+func (d *Dir) save(c Config) error {
 	cfg, err := json.Marshal(c)
 	if err != nil {
 		return err

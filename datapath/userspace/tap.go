@@ -1,6 +1,7 @@
 package userspace
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -62,10 +63,12 @@ func vnicAlias(name, owner string) string {
 // (TUNSETPERSIST), so that guests keep their interface across a restart;
 // with adopt set, an existing persistent TAP of that name that this
 // owner made is taken over instead, in whatever network namespace it now
-// is, as it is.
+// is, as it is. mac is the VNIC's (saved) MAC: it is what tells an
+// untagged TAP from an older overlayd apart from someone else's (see
+// classifyTAP).
 func openTAP(name, owner string, mac net.HardwareAddr, mtu int, persistent, adopt, vnet bool, queues int) (*tap, error) {
 	if adopt {
-		t, found, err := adoptTAP(name, owner, vnet, queues)
+		t, found, err := adoptTAP(name, owner, mac, vnet, queues)
 		if found || err != nil {
 			return t, err
 		}
@@ -74,11 +77,9 @@ func openTAP(name, owner string, mac net.HardwareAddr, mtu int, persistent, adop
 		// An interface this owner made but never saved (it stopped
 		// between making and saving) is taken back; anything else,
 		// another overlayd's VNIC too, is not ours.
-		if a := l.Attrs().Alias; l.Type() != "tuntap" || (a != vnicAlias(name, owner) && a != aliasPrefix+name) {
-			if strings.HasPrefix(a, aliasPrefix) {
-				return nil, fmt.Errorf("a network interface named %s already exists: another overlayd's VNIC (alias %q, this overlayd's tag is %q)", name, a, owner)
-			}
-			return nil, fmt.Errorf("a network interface named %s already exists", name)
+		a := l.Attrs().Alias
+		if classifyTAP(l.Type(), a, l.Attrs().HardwareAddr, name, owner, mac) == tapForeign {
+			return nil, foreignTAPError(name, a, l.Attrs().HardwareAddr, owner, mac, "")
 		}
 		if err := notInUse(l); err != nil {
 			return nil, err
@@ -94,6 +95,59 @@ func openTAP(name, owner string, mac net.HardwareAddr, mtu int, persistent, adop
 		return nil, err
 	}
 	return t, nil
+}
+
+// tapOwnership is whose an existing interface with a VNIC's name is.
+type tapOwnership int
+
+const (
+	// tapForeign: not ours; left alone.
+	tapForeign tapOwnership = iota
+	// tapOurs: a TAP tagged with this owner's identity.
+	tapOurs
+	// tapLegacy: a TAP with the untagged alias of an overlayd older than
+	// the owner tag, and the VNIC's MAC: ours from before the upgrade, to
+	// be taken over and tagged.
+	tapLegacy
+)
+
+// classifyTAP decides whose the interface of kind (netlink's link type)
+// with alias and MAC is, for the VNIC name of this owner whose MAC is
+// want. Tagged TAPs are told apart by the tag alone. An untagged one
+// (alias aliasPrefix+name) says nothing of which overlayd made it: any
+// state directory's, before the tag, made the same alias. Taking one
+// that another daemon's guest uses would steal its interface, so only
+// the VNIC's own MAC makes it ours. Without an owner there is no tag,
+// and the untagged alias is this data path's own.
+func classifyTAP(kind, alias string, mac net.HardwareAddr, name, owner string, want net.HardwareAddr) tapOwnership {
+	switch {
+	case kind != "tuntap":
+		return tapForeign
+	case alias == vnicAlias(name, owner):
+		return tapOurs
+	case alias == aliasPrefix+name && bytes.Equal(mac, want):
+		return tapLegacy
+	}
+	return tapForeign
+}
+
+// foreignTAPError explains why the interface name (alias, MAC), in the
+// network namespace where says ("" for overlayd's own), is not taken for
+// the VNIC of that name, and what to do.
+func foreignTAPError(name, alias string, mac net.HardwareAddr, owner string, want net.HardwareAddr, where string) error {
+	in, there := "", ""
+	if where != "" {
+		in, there = " in network namespace "+where, " there"
+	}
+	fix := fmt.Sprintf("rename it (ip link set %s name NEWNAME) or delete it (ip link delete %s)%s, or give the VNIC another name", name, name, there)
+	switch {
+	case alias == aliasPrefix+name:
+		return fmt.Errorf("TAP %s%s has the untagged alias of an older overlayd but MAC %s, not the VNIC's %s: it belongs to someone else and is left alone; %s",
+			name, in, mac, want, fix)
+	case strings.HasPrefix(alias, aliasPrefix):
+		return fmt.Errorf("a network interface named %s already exists%s: another overlayd's VNIC (alias %q, this overlayd's tag is %q); %s", name, in, alias, owner, fix)
+	}
+	return fmt.Errorf("a network interface named %s already exists%s; %s", name, in, fix)
 }
 
 // tunAttach opens /dev/net/tun and creates, or attaches to, the TAP
@@ -289,23 +343,39 @@ func (t *tap) destroy() error {
 // to it there. Other overlayds' TAPs of that name (another state
 // directory: another lab on the same machine, an aborted run's leftovers)
 // are left alone, wherever they are. A TAP without a tag, made by an
-// overlayd older than the tag, is taken when no tagged one is found, and
-// tagged.
-func adoptTAP(name, owner string, vnet bool, queues int) (*tap, bool, error) {
+// overlayd older than the tag, is taken when no tagged one is found and
+// it has the VNIC's MAC, and tagged. An untagged one with another MAC is
+// refused with an error naming it: it may be another daemon's guest's,
+// or ours with its MAC changed, and only the operator can tell.
+func adoptTAP(name, owner string, mac net.HardwareAddr, vnet bool, queues int) (*tap, bool, error) {
 	nss := namespaces()
 	defer func() {
 		for _, ns := range nss {
 			ns.Close()
 		}
 	}()
-	want, untagged := vnicAlias(name, owner), aliasPrefix+name
+	want := vnicAlias(name, owner)
 	var old []netns.NsHandle
-	for _, ns := range nss {
-		switch tapAlias(ns, name) {
-		case want:
+	var refused error
+	for i, ns := range nss {
+		l := tapLink(ns, name)
+		if l == nil {
+			continue
+		}
+		a, hw := l.Attrs().Alias, l.Attrs().HardwareAddr
+		switch classifyTAP(l.Type(), a, hw, name, owner, mac) {
+		case tapOurs:
 			return attachIn(ns, name, "", vnet, queues)
-		case untagged:
+		case tapLegacy:
 			old = append(old, ns)
+		case tapForeign:
+			if a == aliasPrefix+name && refused == nil {
+				where := ""
+				if i > 0 { // nss[0] is overlayd's own
+					where = nsName(ns)
+				}
+				refused = foreignTAPError(name, a, hw, owner, mac, where)
+			}
 		}
 	}
 	for _, ns := range old {
@@ -319,22 +389,42 @@ func adoptTAP(name, owner string, vnet bool, queues int) (*tap, bool, error) {
 			return t, found, err
 		}
 	}
+	if refused != nil {
+		return nil, true, refused
+	}
 	return nil, false, nil
 }
 
-// tapAlias returns the alias of the TAP called name in ns, or "" when ns
-// holds no TAP of that name.
-func tapAlias(ns netns.NsHandle, name string) string {
+// tapLink returns the TAP called name in ns, or nil when ns holds no TAP
+// of that name.
+func tapLink(ns netns.NsHandle, name string) netlink.Link {
 	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
-		return "" // a namespace gone meanwhile
+		return nil // a namespace gone meanwhile
 	}
 	defer h.Close()
 	link, err := h.LinkByName(name)
 	if err != nil || link.Type() != "tuntap" {
-		return ""
+		return nil
 	}
-	return link.Attrs().Alias
+	return link
+}
+
+// nsName names a network namespace for people: by its ip netns name when
+// it has one, else as /proc/PID/ns/net shows it.
+func nsName(ns netns.NsHandle) string {
+	var st syscall.Stat_t
+	if syscall.Fstat(int(ns), &st) != nil {
+		return "(unknown)"
+	}
+	named, _ := filepath.Glob("/run/netns/*")
+	for _, p := range named {
+		var nst syscall.Stat_t
+		if syscall.Stat(p, &nst) == nil && nst.Ino == st.Ino && nst.Dev == st.Dev {
+			return filepath.Base(p)
+		}
+	}
+	return fmt.Sprintf("net:[%d]", st.Ino)
 }
 
 // notInUse refuses a TAP that some process holds open: a single-queue TAP
@@ -351,7 +441,7 @@ func notInUse(l netlink.Link) error {
 // errHeld: a TAP some process holds open.
 var errHeld = errors.New("held open by another process (another overlayd?)")
 
-// attachIn attaches to the TAP called name in ns, which tapAlias found
+// attachIn attaches to the TAP called name in ns, which classifyTAP found
 // to be ours, and with retag set gives it that alias. It reports the TAP
 // found unless ns no longer holds it.
 func attachIn(ns netns.NsHandle, name, retag string, vnet bool, queues int) (*tap, bool, error) {
