@@ -149,10 +149,16 @@ func acquire(key remoteKey, inst *instance) (*remote, error) {
 		r = &remote{key: key, log: inst.log, t: t, conns: map[netip.AddrPort]*conn{},
 			instances: map[uint32]*instance{}, change: make(chan struct{}), stopped: make(chan struct{})}
 		remotes[key] = r
+		// Registered before anything runs: a state computed before the
+		// first instance is there would be told to nobody, and not again
+		// while it stays the same (a server sending garbage at once).
+		r.instances[inst.vnetid] = inst
+		r.refs++
 		r.wg.Add(3)
 		go r.resolveLoop()
 		go r.pollLoop()
 		go r.monitor()
+		return r, nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
