@@ -324,9 +324,16 @@ func start(t *testing.T, s *fakeServer, tm timings) (*instance, *fakeHost) {
 		current = saved
 		timingsMu.Unlock()
 	})
+	return startVNet(t, s, 42)
+}
+
+// startVNet runs an svp instance for vnetid against s, with the timings
+// in force (a second one joins the first's remote).
+func startVNet(t *testing.T, s *fakeServer, vnetid uint32) (*instance, *fakeHost) {
+	t.Helper()
 	h := &fakeHost{}
 	in := &instance{key: remoteKey{host: s.addr.Addr().String(), port: s.addr.Port(),
-		underlay: netip.MustParseAddr("192.0.2.9")}, vnetid: 42, host: h, log: slog.New(slog.DiscardHandler)}
+		underlay: netip.MustParseAddr("192.0.2.9")}, vnetid: vnetid, host: h, log: slog.New(slog.DiscardHandler)}
 	if err := in.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -723,5 +730,22 @@ func TestOldLogReqNotBlamed(t *testing.T) {
 	}
 	if r, _ := h.state(); strings.Contains(r, "backed off") {
 		t.Errorf("reason blames the log: %s", r)
+	}
+}
+
+// TestJoinDegraded: an overlay that starts on a remote already DEGRADED
+// (another overlay's, same server) is told so with the reason, though
+// the state does not change as it joins.
+func TestJoinDegraded(t *testing.T) {
+	s := newFakeServer(t)
+	s.crash(time.Hour)
+	_, h := start(t, s, testTimings)
+	want := degradedWith("cannot reach any mapping server", "127.0.0.1")
+	r := h.waitFor(t, 15*time.Second, "the first overlay DEGRADED", want)
+	_, h2 := startVNet(t, s, 43)
+	r2 := h2.waitFor(t, 15*time.Second, "the joining overlay DEGRADED", want)
+	if r2 != r {
+		// Not an error: the reason may have changed meanwhile.
+		t.Logf("first overlay's reason %q, joining one's %q", r, r2)
 	}
 }

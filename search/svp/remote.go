@@ -149,10 +149,16 @@ func acquire(key remoteKey, inst *instance) (*remote, error) {
 		r = &remote{key: key, log: inst.log, t: t, conns: map[netip.AddrPort]*conn{},
 			instances: map[uint32]*instance{}, change: make(chan struct{}), stopped: make(chan struct{})}
 		remotes[key] = r
+		// Registered before anything runs: a state computed before the
+		// first instance is there would be told to nobody, and not again
+		// while it stays the same (a server sending garbage at once).
+		r.instances[inst.vnetid] = inst
+		r.refs++
 		r.wg.Add(3)
 		go r.resolveLoop()
 		go r.pollLoop()
 		go r.monitor()
+		return r, nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -161,7 +167,26 @@ func acquire(key remoteKey, inst *instance) (*remote, error) {
 	}
 	r.instances[inst.vnetid] = inst
 	r.refs++
+	// The state is told on transitions only: one that joins a remote
+	// already DEGRADED must be told now. Not from here: Start runs under
+	// the overlay manager's lock, which a Host may take.
+	r.wg.Add(1)
+	go r.tellState(inst)
 	return r, nil
+}
+
+// tellState tells inst the remote's current state if it is DEGRADED.
+// Under notifyMu, so that it cannot overtake a later transition.
+func (r *remote) tellState(inst *instance) {
+	defer r.wg.Done()
+	r.notifyMu.Lock()
+	defer r.notifyMu.Unlock()
+	r.mu.Lock()
+	reason, still := r.degraded, r.instances[inst.vnetid] == inst
+	r.mu.Unlock()
+	if still && reason != "" {
+		inst.host.Degrade(reason)
+	}
 }
 
 // release unregisters inst; the last one stops the remote.
