@@ -190,16 +190,7 @@ func TestUpdateDuringLookupStorm(t *testing.T) {
 	needRoot(t)
 	listen := underlay(t)
 	listen2 := secondAddress(t)
-	h := &missHandler{dest: encap.Dest{IP: netip.MustParseAddr("192.0.2.9"), Port: 4789}}
-	dp := New(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	cfg := datapath.OverlayConfig{Name: "race0", VNetID: 100, Encap: vxlan.Plugin{},
-		Listen: netip.AddrPortFrom(listen, 4789), MTU: 1400, Handler: h}
-	dov, err := dp.CreateOverlay(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.ov.Store(&dov)
-	t.Cleanup(func() { dov.(*overlay).Delete() })
+	dov, cfg, h := dynamicOverlay(t, "race0", 100, netip.AddrPortFrom(listen, 4789))
 	macA, _ := net.ParseMAC("02:08:20:00:00:01")
 	macB, _ := net.ParseMAC("02:08:20:00:00:02")
 	for _, v := range []datapath.VNICConfig{{Name: "vrA", MAC: macA, NoSpoof: true}, {Name: "vrB", MAC: macB, NoSpoof: true}} {
@@ -381,16 +372,7 @@ func TestUpdateRollback(t *testing.T) {
 	needRoot(t)
 	listen := underlay(t)
 	listen2 := secondAddress(t)
-	h := &missHandler{dest: encap.Dest{IP: netip.MustParseAddr("192.0.2.9"), Port: 4789}}
-	dp := New(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
-	cfg := datapath.OverlayConfig{Name: "back0", VNetID: 300, Encap: vxlan.Plugin{},
-		Listen: netip.AddrPortFrom(listen, 4791), MTU: 1400, Handler: h}
-	dov, err := dp.CreateOverlay(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.ov.Store(&dov)
-	t.Cleanup(func() { dov.(*overlay).Delete() })
+	dov, cfg, h := dynamicOverlay(t, "back0", 300, netip.AddrPortFrom(listen, 4791))
 	macA, _ := net.ParseMAC("02:08:20:00:03:01")
 	must(t, dov.AddVNIC(datapath.VNICConfig{Name: "vbA", MAC: macA}))
 	must(t, noIPv6("vbA"))
@@ -436,6 +418,22 @@ func TestUpdateRollback(t *testing.T) {
 	if vxs := ourVxlans(t, "back0"); len(vxs) != 1 || !matches(vxs[0], next) {
 		t.Errorf("after a good Update the overlay has %d vxlan devices, want one with vnetid 301", len(vxs))
 	}
+}
+
+// dynamicOverlay makes a dynamic kernel overlay whose misses are
+// answered at once, deleted when the test ends.
+func dynamicOverlay(t *testing.T, name string, vnetid uint32, listen netip.AddrPort) (datapath.Overlay, datapath.OverlayConfig, *missHandler) {
+	t.Helper()
+	h := &missHandler{dest: encap.Dest{IP: netip.MustParseAddr("192.0.2.9"), Port: 4789}}
+	dp := New(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	cfg := datapath.OverlayConfig{Name: name, VNetID: vnetid, Encap: vxlan.Plugin{}, Listen: listen, MTU: 1400, Handler: h}
+	dov, err := dp.CreateOverlay(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.ov.Store(&dov)
+	t.Cleanup(func() { dov.(*overlay).Delete() })
+	return dov, cfg, h
 }
 
 func withListen(c datapath.OverlayConfig, l netip.AddrPort) datapath.OverlayConfig {
