@@ -118,20 +118,10 @@ func vxCounters(ifindex int) vxStats {
 	return vxStats{s.TxPackets, s.TxBytes, s.RxPackets, s.RxBytes, s.TxDropped, s.TxErrors, s.RxErrors, s.RxDropped}
 }
 
-// plus adds b's counters to a's; with sub, it takes them away (never
-// below zero).
-func (a vxStats) plus(b vxStats, sub bool) vxStats {
-	f := func(x, y uint64) uint64 {
-		if !sub {
-			return x + y
-		}
-		if y > x {
-			return 0
-		}
-		return x - y
-	}
-	return vxStats{f(a.txPackets, b.txPackets), f(a.txBytes, b.txBytes), f(a.rxPackets, b.rxPackets), f(a.rxBytes, b.rxBytes),
-		f(a.txDropped, b.txDropped), f(a.txErrors, b.txErrors), f(a.rxErrors, b.rxErrors), f(a.rxDropped, b.rxDropped)}
+// plus adds b's counters to a's.
+func (a vxStats) plus(b vxStats) vxStats {
+	return vxStats{a.txPackets + b.txPackets, a.txBytes + b.txBytes, a.rxPackets + b.rxPackets, a.rxBytes + b.rxBytes,
+		a.txDropped + b.txDropped, a.txErrors + b.txErrors, a.rxErrors + b.rxErrors, a.rxDropped + b.rxDropped}
 }
 
 // kvnic is a VNIC: a veth pair, port the end on the bridge.
@@ -414,7 +404,7 @@ func (ov *overlay) replaceVxlan(old, st *kstate) error {
 				ov.log.Error("cannot rebuild the old vxlan device either; the overlay carries nothing", "err", e)
 				return fmt.Errorf("%w; and rebuilding the old vxlan device: %v", err, e)
 			}
-			back.base = old.base.plus(oldCounters, false)
+			back.base = old.base.plus(oldCounters)
 			ov.copyEntries(back.vx, fdb, neighs, oldPort)
 			ov.st.Store(back)
 		}
@@ -425,7 +415,7 @@ func (ov *overlay) replaceVxlan(old, st *kstate) error {
 		// The old device carried on meanwhile.
 		oldCounters = vxCounters(old.vx.Index)
 	}
-	st.base = st.base.plus(oldCounters, false)
+	st.base = st.base.plus(oldCounters)
 	ov.st.Store(st)
 	if !first {
 		if err := netlink.LinkDel(old.vx); err != nil {
@@ -672,7 +662,7 @@ func (ov *overlay) RemoveVNIC(name string) error {
 func (ov *overlay) Stats() datapath.Stats {
 	var c datapath.Counters
 	st := ov.st.Load()
-	s := st.base.plus(vxCounters(st.vx.Index), false)
+	s := st.base.plus(vxCounters(st.vx.Index))
 	c.Add(datapath.Encapsulated, s.txPackets)
 	c.Add(datapath.EncapBytes, s.txBytes)
 	c.Add(datapath.Decapsulated, s.rxPackets)
