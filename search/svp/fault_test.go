@@ -387,7 +387,8 @@ func TestStall(t *testing.T) {
 }
 
 // TestStallGiveUp: a server that makes no progress for giveUp gets its
-// connection closed and redialled, and the overlay stays DEGRADED.
+// connection closed and redialled, and the overlay stays DEGRADED: never
+// ONLINE across the reconnect, the stall still dated from when it began.
 func TestStallGiveUp(t *testing.T) {
 	s := newFakeServer(t)
 	in, h := start(t, s, testTimings)
@@ -395,7 +396,8 @@ func TestStallGiveUp(t *testing.T) {
 	s.setGate(gate)
 	defer close(gate)
 	go lookup(in, 3*time.Second)
-	h.waitFor(t, 15*time.Second, "DEGRADED", degradedWith("is not answering"))
+	before := h.waitFor(t, 15*time.Second, "DEGRADED", degradedWith("is not answering"))
+	since := before[strings.Index(before, "(since "):]
 	deadline := time.Now().Add(3 * testTimings.giveUp)
 	for s.accepts.Load() < 2 {
 		if time.Now().After(deadline) {
@@ -409,8 +411,14 @@ func TestStallGiveUp(t *testing.T) {
 	if n := s.accepts.Load(); n != 2 {
 		t.Errorf("%d connections within giveUp/2 of the first reconnect, want 2", n)
 	}
-	if r, _ := h.state(); !strings.Contains(r, "is not answering") {
-		t.Errorf("after the reconnect, reason %q, want still not answering", r)
+	if r, _ := h.state(); !strings.Contains(r, "is not answering") || !strings.Contains(r, since) {
+		t.Errorf("after the reconnect, reason %q, want still not answering %s", r, since)
+	}
+	h.mu.Lock()
+	restores := h.restores
+	h.mu.Unlock()
+	if restores != 0 {
+		t.Errorf("the overlay went ONLINE %d times across the reconnect, though nothing was answered", restores)
 	}
 }
 
