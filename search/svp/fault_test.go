@@ -471,10 +471,16 @@ func TestSlowServer(t *testing.T) {
 
 // TestCrashOnLogReq: a server that dies of every LOG_REQ (Triton's json
 // store) and is restarted at once: the first LOG_REQ waits logDelay,
-// later ones back off exponentially, lookups are answered meanwhile, and
-// the reason names the log.
+// later ones back off exponentially, lookups are answered meanwhile (those
+// outstanding when it dies retried on the new connection), and the reason
+// names the log.
 func TestCrashOnLogReq(t *testing.T) {
 	s := newFakeServer(t)
+	// Answers take a while, so that a lookup is mostly outstanding when
+	// a LOG_REQ kills the server.
+	s.mu.Lock()
+	s.delay = 20 * time.Millisecond
+	s.mu.Unlock()
 	var crashes atomic.Int32
 	s.hook = func(s *fakeServer, sc *serverConn, f proto.Frame) bool {
 		if f.Op != proto.OpLogReq {
