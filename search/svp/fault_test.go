@@ -387,7 +387,8 @@ func TestStall(t *testing.T) {
 }
 
 // TestStallGiveUp: a server that makes no progress for giveUp gets its
-// connection closed and redialled, and the overlay stays DEGRADED.
+// connection closed and redialled, and the overlay stays DEGRADED: never
+// ONLINE across the reconnect, the stall still dated from when it began.
 func TestStallGiveUp(t *testing.T) {
 	s := newFakeServer(t)
 	in, h := start(t, s, testTimings)
@@ -395,7 +396,8 @@ func TestStallGiveUp(t *testing.T) {
 	s.setGate(gate)
 	defer close(gate)
 	go lookup(in, 3*time.Second)
-	h.waitFor(t, 15*time.Second, "DEGRADED", degradedWith("is not answering"))
+	before := h.waitFor(t, 15*time.Second, "DEGRADED", degradedWith("is not answering"))
+	since := before[strings.Index(before, "(since "):]
 	deadline := time.Now().Add(3 * testTimings.giveUp)
 	for s.accepts.Load() < 2 {
 		if time.Now().After(deadline) {
@@ -409,8 +411,14 @@ func TestStallGiveUp(t *testing.T) {
 	if n := s.accepts.Load(); n != 2 {
 		t.Errorf("%d connections within giveUp/2 of the first reconnect, want 2", n)
 	}
-	if r, _ := h.state(); !strings.Contains(r, "is not answering") {
-		t.Errorf("after the reconnect, reason %q, want still not answering", r)
+	if r, _ := h.state(); !strings.Contains(r, "is not answering") || !strings.Contains(r, since) {
+		t.Errorf("after the reconnect, reason %q, want still not answering %s", r, since)
+	}
+	h.mu.Lock()
+	restores := h.restores
+	h.mu.Unlock()
+	if restores != 0 {
+		t.Errorf("the overlay went ONLINE %d times across the reconnect, though nothing was answered", restores)
 	}
 }
 
@@ -463,10 +471,16 @@ func TestSlowServer(t *testing.T) {
 
 // TestCrashOnLogReq: a server that dies of every LOG_REQ (Triton's json
 // store) and is restarted at once: the first LOG_REQ waits logDelay,
-// later ones back off exponentially, lookups are answered meanwhile, and
-// the reason names the log.
+// later ones back off exponentially, lookups are answered meanwhile (those
+// outstanding when it dies retried on the new connection), and the reason
+// names the log.
 func TestCrashOnLogReq(t *testing.T) {
 	s := newFakeServer(t)
+	// Answers take a while, so that a lookup is mostly outstanding when
+	// a LOG_REQ kills the server.
+	s.mu.Lock()
+	s.delay = 20 * time.Millisecond
+	s.mu.Unlock()
 	var crashes atomic.Int32
 	s.hook = func(s *fakeServer, sc *serverConn, f proto.Frame) bool {
 		if f.Op != proto.OpLogReq {
@@ -673,6 +687,12 @@ func TestCrashOnLogReqWhileDown(t *testing.T) {
 func TestLogWaitsForServerBack(t *testing.T) {
 	s := newFakeServer(t)
 	s.crash(400 * time.Millisecond) // down now, back 0.4 s later
+	// It answers 60 ms after each request (less than an attempt): the
+	// delay is counted from that first answer, not from the connect.
+	answerDelay := 60 * time.Millisecond
+	s.mu.Lock()
+	s.delay = answerDelay
+	s.mu.Unlock()
 	tm := testTimings
 	tm.logDelay = 100 * time.Millisecond
 	in, _ := start(t, s, tm)
@@ -689,8 +709,9 @@ func TestLogWaitsForServerBack(t *testing.T) {
 	s.mu.Lock()
 	accepted := s.accepted[len(s.accepted)-1]
 	s.mu.Unlock()
-	if gap := s.logTimes()[0].Sub(accepted); gap < tm.logDelay-10*time.Millisecond {
-		t.Errorf("first LOG_REQ %v after the server came back, want at least the log delay %v", gap, tm.logDelay)
+	if gap := s.logTimes()[0].Sub(accepted); gap < answerDelay+tm.logDelay-10*time.Millisecond {
+		t.Errorf("first LOG_REQ %v after the server came back, want at least its first answer (%v) and the log delay %v",
+			gap, answerDelay, tm.logDelay)
 	}
 }
 
