@@ -493,7 +493,8 @@ type attempt struct {
 // connection is not closed for it (see giveUp). An attempt whose
 // connection fails is retried elsewhere at once. It gives up when ctx
 // ends. idle marks a request that may legitimately wait long for its
-// answer (a long-poll LOG_REQ): it does not count toward stall detection.
+// answer (a LOG_REQ the server holds): it does not count toward stall
+// detection until overdue (t.logCall after it was sent).
 // A LOG_REQ whose connection goes down is not retried; when the server
 // closed it, the error wraps errLostOnLog.
 func (r *remote) call(ctx context.Context, build func(dst []byte, id uint32) []byte, want proto.Op, idle bool) ([]byte, error) {
