@@ -44,7 +44,8 @@ type pendingReq struct {
 	ch   chan<- reply
 	want proto.Op
 	// idle requests may legitimately stay unanswered for long (a
-	// long-poll LOG_REQ): they do not count toward stall detection.
+	// LOG_REQ held by the server, a long poll): they do not count toward
+	// stall detection until they are overdue (t.logCall after sent).
 	idle bool
 	sent time.Time
 }
@@ -72,6 +73,12 @@ type conn struct {
 	// last answer since), zero when counted == 0.
 	counted   int
 	waitSince time.Time
+	// idleSent holds the send times of the pending idle requests (held
+	// LOG_REQs: one or two). One unanswered for t.logCall is overdue:
+	// it then counts as if sent at that time (see waitSinceLocked).
+	idleSent map[uint32]time.Time
+	// lastAnswer is when the current connection last answered.
+	lastAnswer time.Time
 	// logPending is how many LOG_REQs are pending.
 	logPending int
 	// failure is why the last connection ended badly (garbage, a close
@@ -103,7 +110,7 @@ type conn struct {
 }
 
 func newConn(r *remote, addr netip.AddrPort) *conn {
-	c := &conn{addr: addr, remote: r, pending: map[uint32]*pendingReq{},
+	c := &conn{addr: addr, remote: r, pending: map[uint32]*pendingReq{}, idleSent: map[uint32]time.Time{},
 		quit: make(chan struct{}), done: make(chan struct{})}
 	go c.run()
 	return c
@@ -195,6 +202,18 @@ func (c *conn) lost(nc net.Conn, err error) {
 	c.closeErr = nil
 	byServer := c.killed == "" && !c.closed
 	n, logs := len(c.pending), c.logPending
+	// A LOG_REQ the server has been holding (idle, neither just sent
+	// nor overdue) is nothing lost: it is asked again on the next
+	// connection. A connection closed with only that pending closed
+	// while idle, and says nothing of the server or its log.
+	for _, p := range c.pending {
+		if age := time.Since(p.sent); p.idle && age >= c.remote.t.attempt && age < c.remote.t.logCall {
+			n--
+			if p.want == proto.OpLogAck {
+				logs--
+			}
+		}
+	}
 	switch {
 	case !byServer:
 		if c.killed != "" {
@@ -235,8 +254,9 @@ func (c *conn) lost(nc net.Conn, err error) {
 		}
 		delete(c.pending, id)
 	}
-	c.waitSince, c.answeredAt = time.Time{}, time.Time{}
+	c.waitSince, c.answeredAt, c.lastAnswer = time.Time{}, time.Time{}, time.Time{}
 	c.counted, c.logPending = 0, 0
+	clear(c.idleSent)
 	c.c, c.w = nil, nil
 	closed := c.closed
 	c.mu.Unlock()
@@ -297,7 +317,7 @@ func (c *conn) read(nc net.Conn) (answered bool, err error) {
 			return answered, fmt.Errorf("answered %s to a request wanting %s", f.Op, p.want)
 		}
 		delete(c.pending, f.ID)
-		c.progressLocked(p)
+		c.progressLocked(f.ID, p)
 		answered = true
 		if c.answeredAt.IsZero() {
 			c.answeredAt = time.Now()
@@ -316,12 +336,14 @@ func (c *conn) read(nc net.Conn) (answered bool, err error) {
 	}
 }
 
-// progressLocked accounts for p's answer.
-func (c *conn) progressLocked(p *pendingReq) {
+// progressLocked accounts for the answer to p, request id.
+func (c *conn) progressLocked(id uint32, p *pendingReq) {
+	c.lastAnswer = time.Now()
 	if p.want == proto.OpLogAck {
 		c.logPending--
 	}
 	if p.idle {
+		delete(c.idleSent, id)
 		return
 	}
 	c.counted--
@@ -366,11 +388,14 @@ func (c *conn) sendLocked(frame []byte, ch chan<- reply, want proto.Op, idle, is
 		c.c.Close()
 		return 0, err
 	}
-	c.pending[id] = &pendingReq{ch: ch, want: want, idle: idle, sent: time.Now()}
+	now := time.Now()
+	c.pending[id] = &pendingReq{ch: ch, want: want, idle: idle, sent: now}
 	if isLog {
 		c.logPending++
 	}
-	if !idle {
+	if idle {
+		c.idleSent[id] = now
+	} else {
 		if c.counted == 0 {
 			c.waitSince = time.Now()
 		}
@@ -414,15 +439,37 @@ func (c *conn) state(now time.Time) connState {
 	s := connState{up: c.c != nil, gen: c.gen, failure: c.failure, lostOnLog: c.lostOnLog,
 		attempts: c.attempts, lastErr: c.lastErr, pending: len(c.pending), winddown: c.winddown,
 		answeredAt: c.answeredAt}
-	if !c.waitSince.IsZero() && s.up {
-		s.since = c.waitSince
-		s.stalled = now.Sub(c.waitSince)
-		s.noProgress = now.Sub(c.waitSince)
-		if c.connected.After(c.waitSince) {
+	if w := c.waitSinceLocked(now); !w.IsZero() && s.up {
+		s.since = w
+		s.stalled = now.Sub(w)
+		s.noProgress = now.Sub(w)
+		if c.connected.After(w) {
 			s.noProgress = now.Sub(c.connected)
 		}
 	}
 	return s
+}
+
+// waitSinceLocked is waitSince with the overdue idle requests counted:
+// a held LOG_REQ unanswered for t.logCall (beyond any sane server's
+// hold) is owed from then on like any request, so the server's silence
+// since then (or since its last answer, if later) is a stall, and
+// giveUp later the connection is closed.
+func (c *conn) waitSinceLocked(now time.Time) time.Time {
+	w := c.waitSince
+	for _, sent := range c.idleSent {
+		due := sent.Add(c.remote.t.logCall)
+		if due.After(now) {
+			continue
+		}
+		if c.lastAnswer.After(due) {
+			due = c.lastAnswer
+		}
+		if w.IsZero() || due.Before(w) {
+			w = due
+		}
+	}
+	return w
 }
 
 // kill closes the current connection (not the conn: it redials) for why,
@@ -433,7 +480,7 @@ func (c *conn) kill(why string, stall bool) {
 	if c.c != nil && c.killed == "" {
 		c.killed = why
 		if stall {
-			c.carry = c.waitSince
+			c.carry = c.waitSinceLocked(time.Now())
 		}
 		c.c.Close()
 	}

@@ -30,21 +30,46 @@ var testTimings = timings{
 	logDelay:      time.Hour, // no log polling unless a test wants it
 	logBackoffMax: 800 * time.Millisecond,
 	pollInterval:  25 * time.Millisecond,
+	logHold:       250 * time.Millisecond,
 	logCall:       time.Second,
 	dialTimeout:   time.Second,
 	minBackoff:    10 * time.Millisecond,
 	maxBackoff:    100 * time.Millisecond,
 }
 
-// fakeHost is a search.Host that records the overlay's state.
+// fakeHost is a search.Host that records the overlay's state and the
+// MACs it is told to forget.
 type fakeHost struct {
-	mu       sync.Mutex
-	reason   string // "" when ONLINE
-	history  []string
-	restores int
+	mu          sync.Mutex
+	reason      string // "" when ONLINE
+	history     []string
+	restores    int
+	invalidated []invalidation
 }
 
-func (h *fakeHost) Invalidate(ether.MAC)                 {}
+type invalidation struct {
+	mac ether.MAC
+	at  time.Time
+}
+
+func (h *fakeHost) Invalidate(m ether.MAC) {
+	h.mu.Lock()
+	h.invalidated = append(h.invalidated, invalidation{m, time.Now()})
+	h.mu.Unlock()
+}
+
+// invalidatedAt is when mac was first invalidated; ok is false if never.
+func (h *fakeHost) invalidatedAt(mac ether.MAC) (at time.Time, ok bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, v := range h.invalidated {
+		if v.mac == mac {
+			return v.at, true
+		}
+	}
+	return time.Time{}, false
+}
+
 func (h *fakeHost) SetTarget(ether.MAC, encap.Dest)      {}
 func (h *fakeHost) Inject(uint16, []byte)                {}
 func (h *fakeHost) SetNeighbor(netip.Addr, ether.MAC)    {}
@@ -743,6 +768,14 @@ func TestOldLogReqNotBlamed(t *testing.T) {
 	time.Sleep(3 * tm.attempt)
 	s.crash(20 * time.Millisecond)
 	waitLogReqs(2) // the poller went on after the close
+	_, hist := h.state()
+	for _, r := range hist {
+		// The held LOG_REQ was no request lost: the close was of an
+		// idle connection ("cannot reach" while it is down is right).
+		if strings.Contains(r, "LOG_REQ") {
+			t.Errorf("a reason names the held LOG_REQ: %s", r)
+		}
+	}
 	in.remote.mu.Lock()
 	closures := in.remote.logClosures
 	in.remote.mu.Unlock()
@@ -768,5 +801,272 @@ func TestJoinDegraded(t *testing.T) {
 	if r2 != r {
 		// Not an error: the reason may have changed meanwhile.
 		t.Logf("first overlay's reason %q, joining one's %q", r, r2)
+	}
+}
+
+// TestLogTimings: the relations the long poll relies on hold for the
+// plugin's timings and the tests'.
+func TestLogTimings(t *testing.T) {
+	if defaultTimings.logHold != 5*time.Second {
+		t.Errorf("the assumed server hold is %v, want portolan's default 5s", defaultTimings.logHold)
+	}
+	for name, tm := range map[string]timings{"default": defaultTimings, "test": testTimings} {
+		if err := tm.check(); err != nil {
+			t.Errorf("%s timings: %v", name, err)
+		}
+	}
+}
+
+// logHolder makes a fakeServer hold each LOG_REQ as a long-polling
+// server does: answered with the entries the test adds (at once if some
+// are queued), or empty once hold has passed.
+type logHolder struct {
+	s    *fakeServer
+	hold time.Duration
+
+	mu      sync.Mutex
+	held    []*heldLog
+	queued  []proto.LogEntry
+	empties []time.Time // when held LOG_REQs were answered empty
+}
+
+type heldLog struct {
+	sc *serverConn
+	id uint32
+}
+
+func holdLog(s *fakeServer, hold time.Duration) *logHolder {
+	lh := &logHolder{s: s, hold: hold}
+	s.hook = func(s *fakeServer, sc *serverConn, f proto.Frame) bool {
+		if f.Op != proto.OpLogReq {
+			return false
+		}
+		lh.mu.Lock()
+		if q := lh.queued; len(q) > 0 {
+			lh.queued = nil
+			lh.mu.Unlock()
+			lh.write(sc, proto.LogAck{Status: proto.StatusOK, Entries: q}.AppendFrame(nil, f.ID))
+			return true
+		}
+		hr := &heldLog{sc: sc, id: f.ID}
+		lh.held = append(lh.held, hr)
+		lh.mu.Unlock()
+		s.wg.Add(1) // from a handler: the count is not 0
+		go func() {
+			defer s.wg.Done()
+			select {
+			case <-time.After(hold):
+			case <-s.done:
+				return
+			}
+			if lh.take(hr) {
+				lh.write(sc, proto.LogAck{Status: proto.StatusOK}.AppendFrame(nil, hr.id))
+				lh.mu.Lock()
+				lh.empties = append(lh.empties, time.Now())
+				lh.mu.Unlock()
+			}
+		}()
+		return true
+	}
+	return lh
+}
+
+func (lh *logHolder) write(sc *serverConn, b []byte) {
+	sc.wmu.Lock()
+	sc.Write(b)
+	sc.wmu.Unlock()
+}
+
+// take removes hr from the held LOG_REQs, reporting whether it was there.
+func (lh *logHolder) take(hr *heldLog) bool {
+	lh.mu.Lock()
+	defer lh.mu.Unlock()
+	for i, h := range lh.held {
+		if h == hr {
+			lh.held = append(lh.held[:i], lh.held[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// add answers the oldest held LOG_REQ with e, or queues e for the next
+// LOG_REQ if none is held; it reports whether one was held, and when it
+// answered.
+func (lh *logHolder) add(e proto.LogEntry) (held bool, at time.Time) {
+	lh.mu.Lock()
+	if len(lh.held) == 0 {
+		lh.queued = append(lh.queued, e)
+		lh.mu.Unlock()
+		return false, time.Now()
+	}
+	hr := lh.held[0]
+	lh.held = lh.held[1:]
+	lh.mu.Unlock()
+	at = time.Now()
+	lh.write(hr.sc, proto.LogAck{Status: proto.StatusOK, Entries: []proto.LogEntry{e}}.AppendFrame(nil, hr.id))
+	return true, at
+}
+
+func (lh *logHolder) emptyCount() int {
+	lh.mu.Lock()
+	defer lh.mu.Unlock()
+	return len(lh.empties)
+}
+
+// waitUntil waits for cond, failing after d.
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s", d, what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestHeldLogReqPrompt: against a server that holds LOG_REQs, a LOG_REQ
+// is outstanding at all times, also right after a held one came back
+// empty, so an entry reaches the host (Invalidate) within milliseconds
+// of appearing, not a poll interval later.
+func TestHeldLogReqPrompt(t *testing.T) {
+	s := newFakeServer(t)
+	tm := testTimings
+	tm.logDelay = 20 * time.Millisecond
+	// A poll interval the pauses would be unmistakable at, and a server
+	// hold beyond it (else its empty answers look fast).
+	tm.pollInterval = 100 * time.Millisecond
+	lh := holdLog(s, 150*time.Millisecond)
+	_, h := start(t, s, tm)
+	var worst time.Duration
+	for i := range 5 {
+		n := lh.emptyCount()
+		waitUntil(t, 15*time.Second, "a held LOG_REQ answered empty", func() bool { return lh.emptyCount() > n })
+		// Not a readiness wait: the entry appears this long after a
+		// held LOG_REQ came back empty, inside the pause a plugin that
+		// waited a poll interval after it would make.
+		time.Sleep(tm.pollInterval * 2 / 5)
+		mac := ether.MAC{2, 8, 32, 0, 1, byte(i)}
+		held, at := lh.add(proto.LogEntry{Type: proto.LogVL2, ID: [16]byte{byte(i + 1)}, MAC: mac, VNetID: 42})
+		if !held {
+			t.Errorf("entry %d: no LOG_REQ held by the server when it appeared", i)
+		}
+		var got time.Time
+		waitUntil(t, 15*time.Second, "the entry's Invalidate", func() bool {
+			var ok bool
+			got, ok = h.invalidatedAt(mac)
+			return ok
+		})
+		lat := got.Sub(at)
+		worst = max(worst, lat)
+		if lat > 20*time.Millisecond {
+			t.Errorf("entry %d reached the host %v after it appeared, want within a few ms", i, lat)
+		}
+	}
+	t.Logf("worst latency from entry to Invalidate: %v", worst)
+	if r, hist := h.state(); r != "" || len(hist) > 0 {
+		t.Errorf("overlay DEGRADED against a holding server: %q", hist)
+	}
+}
+
+// TestFastEmptyLogNoBusyLoop: against a server that answers LOG_REQs at
+// once (or within the poll interval) with an empty log, the plugin
+// pauses a poll interval after each: no busy loop.
+func TestFastEmptyLogNoBusyLoop(t *testing.T) {
+	for _, delay := range []time.Duration{0, testTimings.pollInterval / 2} {
+		t.Run("delay "+delay.String(), func(t *testing.T) {
+			s := newFakeServer(t)
+			s.mu.Lock()
+			s.delay = delay
+			s.mu.Unlock()
+			tm := testTimings
+			tm.logDelay = 20 * time.Millisecond
+			start(t, s, tm)
+			waitUntil(t, 15*time.Second, "the first LOG_REQ", func() bool { return len(s.logTimes()) > 0 })
+			first := s.logTimes()[0]
+			const window = 500 * time.Millisecond
+			time.Sleep(time.Until(first.Add(window))) // the span measured
+			var n int
+			minGap := time.Hour
+			times := s.logTimes()
+			for i, at := range times {
+				if at.Sub(first) > window {
+					break
+				}
+				n++
+				if i > 0 {
+					minGap = min(minGap, at.Sub(times[i-1]))
+				}
+			}
+			if limit := int(window/tm.pollInterval) + 1; n > limit {
+				t.Errorf("%d LOG_REQs in %v, want at most %d (one per poll interval %v)", n, window, limit, tm.pollInterval)
+			}
+			if n < 2 || minGap < tm.pollInterval*9/10 {
+				t.Errorf("%d LOG_REQs in %v, closest %v apart: want one per poll interval %v", n, window, minGap, tm.pollInterval)
+			}
+			t.Logf("%d LOG_REQs in %v, closest %v apart", n, window, minGap)
+		})
+	}
+}
+
+// TestHeldLogReqNoStall: a LOG_REQ held for several times stallAfter
+// (and attempt), with no lookups outstanding, leaves the overlay ONLINE
+// and the connection open; it is not sent again, and lookups are
+// answered meanwhile.
+func TestHeldLogReqNoStall(t *testing.T) {
+	s := newFakeServer(t)
+	s.hook = func(s *fakeServer, sc *serverConn, f proto.Frame) bool {
+		return f.Op == proto.OpLogReq // held for the whole test
+	}
+	tm := testTimings
+	tm.logDelay = 20 * time.Millisecond
+	in, h := start(t, s, tm)
+	waitUntil(t, 15*time.Second, "the first LOG_REQ", func() bool { return len(s.logTimes()) > 0 })
+	first := s.logTimes()[0]
+	hold := 4 * tm.stallAfter // < logCall
+	for time.Since(first) < hold {
+		if r, _ := h.state(); r != "" {
+			t.Fatalf("DEGRADED %v into a held LOG_REQ: %s", time.Since(first), r)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if err := lookup(in, time.Second); err != nil {
+		t.Errorf("lookup while a LOG_REQ is held: %v", err)
+	}
+	if _, hist := h.state(); len(hist) > 0 {
+		t.Errorf("DEGRADED reasons %q while a LOG_REQ was held", hist)
+	}
+	if n := s.accepts.Load(); n != 1 {
+		t.Errorf("%d connections accepted, want 1: closed for a held LOG_REQ", n)
+	}
+	if n := len(s.logTimes()); n != 1 {
+		t.Errorf("%d LOG_REQs sent while one was held, want 1", n)
+	}
+}
+
+// TestOverdueLogReq: a LOG_REQ held far beyond any sane hold (past
+// logCall) is owed like any request: the overlay becomes DEGRADED as not
+// answering stallAfter later (not sooner), and the connection is closed
+// for making no progress giveUp later.
+func TestOverdueLogReq(t *testing.T) {
+	s := newFakeServer(t)
+	s.hook = func(s *fakeServer, sc *serverConn, f proto.Frame) bool {
+		return f.Op == proto.OpLogReq // never answered
+	}
+	tm := testTimings
+	tm.logDelay = 20 * time.Millisecond
+	_, h := start(t, s, tm)
+	h.waitFor(t, 15*time.Second, "DEGRADED not answering", degradedWith("is not answering"))
+	first := s.logTimes()[0]
+	if d := time.Since(first); d < tm.logCall {
+		t.Errorf("DEGRADED %v after the LOG_REQ, before logCall %v", d, tm.logCall)
+	}
+	waitUntil(t, 15*time.Second, "the connection closed and redialled", func() bool { return s.accepts.Load() >= 2 })
+	s.mu.Lock()
+	second := s.accepted[1]
+	s.mu.Unlock()
+	if d := second.Sub(first); d < tm.logCall+tm.giveUp {
+		t.Errorf("closed %v after the LOG_REQ, before logCall + giveUp %v", d, tm.logCall+tm.giveUp)
 	}
 }

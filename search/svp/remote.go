@@ -37,12 +37,23 @@ type timings struct {
 	// connection on LOG_REQ; logBackoffMax caps that backoff.
 	logDelay      time.Duration
 	logBackoffMax time.Duration
-	// pollInterval is how often the log is polled when it was empty.
-	// Changes such as a migration reach hosts within it; a non-empty
-	// log is polled again at once.
+	// pollInterval is the pause after an empty LOG_ACK that came back
+	// within it (a server that answers at once: Triton's, or ours with
+	// holding off). After one that took longer (held: a long poll) or
+	// one with entries, the next LOG_REQ goes out at once; either way
+	// the log is asked at most about once per pollInterval while empty.
 	pollInterval time.Duration
-	logCall      time.Duration // bounds one LOG_REQ / LOG_RM round
-	dialTimeout  time.Duration
+	// logHold is the longest a sane server holds a LOG_REQ that finds
+	// the log empty (our portolan's default: 5 s, well inside illumos'
+	// 30 s no-progress limit). A held LOG_REQ counts as waiting for
+	// nothing (no stall, no DEGRADED, no giveUp) until logCall.
+	logHold time.Duration
+	// logCall bounds one LOG_REQ, and then the apply / LOG_RM that
+	// follows. It is at least logHold + attempt (see check), so that a
+	// held LOG_REQ is answered before its caller gives up on it; a
+	// LOG_REQ unanswered after it is owed like any request.
+	logCall     time.Duration
+	dialTimeout time.Duration
 	// backoff after failed connects: minBackoff doubling to maxBackoff.
 	// A restarted server is found again within that (illumos: 1-32 s).
 	minBackoff, maxBackoff time.Duration
@@ -60,6 +71,12 @@ type timings struct {
 // poll. Give more for a server known to lack the log.
 const DefaultLogDelay = 2 * time.Second
 
+// serverLogHold is the default of portolan serve's hold of a LOG_REQ
+// that finds the log empty (5 s), and the longest hold this plugin
+// assumes of any server; it is well inside the illumos client's 30 s
+// no-progress limit.
+const serverLogHold = 5 * time.Second
+
 var defaultTimings = timings{
 	resolve:       30 * time.Second,
 	attempt:       1500 * time.Millisecond,
@@ -69,10 +86,22 @@ var defaultTimings = timings{
 	logDelay:      DefaultLogDelay,
 	logBackoffMax: 5 * time.Minute,
 	pollInterval:  500 * time.Millisecond,
-	logCall:       5 * time.Second,
+	logHold:       serverLogHold,
+	logCall:       serverLogHold + 2*time.Second, // the answer's way back, a loaded server
 	dialTimeout:   3 * time.Second,
 	minBackoff:    100 * time.Millisecond,
 	maxBackoff:    4 * time.Second,
+}
+
+// check reports timings whose relations the log poll relies on broken.
+func (t timings) check() error {
+	if t.logCall < t.logHold+t.attempt {
+		return fmt.Errorf("logCall %v < logHold %v + attempt %v: a held LOG_REQ would be given up on", t.logCall, t.logHold, t.attempt)
+	}
+	if t.logHold >= t.giveUp {
+		return fmt.Errorf("logHold %v >= giveUp %v: a sane hold ends well before a connection is given up on", t.logHold, t.giveUp)
+	}
+	return nil
 }
 
 var (
@@ -464,7 +493,8 @@ type attempt struct {
 // connection is not closed for it (see giveUp). An attempt whose
 // connection fails is retried elsewhere at once. It gives up when ctx
 // ends. idle marks a request that may legitimately wait long for its
-// answer (a long-poll LOG_REQ): it does not count toward stall detection.
+// answer (a LOG_REQ the server holds): it does not count toward stall
+// detection until overdue (t.logCall after it was sent).
 // A LOG_REQ whose connection goes down is not retried; when the server
 // closed it, the error wraps errLostOnLog.
 func (r *remote) call(ctx context.Context, build func(dst []byte, id uint32) []byte, want proto.Op, idle bool) ([]byte, error) {
@@ -580,6 +610,16 @@ func (r *remote) pick(tried map[*conn]uint64) (*conn, <-chan struct{}) {
 // lookups first; a server that closes the connection on LOG_REQ again and
 // again gets LOG_REQs ever more rarely (t.logDelay doubling up to
 // t.logBackoffMax), while lookups go on.
+//
+// Otherwise one LOG_REQ is kept outstanding against a server that holds
+// it while the log is empty (a long poll): an empty LOG_ACK that took at
+// least t.pollInterval to come back was held, and the next LOG_REQ goes
+// out at once, so an entry reaches this host in one round trip. One that
+// came back sooner (a server that answers at once) is followed by a
+// pause of t.pollInterval. Either way an empty log is asked at most about
+// once per t.pollInterval, and the threshold needs no knowledge of the
+// server's hold. A LOG_ACK with entries is followed by the next LOG_REQ
+// at once.
 func (r *remote) pollLoop() {
 	defer r.wg.Done()
 	wait := r.t.logDelay
@@ -599,11 +639,11 @@ func (r *remote) pollLoop() {
 			}
 			continue
 		}
-		more, err := r.pollOnce()
+		more, took, err := r.pollOnce()
 		r.setLogErr(err)
 		wait = r.t.pollInterval
-		if more {
-			wait = 0
+		if more || err == nil && took >= r.t.pollInterval {
+			wait = 0 // entries (there may be more), or held: ask again at once
 		}
 		r.mu.Lock()
 		switch {
@@ -685,14 +725,28 @@ func (r *remote) setLogErr(err error) {
 }
 
 // pollOnce does one LOG_REQ / apply / LOG_RM round and reports whether
-// entries came (so there may be more).
-func (r *remote) pollOnce() (bool, error) {
+// entries came (so there may be more), and how long the LOG_REQ took to
+// be answered. The LOG_REQ is idle: the server may hold it (up to
+// t.logHold) without that counting as a stall.
+func (r *remote) pollOnce() (more bool, took time.Duration, err error) {
+	sent := time.Now()
+	reqCtx, cancel := context.WithTimeout(context.Background(), r.t.logCall)
+	body, err := r.call(reqCtx, proto.LogReq{Count: logCount, IP: r.key.underlay}.AppendFrame, proto.OpLogAck, true)
+	cancel()
+	took = time.Since(sent)
+	if err != nil {
+		return false, took, err
+	}
+	more, err = r.applyLog(body)
+	return more, took, err
+}
+
+// applyLog applies a LOG_ACK's entries and removes those applied from
+// the server's log, within t.logCall (a budget of its own: the LOG_REQ
+// may have been held most of its own).
+func (r *remote) applyLog(body []byte) (bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), r.t.logCall)
 	defer cancel()
-	body, err := r.call(ctx, proto.LogReq{Count: logCount, IP: r.key.underlay}.AppendFrame, proto.OpLogAck, false)
-	if err != nil {
-		return false, err
-	}
 	ack, err := proto.DecodeLogAck(body)
 	if err != nil {
 		return false, err

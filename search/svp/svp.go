@@ -1,14 +1,19 @@
 // Package svp is the svp search plugin: a dynamic plugin that asks a
 // mapping server (portolan, Triton's or ours) over SVP where MACs live
 // (VL2) and which MAC holds an overlay IP (VL3, to answer ARP and NDP),
-// and polls the server's log of changes to forget stale answers.
+// and reads the server's log of changes to forget stale answers: one
+// LOG_REQ is kept outstanding against a server that holds it while the
+// log is empty (a long poll: portolan's, up to 5 s), so a change arrives
+// within a round trip; a server that answers an empty log at once
+// (Triton's) is asked again a poll interval (0.5 s) later.
 //
 // It connects to every address svp/host resolves to, keeps the
 // connections up with backoff, retries a request on another server when
 // one fails or is slow (closing a connection only after 30 s without
 // progress), and marks its overlays DEGRADED while no server answers
 // (a connected server that answers nothing counts as none), clearing that
-// by itself on the first answer. The first LOG_REQ waits a delay, and a
+// by itself on the first answer; a held LOG_REQ counts as none of that
+// until it is overdue (7 s). The first LOG_REQ waits a delay, and a
 // server that closes the connection on LOG_REQ gets them ever more rarely.
 package svp
 
