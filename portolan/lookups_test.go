@@ -323,13 +323,21 @@ func TestHeldLogReqExpires(t *testing.T) {
 }
 
 // TestHeldLogReqNoHold: LogHold 0 answers an empty log at once, as Triton
-// does.
+// does; so does any LogHold a LOG_REQ with no room for every kind of
+// entry.
 func TestHeldLogReqNoHold(t *testing.T) {
 	t.Parallel()
 	s, _, _ := heldServer(t, 0)
 	c := dial(t, s.addr)
 	if a, n := c.log(hostA.IP, 1024); a.Status != svp.StatusOK || n != 4 {
 		t.Errorf("LOG_REQ: %+v, %d bytes", a, n)
+	}
+	s, _, _ = heldServer(t, time.Minute)
+	c = dial(t, s.addr)
+	for _, count := range []uint32{0, svp.LogVL2Size, svp.LogVL3Size - 1} {
+		if a, n := c.log(hostA.IP, count); a.Status != svp.StatusOK || n != 4 {
+			t.Errorf("LOG_REQ count %d: %+v, %d bytes", count, a, n)
+		}
 	}
 }
 

@@ -194,7 +194,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	defer s.conns.Add(-1)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	context.AfterFunc(ctx, func() { c.Close() }) // and cancel runs on return
+	context.AfterFunc(ctx, func() { c.Close() }) // at the latest when cancel runs on return
 	cn := &conn{s: s, c: c, log: s.logger().With("peer", c.RemoteAddr().String()), src: sourceAddr(c),
 		ctx: ctx, cancel: cancel, released: make(chan struct{})}
 	cn.log.Debug("connection opened")
@@ -230,7 +230,7 @@ loop:
 		if !r.Ready() {
 			// The next read may block: what is answered goes out now.
 			if !flush() {
-				break
+				break loop
 			}
 			c.SetReadDeadline(time.Now().Add(idleTimeout))
 		}
@@ -248,13 +248,13 @@ loop:
 			}
 		}
 		if clean {
-			break
+			break loop
 		}
 		if err != nil {
 			if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
 				cn.log.Warn("closing connection: bad frame", "err", err)
 			}
-			break
+			break loop
 		}
 		if lk != nil {
 			// The hot path: answered here, without an allocation.
@@ -281,7 +281,7 @@ loop:
 		req, err := decodeRequest(f)
 		if err != nil {
 			cn.log.Warn("closing connection: bad request", "op", f.Op.String(), "err", err)
-			break
+			break loop
 		}
 		s.requests.Add(1)
 		req.counted = !(holdLogs && req.op == svp.OpLogReq)
@@ -296,7 +296,7 @@ loop:
 			}
 			// The worker is behind: send what is answered, then wait.
 			if !flush() {
-				break
+				break loop
 			}
 			select {
 			case queue <- req:
@@ -382,7 +382,7 @@ func (cn *conn) work(queue <-chan request) {
 }
 
 // logReq answers a LOG_REQ with Lookups set: when the log is empty and
-// holding is on, it is held (by a goroutine of its own, so that the
+// holding is on, it is held (up to maxHeld at once on the connection) (by a goroutine of its own, so that the
 // worker goes on) until an entry arrives, LogHold passes or the client
 // closes its side.
 func (cn *conn) logReq(req request, m svp.LogReq) {
@@ -393,7 +393,9 @@ func (cn *conn) logReq(req request, m svp.LogReq) {
 		cn.reply(b, req.counted)
 		return
 	}
-	hold := s.LogHold > 0 && cn.held.Load() < maxHeld
+	// With room for the largest entry, an empty read is an empty log;
+	// with less, nothing may ever fit: no use holding.
+	hold := s.LogHold > 0 && m.Count >= svp.LogVL3Size && cn.held.Load() < maxHeld
 	select {
 	case <-cn.released:
 		hold = false
