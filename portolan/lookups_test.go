@@ -423,3 +423,55 @@ func TestLookupsOwnership(t *testing.T) {
 		t.Errorf("the store was asked %d times for lookups or sources", n)
 	}
 }
+
+// blockingRemove holds every RemoveLog until release is closed, counting
+// those that started.
+type blockingRemove struct {
+	store.Store
+	release chan struct{}
+	started *atomic.Int64
+}
+
+func (s blockingRemove) RemoveLog(ctx context.Context, ids [][16]byte) error {
+	s.started.Add(1)
+	select {
+	case <-s.release:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return s.Store.RemoveLog(ctx, ids)
+}
+
+// TestWorkerBackpressure: while the worker is stuck on a store call and
+// its queue is full, the reader stops reading, but what it answered
+// before goes out; once the store answers, everything is answered.
+func TestWorkerBackpressure(t *testing.T) {
+	t.Parallel()
+	st := openStore(t, newDSN(t, "sqlite"))
+	l := newMapLookups()
+	l.add(42, mac1, hostA)
+	release := make(chan struct{})
+	var started atomic.Int64
+	s := startServer(t, blockingRemove{st, release, &started}, withLookups(l, time.Minute))
+	c := dial(t, s.addr)
+	const n = workQueue + 10 // more than the worker's queue holds
+	burst := svp.VL2Req{MAC: mac1, VNetID: 42}.AppendFrame(nil, 1000)
+	for i := range uint32(n) {
+		burst = svp.LogRm{}.AppendFrame(burst, i)
+	}
+	burst = svp.AppendFrame(burst, svp.OpPing, 1001, nil) // read only once the queue has room
+	c.send(burst)
+	if f := c.next(); f.ID != 1000 || f.Op != svp.OpVL2Ack {
+		t.Fatalf("first reply %v id %d, want the VL2_ACK", f.Op, f.ID)
+	}
+	waitFor(t, func() bool { return started.Load() == 1 })
+	close(release)
+	seen := map[uint32]bool{}
+	for range n + 1 {
+		f := c.next()
+		if seen[f.ID] || (f.Op != svp.OpLogRmAck || f.ID >= n) && (f.Op != svp.OpPong || f.ID != 1001) {
+			t.Fatalf("reply %v id %d", f.Op, f.ID)
+		}
+		seen[f.ID] = true
+	}
+}
