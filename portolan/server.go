@@ -4,7 +4,6 @@
 package portolan
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -26,7 +25,8 @@ import (
 // Limits of one connection.
 const (
 	// maxInFlight bounds the requests of one connection being answered at
-	// once; replies may leave in any order.
+	// once by store queries when Lookups is nil; replies may leave in any
+	// order.
 	maxInFlight = 64
 	// idleTimeout closes a connection that sends nothing (hosts poll
 	// their log every second or so, so a live host is never this idle).
@@ -36,7 +36,26 @@ const (
 	// maxBody is the largest request body accepted: LOG_RM with 4,000
 	// ids. Anything larger closes the connection.
 	maxBody = 64 << 10
+	// workQueue is how many requests that do I/O may wait for a
+	// connection's worker (with Lookups set) before its reader stops
+	// reading.
+	workQueue = 16
+	// maxHeld bounds the LOG_REQs held at once on one connection; more
+	// are answered at once.
+	maxHeld = 8
+	// batchSize is the reader's write buffer: the replies to a full read
+	// buffer of the smallest requests (4 KiB of PINGs) fit.
+	batchSize = 8 << 10
+	// writeTimeout closes a connection whose client does not take its
+	// replies.
+	writeTimeout = 30 * time.Second
+	// requestTimeout bounds the store queries of one request.
+	requestTimeout = 10 * time.Second
 )
+
+// DefaultLogHold is the hold a server given Lookups should use: well
+// inside the illumos client's 30 s no-progress timeout (SVP.md).
+const DefaultLogHold = 5 * time.Second
 
 // Server serves SVP from a store.
 //
@@ -50,8 +69,21 @@ const (
 // with status FATAL (what an unknown host gets, and what illumos and our
 // plugin retry later), logged and counted (Refused).
 type Server struct {
+	// Store answers LOG_REQ, LOG_RM and BULK_REQ, and everything else
+	// when Lookups is nil.
 	Store store.Store
-	Log   *slog.Logger
+	// Lookups, when set, answers VL2_REQ and VL3_REQ and the ownership
+	// checks' question of which hosts a source address may act for,
+	// without touching the store, and tells when a host's log grows, so
+	// that LOG_REQs can be held (LogHold).
+	Lookups Lookups
+	// LogHold, with Lookups set, is how long a LOG_REQ that finds the log
+	// empty is held for an entry to arrive (SVP.md allows it) before it
+	// is answered empty. 0 answers at once, as Triton does;
+	// DefaultLogHold is what a server should use. While one is held, the
+	// connection's other requests are answered.
+	LogHold time.Duration
+	Log     *slog.Logger
 	// NoOwnershipCheck answers LOG_REQ and LOG_RM from any source
 	// address, trusting the underlay IP a client claims.
 	NoOwnershipCheck bool
@@ -61,7 +93,8 @@ type Server struct {
 	refused  atomic.Uint64
 	// closedInFlight counts connections their client closed while
 	// requests on them were unanswered: Triton's portolan dies writing
-	// into such a socket, so clients should not do it.
+	// into such a socket, so clients should not do it. LOG_REQs do not
+	// count when they may be held: a client keeps one outstanding.
 	closedInFlight atomic.Uint64
 }
 
@@ -111,42 +144,96 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 }
 
-// request is a decoded request, owned by its handler.
+// request is a decoded request that is answered off the reader: one that
+// does I/O.
 type request struct {
-	op   svp.Op
-	id   uint32
-	msg  any
-	done func() // releases the in-flight slot
+	op  svp.Op
+	id  uint32
+	msg any
+	// counted says the request counts as unanswered (see conn.unanswered)
+	// until its reply is written.
+	counted bool
+}
+
+// conn is the state of one connection that its reader shares with the
+// goroutines answering requests that do I/O.
+type conn struct {
+	s      *Server
+	c      net.Conn
+	log    *slog.Logger
+	src    netip.Addr
+	ctx    context.Context
+	cancel context.CancelFunc
+	// wmu serialises writes: the reader's batches and the replies of the
+	// worker, the store lookups and the held LOG_REQs.
+	wmu sync.Mutex
+	// unanswered counts the requests read and not yet written, except
+	// those answered by the reader itself (it writes them before it
+	// reads again) and, when LOG_REQs may be held, LOG_REQs: a client
+	// that keeps one outstanding closes with it unanswered, as it should.
+	unanswered atomic.Int64
+	// released is closed when the client has closed its side cleanly:
+	// held LOG_REQs are answered at once, and no more are held.
+	released chan struct{}
+	held     atomic.Int32   // LOG_REQs being held
+	tasks    sync.WaitGroup // the goroutines answering requests
 }
 
 // serveConn answers one connection. A malformed frame, or a message a
 // client must not send, closes this connection only.
+//
+// The connection's goroutine reads frames and, with Lookups set, answers
+// PING, VL2_REQ and VL3_REQ itself, appending the replies to one buffer
+// that it writes, in one call, before any read that would block. Requests
+// that do I/O go to one worker goroutine (with Lookups) or to a goroutine
+// each (without: every lookup is a store query), bounded either way so
+// that a client that sends faster than they are answered is read no
+// further.
 func (s *Server) serveConn(ctx context.Context, c net.Conn) {
-	log := s.logger().With("peer", c.RemoteAddr().String())
-	src := sourceAddr(c)
 	s.conns.Add(1)
 	defer s.conns.Add(-1)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go func() {
-		<-ctx.Done()
-		c.Close()
-	}()
-	log.Debug("connection opened")
+	context.AfterFunc(ctx, func() { c.Close() }) // at the latest when cancel runs on return
+	cn := &conn{s: s, c: c, log: s.logger().With("peer", c.RemoteAddr().String()), src: sourceAddr(c),
+		ctx: ctx, cancel: cancel, released: make(chan struct{})}
+	cn.log.Debug("connection opened")
 
-	replies := make(chan []byte, maxInFlight)
-	writerDone := make(chan struct{})
-	var unanswered atomic.Int64 // read, and not yet taken by the writer
-	go func() {
-		defer close(writerDone)
-		s.write(c, replies, cancel, &unanswered)
-	}()
-	var handlers sync.WaitGroup
-	slots := make(chan struct{}, maxInFlight)
+	lk := s.Lookups
+	var queue chan request
+	var slots chan struct{}
+	if lk != nil {
+		queue = make(chan request, workQueue)
+		cn.tasks.Add(1)
+		go cn.work(queue)
+	} else {
+		slots = make(chan struct{}, maxInFlight)
+	}
+	holdLogs := lk != nil && s.LogHold > 0
 	r := svp.NewReader(c, maxBody)
+	batch := make([]byte, 0, batchSize)
+	var answered uint64 // by the reader, since its last write
+	// flush writes the reader's batch; false when the connection failed.
+	flush := func() bool {
+		s.requests.Add(answered)
+		answered = 0
+		if len(batch) == 0 {
+			return true
+		}
+		ok := cn.write(batch, false)
+		batch = batch[:0]
+		return ok
+	}
 	clean := false
+loop:
 	for {
-		c.SetReadDeadline(time.Now().Add(idleTimeout))
+		if !r.Ready() {
+			// The next read may block: what is answered goes out now.
+			if !flush() {
+				break loop
+			}
+			c.SetReadDeadline(time.Now().Add(idleTimeout))
+		}
 		f, err := r.Next()
 		if err == io.EOF {
 			// The client closed its side cleanly (it may have shut down
@@ -155,77 +242,221 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		}
 		closedByClient := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
 		if closedByClient && ctx.Err() == nil {
-			if n := unanswered.Load(); n > 0 {
+			if n := cn.unanswered.Load(); n > 0 {
 				s.closedInFlight.Add(1)
-				log.Warn("client closed a connection with requests in flight", "requests", n)
+				cn.log.Warn("client closed a connection with requests in flight", "requests", n)
 			}
 		}
 		if clean {
-			break
+			break loop
 		}
 		if err != nil {
 			if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
-				log.Warn("closing connection: bad frame", "err", err)
+				cn.log.Warn("closing connection: bad frame", "err", err)
 			}
-			break
+			break loop
+		}
+		if lk != nil {
+			// The hot path: answered here, without an allocation.
+			switch f.Op {
+			case svp.OpVL2Req:
+				if m, err := svp.DecodeVL2Req(f.Body); err == nil {
+					batch = appendVL2(batch, lk, m, f.ID)
+					answered++
+					continue
+				}
+			case svp.OpVL3Req:
+				if m, err := svp.DecodeVL3Req(f.Body); err == nil {
+					batch = appendVL3(batch, lk, m, f.ID)
+					answered++
+					continue
+				}
+			}
+		}
+		if f.Op == svp.OpPing && len(f.Body) == 0 {
+			batch = svp.AppendFrame(batch, svp.OpPong, f.ID, nil)
+			answered++
+			continue
 		}
 		req, err := decodeRequest(f)
 		if err != nil {
-			log.Warn("closing connection: bad request", "op", f.Op.String(), "err", err)
-			break
+			cn.log.Warn("closing connection: bad request", "op", f.Op.String(), "err", err)
+			break loop
 		}
 		s.requests.Add(1)
-		unanswered.Add(1)
-		slots <- struct{}{}
-		req.done = func() { <-slots }
-		handlers.Add(1)
-		go func() {
-			defer handlers.Done()
-			defer req.done()
-			reply := s.answer(ctx, log, src, req)
+		req.counted = !(holdLogs && req.op == svp.OpLogReq)
+		if req.counted {
+			cn.unanswered.Add(1)
+		}
+		if queue != nil {
 			select {
-			case replies <- reply:
-			case <-ctx.Done():
+			case queue <- req:
+				continue
+			default:
 			}
+			// The worker is behind: send what is answered, then wait.
+			if !flush() {
+				break loop
+			}
+			select {
+			case queue <- req:
+				continue
+			case <-ctx.Done():
+				break loop
+			}
+		}
+		select {
+		case slots <- struct{}{}:
+		default:
+			if !flush() {
+				break loop
+			}
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				break loop
+			}
+		}
+		cn.tasks.Add(1)
+		go func() {
+			defer cn.tasks.Done()
+			defer func() { <-slots }()
+			cn.reply(cn.answer(req), req.counted)
 		}()
 	}
-	if !clean {
+	if clean {
+		close(cn.released)
+		if queue != nil {
+			close(queue) // the worker answers what is queued, then returns
+		}
+	} else {
 		cancel() // drop what is in flight and close now
 	}
-	handlers.Wait()
-	close(replies)
-	<-writerDone
-	log.Debug("connection closed")
+	cn.tasks.Wait()
+	cn.log.Debug("connection closed")
 }
 
-// write sends replies, flushing whenever no more are waiting, so that a
-// burst of pipelined answers leaves in few system calls.
-func (s *Server) write(c net.Conn, replies <-chan []byte, fail func(), unanswered *atomic.Int64) {
-	w := bufio.NewWriterSize(c, 32<<10)
-	for b := range replies {
-		// Answered from here on: a client can have the reply only
-		// after this.
-		unanswered.Add(-1)
-		// Before Write, not only before Flush: a reply larger than the
-		// buffer's free space goes to the connection from Write, and
-		// must not meet the deadline of a flush long past.
-		c.SetWriteDeadline(time.Now().Add(30 * time.Second))
-		if _, err := w.Write(b); err != nil {
-			fail()
-			continue
-		}
-		if len(replies) == 0 {
-			if err := w.Flush(); err != nil {
-				fail()
+// write writes b, one reply or a batch of them, under the write lock with
+// a deadline. A reply that counted as unanswered stops counting as it is
+// written: the client can have it only after this. false when the write
+// failed (the connection is then closing).
+func (cn *conn) write(b []byte, counted bool) bool {
+	cn.wmu.Lock()
+	defer cn.wmu.Unlock()
+	if counted {
+		cn.unanswered.Add(-1)
+	}
+	if cn.ctx.Err() != nil {
+		return false
+	}
+	cn.c.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if _, err := cn.c.Write(b); err != nil {
+		cn.cancel()
+		return false
+	}
+	return true
+}
+
+// reply writes the reply to a request answered off the reader.
+func (cn *conn) reply(b []byte, counted bool) { cn.write(b, counted) }
+
+// work answers the requests of a connection with Lookups set that do I/O,
+// in order, until the queue is closed or the connection ends.
+func (cn *conn) work(queue <-chan request) {
+	defer cn.tasks.Done()
+	for {
+		select {
+		case req, ok := <-queue:
+			if !ok {
+				return
 			}
+			if m, ok := req.msg.(svp.LogReq); ok {
+				cn.logReq(req, m)
+				continue
+			}
+			cn.reply(cn.answer(req), req.counted)
+		case <-cn.ctx.Done():
+			return
 		}
 	}
+}
+
+// logReq answers a LOG_REQ with Lookups set: when the log is empty and
+// holding is on, it is held (up to maxHeld at once on the connection) (by a goroutine of its own, so that the
+// worker goes on) until an entry arrives, LogHold passes or the client
+// closes its side.
+func (cn *conn) logReq(req request, m svp.LogReq) {
+	s := cn.s
+	ctx, cancel := context.WithTimeout(cn.ctx, requestTimeout)
+	defer cancel()
+	if b := cn.checkLogReq(ctx, req.id, m); b != nil {
+		cn.reply(b, req.counted)
+		return
+	}
+	// With room for the largest entry, an empty read is an empty log;
+	// with less, nothing may ever fit: no use holding.
+	hold := s.LogHold > 0 && m.Count >= svp.LogVL3Size && cn.held.Load() < maxHeld
+	select {
+	case <-cn.released:
+		hold = false
+	default:
+	}
+	var signal <-chan struct{}
+	if hold {
+		// Before the read: an append after it closes this channel.
+		signal = s.Lookups.LogSignal(m.IP)
+	}
+	entries, err := s.Store.Log(ctx, m.IP, min(int(m.Count), maxLogBytes))
+	if err != nil || len(entries) > 0 || !hold {
+		cn.reply(cn.logAck(req.id, m, entries, err), req.counted)
+		return
+	}
+	cn.held.Add(1)
+	cn.tasks.Add(1)
+	go func() {
+		defer cn.tasks.Done()
+		defer cn.held.Add(-1)
+		t := time.NewTimer(s.LogHold)
+		defer t.Stop()
+		select {
+		case <-signal:
+		case <-t.C:
+		case <-cn.released:
+		case <-cn.ctx.Done():
+			return
+		}
+		ctx, cancel := context.WithTimeout(cn.ctx, requestTimeout)
+		defer cancel()
+		entries, err := s.Store.Log(ctx, m.IP, min(int(m.Count), maxLogBytes))
+		cn.reply(cn.logAck(req.id, m, entries, err), req.counted)
+	}()
+}
+
+// appendVL2 appends the answer to a VL2_REQ from lk.
+func appendVL2(dst []byte, lk Lookups, m svp.VL2Req, id uint32) []byte {
+	h, ok := lk.VL2(m.VNetID, ether.MAC(m.MAC))
+	if !ok {
+		return svp.VL2Ack{Status: svp.StatusNotFound}.AppendFrame(dst, id)
+	}
+	return svp.VL2Ack{Status: svp.StatusOK, Port: h.Port, Addr: h.IP}.AppendFrame(dst, id)
+}
+
+// appendVL3 appends the answer to a VL3_REQ from lk.
+func appendVL3(dst []byte, lk Lookups, m svp.VL3Req, id uint32) []byte {
+	if m.Type != svp.L3IPv4 && m.Type != svp.L3IPv6 {
+		return svp.VL3Ack{Status: svp.StatusBadL3Type}.AppendFrame(dst, id)
+	}
+	mac, h, ok := lk.VL3(m.VNetID, m.IP)
+	if !ok {
+		return svp.VL3Ack{Status: svp.StatusNotFound}.AppendFrame(dst, id)
+	}
+	return svp.VL3Ack{Status: svp.StatusOK, MAC: mac, Port: h.Port, Addr: h.IP}.AppendFrame(dst, id)
 }
 
 // decodeRequest checks a frame is a request a client may send and decodes
 // its body (which is only valid until the next frame is read).
-func decodeRequest(f svp.Frame) (*request, error) {
-	r := &request{op: f.Op, id: f.ID}
+func decodeRequest(f svp.Frame) (request, error) {
+	r := request{op: f.Op, id: f.ID}
 	var err error
 	switch f.Op {
 	case svp.OpPing:
@@ -266,7 +497,7 @@ func (s *Server) mayReadLog(ctx context.Context, src, claimed netip.Addr) (bool,
 	if s.NoOwnershipCheck || claimed.Unmap() == src {
 		return true, nil // the common case costs no query
 	}
-	hosts, err := s.Store.HostsFrom(ctx, src)
+	hosts, err := s.hostsFrom(ctx, src)
 	if err != nil {
 		return false, err
 	}
@@ -276,6 +507,15 @@ func (s *Server) mayReadLog(ctx context.Context, src, claimed netip.Addr) (bool,
 		}
 	}
 	return false, nil
+}
+
+// hostsFrom returns the hosts a connection from src may act for, from
+// Lookups when set.
+func (s *Server) hostsFrom(ctx context.Context, src netip.Addr) ([]store.Host, error) {
+	if s.Lookups != nil {
+		return s.Lookups.HostsFrom(src), nil
+	}
+	return s.Store.HostsFrom(ctx, src)
 }
 
 // foreignOwners returns the hosts owning some of ids that a connection
@@ -288,7 +528,7 @@ func (s *Server) foreignOwners(ctx context.Context, src netip.Addr, ids [][16]by
 	if err != nil || len(owners) == 0 {
 		return nil, err
 	}
-	hosts, err := s.Store.HostsFrom(ctx, src)
+	hosts, err := s.hostsFrom(ctx, src)
 	if err != nil {
 		return nil, err
 	}
@@ -301,10 +541,10 @@ func (s *Server) foreignOwners(ctx context.Context, src netip.Addr, ids [][16]by
 	return foreign, nil
 }
 
-// answer computes the reply frame to one request from a connection from
-// src.
-func (s *Server) answer(ctx context.Context, log *slog.Logger, src netip.Addr, r *request) []byte {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+// answer computes the reply frame to a request that does I/O.
+func (cn *conn) answer(r request) []byte {
+	s, log := cn.s, cn.log
+	ctx, cancel := context.WithTimeout(cn.ctx, requestTimeout)
 	defer cancel()
 	switch m := r.msg.(type) {
 	case nil: // PING
@@ -335,40 +575,20 @@ func (s *Server) answer(ctx context.Context, log *slog.Logger, src netip.Addr, r
 		}
 		return ack.AppendFrame(nil, r.id)
 	case svp.LogReq:
-		ok, err := s.mayReadLog(ctx, src, m.IP)
-		if err != nil {
-			log.Error("log request failed", "err", err)
-			return svp.LogAck{Status: svp.StatusFatal}.AppendFrame(nil, r.id)
-		}
-		if !ok {
-			log.Warn("refused LOG_REQ: the connection does not come from the claimed host (register its address with portolan add-host --source)",
-				"claimed_ip", m.IP.Unmap().String(), "source", src.String(), "refused_total", s.refused.Add(1))
-			return svp.LogAck{Status: svp.StatusFatal}.AppendFrame(nil, r.id)
+		if b := cn.checkLogReq(ctx, r.id, m); b != nil {
+			return b
 		}
 		entries, err := s.Store.Log(ctx, m.IP, min(int(m.Count), maxLogBytes))
-		if err != nil {
-			if !errors.Is(err, store.ErrUnknownHost) {
-				log.Error("log request failed", "err", err)
-			} else {
-				log.Warn("log request from an unknown host", "underlay_ip", m.IP.String())
-			}
-			return svp.LogAck{Status: svp.StatusFatal}.AppendFrame(nil, r.id)
-		}
-		ack := svp.LogAck{Status: svp.StatusOK}
-		for _, e := range entries {
-			ack.Entries = append(ack.Entries, svp.LogEntry{Type: e.Type, ID: e.ID, MAC: e.MAC,
-				IP: e.IP, VLAN: e.VLAN, VNetID: e.VNetID})
-		}
-		return ack.AppendFrame(nil, r.id)
+		return cn.logAck(r.id, m, entries, err)
 	case svp.LogRm:
-		foreign, err := s.foreignOwners(ctx, src, m.IDs)
+		foreign, err := s.foreignOwners(ctx, cn.src, m.IDs)
 		if err != nil {
 			log.Error("log removal failed", "err", err)
 			return svp.LogRmAck{Status: svp.StatusFatal}.AppendFrame(nil, r.id)
 		}
 		if len(foreign) > 0 {
 			log.Warn("refused LOG_RM: entries in the log of a host the connection does not come from (register its address with portolan add-host --source)",
-				"hosts", strings.Join(foreign, ","), "source", src.String(), "ids", len(m.IDs), "refused_total", s.refused.Add(1))
+				"hosts", strings.Join(foreign, ","), "source", cn.src.String(), "ids", len(m.IDs), "refused_total", s.refused.Add(1))
 			return svp.LogRmAck{Status: svp.StatusFatal}.AppendFrame(nil, r.id)
 		}
 		if err := s.Store.RemoveLog(ctx, m.IDs); err != nil {
@@ -384,6 +604,40 @@ func (s *Server) answer(ctx context.Context, log *slog.Logger, src netip.Addr, r
 		return svp.BulkAck{Status: st, Type: m.Type}.AppendFrame(nil, r.id)
 	}
 	return svp.AppendFrame(nil, svp.OpPong, r.id, nil)
+}
+
+// checkLogReq checks the connection may read the log a LOG_REQ asks
+// for; when not (or when that cannot be told) it returns the reply.
+func (cn *conn) checkLogReq(ctx context.Context, id uint32, m svp.LogReq) []byte {
+	ok, err := cn.s.mayReadLog(ctx, cn.src, m.IP)
+	if err != nil {
+		cn.log.Error("log request failed", "err", err)
+		return svp.LogAck{Status: svp.StatusFatal}.AppendFrame(nil, id)
+	}
+	if !ok {
+		cn.log.Warn("refused LOG_REQ: the connection does not come from the claimed host (register its address with portolan add-host --source)",
+			"claimed_ip", m.IP.Unmap().String(), "source", cn.src.String(), "refused_total", cn.s.refused.Add(1))
+		return svp.LogAck{Status: svp.StatusFatal}.AppendFrame(nil, id)
+	}
+	return nil
+}
+
+// logAck is the reply to a LOG_REQ whose log read returned entries, err.
+func (cn *conn) logAck(id uint32, m svp.LogReq, entries []store.LogEntry, err error) []byte {
+	if err != nil {
+		if !errors.Is(err, store.ErrUnknownHost) {
+			cn.log.Error("log request failed", "err", err)
+		} else {
+			cn.log.Warn("log request from an unknown host", "underlay_ip", m.IP.String())
+		}
+		return svp.LogAck{Status: svp.StatusFatal}.AppendFrame(nil, id)
+	}
+	ack := svp.LogAck{Status: svp.StatusOK}
+	for _, e := range entries {
+		ack.Entries = append(ack.Entries, svp.LogEntry{Type: e.Type, ID: e.ID, MAC: e.MAC,
+			IP: e.IP, VLAN: e.VLAN, VNetID: e.VNetID})
+	}
+	return ack.AppendFrame(nil, id)
 }
 
 // logger returns s.Log, or a logger that discards when it is nil.

@@ -155,3 +155,26 @@ func bodyErr(got, want int, err error) error {
 func frameErr(h Header, err error) error {
 	return &FrameError{Op: h.Op, ID: h.ID, Size: h.Size, Err: err}
 }
+
+// Buffered returns how many bytes of the stream are read and not yet
+// returned as frames.
+func (r *Reader) Buffered() int { return r.br.Buffered() }
+
+// Ready reports whether the next frame is buffered whole, so that Next
+// returns it (or an error about its header) without reading from the
+// underlying reader. A server answers what is ready and writes its
+// replies before a call that would block.
+func (r *Reader) Ready() bool {
+	if r.err != nil {
+		return true
+	}
+	if r.br.Buffered() < HeaderLen {
+		return false
+	}
+	hb, _ := r.br.Peek(HeaderLen)
+	h, _ := DecodeHeader(hb)
+	if h.Version != Version || uint64(h.Size) > uint64(r.max) {
+		return true // Next fails on the header alone
+	}
+	return HeaderLen+int(h.Size) <= r.br.Buffered()
+}

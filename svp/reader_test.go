@@ -354,3 +354,56 @@ func TestReaderBodyReadError(t *testing.T) {
 		}
 	}
 }
+
+// TestReady: Ready is true exactly when Next will not read, and Buffered
+// counts what is read ahead.
+func TestReady(t *testing.T) {
+	ping := AppendFrame(nil, OpPing, 1, nil)
+	vl2 := VL2Req{VNetID: 7}.AppendFrame(nil, 2)
+	bad := bytes.Clone(ping)
+	bad[1] = 2 // version 2: Next fails on the header
+	stream := append(append(append(bytes.Clone(ping), vl2...), bad...), vl2[:5]...)
+	pr, pw := io.Pipe()
+	r := NewReader(pr, 0)
+	if r.Ready() || r.Buffered() != 0 {
+		t.Fatalf("fresh reader: ready %v, buffered %d", r.Ready(), r.Buffered())
+	}
+	go func() {
+		pw.Write(stream) // one read of the bufio buffer gets it all
+		pw.Write(vl2[5:])
+		pw.Close()
+	}()
+	if f, err := r.Next(); err != nil || f.Op != OpPing {
+		t.Fatalf("first frame %v %v", f.Op, err)
+	}
+	if n := r.Buffered(); n != len(stream)-len(ping) {
+		t.Errorf("buffered %d after the first frame, want %d", n, len(stream)-len(ping))
+	}
+	if !r.Ready() {
+		t.Error("a whole VL2_REQ is buffered but Ready is false")
+	}
+	if f, err := r.Next(); err != nil || f.Op != OpVL2Req {
+		t.Fatalf("second frame %v %v", f.Op, err)
+	}
+	if !r.Ready() {
+		t.Error("a bad header is buffered (Next fails at once) but Ready is false")
+	}
+	if _, err := r.Next(); !errors.Is(err, ErrVersion) {
+		t.Fatalf("third frame: %v, want ErrVersion", err)
+	}
+	if !r.Ready() {
+		t.Error("after an error (sticky) Ready is false")
+	}
+
+	// A partial header, then a partial body, are not ready.
+	r = NewReader(bytes.NewReader(vl2[:HeaderLen-1]), 0)
+	r.br.Peek(1)
+	if r.Ready() || r.Buffered() != HeaderLen-1 {
+		t.Errorf("partial header: ready %v, buffered %d", r.Ready(), r.Buffered())
+	}
+	r = NewReader(bytes.NewReader(vl2[:len(vl2)-1]), 0)
+	r.br.Peek(HeaderLen)
+	if r.Ready() {
+		t.Error("partial body: ready")
+	}
+}
