@@ -19,8 +19,11 @@ type Lookups interface {
 	// (store.Store.HostsFrom).
 	HostsFrom(src netip.Addr) []store.Host
 	// LogSignal returns a channel closed when entries are next appended
-	// to the log of the host with that underlay IP: a held LOG_REQ
-	// waits on it. Take it before reading the log, so that no append
-	// between the read and the wait is missed.
+	// to the log of the host with that underlay IP, once they are
+	// committed to the store (the held LOG_REQ it wakes reads them
+	// there). Take it before reading the log, so that no append between
+	// the read and the wait is missed. Addresses come as the codec
+	// decodes them: IPv4 plain, not IPv4-mapped. For an unknown host it
+	// still returns a channel (nil would only mean waiting out the hold).
 	LogSignal(hostIP netip.Addr) <-chan struct{}
 }
