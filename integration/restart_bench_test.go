@@ -100,7 +100,9 @@ func (w testLog) Write(p []byte) (int, error) {
 // older than the owner tag (its alias is "overlayd vnic NAME" alone) is
 // still taken over after the upgrade, in the guest it was moved to, and
 // gets the tag of the state directory; a tagged VNIC is tagged with that
-// identity.
+// identity. Another untagged vnic1 with another MAC, left by a killed
+// overlayd in a namespace looked through first, is left alone: only the
+// VNIC's saved MAC makes an untagged TAP ours.
 func TestRestartTakesOverUntaggedVNIC(t *testing.T) {
 	need(t, "ping")
 	_, d1, _, g1, _ := twoHostsDirect(t)
@@ -120,10 +122,25 @@ func TestRestartTakesOverUntaggedVNIC(t *testing.T) {
 	d1.Kill()
 	_, err = g1.IP("link", "set", "vnic1", "alias", "overlayd vnic vnic1")
 	must(t, err)
+	// Someone else's untagged vnic1, not held by any process.
+	foreign := foreignVNIC(t, "vnic1", true)
+	const foreignMAC = "02:08:20:ee:ee:02"
+	for _, args := range [][]string{{"alias", "overlayd vnic vnic1"}, {"address", foreignMAC}} {
+		if out, err := exec.Command("ip", append([]string{"-n", foreign, "link", "set", "vnic1"}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("ip -n %s link set vnic1 %v: %v: %s", foreign, args, err, out)
+		}
+	}
+	before := linkDetails(t, foreign, "vnic1")
+	if !strings.Contains(before, foreignMAC) || !strings.HasSuffix(before, "alias overlayd vnic vnic1") {
+		t.Fatalf("the foreign vnic1 is not untagged with MAC %s: %s", foreignMAC, before)
+	}
 	d1, err = d1.Restart()
 	must(t, err)
 	if out, _ := d1.Adm("show-vnic", "-p", "-o", "link", "vnic1"); strings.TrimSpace(out) != "vnic1" {
 		t.Fatalf("vnic1 was not restored: show-vnic says %q; log:\n%s", out, d1.Proc.Output())
+	}
+	if after := linkDetails(t, foreign, "vnic1"); after != before {
+		t.Errorf("the foreign untagged vnic1 (another MAC) changed across the restart:\nbefore: %s\nafter:  %s", before, after)
 	}
 	must(t, g1.PingAll("10.9.0.2", 3))
 	if a := alias(); a != want {
