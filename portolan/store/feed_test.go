@@ -288,6 +288,66 @@ func TestScan(t *testing.T) {
 	})
 }
 
+// TestChangesInOrder: a follower reading while writers commit at once
+// never skips a change (one that drew an earlier sequence number but
+// committed later than one it has read).
+func TestChangesInOrder(t *testing.T) {
+	eachStore(t, func(t *testing.T, s *SQL) {
+		const writers, each = 4, 40
+		for w := range writers {
+			must(t, s.PutHost(ctx, Host{ID: fmt.Sprint(w), IP: netip.AddrFrom4([4]byte{198, 18, 2, byte(w)}), Port: 1}))
+		}
+		start, _ := s.ChangeSeq(ctx)
+		errs := make(chan error, writers)
+		for w := range writers {
+			go func() {
+				var err error
+				for i := 0; i < each && err == nil; i++ {
+					err = s.PutHost(ctx, Host{ID: fmt.Sprint(w), IP: netip.AddrFrom4([4]byte{198, 18, 2, byte(w)}), Port: uint16(2 + i)})
+				}
+				errs <- err
+			}()
+		}
+		seen := map[int64]bool{}
+		after := start
+		read := func() {
+			cs, err := s.Changes(ctx, after, 1000)
+			must(t, err)
+			for _, c := range cs {
+				seen[c.Seq] = true
+				after = c.Seq
+			}
+		}
+		for running := writers; running > 0; {
+			select {
+			case err := <-errs:
+				must(t, err)
+				running--
+			default:
+				read()
+			}
+		}
+		read()
+		rows, err := s.db.Query(s.q(`SELECT seq FROM changes WHERE seq > ? ORDER BY seq`), start)
+		must(t, err)
+		defer rows.Close()
+		var missed []int64
+		n := 0
+		for rows.Next() {
+			var seq int64
+			must(t, rows.Scan(&seq))
+			n++
+			if !seen[seq] {
+				missed = append(missed, seq)
+			}
+		}
+		must(t, rows.Err())
+		if n != writers*each || len(missed) > 0 {
+			t.Errorf("%d changes (want %d); the follower missed %v", n, writers*each, missed)
+		}
+	})
+}
+
 // setWatch changes a watch tunable for the rest of the test.
 func setWatch[T any](t *testing.T, v *T, to T) {
 	old := *v
