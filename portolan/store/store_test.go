@@ -377,6 +377,10 @@ func TestMigrateOldStore(t *testing.T) {
 		if hs, _ := s.HostsFrom(ctx, ip1); len(hs) != 1 || hs[0] != hostA {
 			t.Errorf("HostsFrom after the migration: %+v", hs)
 		}
+		// The store gained the change feed, empty until that SetHost.
+		if cs, err := s.Changes(ctx, 0, 10); err != nil || len(cs) != 1 || cs[0].Kind != ChangeHost || cs[0].Host != "a" {
+			t.Errorf("changes after the migration: %+v %v", cs, err)
+		}
 	}
 	t.Run("sqlite", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "portolan.db")

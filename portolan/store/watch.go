@@ -25,7 +25,7 @@ var (
 	// written, before the commit is visible) the watch signals at once
 	// and reads data_version again after these delays, signalling when
 	// it moved.
-	sqliteRecheck = []time.Duration{2 * time.Millisecond, 20 * time.Millisecond}
+	sqliteRecheck = []time.Duration{250 * time.Microsecond, 2 * time.Millisecond, 20 * time.Millisecond}
 	// sqliteEvents turns file events off (tests of the poll alone).
 	sqliteEvents = true
 	// pgBackoff: the first and longest wait before reconnecting a lost
