@@ -593,6 +593,49 @@ func TestWatchPG(t *testing.T) {
 	waitSeq(t, s1, ch, 2, "a commit after the reconnection")
 }
 
+// TestWatchPGIdle: an idle LISTEN connection is pinged and kept.
+func TestWatchPGIdle(t *testing.T) {
+	setWatch(t, &pgPing, 20*time.Millisecond)
+	s1, dsn := pgStore(t)
+	s2, err := Open(ctx, dsn)
+	must(t, err)
+	defer s2.Close()
+	ch := s1.Watch(ctx)
+	waitSignal(t, ch, "watch established")
+	pid := listener(t, s2, 0)
+	// Wait until the listener has LISTENed again (its idle check) a few
+	// times.
+	var last time.Time
+	deadline := time.Now().Add(10 * time.Second)
+	for pings := -1; pings < 3; {
+		var start time.Time
+		if err := s2.db.QueryRow(`SELECT query_start FROM pg_stat_activity WHERE pid = $1`, pid).Scan(&start); err != nil {
+			t.Fatalf("the listener (backend %d) while idle: %v; WatchErr %v", pid, err, s1.WatchErr())
+		}
+		if !start.Equal(last) {
+			last = start
+			pings++
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d idle checks in 10 s", pings)
+		}
+		time.Sleep(5 * time.Millisecond) // polling pg_stat_activity
+	}
+	select {
+	case <-ch:
+		t.Error("a signal while idle")
+	default:
+	}
+	if got := listener(t, s2, 0); got != pid {
+		t.Errorf("the listener changed from %d to %d while idle", pid, got)
+	}
+	if err := s1.WatchErr(); err != nil {
+		t.Errorf("WatchErr: %v", err)
+	}
+	must(t, s2.PutHost(ctx, hostA))
+	waitSeq(t, s1, ch, 1, "a commit after idling")
+}
+
 // BenchmarkWatchLatency: from a commit by another *SQL (returned) to the
 // signal after which the watching store sees it (0 when it came first).
 func BenchmarkWatchLatency(b *testing.B) {

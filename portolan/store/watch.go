@@ -33,7 +33,7 @@ var (
 	pgBackoff, pgBackoffMax = 10 * time.Millisecond, time.Second
 	// pgPing: a LISTEN connection idle this long is pinged, so that a
 	// dead one is found (and replaced) rather than waited on for ever.
-	pgPing = 30 * time.Second
+	pgPing, pgPingTimeout = 30 * time.Second, 10 * time.Second
 )
 
 // watches are the Watch channels of one *SQL.
@@ -296,9 +296,11 @@ func (s *SQL) listen(ctx context.Context, ch chan struct{}, up func()) error {
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case errors.Is(err, context.DeadlineExceeded) && !conn.IsClosed():
-			// Idle: make sure the connection still works.
-			pctx, cancel := context.WithTimeout(ctx, pgPing)
-			err = conn.Ping(pctx)
+			// Idle: make sure the connection still works. LISTEN again
+			// rather than ping, so that pg_stat_activity goes on
+			// showing what the connection is for.
+			pctx, cancel := context.WithTimeout(ctx, pgPingTimeout)
+			_, err = conn.Exec(pctx, "LISTEN "+pgChannel)
 			cancel()
 			if err != nil {
 				return err
