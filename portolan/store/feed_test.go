@@ -436,10 +436,12 @@ func TestWatchSQLiteFile(t *testing.T) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+path)
 	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	must(t, err)
+	var out strings.Builder
+	cmd.Stdout = &out
+	must(t, cmd.Start())
 	at = waitSeq(t, s1, ch, 2, "a commit by another process")
-	ns, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
+	must(t, cmd.Wait())
+	ns, err := strconv.ParseInt(strings.TrimSpace(out.String()), 10, 64)
 	must(t, err)
 	t.Logf("another process: signalled %v after its commit returned", at.Sub(time.Unix(0, ns)))
 	if err := s1.WatchErr(); err != nil {

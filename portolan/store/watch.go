@@ -21,10 +21,12 @@ var (
 	// sqlitePoll is how often a SQLite watch reads PRAGMA data_version
 	// in case a file event was missed.
 	sqlitePoll = 250 * time.Millisecond
-	// sqliteRecheck: after a file event (which comes as the WAL is
-	// written, before the commit is visible) the watch signals at once
-	// and reads data_version again after these delays, signalling when
-	// it moved.
+	// sqliteRecheck: on a file event (which comes as the WAL is written,
+	// a moment before the commit is visible) the watch signals at once
+	// (the follower most often sees the commit by the time it reads)
+	// and reads data_version after these delays from the last event,
+	// signalling when it moved. (Reading data_version at the event
+	// instead was slower: p50 15 µs, p99 1 ms against 5 µs and 60 µs.)
 	sqliteRecheck = []time.Duration{250 * time.Microsecond, 2 * time.Millisecond, 20 * time.Millisecond}
 	// sqliteEvents turns file events off (tests of the poll alone).
 	sqliteEvents = true
@@ -177,13 +179,15 @@ func (s *SQL) watchSQLite(ctx context.Context, ch chan struct{}) {
 		}
 	}()
 	last := int64(-1)
-	// check reads data_version and signals when it moved.
+	// check reads data_version and signals when it moved; when it cannot
+	// read it, it signals anyway.
 	check := func() {
 		if conn == nil {
 			c, err := db.Conn(ctx)
 			if err != nil {
 				if ctx.Err() == nil {
 					s.setWatchErr(err)
+					signal(ch)
 				}
 				return
 			}
@@ -195,7 +199,7 @@ func (s *SQL) watchSQLite(ctx context.Context, ch chan struct{}) {
 				s.setWatchErr(err)
 				conn.Close()
 				conn = nil
-				signal(ch) // a change may have gone unseen
+				signal(ch)
 			}
 			return
 		}
