@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -398,12 +399,20 @@ func waitSeq(t testing.TB, s *SQL, ch <-chan struct{}, seq int64, what string) t
 const childEnv = "PORTOLAN_STORE_TEST_WRITE"
 
 // childWrite is the child: it adds host b and prints when that
-// committed, in Unix nanoseconds.
+// committed, in Unix nanoseconds. With childLoop set it changes host b's
+// port for every line it reads, printing the same.
 func childWrite(path string) int {
 	s, err := Open(context.Background(), "sqlite:"+path)
 	if err == nil {
 		err = s.PutHost(context.Background(), hostB)
 		fmt.Println(time.Now().UnixNano())
+		if os.Getenv(childLoop) != "" {
+			in := bufio.NewScanner(os.Stdin)
+			for i := 0; err == nil && in.Scan(); i++ {
+				err = s.PutHost(context.Background(), Host{ID: "b", IP: hostB.IP, Port: uint16(1000 + i%2)})
+				fmt.Println(time.Now().UnixNano())
+			}
+		}
 		s.Close()
 	}
 	if err != nil {
@@ -412,6 +421,8 @@ func childWrite(path string) int {
 	}
 	return 0
 }
+
+const childLoop = "PORTOLAN_STORE_TEST_LOOP"
 
 // TestWatchSQLiteFile: a commit through another connection to the file,
 // and by another process, is signalled through file events (the
@@ -638,6 +649,15 @@ func TestWatchPGIdle(t *testing.T) {
 	waitSeq(t, s1, ch, 1, "a commit after idling")
 }
 
+// report reports latency percentiles.
+func report(b *testing.B, ds []time.Duration) {
+	slices.Sort(ds)
+	us := func(q float64) float64 { return float64(ds[int(q*float64(len(ds)-1))].Nanoseconds()) / 1e3 }
+	b.ReportMetric(us(0.5), "µs-p50")
+	b.ReportMetric(us(0.99), "µs-p99")
+	b.ReportMetric(us(1), "µs-max")
+}
+
 // BenchmarkWatchLatency: from a commit by another *SQL (returned) to the
 // signal after which the watching store sees it (0 when it came first).
 func BenchmarkWatchLatency(b *testing.B) {
@@ -659,11 +679,7 @@ func BenchmarkWatchLatency(b *testing.B) {
 			at := waitSeq(b, s1, ch, seq, "bench")
 			ds = append(ds, max(at.Sub(done), 0))
 		}
-		slices.Sort(ds)
-		us := func(q float64) float64 { return float64(ds[int(q*float64(len(ds)-1))].Nanoseconds()) / 1e3 }
-		b.ReportMetric(us(0.5), "µs-p50")
-		b.ReportMetric(us(0.99), "µs-p99")
-		b.ReportMetric(us(1), "µs-max")
+		report(b, ds)
 	}
 	b.Run("sqlite", func(b *testing.B) {
 		path := filepath.Join(b.TempDir(), "portolan.db")
@@ -678,6 +694,55 @@ func BenchmarkWatchLatency(b *testing.B) {
 		}
 		defer s2.Close()
 		run(b, s1, s2)
+	})
+	// Another process commits: the child of TestMain, one commit a line.
+	b.Run("sqlite-process", func(b *testing.B) {
+		path := filepath.Join(b.TempDir(), "portolan.db")
+		s1, err := Open(ctx, "sqlite:"+path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer s1.Close()
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), childEnv+"="+path, childLoop+"=1")
+		cmd.Stderr = os.Stderr
+		in, _ := cmd.StdinPipe()
+		outp, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		out := bufio.NewScanner(outp)
+		committed := func() time.Time {
+			if !out.Scan() {
+				b.Fatal("the child stopped")
+			}
+			ns, err := strconv.ParseInt(out.Text(), 10, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return time.Unix(0, ns)
+		}
+		committed() // host b added
+		ch := s1.Watch(ctx)
+		waitSignal(b, ch, "watch established")
+		seq, _ := s1.ChangeSeq(ctx)
+		ds := make([]time.Duration, 0, b.N)
+		b.ResetTimer()
+		for range b.N {
+			for len(ch) > 0 {
+				<-ch
+			}
+			fmt.Fprintln(in, "put")
+			seq++
+			at := waitSeq(b, s1, ch, seq, "bench")
+			ds = append(ds, max(at.Sub(committed()), 0))
+		}
+		b.StopTimer()
+		in.Close()
+		if err := cmd.Wait(); err != nil {
+			b.Fatal(err)
+		}
+		report(b, ds)
 	})
 	b.Run("postgres", func(b *testing.B) {
 		s1, dsn := pgStore(b)
