@@ -147,8 +147,9 @@ func (s *SQL) ChangeSeq(ctx context.Context) (int64, error) {
 // Changes implements Feed. The changes after seq are all kept unless
 // after < pruned_through (every change with seq <= pruned_through has
 // been deleted): then it returns ErrChangesPruned. Sequence numbers may
-// have gaps (PostgreSQL sequences do not roll back). With limit <= 0 it
-// returns no changes but still reports ErrChangesPruned.
+// have gaps (PostgreSQL sequences do not roll back). Only the fields a
+// change's Kind names are set (IP unmapped). With limit <= 0 it returns
+// no changes but still reports ErrChangesPruned.
 func (s *SQL) Changes(ctx context.Context, after int64, limit int) ([]Change, error) {
 	var out []Change
 	if limit > 0 {
