@@ -3,7 +3,9 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
+	"strings"
 
 	"overlaynet/ether"
 )
@@ -77,27 +79,161 @@ type Feed interface {
 	Watch(ctx context.Context) <-chan struct{}
 }
 
-var errFeedTODO = errors.New("change feed not implemented yet")
+// feedLock is the PostgreSQL advisory lock ("portolan" in ASCII) every
+// writing transaction takes first, so that change sequence numbers
+// commit in the order they are drawn.
+const feedLock int64 = 0x706f72746f6c616e
+
+// How many changes are kept: at least keepChanges (the newest), pruned
+// in batches of pruneBatch so that pruning costs a write only now and
+// then. Variables so that tests can shrink them.
+var (
+	keepChanges int64 = 100_000
+	pruneBatch  int64 = 1_000
+)
+
+// writeChanges appends the transaction's change records, prunes old ones
+// when a batch is due and, on PostgreSQL, notifies listeners (delivered
+// at commit).
+func (s *SQL) writeChanges(ctx context.Context, w *wtx) error {
+	const rows = 100 // 500 parameters a statement
+	for start := 0; start < len(w.changes); start += rows {
+		chunk := w.changes[start:min(start+rows, len(w.changes))]
+		q := `INSERT INTO changes (kind, host, vnetid, mac, ip) VALUES ` +
+			strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?),", len(chunk)), ",")
+		args := make([]any, 0, 5*len(chunk))
+		for _, c := range chunk {
+			ip := ""
+			if c.IP.IsValid() {
+				ip = c.IP.Unmap().String()
+			}
+			args = append(args, int(c.Kind), c.Host, int64(c.VNetID), macInt(c.MAC), ip)
+		}
+		if _, err := w.ExecContext(ctx, s.q(q), args...); err != nil {
+			return fmt.Errorf("record changes: %w", err)
+		}
+	}
+	var last, pruned int64
+	if err := w.QueryRowContext(ctx, `SELECT COALESCE((SELECT MAX(seq) FROM changes), 0), pruned_through FROM changes_meta WHERE id = 1`).
+		Scan(&last, &pruned); err != nil {
+		return fmt.Errorf("prune changes: %w", err)
+	}
+	if cut := last - keepChanges; cut >= pruned+pruneBatch {
+		if _, err := w.ExecContext(ctx, s.q(`DELETE FROM changes WHERE seq <= ?`), cut); err != nil {
+			return fmt.Errorf("prune changes: %w", err)
+		}
+		if _, err := w.ExecContext(ctx, s.q(`UPDATE changes_meta SET pruned_through = ? WHERE id = 1`), cut); err != nil {
+			return fmt.Errorf("prune changes: %w", err)
+		}
+	}
+	if s.d.name == postgres.name {
+		if _, err := w.ExecContext(ctx, `SELECT pg_notify('`+pgChannel+`', '')`); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // ChangeSeq implements Feed.
-func (s *SQL) ChangeSeq(ctx context.Context) (int64, error) { return 0, errFeedTODO }
+func (s *SQL) ChangeSeq(ctx context.Context) (int64, error) {
+	var last, pruned int64
+	err := s.db.QueryRowContext(ctx, `SELECT COALESCE((SELECT MAX(seq) FROM changes), 0), pruned_through FROM changes_meta WHERE id = 1`).
+		Scan(&last, &pruned)
+	// With every change pruned (keepChanges 0) the latest is the last
+	// one pruned.
+	return max(last, pruned), err
+}
 
-// Changes implements Feed.
+// Changes implements Feed. The changes after seq are all kept unless
+// after < pruned_through (every change with seq <= pruned_through has
+// been deleted): then it returns ErrChangesPruned. Sequence numbers may
+// have gaps (PostgreSQL sequences do not roll back). Only the fields a
+// change's Kind names are set (IP unmapped). With limit <= 0 it returns
+// no changes but still reports ErrChangesPruned.
 func (s *SQL) Changes(ctx context.Context, after int64, limit int) ([]Change, error) {
-	return nil, errFeedTODO
+	var out []Change
+	if limit > 0 {
+		rows, err := s.db.QueryContext(ctx, s.q(`SELECT seq, kind, host, vnetid, mac, ip FROM changes WHERE seq > ? ORDER BY seq LIMIT ?`), after, limit)
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var c Change
+			var kind int
+			var vnet, mac int64
+			var ip string
+			if err := rows.Scan(&c.Seq, &kind, &c.Host, &vnet, &mac, &ip); err != nil {
+				return nil, err
+			}
+			c.Kind, c.VNetID, c.MAC = ChangeKind(kind), uint32(vnet), intMAC(mac)
+			if ip != "" {
+				c.IP, _ = netip.ParseAddr(ip)
+			}
+			out = append(out, c)
+		}
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		rows.Close()
+	}
+	// Read after the changes: a prune that raced with the read above is
+	// seen here (at worst reported when the rows were in fact complete).
+	var pruned int64
+	if err := s.db.QueryRowContext(ctx, `SELECT pruned_through FROM changes_meta WHERE id = 1`).Scan(&pruned); err != nil {
+		return nil, err
+	}
+	if after < pruned {
+		return nil, ErrChangesPruned
+	}
+	return out, nil
 }
 
-// ScanVL2 implements Feed.
+// ScanVL2 implements Feed. Rows stream from the database (one
+// connection, one snapshot) in no particular order; nothing is gathered
+// in memory. Take ChangeSeq before scanning, then follow the changes
+// after it.
 func (s *SQL) ScanVL2(ctx context.Context, fn func(vnetid uint32, mac ether.MAC, host string) error) error {
-	return errFeedTODO
+	rows, err := s.db.QueryContext(ctx, `SELECT vnetid, mac, host FROM vnics`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var vnet, mac int64
+		var host string
+		if err := rows.Scan(&vnet, &mac, &host); err != nil {
+			return err
+		}
+		if err := fn(uint32(vnet), intMAC(mac), host); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
 }
 
-// ScanVL3 implements Feed.
+// ScanVL3 implements Feed, as ScanVL2 does.
 func (s *SQL) ScanVL3(ctx context.Context, fn func(vnetid uint32, ip netip.Addr, mac ether.MAC) error) error {
-	return errFeedTODO
+	rows, err := s.db.QueryContext(ctx, `SELECT vnetid, ip, mac FROM ips`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var vnet, mac int64
+		var ip string
+		if err := rows.Scan(&vnet, &ip, &mac); err != nil {
+			return err
+		}
+		a, err := netip.ParseAddr(ip)
+		if err != nil {
+			return fmt.Errorf("address %q on vnetid %d: %w", ip, vnet, err)
+		}
+		if err := fn(uint32(vnet), a, intMAC(mac)); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
 }
-
-// Watch implements Feed.
-func (s *SQL) Watch(ctx context.Context) <-chan struct{} { return make(chan struct{}) }
 
 var _ Feed = (*SQL)(nil)

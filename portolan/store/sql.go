@@ -56,6 +56,11 @@ type SQL struct {
 	d  dialect
 	// The lookups are the hot path: prepared once.
 	vl2, vl3 *sql.Stmt
+
+	// What Watch needs (watch.go): the SQLite file or the PostgreSQL
+	// URL, and the watches running.
+	path, dsn string
+	w         watches
 }
 
 // Open opens a store: "sqlite:PATH" (the file is created, with its
@@ -80,7 +85,7 @@ func Open(ctx context.Context, dsn string) (*SQL, error) {
 			return nil, fmt.Errorf("store %s: %w", dsn, err)
 		}
 		db.SetMaxOpenConns(8)
-		s = &SQL{db: db, d: sqlite}
+		s = &SQL{db: db, d: sqlite, path: path}
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
 		db, err := sql.Open("pgx", dsn)
 		if err != nil {
@@ -88,7 +93,7 @@ func Open(ctx context.Context, dsn string) (*SQL, error) {
 		}
 		db.SetMaxOpenConns(32)
 		db.SetMaxIdleConns(32)
-		s = &SQL{db: db, d: postgres}
+		s = &SQL{db: db, d: postgres, dsn: dsn}
 	default:
 		return nil, fmt.Errorf("store %q: want sqlite:PATH or a postgres:// URL", dsn)
 	}
@@ -165,6 +170,19 @@ func (s *SQL) migrate(ctx context.Context) error {
 			addr TEXT NOT NULL,
 			PRIMARY KEY (host, addr))`,
 		`CREATE INDEX IF NOT EXISTS host_sources_addr ON host_sources(addr)`,
+		// The change feed (feed.go), added after host sources: stores
+		// made before it gain it empty, the follower starting at 0.
+		`CREATE TABLE IF NOT EXISTS changes (` + s.d.autoinc + `,
+			kind   INTEGER NOT NULL,
+			host   TEXT NOT NULL,
+			vnetid BIGINT NOT NULL,
+			mac    BIGINT NOT NULL,
+			ip     TEXT NOT NULL)`,
+		// One row: every change with seq <= pruned_through is deleted.
+		`CREATE TABLE IF NOT EXISTS changes_meta (
+			id             INTEGER PRIMARY KEY CHECK (id = 1),
+			pruned_through BIGINT NOT NULL)`,
+		`INSERT INTO changes_meta (id, pruned_through) VALUES (1, 0) ON CONFLICT DO NOTHING`,
 	}
 	for _, q := range stmts {
 		if _, err := s.db.ExecContext(ctx, q); err != nil {
@@ -174,8 +192,10 @@ func (s *SQL) migrate(ctx context.Context) error {
 	return nil
 }
 
-// Close implements Store.
+// Close implements Store. It stops every watch (closing their channels)
+// first.
 func (s *SQL) Close() error {
+	s.stopWatches()
 	s.vl2.Close()
 	s.vl3.Close()
 	return s.db.Close()
@@ -197,12 +217,12 @@ func intMAC(v int64) ether.MAC {
 
 // PutHost implements Store.
 func (s *SQL) PutHost(ctx context.Context, h Host) error {
-	return s.tx(ctx, func(tx *sql.Tx) error { return s.putHost(ctx, tx, h) })
+	return s.tx(ctx, func(tx *wtx) error { return s.putHost(ctx, tx, h) })
 }
 
 // SetHost implements Store.
 func (s *SQL) SetHost(ctx context.Context, h Host, sources []netip.Addr) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx *wtx) error {
 		if err := s.putHost(ctx, tx, h); err != nil {
 			return err
 		}
@@ -222,7 +242,9 @@ func (s *SQL) SetHost(ctx context.Context, h Host, sources []netip.Addr) error {
 	})
 }
 
-func (s *SQL) putHost(ctx context.Context, tx *sql.Tx, h Host) error {
+func (s *SQL) putHost(ctx context.Context, tx *wtx, h Host) error {
+	// Recorded even when nothing changes: following it is harmless.
+	tx.change(Change{Kind: ChangeHost, Host: h.ID})
 	var oldIP string
 	var oldPort int
 	err := tx.QueryRowContext(ctx, s.q(`SELECT ip, port FROM hosts WHERE id = ?`), h.ID).Scan(&oldIP, &oldPort)
@@ -264,7 +286,7 @@ func (s *SQL) putHost(ctx context.Context, tx *sql.Tx, h Host) error {
 
 // RemoveHost implements Store.
 func (s *SQL) RemoveHost(ctx context.Context, id string) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx *wtx) error {
 		var n int
 		if err := tx.QueryRowContext(ctx, s.q(`SELECT count(*) FROM vnics WHERE host = ?`), id).Scan(&n); err != nil {
 			return err
@@ -279,6 +301,7 @@ func (s *SQL) RemoveHost(ctx context.Context, id string) error {
 		if n, _ := res.RowsAffected(); n == 0 {
 			return fmt.Errorf("host %s: %w", id, ErrNotFound)
 		}
+		tx.change(Change{Kind: ChangeHost, Host: id})
 		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM host_sources WHERE host = ?`), id); err != nil {
 			return err
 		}
@@ -351,11 +374,15 @@ func (s *SQL) AddVNIC(ctx context.Context, v VNIC) error { return s.AddVNICs(ctx
 // AddVNICs adds many VNICs in one transaction: an import. Log entries go
 // to the hosts of each affected vnetid once per VNIC, as for AddVNIC.
 func (s *SQL) AddVNICs(ctx context.Context, vs []VNIC) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx *wtx) error {
 		hostsOf := map[uint32][]string{}
 		for _, v := range vs {
 			if err := s.insertVNIC(ctx, tx, v); err != nil {
 				return err
+			}
+			tx.change(Change{Kind: ChangeVNIC, VNetID: v.VNetID, MAC: v.MAC})
+			for _, ip := range v.IPs {
+				tx.change(Change{Kind: ChangeIP, VNetID: v.VNetID, IP: ip.Unmap()})
 			}
 			hosts, ok := hostsOf[v.VNetID]
 			if !ok {
@@ -378,7 +405,7 @@ func (s *SQL) AddVNICs(ctx context.Context, vs []VNIC) error {
 	})
 }
 
-func (s *SQL) insertVNIC(ctx context.Context, tx *sql.Tx, v VNIC) error {
+func (s *SQL) insertVNIC(ctx context.Context, tx *wtx, v VNIC) error {
 	var exists int
 	if err := tx.QueryRowContext(ctx, s.q(`SELECT count(*) FROM hosts WHERE id = ?`), v.Host).Scan(&exists); err != nil {
 		return err
@@ -403,7 +430,7 @@ func (s *SQL) insertVNIC(ctx context.Context, tx *sql.Tx, v VNIC) error {
 
 // MoveVNIC implements Store.
 func (s *SQL) MoveVNIC(ctx context.Context, vnetid uint32, mac ether.MAC, host string) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx *wtx) error {
 		var exists int
 		if err := tx.QueryRowContext(ctx, s.q(`SELECT count(*) FROM hosts WHERE id = ?`), host).Scan(&exists); err != nil {
 			return err
@@ -422,13 +449,14 @@ func (s *SQL) MoveVNIC(ctx context.Context, vnetid uint32, mac ether.MAC, host s
 		if n, _ := res.RowsAffected(); n == 0 {
 			return fmt.Errorf("VNIC %s on vnetid %d: %w", ether.Short(mac[:]), vnetid, ErrNotFound)
 		}
+		tx.change(Change{Kind: ChangeVNIC, VNetID: vnetid, MAC: mac})
 		return s.logChange(ctx, tx, vnetid, before, LogEntry{Type: LogVL2, VNetID: vnetid, MAC: mac})
 	})
 }
 
 // RemoveVNIC implements Store.
 func (s *SQL) RemoveVNIC(ctx context.Context, vnetid uint32, mac ether.MAC) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx *wtx) error {
 		before, err := s.hostsOn(ctx, tx, vnetid)
 		if err != nil {
 			return err
@@ -445,8 +473,10 @@ func (s *SQL) RemoveVNIC(ctx context.Context, vnetid uint32, mac ether.MAC) erro
 		if err != nil {
 			return err
 		}
+		tx.change(Change{Kind: ChangeVNIC, VNetID: vnetid, MAC: mac})
 		for _, ip := range ips {
 			entries = append(entries, LogEntry{Type: LogVL3, VNetID: vnetid, IP: ip, VLAN: uint16(vlan)})
+			tx.change(Change{Kind: ChangeIP, VNetID: vnetid, IP: ip})
 		}
 		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM ips WHERE vnetid = ? AND mac = ?`), int64(vnetid), macInt(mac)); err != nil {
 			return err
@@ -591,7 +621,8 @@ func (s *SQL) RemoveLog(ctx context.Context, ids [][16]byte) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	// Removing entries names no change for the feed: no advisory lock.
+	return s.run(ctx, false, func(tx *wtx) error {
 		for _, id := range ids {
 			if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM log WHERE id = ?`), hex.EncodeToString(id[:])); err != nil {
 				return err
@@ -640,7 +671,7 @@ func (s *SQL) LogOwners(ctx context.Context, ids [][16]byte) ([]string, error) {
 
 // hostsOn returns the hosts holding a VNIC on vnetid: those that may
 // cache answers about it.
-func (s *SQL) hostsOn(ctx context.Context, tx *sql.Tx, vnetid uint32) ([]string, error) {
+func (s *SQL) hostsOn(ctx context.Context, tx *wtx, vnetid uint32) ([]string, error) {
 	rows, err := tx.QueryContext(ctx, s.q(`SELECT DISTINCT host FROM vnics WHERE vnetid = ?`), int64(vnetid))
 	if err != nil {
 		return nil, err
@@ -659,7 +690,7 @@ func (s *SQL) hostsOn(ctx context.Context, tx *sql.Tx, vnetid uint32) ([]string,
 
 // logChange logs entries for every host on vnetid now and every host in
 // before (which may have held the changed VNIC).
-func (s *SQL) logChange(ctx context.Context, tx *sql.Tx, vnetid uint32, before []string, entries ...LogEntry) error {
+func (s *SQL) logChange(ctx context.Context, tx *wtx, vnetid uint32, before []string, entries ...LogEntry) error {
 	after, err := s.hostsOn(ctx, tx, vnetid)
 	if err != nil {
 		return err
@@ -675,8 +706,18 @@ func (s *SQL) logChange(ctx context.Context, tx *sql.Tx, vnetid uint32, before [
 	return s.appendLog(ctx, tx, hosts, entries...)
 }
 
-func (s *SQL) appendLog(ctx context.Context, tx *sql.Tx, hosts []string, entries ...LogEntry) error {
+func (s *SQL) appendLog(ctx context.Context, tx *wtx, hosts []string, entries ...LogEntry) error {
+	if len(entries) == 0 {
+		return nil
+	}
 	for _, h := range hosts {
+		if !tx.logged[h] {
+			if tx.logged == nil {
+				tx.logged = map[string]bool{}
+			}
+			tx.logged[h] = true
+			tx.change(Change{Kind: ChangeLog, Host: h})
+		}
 		for _, e := range entries {
 			var id [16]byte
 			rand.Read(id[:])
@@ -695,17 +736,56 @@ func (s *SQL) appendLog(ctx context.Context, tx *sql.Tx, hosts []string, entries
 	return nil
 }
 
-// tx runs fn in a transaction.
-func (s *SQL) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+// wtx is a writing transaction and the change records it makes, written
+// just before it commits.
+type wtx struct {
+	*sql.Tx
+	changes []Change
+	logged  map[string]bool // hosts with a ChangeLog among changes
+}
+
+func (w *wtx) change(c Change) { w.changes = append(w.changes, c) }
+
+// tx runs fn in a writing transaction that records changes for the feed
+// (see feed.go). On PostgreSQL it first takes the feed's advisory lock,
+// so that change sequence numbers commit in order.
+func (s *SQL) tx(ctx context.Context, fn func(*wtx) error) error {
+	return s.run(ctx, true, fn)
+}
+
+func (s *SQL) run(ctx context.Context, feed bool, fn func(*wtx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
-	if err := fn(tx); err != nil {
+	w := &wtx{Tx: tx}
+	if feed && s.d.name == postgres.name {
+		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, feedLock); err != nil {
+			tx.Rollback()
+			return err
+		}
+	}
+	if err := fn(w); err != nil {
 		tx.Rollback()
 		return err
 	}
-	return tx.Commit()
+	if len(w.changes) > 0 {
+		if !feed {
+			tx.Rollback()
+			return errors.New("store: changes recorded outside a feed transaction")
+		}
+		if err := s.writeChanges(ctx, w); err != nil {
+			tx.Rollback()
+			return err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	if len(w.changes) > 0 {
+		s.signalLocal()
+	}
+	return nil
 }
 
 // uniqueErr turns a unique-constraint violation into ErrExists with a
@@ -724,10 +804,14 @@ func uniqueErr(err error, what string) error {
 // Import adds many VNICs without logging changes: for loading a store
 // (nobody can have cached answers about VNICs that did not exist), not
 // for changing a live one. Rows go in multi-row statements, in one
-// transaction.
+// transaction, which records a single ChangeReload for the feed.
 func (s *SQL) Import(ctx context.Context, vs []VNIC) error {
 	const rows = 500
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	if len(vs) == 0 {
+		return nil
+	}
+	return s.tx(ctx, func(tx *wtx) error {
+		tx.change(Change{Kind: ChangeReload})
 		for start := 0; start < len(vs); start += rows {
 			chunk := vs[start:min(start+rows, len(vs))]
 			var b strings.Builder
