@@ -67,24 +67,20 @@ func (ix *Index) snap() *snap {
 	ix.mu.RLock()
 	st := ix.st
 	s := &snap{seq: ix.seq, names: make([]string, len(st.hosts)),
-		vl2: make([]vl2Ent, 0, len(st.vl2)), vl4: make([]vl4Ent, 0, len(st.vl4)), vl6: make([]vl6Ent, 0, len(st.vl6))}
+		vl2: make([]vl2Ent, 0, st.vl2.len()), vl4: make([]vl4Ent, 0, st.vl4.len()), vl6: make([]vl6Ent, 0, st.vl6.len())}
 	for i, sl := range st.hosts {
 		s.names[i] = sl.h.ID
 		if sl.alive {
 			s.hosts = append(s.hosts, snapHost{sl.h, sl.sources})
 		}
 	}
-	for k, h := range st.vl2 {
-		if st.hosts[h].alive {
-			s.vl2 = append(s.vl2, vl2Ent{k, h})
+	st.vl2.all(func(k vl2K, r hostRef) {
+		if st.hosts[r.idx()].alive {
+			s.vl2 = append(s.vl2, vl2Ent{k.key(), r.idx()})
 		}
-	}
-	for k, m := range st.vl4 {
-		s.vl4 = append(s.vl4, vl4Ent{k, m})
-	}
-	for k, m := range st.vl6 {
-		s.vl6 = append(s.vl6, vl6Ent{k, m})
-	}
+	})
+	st.vl4.all(func(k vl4K, m ether.MAC) { s.vl4 = append(s.vl4, vl4Ent{k.key(), m}) })
+	st.vl6.all(func(k vl6K, m ether.MAC) { s.vl6 = append(s.vl6, vl6Ent{k.key(), m}) })
 	ix.mu.RUnlock()
 	slices.SortFunc(s.hosts, func(a, b snapHost) int { return cmp.Compare(a.h.ID, b.h.ID) })
 	slices.SortFunc(s.vl2, func(a, b vl2Ent) int { return cmpVL2(a.k, b.k) })
@@ -283,7 +279,7 @@ func ReadDump(r io.Reader) (*Index, error) {
 		if !ok {
 			return nil, fmt.Errorf("dump line %d: host %s is not in the dump", v.n, quoteID(v.host))
 		}
-		st.vl2[v.k] = i
+		st.vl2.set(pk2(v.k), ref(i))
 	}
 	return &Index{log: slog.New(slog.DiscardHandler), st: st, seq: seq}, nil
 }

@@ -118,7 +118,7 @@ func hasReload(cs []store.Change) bool {
 // waiter (the reload may stand for log changes not seen).
 func (ix *Index) reload(ctx context.Context) error {
 	ix.mu.RLock()
-	n2, n4, n6 := len(ix.st.vl2), len(ix.st.vl4), len(ix.st.vl6)
+	n2, n4, n6 := ix.st.vl2.len(), ix.st.vl4.len(), ix.st.vl6.len()
 	ix.mu.RUnlock()
 	st, seq, err := ix.load(ctx, n2, n4, n6)
 	if err != nil {
@@ -132,7 +132,7 @@ func (ix *Index) reload(ctx context.Context) error {
 	ix.statMu.Lock()
 	ix.reloads++
 	ix.statMu.Unlock()
-	ix.log.Info("index: reloaded the store", "seq", seq, "hosts", len(st.byIP), "vl2", len(st.vl2), "vl3", len(st.vl4)+len(st.vl6))
+	ix.log.Info("index: reloaded the store", "seq", seq, "hosts", len(st.byIP), "vl2", st.vl2.len(), "vl3", st.vl4.len()+st.vl6.len())
 	return nil
 }
 
@@ -212,21 +212,21 @@ func (ix *Index) setVL2(k vl2Key, h store.Host, ok, force bool) bool {
 	defer ix.mu.Unlock()
 	st := ix.st
 	if !ok {
-		delete(st.vl2, k)
+		st.vl2.delete(pk2(k))
 		return true
 	}
 	i, known := st.byID[h.ID]
 	if known && st.hosts[i].alive && st.hosts[i].h == h {
-		st.vl2[k] = i
+		st.vl2.set(pk2(k), ref(i))
 		return true
 	}
 	if !force {
 		return false
 	}
 	if known {
-		st.vl2[k] = i
+		st.vl2.set(pk2(k), ref(i))
 	} else {
-		delete(st.vl2, k)
+		st.vl2.delete(pk2(k))
 	}
 	return true
 }
