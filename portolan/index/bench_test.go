@@ -173,6 +173,7 @@ func BenchmarkVL3(b *testing.B) {
 func BenchmarkVL2Parallel(b *testing.B) {
 	ix, g := benchIndex(b)
 	b.ReportAllocs()
+	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0
 		for pb.Next() {
@@ -196,4 +197,56 @@ func BenchmarkVL2Batch64(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkGoMapVL2 is BenchmarkVL2 over a Go map, for comparison.
+func BenchmarkGoMapVL2(b *testing.B) {
+	g := newGenFeed(1_000_000)
+	m := map[vl2Key]uint32{}
+	g.ScanVL2(context.Background(), func(vnet uint32, mac ether.MAC, host string) error {
+		m[vl2Key{vnet, mac}] = 1
+		return nil
+	})
+	i := 0
+	for b.Loop() {
+		vnet, mac, _ := g.vnic(i * 7919 % g.n)
+		if _, ok := m[vl2Key{vnet, mac}]; !ok {
+			b.Fatal("not found")
+		}
+		i++
+	}
+}
+
+// BenchmarkSmall looks up in a small index (all in cache): the CPU cost
+// of a lookup, without the cache misses of a million random keys.
+func BenchmarkSmall(b *testing.B) {
+	g := newGenFeed(1000)
+	ix, err := Load(context.Background(), g, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("VL2", func(b *testing.B) {
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			vnet, mac, _ := g.vnic(i % g.n)
+			ix.VL2(vnet, mac)
+			i++
+		}
+	})
+	b.Run("VL3", func(b *testing.B) {
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			vnet, _, a := g.vnic(i % g.n)
+			ix.VL3(vnet, a)
+			i++
+		}
+	})
+	b.Run("HostsFrom", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			ix.HostsFrom(g.hosts[7].IP)
+		}
+	})
 }
