@@ -8,18 +8,28 @@ import (
 	"overlaynet/ether"
 )
 
-// table is an open-addressing hash table (linear probing, deletion by
-// backward shift, so no tombstones) over one flat slice of pointer-free
-// slots. It exists because a Go map holds its slots in tables of up to
+// table is a hash table of pointer-free slots: 256 segments, chosen by
+// the top byte of the hash, each an open-addressing table (linear
+// probing, deletion by backward shift, so no tombstones) over one flat
+// slice. It exists because a Go map holds its slots in tables of up to
 // 1024 that split in two when full, so that a million entries may sit at
-// under half load: this one is kept between maxLoad and fitLoad full and
-// its capacity need not be a power of two, which halves the memory of the
-// index. It is not safe for concurrent writes; readers need the writer
-// excluded (the Index's lock).
+// under half load: a segment is kept between maxLoad/growBy and maxLoad
+// full (and set to fitLoad after a bulk load), its capacity need not be a
+// power of two, and it grows alone, so growing needs memory for one
+// segment twice, not the whole table. That halves the index's memory. It
+// is not safe for concurrent writes; readers need the writer excluded
+// (the Index's lock).
 type table[K hashKey, V any] struct {
+	segs [nsegs]segment[K, V]
+	n    int
+	seed uint64
+}
+
+const nsegs = 256
+
+type segment[K, V any] struct {
 	slots []slot[K, V]
 	n     int
-	seed  uint64
 }
 
 type hashKey interface {
@@ -33,13 +43,13 @@ type slot[K, V any] struct {
 	used bool
 }
 
-// Loads: grow past maxLoad (by growBy), and fit sets a table maxLoad's
-// neighbourhood after a bulk load.
+// Loads: a segment grows past maxLoad (by growBy), and fit sets a table
+// fitLoad full after a bulk load.
 const (
 	maxLoad = 0.85
 	fitLoad = 0.80
 	growBy  = 1.5
-	minCap  = 16
+	minCap  = 8
 )
 
 func newSeed() uint64 {
@@ -50,28 +60,43 @@ func newSeed() uint64 {
 
 func newTable[K hashKey, V any](hint int) *table[K, V] {
 	t := &table[K, V]{seed: newSeed()}
-	if hint > 0 {
-		t.slots = make([]slot[K, V], max(minCap, int(float64(hint)/fitLoad)+1))
+	if hint > nsegs {
+		c := capFor(hint / nsegs)
+		for i := range t.segs {
+			t.segs[i].slots = make([]slot[K, V], c)
+		}
 	}
 	return t
 }
 
-// home is where k's probe sequence starts: the hash scaled to the
-// capacity (no power of two needed).
-func (t *table[K, V]) home(k K) int {
-	hi, _ := bits.Mul64(k.hash(t.seed), uint64(len(t.slots)))
+// capFor is the capacity that holds n entries fitLoad full.
+func capFor(n int) int { return max(minCap, int(float64(n)/fitLoad)+1) }
+
+// find returns k's segment and where its probe sequence starts: the
+// hash's low 56 bits scaled to the segment's capacity (no power of two
+// needed).
+func (t *table[K, V]) find(k K) (*segment[K, V], int) {
+	h := k.hash(t.seed)
+	sg := &t.segs[h>>56]
+	hi, _ := bits.Mul64(h<<8, uint64(len(sg.slots)))
+	return sg, int(hi)
+}
+
+func (t *table[K, V]) home(sg *segment[K, V], k K) int {
+	hi, _ := bits.Mul64(k.hash(t.seed)<<8, uint64(len(sg.slots)))
 	return int(hi)
 }
 
 func (t *table[K, V]) len() int { return t.n }
 
 func (t *table[K, V]) get(k K) (V, bool) {
-	if len(t.slots) == 0 {
+	sg, i := t.find(k)
+	if len(sg.slots) == 0 {
 		var zero V
 		return zero, false
 	}
-	for i := t.home(k); ; {
-		s := &t.slots[i]
+	for {
+		s := &sg.slots[i]
 		if !s.used {
 			var zero V
 			return zero, false
@@ -79,47 +104,55 @@ func (t *table[K, V]) get(k K) (V, bool) {
 		if s.k == k {
 			return s.v, true
 		}
-		if i++; i == len(t.slots) {
+		if i++; i == len(sg.slots) {
 			i = 0
 		}
 	}
 }
 
 func (t *table[K, V]) set(k K, v V) {
-	if float64(t.n+1) > maxLoad*float64(len(t.slots)) {
-		t.resize(max(minCap, int(float64(len(t.slots))*growBy)+1))
+	sg, _ := t.find(k)
+	if float64(sg.n+1) > maxLoad*float64(len(sg.slots)) {
+		t.resize(sg, max(minCap, int(float64(len(sg.slots))*growBy)+1))
 	}
-	for i := t.home(k); ; {
-		s := &t.slots[i]
+	if t.put(sg, k, v) {
+		t.n++
+	}
+}
+
+// put sets k in sg, which has room, and reports whether it is new.
+func (t *table[K, V]) put(sg *segment[K, V], k K, v V) bool {
+	for i := t.home(sg, k); ; {
+		s := &sg.slots[i]
 		if !s.used {
 			*s = slot[K, V]{k, v, true}
-			t.n++
-			return
+			sg.n++
+			return true
 		}
 		if s.k == k {
 			s.v = v
-			return
+			return false
 		}
-		if i++; i == len(t.slots) {
+		if i++; i == len(sg.slots) {
 			i = 0
 		}
 	}
 }
 
 func (t *table[K, V]) delete(k K) {
-	if len(t.slots) == 0 {
+	sg, i := t.find(k)
+	if len(sg.slots) == 0 {
 		return
 	}
-	i := t.home(k)
 	for {
-		s := &t.slots[i]
+		s := &sg.slots[i]
 		if !s.used {
 			return
 		}
 		if s.k == k {
 			break
 		}
-		if i++; i == len(t.slots) {
+		if i++; i == len(sg.slots) {
 			i = 0
 		}
 	}
@@ -127,48 +160,58 @@ func (t *table[K, V]) delete(k K) {
 	// entry whose home is not cyclically in (i, j].
 	j := i
 	for {
-		if j++; j == len(t.slots) {
+		if j++; j == len(sg.slots) {
 			j = 0
 		}
-		s := &t.slots[j]
+		s := &sg.slots[j]
 		if !s.used {
 			break
 		}
-		h := t.home(s.k)
+		h := t.home(sg, s.k)
 		if i <= j && i < h && h <= j || i > j && (i < h || h <= j) {
 			continue
 		}
-		t.slots[i] = *s
+		sg.slots[i] = *s
 		i = j
 	}
-	t.slots[i] = slot[K, V]{}
+	sg.slots[i] = slot[K, V]{}
+	sg.n--
 	t.n--
 }
 
 // all calls fn for every entry, in no order.
 func (t *table[K, V]) all(fn func(K, V)) {
-	for i := range t.slots {
-		if s := &t.slots[i]; s.used {
-			fn(s.k, s.v)
+	for g := range t.segs {
+		for i := range t.segs[g].slots {
+			if s := &t.segs[g].slots[i]; s.used {
+				fn(s.k, s.v)
+			}
 		}
 	}
 }
 
-func (t *table[K, V]) resize(c int) {
-	old := t.slots
-	t.slots = make([]slot[K, V], c)
-	t.n = 0
+func (t *table[K, V]) resize(sg *segment[K, V], c int) {
+	old := sg.slots
+	sg.slots = make([]slot[K, V], c)
+	sg.n = 0
 	for i := range old {
 		if s := &old[i]; s.used {
-			t.set(s.k, s.v)
+			t.put(sg, s.k, s.v)
 		}
 	}
 }
 
-// fit brings the load to fitLoad after a bulk load that left it lower.
+// fit sets every segment fitLoad full (after a bulk load that left them
+// emptier), or frees it when empty.
 func (t *table[K, V]) fit() {
-	if c := max(minCap, int(float64(t.n)/fitLoad)+1); c < len(t.slots) {
-		t.resize(c)
+	for g := range t.segs {
+		sg := &t.segs[g]
+		switch c := capFor(sg.n); {
+		case sg.n == 0:
+			sg.slots = nil
+		case c < len(sg.slots):
+			t.resize(sg, c)
+		}
 	}
 }
 
