@@ -22,6 +22,7 @@ import (
 	"overlaynet/ether"
 	"overlaynet/ofmt"
 	"overlaynet/portolan"
+	"overlaynet/portolan/index"
 	"overlaynet/portolan/store"
 	"overlaynet/prop"
 	"overlaynet/svp"
@@ -66,7 +67,7 @@ Exit status: 0 on success, 1 when a request fails, 2 on a usage error.`,
 		return store.Open(ctx, dsn)
 	}
 	root.AddCommand(serveCmd(open, stderr), addHostCmd(open), removeHostCmd(open), showHostsCmd(open, stdout, stderr),
-		addVNICCmd(open), removeVNICCmd(open), moveVNICCmd(open), showVNICsCmd(open, stdout, stderr))
+		addVNICCmd(open), removeVNICCmd(open), moveVNICCmd(open), showVNICsCmd(open, stdout, stderr), checkCmd(open, stdout))
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
@@ -411,6 +412,75 @@ func showVNICsCmd(open opener, stdout, stderr io.Writer) *cobra.Command {
 	c.Flags().BoolVarP(&parsable, "parsable", "p", false, "machine-parsable output (needs -o)")
 	c.Flags().StringVarP(&output, "output", "o", "", "fields to print, comma-separated, or all")
 	return c
+}
+
+func checkCmd(open opener, stdout io.Writer) *cobra.Command {
+	var dump string
+	c := &cobra.Command{
+		Use:   "check [--dump FILE] [--store DSN]",
+		Short: "compare the in-memory index with the store",
+		Long: `Load an in-memory index of the store the way the server does (the latest
+change's sequence number, then everything, then the changes since) and
+compare it with a fresh read of the store. Every difference is printed, one
+a line: a host, VL2 mapping (vnetid and MAC to host) or VL3 mapping (vnetid
+and address to MAC) missing from the index, one the store does not have, or
+one they hold differently. The exit status is 1 if there is any; otherwise
+one line gives the counts.
+
+With --dump FILE ("-" for standard input), the index compared is the one
+dumped in FILE (by a running server, say) instead: differences about what
+changed in the store after the dump's sequence number are left out.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var ix *index.Index
+			if dump != "" {
+				r := io.Reader(os.Stdin)
+				if dump != "-" {
+					f, err := os.Open(dump)
+					if err != nil {
+						return err
+					}
+					defer f.Close()
+					r = f
+				}
+				var err error
+				if ix, err = index.ReadDump(r); err != nil {
+					return fmt.Errorf("--dump %s: %w", dump, err)
+				}
+			}
+			return withStore(open, func(ctx context.Context, s *store.SQL) error {
+				if ix == nil {
+					var err error
+					if ix, err = index.Load(ctx, s, nil); err != nil {
+						return err
+					}
+				}
+				diffs, err := index.Check(ctx, ix, s)
+				if err != nil {
+					return err
+				}
+				for _, d := range diffs {
+					fmt.Fprintln(stdout, d)
+				}
+				if n := len(diffs); n > 0 {
+					return fmt.Errorf("%d difference%s between the index (seq %d) and the store", n, plural(n), ix.Seq())
+				}
+				st := ix.Status()
+				fmt.Fprintf(stdout, "index matches the store at seq %d: %d host%s, %d VL2 mapping%s, %d VL3 mapping%s\n",
+					st.Seq, st.Hosts, plural(st.Hosts), st.VL2, plural(st.VL2), st.VL3, plural(st.VL3))
+				return nil
+			})
+		},
+	}
+	c.Flags().StringVar(&dump, "dump", "", "compare the index dumped in this file (- for standard input)")
+	return c
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
 }
 
 // noArgs rejects operands. (cobra.NoArgs calls an operand an "unknown
