@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"overlaynet/bench"
@@ -13,12 +14,22 @@ import (
 )
 
 func main() {
+	bench.CeilingMain() // the svp benchmark's ceiling server runs as this program
 	dur := flag.Duration("time", 5*time.Second, "throughput: duration of each iperf3 run")
 	rounds := flag.Int("rounds", 3, "throughput: rounds over all paths; the medians are printed")
 	macs := flag.Int("macs", 10000, "storm: unknown MACs to send frames to")
 	rate := flag.Int("rate", 20000, "storm: frames per second")
 	moves := flag.Int("moves", 20, "migrate: VNIC moves to time")
 	mappings := flag.Int("mappings", 1000000, "svp: VL2 mappings in the store")
+	duration := flag.Duration("duration", 0, "svp: duration of each row (default 5s); scale: of each configuration's window (default 20s)")
+	unpipelined := flag.Int("unpipelined", 1000, "svp: connections of the unpipelined row (one request in flight each; 0: no such row)")
+	stores := flag.String("stores", "sqlite,postgres", "svp: stores to run portolan on, comma-separated")
+	hosts := flag.Int("hosts", 10000, "scale: simulated hosts (one TCP connection each)")
+	lookupRate := flag.Int("lookup-rate", 50000, "scale: lookups per second, over all simulated hosts")
+	changes := flag.Int("changes", 5, "scale: changes timed from the store to every host's log, per configuration")
+	serveArgs := flag.String("portolan-args", "", "svp, scale: more arguments for portolan serve (space-separated, e.g. \"--log-hold 3s\")")
+	_, _, _ = hosts, lookupRate, changes
+	quick := flag.Bool("quick", false, "svp, scale: a small run of seconds (smoke test): 10,000 mappings, 100 unpipelined connections, 200 hosts, 1s rows")
 	restarts := flag.Int("restarts", 10, "restart: kill -9 and restart rounds")
 	missMACs := flag.Int("miss-macs", 1000, "kernel-miss: distinct MACs")
 	flag.Usage = func() {
@@ -66,7 +77,7 @@ Needs root, iperf3 and ping.
 		mode = "throughput"
 	}
 	switch mode {
-	case "throughput", "storm", "migrate", "svp", "restart", "kernel-miss":
+	case "throughput", "storm", "migrate", "svp", "scale", "restart", "kernel-miss":
 	default:
 		flag.Usage()
 		os.Exit(2)
@@ -109,10 +120,17 @@ Needs root, iperf3 and ping.
 				bench.PrintRestart(os.Stdout, r)
 			}
 		case "svp":
-			var rs []bench.SVPResult
-			o := bench.SVPOptions{Mappings: *mappings, Conns: []int{1, 4, 64}, Depth: 32, Duration: *dur, Bin: bin, Log: os.Stderr}
-			if rs, err = bench.SVP(o); err == nil {
-				bench.PrintSVP(os.Stdout, *mappings, rs)
+			o := bench.SVPOptions{Mappings: *mappings, Pipelined: []int{1, 4, 64}, Depth: 32, Unpipelined: *unpipelined,
+				Duration: *duration, Stores: strings.Split(*stores, ","), ServeArgs: strings.Fields(*serveArgs), Bin: bin, Log: os.Stderr}
+			if o.Duration == 0 {
+				o.Duration = 5 * time.Second
+			}
+			if *quick {
+				o.Mappings, o.Unpipelined, o.Duration = 10000, 100, time.Second
+			}
+			var rep bench.SVPReport
+			if rep, err = bench.SVP(o); err == nil {
+				bench.PrintSVP(os.Stdout, rep)
 			}
 		}
 	}
