@@ -238,7 +238,7 @@ func runSVPServer(o SVPOptions, split *cpuSplit, name string, mk func(addr strin
 		return srv, nil, err
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	if srv.Start, err = firstLookup(addr, t0, o.Mappings); err != nil {
+	if srv.Start, err = firstLookup(addr, t0, svp.VL2Req{MAC: benchMAC(o.Mappings - 1), VNetID: 1}); err != nil {
 		return srv, nil, err
 	}
 	fmt.Fprintf(o.Log, "%s: first lookup answered %v after exec\n", name, srv.Start.Round(time.Millisecond))
@@ -262,10 +262,10 @@ func runSVPServer(o SVPOptions, split *cpuSplit, name string, mk func(addr strin
 	return srv, rows, nil
 }
 
-// firstLookup dials addr until it answers a VL2 lookup of a loaded
-// mapping with OK, and returns the time since t0.
-func firstLookup(addr string, t0 time.Time, mappings int) (time.Duration, error) {
-	req := svp.VL2Req{MAC: benchMAC(mappings - 1), VNetID: 1}.AppendFrame(nil, 1)
+// firstLookup dials addr until it answers lookup (of a loaded mapping)
+// with OK, and returns the time since t0.
+func firstLookup(addr string, t0 time.Time, lookup svp.VL2Req) (time.Duration, error) {
+	req := lookup.AppendFrame(nil, 1)
 	var last error
 	for time.Since(t0) < 2*time.Minute {
 		nc, err := net.DialTimeout("tcp", addr, time.Second)
