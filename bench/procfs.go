@@ -120,6 +120,14 @@ func splitCPUs() *cpuSplit {
 	return s
 }
 
+// clientCPUs is how many CPUs the load generator has.
+func (s *cpuSplit) clientCPUs() int {
+	if s.pinned {
+		return s.client.Count()
+	}
+	return runtime.NumCPU()
+}
+
 func cpuList(cs []int) string {
 	var b []string
 	for _, c := range cs {

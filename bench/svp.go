@@ -75,6 +75,7 @@ type SVPReport struct {
 	Mappings   int
 	Duration   time.Duration
 	Constraint string // how the server and the load generator shared the CPUs
+	ClientCPUs int    // CPUs the load generator had
 	Servers    []SVPServer
 	Rows       []SVPResult
 }
@@ -142,6 +143,7 @@ func SVP(o SVPOptions) (SVPReport, error) {
 	split := splitCPUs()
 	defer split.restore()
 	rep.Constraint = split.note
+	rep.ClientCPUs = split.clientCPUs()
 	fmt.Fprintln(o.Log, "svp:", split.note)
 
 	self, err := os.Executable()
@@ -448,11 +450,20 @@ func PrintSVP(w io.Writer, rep SVPReport) {
 	fmt.Fprintf(w, "CPU: %s\n", rep.Constraint)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SERVER\tCONNS\tIN FLIGHT\tLOOKUPS/S\tVS CEILING\tP50\tP99\tERRORS\tSERVER CPU\tBENCH CPU\tSERVER RSS")
+	clientBound := false
 	for _, r := range rep.Rows {
-		fmt.Fprintf(tw, "%s\t%d\t%d/conn\t%.0f\t%.2f\t%v\t%v\t%d\t%.0f%%\t%.0f%%\t%.1f MiB\n", r.Server, r.Conns, r.Depth, r.PerSecond, r.Ratio,
-			roundLat(r.P50), roundLat(r.P99), r.Errors, 100*r.ServerCPU, 100*r.ClientCPU, float64(r.ServerRSS)/(1<<20))
+		mark := ""
+		if r.ClientCPU >= 0.9*float64(rep.ClientCPUs) {
+			mark, clientBound = " *", true
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d/conn\t%.0f\t%.2f\t%v\t%v\t%d\t%.0f%%\t%.0f%%%s\t%.1f MiB\n", r.Server, r.Conns, r.Depth, r.PerSecond, r.Ratio,
+			roundLat(r.P50), roundLat(r.P99), r.Errors, 100*r.ServerCPU, 100*r.ClientCPU, mark, float64(r.ServerRSS)/(1<<20))
 	}
 	tw.Flush()
+	fmt.Fprintln(w, "SERVER CPU, BENCH CPU: utime+stime over the row's wall time, 100% = one core")
+	if clientBound {
+		fmt.Fprintf(w, "* the load generator used 90%% or more of its %d CPU(s): that row may be limited by the client, not the server\n", rep.ClientCPUs)
+	}
 	for _, r := range rep.Rows {
 		if r.FirstErr != "" {
 			fmt.Fprintf(w, "error: %s, %d conns x %d: %s\n", r.Server, r.Conns, r.Depth, r.FirstErr)
