@@ -104,6 +104,7 @@ func SVP(o SVPOptions) (SVPReport, error) {
 	if len(o.Stores) == 0 {
 		o.Stores = []string{"sqlite", "postgres"}
 	}
+	o.Log = &lockedWriter{w: o.Log} // the servers' stderr goes there too
 	dir, err := os.MkdirTemp("", "svpbench-")
 	if err != nil {
 		return rep, err
@@ -300,6 +301,19 @@ func firstLookup(addr string, t0 time.Time, lookup svp.VL2Req) (time.Duration, e
 		time.Sleep(2 * time.Millisecond)
 	}
 	return 0, fmt.Errorf("no lookup answered within 2 minutes of exec: %v", last)
+}
+
+// lockedWriter serialises writes: progress lines and the servers'
+// stderr (copied by os/exec's goroutines) share one writer.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
 }
 
 var epoch = time.Now()
@@ -504,6 +518,8 @@ func PrintSVP(w io.Writer, rep SVPReport) {
 
 func roundLat(d time.Duration) time.Duration {
 	switch {
+	case d >= time.Second:
+		return d.Round(10 * time.Millisecond)
 	case d >= 10*time.Millisecond:
 		return d.Round(100 * time.Microsecond)
 	case d >= 10*time.Microsecond:
