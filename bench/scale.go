@@ -780,8 +780,11 @@ func PrintScale(w io.Writer, o ScaleOptions, rs []ScaleResult) {
 			rsss = append(rsss, mib(r.ServerRSS[i]))
 		}
 		holds := "no"
-		if r.Holds {
+		switch {
+		case r.Holds:
 			holds = "yes"
+		case r.LogHeld+r.LogQuick == 0:
+			holds = "?" // no empty LOG_ACK came back in the window
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%d\t%d\t%.0f\t%v\t%v\t%v\t%d\t%s\t%s\t%.0f%%\t%.0f\t%v\t%s\t%d\n", r.Config, r.Servers, r.Store, r.Hosts,
 			r.Hosts-r.ConnectFailed, r.ConnectErrors, r.ListenDrops, r.LookupRate, roundLat(r.LookupP50), roundLat(r.LookupP99), roundLat(r.LookupMax),
@@ -789,7 +792,7 @@ func PrintScale(w io.Writer, o ScaleOptions, rs []ScaleResult) {
 			float64(r.LogReqs)/r.Window.Seconds(), roundLat(r.EmptyP50), holds, r.ConnErrors)
 	}
 	tw.Flush()
-	fmt.Fprintln(w, "LOOKUPS/S: answered OK in the window. HOLDS: judged by timing as a plugin would (empty LOG_ACKs take >= 0.5 s while lookups p50 < 50 ms); an empty LOG_ACK sooner than 0.5 s is followed by the next LOG_REQ 0.5 s later, a slower one at once. SERVER CPU: utime+stime over the window, 100% = one core")
+	fmt.Fprintln(w, "LOOKUPS/S: answered OK in the window. HOLDS: judged by timing as a plugin would (empty LOG_ACKs take >= 0.5 s while lookups p50 < 50 ms; ? when no empty LOG_ACK came back in the window); an empty LOG_ACK sooner than 0.5 s is followed by the next LOG_REQ 0.5 s later, a slower one at once. SERVER CPU: utime+stime over the window, 100% = one core")
 	fmt.Fprintln(w, "change propagation: from the start of the store write (MoveVNIC of a VNIC on the shared vnetid) to each host's LOG_ACK carrying its entry")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "CONFIG\tCHANGE\tHOSTS OF\tWRITE\tREACHED\tP50\tP99\tMAX")

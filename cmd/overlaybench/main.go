@@ -85,7 +85,8 @@ kernel-miss measures, on the kernel data path with the files plugin, the
 time from the vxlan driver's L2 miss to the forwarding entry installed,
 over -miss-macs distinct MACs (p50, p99).
 
-Needs root, iperf3 and ping.
+The data-path modes need root, iperf3 and ping; svp and scale need
+neither, only PostgreSQL's server binaries for their PostgreSQL parts.
 
 `)
 		flag.PrintDefaults()
