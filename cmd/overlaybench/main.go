@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"overlaynet/bench"
@@ -13,16 +14,26 @@ import (
 )
 
 func main() {
+	bench.CeilingMain() // the svp benchmark's ceiling server runs as this program
 	dur := flag.Duration("time", 5*time.Second, "throughput: duration of each iperf3 run")
 	rounds := flag.Int("rounds", 3, "throughput: rounds over all paths; the medians are printed")
 	macs := flag.Int("macs", 10000, "storm: unknown MACs to send frames to")
 	rate := flag.Int("rate", 20000, "storm: frames per second")
 	moves := flag.Int("moves", 20, "migrate: VNIC moves to time")
 	mappings := flag.Int("mappings", 1000000, "svp: VL2 mappings in the store")
+	duration := flag.Duration("duration", 0, "svp: duration of each row (default 5s); scale: of each configuration's window (default 20s)")
+	unpipelined := flag.Int("unpipelined", 1000, "svp: connections of the unpipelined row (one request in flight each; 0: no such row)")
+	stores := flag.String("stores", "sqlite,postgres", "svp: stores to run portolan on, comma-separated")
+	hosts := flag.Int("hosts", 10000, "scale: simulated hosts (one TCP connection each)")
+	lookupRate := flag.Int("lookup-rate", 50000, "scale: lookups per second, over all simulated hosts")
+	changes := flag.Int("changes", 5, "scale: changes timed from the store to every host's log, per configuration")
+	serveArgs := flag.String("portolan-args", "", "svp, scale: more arguments for portolan serve (space-separated, e.g. \"--log-hold 3s\")")
+	configs := flag.String("configs", "sqlite,postgres2", "scale: configurations, comma-separated: sqlite (one portolan), postgres (one), postgres2 (two on one PostgreSQL)")
+	quick := flag.Bool("quick", false, "svp, scale: a small run of seconds (smoke test): svp with 10,000 mappings, 100 unpipelined connections and 1s rows; scale with 200 hosts, 2,000 lookups/s, 2 changes and a 2s window")
 	restarts := flag.Int("restarts", 10, "restart: kill -9 and restart rounds")
 	missMACs := flag.Int("miss-macs", 1000, "kernel-miss: distinct MACs")
 	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, `usage: overlaybench [flags] [throughput | storm | migrate | svp | restart | kernel-miss]
+		fmt.Fprintf(os.Stderr, `usage: overlaybench [flags] [throughput | storm | migrate | svp | scale | restart | kernel-miss]
 
 throughput (the default) builds two hosts (network namespaces joined by
 veth) and measures, in one run: the raw underlay, the kernel vxlan driver
@@ -45,7 +56,26 @@ from the command to the traffic arriving at the new host (p50, p99).
 svp loads -mappings VL2 mappings into each store (SQLite, then a throwaway
 PostgreSQL), runs portolan over it on loopback, and reports lookups per
 second and their latency (p50, p99) with 1, 4 and 64 connections of 32
-requests in flight each, and the server's memory.
+requests in flight each and with -unpipelined connections of one request
+each. The same shapes run first against a bare in-memory server built
+into the benchmark (the ceiling: VL2 from a Go map, one write per read
+drained); every rate is also given as a ratio to the ceiling's. Each
+server runs with GOMAXPROCS=1 pinned to one CPU, the load generator in
+this process on the others. Also each server's CPU, memory, and start
+time (exec to the first answered lookup).
+
+scale connects -hosts simulated hosts (default 10,000), each a TCP
+connection from its own loopback address 127.1.x.y registered as the
+host's underlay IP, to portolan; each behaves as the plugin does (one
+LOG_REQ outstanding, LOG_RM of what it got) and all share -lookup-rate
+lookups per second. Every host has a VNIC on one vnetid, so one change
+there logs an entry for every host. It reports the lookup latency, the
+server's CPU and memory, and, over -changes VNIC moves, the time from the
+store write to every host's LOG_ACK carrying the entry; for each of
+-configs (one portolan on SQLite; two on one PostgreSQL with the hosts
+split between them).
+
+-quick makes svp and scale small enough for a smoke test.
 
 restart kills overlayd with SIGKILL while a guest pings across every 5 ms,
 starts it again, -restarts times, and reports the time from its start to
@@ -55,7 +85,8 @@ kernel-miss measures, on the kernel data path with the files plugin, the
 time from the vxlan driver's L2 miss to the forwarding entry installed,
 over -miss-macs distinct MACs (p50, p99).
 
-Needs root, iperf3 and ping.
+The data-path modes need root, iperf3 and ping; svp and scale need
+neither, only PostgreSQL's server binaries for their PostgreSQL parts.
 
 `)
 		flag.PrintDefaults()
@@ -66,7 +97,7 @@ Needs root, iperf3 and ping.
 		mode = "throughput"
 	}
 	switch mode {
-	case "throughput", "storm", "migrate", "svp", "restart", "kernel-miss":
+	case "throughput", "storm", "migrate", "svp", "scale", "restart", "kernel-miss":
 	default:
 		flag.Usage()
 		os.Exit(2)
@@ -103,16 +134,36 @@ Needs root, iperf3 and ping.
 			if r, err = bench.KernelMiss(bench.KernelMissOptions{MACs: *missMACs, Bin: bin, Log: os.Stderr}); err == nil {
 				bench.PrintKernelMiss(os.Stdout, r)
 			}
+		case "scale":
+			o := bench.ScaleOptions{Hosts: *hosts, LookupRate: *lookupRate, Duration: *duration, Changes: *changes,
+				Configs: strings.Split(*configs, ","), ServeArgs: strings.Fields(*serveArgs), Bin: bin, Log: os.Stderr}
+			if o.Duration == 0 {
+				o.Duration = 20 * time.Second
+			}
+			if *quick {
+				o.Hosts, o.LookupRate, o.Changes, o.Duration = 200, 2000, 2, 2*time.Second
+			}
+			var rs []bench.ScaleResult
+			if rs, err = bench.Scale(o); err == nil {
+				bench.PrintScale(os.Stdout, o, rs)
+			}
 		case "restart":
 			var r bench.RestartResult
 			if r, err = bench.Restart(bench.RestartOptions{Rounds: *restarts, Bin: bin, Log: os.Stderr}); err == nil {
 				bench.PrintRestart(os.Stdout, r)
 			}
 		case "svp":
-			var rs []bench.SVPResult
-			o := bench.SVPOptions{Mappings: *mappings, Conns: []int{1, 4, 64}, Depth: 32, Duration: *dur, Bin: bin, Log: os.Stderr}
-			if rs, err = bench.SVP(o); err == nil {
-				bench.PrintSVP(os.Stdout, *mappings, rs)
+			o := bench.SVPOptions{Mappings: *mappings, Pipelined: []int{1, 4, 64}, Depth: 32, Unpipelined: *unpipelined,
+				Duration: *duration, Stores: strings.Split(*stores, ","), ServeArgs: strings.Fields(*serveArgs), Bin: bin, Log: os.Stderr}
+			if o.Duration == 0 {
+				o.Duration = 5 * time.Second
+			}
+			if *quick {
+				o.Mappings, o.Unpipelined, o.Duration = 10000, 100, time.Second
+			}
+			var rep bench.SVPReport
+			if rep, err = bench.SVP(o); err == nil {
+				bench.PrintSVP(os.Stdout, rep)
 			}
 		}
 	}
