@@ -186,7 +186,7 @@ type scaleRun struct {
 	lat      sharedHist
 	emptyLat sharedHist // how long empty LOG_ACKs took
 
-	lookups, lookupErrs, skipped           atomic.Uint64
+	lookupErrs, skipped                    atomic.Uint64
 	logReqs, held, quick, entries, logErrs atomic.Uint64
 	connErrs                               atomic.Uint64
 	firstErr                               atomic.Pointer[string]

@@ -7,25 +7,21 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
+	"net/http"
 	"net/netip"
 	"os"
-	"os/signal"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"overlaynet/ether"
 	"overlaynet/ofmt"
-	"overlaynet/portolan"
 	"overlaynet/portolan/index"
 	"overlaynet/portolan/store"
 	"overlaynet/prop"
-	"overlaynet/svp"
 )
 
 // StoreEnv names the environment variable holding the default --store.
@@ -36,6 +32,12 @@ type usageError struct{ error }
 // Main runs portolan with args (without the program name) and returns the
 // exit status: 0 on success, 1 when a request fails, 2 on a usage error.
 func Main(args []string, stdout, stderr io.Writer) int {
+	return MainContext(context.Background(), args, stdout, stderr)
+}
+
+// MainContext is Main, with serve stopping when ctx ends as well as on
+// SIGINT or SIGTERM: tests run a server in-process with it.
+func MainContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var dsn string
 	root := &cobra.Command{
 		Use:   "portolan <subcommand> [--store DSN] [options]",
@@ -71,7 +73,7 @@ Exit status: 0 on success, 1 when a request fails, 2 on a usage error.`,
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	cmd, err := root.ExecuteC()
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return 0
 	}
@@ -97,70 +99,6 @@ func withStore(open opener, fn func(ctx context.Context, s *store.SQL) error) er
 	}
 	defer s.Close()
 	return fn(ctx, s)
-}
-
-func serveCmd(open opener, stderr io.Writer) *cobra.Command {
-	var listen, logFormat, logLevel string
-	var noOwnership bool
-	c := &cobra.Command{
-		Use:   "serve [--listen ADDR:PORT] [--store DSN]",
-		Short: "run the SVP server",
-		Long: `Run the SVP server in the foreground, logging to stderr. It answers many
-concurrent connections, each with many requests in flight, in any order. A
-malformed frame (bad CRC, unknown version, oversized) closes only the
-connection it came on. Lookups read the store directly, so a change made
-with the administration subcommands, or through another server sharing a
-PostgreSQL store, is answered at once. SIGINT or SIGTERM stop it.
-
-SVP has no authentication. So that no client can claim another host's
-underlay IP, a host's log is given (LOG_REQ) and its entries removed
-(LOG_RM) only over a connection from that host's underlay IP or from one
-of its --source addresses (add-host); other requests are refused with
-status FATAL, logged with the claimed IP and the source address, and
-counted. --no-ownership-check turns this off.`,
-		Args: noArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var level slog.Level
-			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
-				return usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)}
-			}
-			var h slog.Handler
-			switch logFormat {
-			case "text":
-				h = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})
-			case "json":
-				h = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})
-			default:
-				return usageError{fmt.Errorf("--log-format %q: want text or json", logFormat)}
-			}
-			log := slog.New(h)
-			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
-			st, err := open(ctx)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			ln, err := net.Listen("tcp", listen)
-			if err != nil {
-				return fmt.Errorf("--listen %s: %w", listen, err)
-			}
-			log.Info("portolan serving SVP", "listen", ln.Addr().String(), "pid", os.Getpid())
-			if noOwnership {
-				log.Warn("--no-ownership-check: any client may read and remove any host's log")
-			}
-			srv := &portolan.Server{Store: st, Log: log, NoOwnershipCheck: noOwnership}
-			err = srv.Serve(ctx, ln)
-			log.Info("portolan stopping", "requests", srv.Requests(), "refused", srv.Refused())
-			return err
-		},
-	}
-	c.Flags().StringVar(&listen, "listen", fmt.Sprintf(":%d", svp.DefaultPort), "TCP address to listen on")
-	c.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")
-	c.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	c.Flags().BoolVar(&noOwnership, "no-ownership-check", false,
-		"answer LOG_REQ and LOG_RM from any source address, trusting the underlay IP a client claims")
-	return c
 }
 
 func addHostCmd(open opener) *cobra.Command {
@@ -417,7 +355,7 @@ func showVNICsCmd(open opener, stdout, stderr io.Writer) *cobra.Command {
 func checkCmd(open opener, stdout io.Writer) *cobra.Command {
 	var dump string
 	c := &cobra.Command{
-		Use:   "check [--dump FILE] [--store DSN]",
+		Use:   "check [--dump FILE|-|URL] [--store DSN]",
 		Short: "compare the in-memory index with the store",
 		Long: `Load an in-memory index of the store the way the server does (the latest
 change's sequence number, then everything, then the changes since) and
@@ -428,22 +366,18 @@ one they hold differently. The exit status is 1 if there is any; otherwise
 one line gives the counts.
 
 With --dump FILE ("-" for standard input), the index compared is the one
-dumped in FILE (by a running server, say) instead: differences about what
-changed in the store after the dump's sequence number are left out.`,
+dumped in FILE instead; with --dump http://ADDR:PORT/index, the one a
+running server holds (see serve --admin). Differences about what changed
+in the store after the dump's sequence number are left out.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var ix *index.Index
 			if dump != "" {
-				r := io.Reader(os.Stdin)
-				if dump != "-" {
-					f, err := os.Open(dump)
-					if err != nil {
-						return err
-					}
-					defer f.Close()
-					r = f
+				r, closeDump, err := openDump(cmd.Context(), dump)
+				if err != nil {
+					return fmt.Errorf("--dump %s: %w", dump, err)
 				}
-				var err error
+				defer closeDump()
 				if ix, err = index.ReadDump(r); err != nil {
 					return fmt.Errorf("--dump %s: %w", dump, err)
 				}
@@ -472,7 +406,7 @@ changed in the store after the dump's sequence number are left out.`,
 			})
 		},
 	}
-	c.Flags().StringVar(&dump, "dump", "", "compare the index dumped in this file (- for standard input)")
+	c.Flags().StringVar(&dump, "dump", "", "compare the index dumped in this file (- for standard input) or served at this http:// URL")
 	return c
 }
 
@@ -498,5 +432,38 @@ func exactArgs(n int, what string) cobra.PositionalArgs {
 			return usageError{fmt.Errorf("want %s, got %d operands", what, len(args))}
 		}
 		return nil
+	}
+}
+
+// openDump opens an index dump: a file, standard input ("-"), or the
+// /index of a server's --admin address (an http:// or https:// URL).
+func openDump(ctx context.Context, name string) (io.Reader, func(), error) {
+	switch {
+	case name == "-":
+		return os.Stdin, func() {}, nil
+	case strings.HasPrefix(name, "http://"), strings.HasPrefix(name, "https://"):
+		ctx, cancel := context.WithTimeout(ctx, time.Minute)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, name, nil)
+		if err != nil {
+			cancel()
+			return nil, nil, err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			cancel()
+			return nil, nil, err
+		}
+		if resp.StatusCode != http.StatusOK {
+			resp.Body.Close()
+			cancel()
+			return nil, nil, fmt.Errorf("%s (is it a server's --admin address with /index?)", resp.Status)
+		}
+		return resp.Body, func() { resp.Body.Close(); cancel() }, nil
+	default:
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, nil, err
+		}
+		return f, func() { f.Close() }, nil
 	}
 }

@@ -353,6 +353,8 @@ func TestUsage(t *testing.T) {
 		{[]string{"show-vnics", "--store", dsn, "-p", "-o", "mac,bogus"}, `unknown output field "bogus"`},
 		{[]string{"serve", "--store", dsn, "--log-format", "xml"}, `--log-format "xml": want text or json`},
 		{[]string{"serve", "--store", dsn, "--log-level", "loud"}, `--log-level "loud"`},
+		{[]string{"serve", "--store", dsn, "--log-hold", "6s"}, `--log-hold 6s: want 0 (answer at once) to 5s`},
+		{[]string{"serve", "--store", dsn, "--log-hold", "-1s"}, `--log-hold -1s`},
 	} {
 		misused(t, tc.args, tc.want)
 	}
@@ -390,7 +392,7 @@ func TestStoreEnv(t *testing.T) {
 // exits 0, touching no store.
 func TestHelp(t *testing.T) {
 	t.Parallel()
-	for _, sub := range []string{"serve", "add-host", "remove-host", "show-hosts", "add-vnic", "remove-vnic", "move-vnic", "show-vnics"} {
+	for _, sub := range []string{"serve", "add-host", "remove-host", "show-hosts", "add-vnic", "remove-vnic", "move-vnic", "show-vnics", "check"} {
 		for _, flag := range []string{"--help", "-h"} {
 			code, out, errs := run(t, sub, flag, "--store", "mysql://x")
 			if code != 0 || errs != "" || !strings.Contains(out, "Usage:\n  portolan "+sub) || !strings.Contains(out, "--store") {
@@ -398,9 +400,16 @@ func TestHelp(t *testing.T) {
 			}
 		}
 	}
-	for sub, flag := range map[string]string{"serve": "--no-ownership-check", "add-host": "--source"} {
-		if _, out, _ := run(t, sub, "--help"); !strings.Contains(out, flag) {
-			t.Errorf("%s --help does not document %s:\n%s", sub, flag, out)
+	for sub, flags := range map[string][]string{
+		"serve":    {"--no-ownership-check", "--admin", "--log-hold", "/metrics", "LimitNOFILE"},
+		"add-host": {"--source"},
+		"check":    {"--dump", "http://"},
+	} {
+		_, out, _ := run(t, sub, "--help")
+		for _, flag := range flags {
+			if !strings.Contains(out, flag) {
+				t.Errorf("%s --help does not document %s:\n%s", sub, flag, out)
+			}
 		}
 	}
 	code, out, errs := run(t, "--help")

@@ -43,7 +43,12 @@ func (ix *Index) Follow(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-wake:
+		case _, ok := <-wake:
+			if !ok {
+				// The feed closed its watch (the store was closed):
+				// the tick alone paces the updates from here on.
+				wake = nil
+			}
 		case <-tick.C:
 		}
 	}
