@@ -96,6 +96,73 @@ type Server struct {
 	// into such a socket, so clients should not do it. LOG_REQs do not
 	// count when they may be held: a client keeps one outstanding.
 	closedInFlight atomic.Uint64
+
+	rm logRemover
+}
+
+// logRemover commits the LOG_RMs of many connections in one transaction
+// (group commit): after a change every host removes its entry at once,
+// and one write transaction each would make the last host wait for
+// thousands (about a millisecond each on SQLite).
+type logRemover struct {
+	mu      sync.Mutex
+	pending []*removal
+	running bool // a caller is committing batches
+}
+
+// removal is one LOG_RM's ids, waiting for the batch that commits them.
+type removal struct {
+	ids  [][16]byte
+	done chan error
+}
+
+// maxRemoveBatch bounds the ids one transaction removes, so that one
+// batch is not a long write.
+const maxRemoveBatch = 20_000
+
+// removeLog removes ids from the store's log, in a transaction shared
+// with the LOG_RMs that arrive meanwhile. The first caller to find no
+// batch running commits batches until none are pending; the others wait
+// for theirs.
+func (s *Server) removeLog(ctx context.Context, ids [][16]byte) error {
+	r := &removal{ids: ids, done: make(chan error, 1)}
+	rm := &s.rm
+	rm.mu.Lock()
+	rm.pending = append(rm.pending, r)
+	if !rm.running {
+		rm.running = true
+		for len(rm.pending) > 0 {
+			n, cut := 0, 0
+			for cut < len(rm.pending) && (cut == 0 || n+len(rm.pending[cut].ids) <= maxRemoveBatch) {
+				n += len(rm.pending[cut].ids)
+				cut++
+			}
+			batch := rm.pending[:cut:cut]
+			rm.pending = rm.pending[cut:]
+			rm.mu.Unlock()
+			all := make([][16]byte, 0, n)
+			for _, b := range batch {
+				all = append(all, b.ids...)
+			}
+			// Not the leader's context: its connection closing must not
+			// fail the others' removals.
+			bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestTimeout)
+			err := s.Store.RemoveLog(bctx, all)
+			cancel()
+			for _, b := range batch {
+				b.done <- err
+			}
+			rm.mu.Lock()
+		}
+		rm.running = false
+	}
+	rm.mu.Unlock()
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Serve accepts connections until ctx ends or ln is closed, then closes
@@ -177,6 +244,104 @@ type conn struct {
 	released chan struct{}
 	held     atomic.Int32   // LOG_REQs being held
 	tasks    sync.WaitGroup // the goroutines answering requests
+
+	// logMu guards what spares the store a query on the log path.
+	logMu sync.Mutex
+	// emptyIP is the host whose log this connection last read empty,
+	// and emptySig that host's log signal taken before the read: while
+	// the signal is the same and open, nothing was appended since (entries
+	// are only removed), so the log is still empty and a LOG_REQ for it
+	// is held without reading the store. An idle host's LOG_REQ every
+	// LogHold costs no query.
+	emptyIP  netip.Addr
+	emptySig <-chan struct{}
+	// drainIP's log held only the ids in drainLeft when drainSig was
+	// taken: once LOG_RMs have removed them all, it is known empty.
+	drainIP   netip.Addr
+	drainSig  <-chan struct{}
+	drainLeft map[[16]byte]struct{}
+	// given holds the ids of the entries this connection was given in
+	// LOG_ACKs, which passed the ownership check: a LOG_RM of those only
+	// needs no query of their owners.
+	given map[[16]byte]struct{}
+}
+
+// maxGiven bounds conn.given: past it, LOG_RMs are checked in the store.
+const maxGiven = 1 << 16
+
+// knownEmpty reports whether the log of ip is known empty: read empty on
+// this connection with sig, the host's current signal, still open.
+func (cn *conn) knownEmpty(ip netip.Addr, sig <-chan struct{}) bool {
+	cn.logMu.Lock()
+	same := cn.emptyIP == ip && cn.emptySig == sig
+	cn.logMu.Unlock()
+	if !same {
+		return false
+	}
+	select {
+	case <-sig:
+		return false
+	default:
+		return true
+	}
+}
+
+// readLog reads the log a LOG_REQ asks for. sig, when not nil, is the
+// host's log signal taken before the read: if the read holds the whole
+// log (any further entry would have fit), the log is known empty until
+// sig closes, at once when it was empty, or once the client has removed
+// what it was given.
+func (cn *conn) readLog(ctx context.Context, m svp.LogReq, sig <-chan struct{}) ([]store.LogEntry, error) {
+	limit := min(int(m.Count), maxLogBytes)
+	entries, err := cn.s.Store.Log(ctx, m.IP, limit)
+	if err != nil || sig == nil {
+		return entries, err
+	}
+	total := 0
+	for _, e := range entries {
+		total += e.Size()
+	}
+	if limit-total < svp.LogVL3Size {
+		return entries, nil // there may be more
+	}
+	cn.logMu.Lock()
+	defer cn.logMu.Unlock()
+	if len(entries) == 0 {
+		cn.emptyIP, cn.emptySig = m.IP, sig
+		return entries, nil
+	}
+	cn.drainIP, cn.drainSig = m.IP, sig
+	cn.drainLeft = make(map[[16]byte]struct{}, len(entries))
+	for _, e := range entries {
+		cn.drainLeft[e.ID] = struct{}{}
+	}
+	return entries, nil
+}
+
+// removed records that ids are gone from the store's log.
+func (cn *conn) removed(ids [][16]byte) {
+	cn.logMu.Lock()
+	defer cn.logMu.Unlock()
+	for _, id := range ids {
+		delete(cn.given, id)
+		delete(cn.drainLeft, id)
+	}
+	if cn.drainIP.IsValid() && len(cn.drainLeft) == 0 {
+		cn.emptyIP, cn.emptySig = cn.drainIP, cn.drainSig
+		cn.drainIP, cn.drainSig, cn.drainLeft = netip.Addr{}, nil, nil
+	}
+}
+
+// allGiven reports whether every id was given on this connection.
+func (cn *conn) allGiven(ids [][16]byte) bool {
+	cn.logMu.Lock()
+	defer cn.logMu.Unlock()
+	for _, id := range ids {
+		if _, ok := cn.given[id]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // serveConn answers one connection. A malformed frame, or a message a
@@ -406,10 +571,12 @@ func (cn *conn) logReq(req request, m svp.LogReq) {
 		// Before the read: an append after it closes this channel.
 		signal = s.Lookups.LogSignal(m.IP)
 	}
-	entries, err := s.Store.Log(ctx, m.IP, min(int(m.Count), maxLogBytes))
-	if err != nil || len(entries) > 0 || !hold {
-		cn.reply(cn.logAck(req.id, m, entries, err), req.counted)
-		return
+	if !hold || !cn.knownEmpty(m.IP, signal) {
+		entries, err := cn.readLog(ctx, m, signal)
+		if err != nil || len(entries) > 0 || !hold {
+			cn.reply(cn.logAck(req.id, m, entries, err), req.counted)
+			return
+		}
 	}
 	cn.held.Add(1)
 	cn.tasks.Add(1)
@@ -425,9 +592,14 @@ func (cn *conn) logReq(req request, m svp.LogReq) {
 		case <-cn.ctx.Done():
 			return
 		}
+		if cn.knownEmpty(m.IP, signal) {
+			// Nothing appended while held: empty, without a query.
+			cn.reply(cn.logAck(req.id, m, nil, nil), req.counted)
+			return
+		}
 		ctx, cancel := context.WithTimeout(cn.ctx, requestTimeout)
 		defer cancel()
-		entries, err := s.Store.Log(ctx, m.IP, min(int(m.Count), maxLogBytes))
+		entries, err := cn.readLog(ctx, m, s.Lookups.LogSignal(m.IP))
 		cn.reply(cn.logAck(req.id, m, entries, err), req.counted)
 	}()
 }
@@ -581,7 +753,11 @@ func (cn *conn) answer(r request) []byte {
 		entries, err := s.Store.Log(ctx, m.IP, min(int(m.Count), maxLogBytes))
 		return cn.logAck(r.id, m, entries, err)
 	case svp.LogRm:
-		foreign, err := s.foreignOwners(ctx, cn.src, m.IDs)
+		var foreign []string
+		var err error
+		if !cn.allGiven(m.IDs) {
+			foreign, err = s.foreignOwners(ctx, cn.src, m.IDs)
+		}
 		if err != nil {
 			log.Error("log removal failed", "err", err)
 			return svp.LogRmAck{Status: svp.StatusFatal}.AppendFrame(nil, r.id)
@@ -591,10 +767,11 @@ func (cn *conn) answer(r request) []byte {
 				"hosts", strings.Join(foreign, ","), "source", cn.src.String(), "ids", len(m.IDs), "refused_total", s.refused.Add(1))
 			return svp.LogRmAck{Status: svp.StatusFatal}.AppendFrame(nil, r.id)
 		}
-		if err := s.Store.RemoveLog(ctx, m.IDs); err != nil {
+		if err := s.removeLog(ctx, m.IDs); err != nil {
 			log.Error("log removal failed", "err", err)
 			return svp.LogRmAck{Status: svp.StatusFatal}.AppendFrame(nil, r.id)
 		}
+		cn.removed(m.IDs)
 		return svp.LogRmAck{Status: svp.StatusOK}.AppendFrame(nil, r.id)
 	case svp.BulkReq:
 		st := svp.StatusFatal // bulk transfers are not defined in version 1
@@ -633,6 +810,18 @@ func (cn *conn) logAck(id uint32, m svp.LogReq, entries []store.LogEntry, err er
 		return svp.LogAck{Status: svp.StatusFatal}.AppendFrame(nil, id)
 	}
 	ack := svp.LogAck{Status: svp.StatusOK}
+	if len(entries) > 0 {
+		cn.logMu.Lock()
+		if cn.given == nil {
+			cn.given = make(map[[16]byte]struct{})
+		}
+		for _, e := range entries {
+			if len(cn.given) < maxGiven {
+				cn.given[e.ID] = struct{}{}
+			}
+		}
+		cn.logMu.Unlock()
+	}
 	for _, e := range entries {
 		ack.Entries = append(ack.Entries, svp.LogEntry{Type: e.Type, ID: e.ID, MAC: e.MAC,
 			IP: e.IP, VLAN: e.VLAN, VNetID: e.VNetID})

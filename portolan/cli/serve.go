@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -69,8 +70,9 @@ of its --source addresses (add-host); other requests are refused with
 status FATAL, logged with the claimed IP and the source address, and
 counted. --no-ownership-check turns this off.
 
---admin serves, over HTTP on that address, /metrics (Prometheus) and
-/index (the index in the dump format, for 'portolan check --dump URL').
+--admin serves, over HTTP on that address, /metrics (Prometheus), /index
+(the index in the dump format, for 'portolan check --dump URL') and
+/debug/pprof/ (Go's profiles: go tool pprof http://ADDR/debug/pprof/profile).
 Bind it to a loopback or management address: it is not authenticated.
 
 Each host holds one connection: a server for N hosts needs N file
@@ -145,7 +147,7 @@ it warns at start when its limit is below ` + strconv.Itoa(wantConns) + ` connec
 					}
 				})
 				defer hs.Close()
-				log.Info("admin endpoint", "listen", aln.Addr().String(), "paths", "/metrics /index")
+				log.Info("admin endpoint", "listen", aln.Addr().String(), "paths", "/metrics /index /debug/pprof/")
 			}
 			err = srv.Serve(ctx, ln)
 			log.Info("portolan stopping", "requests", srv.Requests(), "refused", srv.Refused(), "seq", ix.Seq())
@@ -208,6 +210,9 @@ func adminMux(srv *portolan.Server, ix *index.Index, log *slog.Logger) *http.Ser
 	counter("index_reloads_total", "Full reloads of the index after start.", func() float64 { return float64(ix.Status().Reloads) })
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	// Profiles, for finding what limits a loaded server.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /index", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if err := ix.Dump(w); err != nil {

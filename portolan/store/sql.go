@@ -55,7 +55,7 @@ type SQL struct {
 	db *sql.DB
 	d  dialect
 	// The lookups are the hot path: prepared once.
-	vl2, vl3 *sql.Stmt
+	vl2, vl3, logq *sql.Stmt
 
 	// What Watch needs (watch.go): the SQLite file or the PostgreSQL
 	// URL, and the watches running.
@@ -119,6 +119,14 @@ func (s *SQL) prepare(ctx context.Context) error {
 		JOIN vnics v ON v.vnetid = i.vnetid AND v.mac = i.mac
 		JOIN hosts h ON h.id = v.host
 		WHERE i.vnetid = ? AND i.ip = ?`))
+	if err != nil {
+		return err
+	}
+	// One query for a host's log: a server reads it for every host after
+	// each change. A known host with an empty log gives one row of NULLs;
+	// an unknown host no row.
+	s.logq, err = s.db.PrepareContext(ctx, s.q(`SELECT l.id, l.type, l.vnetid, l.mac, l.ip, l.vlan
+		FROM hosts h LEFT JOIN log l ON l.host = h.id WHERE h.ip = ? ORDER BY l.seq LIMIT ?`))
 	return err
 }
 
@@ -198,6 +206,7 @@ func (s *SQL) Close() error {
 	s.stopWatches()
 	s.vl2.Close()
 	s.vl3.Close()
+	s.logq.Close()
 	return s.db.Close()
 }
 
@@ -578,42 +587,41 @@ func (s *SQL) VL3(ctx context.Context, vnetid uint32, addr netip.Addr) (ether.MA
 
 // Log implements Store.
 func (s *SQL) Log(ctx context.Context, hostIP netip.Addr, maxBytes int) ([]LogEntry, error) {
-	var host string
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT id FROM hosts WHERE ip = ?`), hostIP.Unmap().String()).Scan(&host)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("%s: %w", hostIP, ErrUnknownHost)
-	} else if err != nil {
-		return nil, err
-	}
-	limit := maxBytes / 32
-	if limit <= 0 {
-		return nil, nil
-	}
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT id, type, vnetid, mac, ip, vlan FROM log WHERE host = ? ORDER BY seq LIMIT ?`), host, limit)
+	limit := max(maxBytes/32, 1) // one row tells a known host from an unknown one
+	rows, err := s.logq.QueryContext(ctx, hostIP.Unmap().String(), limit)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	var out []LogEntry
-	total := 0
+	known, total := false, 0
 	for rows.Next() {
-		var e LogEntry
-		var id, ip string
-		var typ, vlan int
-		var vnet, mac int64
+		known = true
+		var id, ip sql.NullString
+		var typ, vlan, vnet, mac sql.NullInt64
 		if err := rows.Scan(&id, &typ, &vnet, &mac, &ip, &vlan); err != nil {
 			return nil, err
 		}
-		hex.Decode(e.ID[:], []byte(id))
-		e.Type, e.VNetID, e.MAC, e.VLAN = uint32(typ), uint32(vnet), intMAC(mac), uint16(vlan)
-		e.IP, _ = netip.ParseAddr(ip)
+		if !id.Valid {
+			break // the host's log is empty
+		}
+		var e LogEntry
+		hex.Decode(e.ID[:], []byte(id.String))
+		e.Type, e.VNetID, e.MAC, e.VLAN = uint32(typ.Int64), uint32(vnet.Int64), intMAC(mac.Int64), uint16(vlan.Int64)
+		e.IP, _ = netip.ParseAddr(ip.String)
 		if total+e.Size() > maxBytes {
 			break
 		}
 		total += e.Size()
 		out = append(out, e)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if !known {
+		return nil, fmt.Errorf("%s: %w", hostIP, ErrUnknownHost)
+	}
+	return out, nil
 }
 
 // RemoveLog implements Store.
@@ -622,9 +630,17 @@ func (s *SQL) RemoveLog(ctx context.Context, ids [][16]byte) error {
 		return nil
 	}
 	// Removing entries names no change for the feed: no advisory lock.
+	// At most 500 ids a statement, within every database's limit on
+	// parameters: a server removes many hosts' LOG_RMs in one call.
 	return s.run(ctx, false, func(tx *wtx) error {
-		for _, id := range ids {
-			if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM log WHERE id = ?`), hex.EncodeToString(id[:])); err != nil {
+		for start := 0; start < len(ids); start += 500 {
+			chunk := ids[start:min(start+500, len(ids))]
+			args := make([]any, len(chunk))
+			for i, id := range chunk {
+				args[i] = hex.EncodeToString(id[:])
+			}
+			q := `DELETE FROM log WHERE id IN (` + strings.TrimSuffix(strings.Repeat("?,", len(chunk)), ",") + `)`
+			if _, err := tx.ExecContext(ctx, s.q(q), args...); err != nil {
 				return err
 			}
 		}
