@@ -94,9 +94,9 @@ func TestLogRmGroupCommit(t *testing.T) {
 				clients[i].send(svp.LogRm{IDs: [][16]byte{ids[i]}}.AppendFrame(nil, 10))
 			}
 			waitFor(t, func() bool {
-				srv.rm.mu.Lock()
-				defer srv.rm.mu.Unlock()
-				return len(srv.rm.pending) == n-1
+				srv.removes.mu.Lock()
+				defer srv.removes.mu.Unlock()
+				return len(srv.removes.pending) == n-1
 			})
 			close(g.release)
 			for i := 1; i < n; i++ {

@@ -97,71 +97,101 @@ type Server struct {
 	// count when they may be held: a client keeps one outstanding.
 	closedInFlight atomic.Uint64
 
-	rm logRemover
+	batchOnce sync.Once
+	removes   batcher[removal]
+	reads     batcher[logRead]
 }
 
-// logRemover commits the LOG_RMs of many connections in one transaction
-// (group commit): after a change every host removes its entry at once,
-// and one write transaction each would make the last host wait for
-// thousands (about a millisecond each on SQLite).
-type logRemover struct {
-	mu      sync.Mutex
-	pending []*removal
-	running bool // a caller is committing batches
-}
-
-// removal is one LOG_RM's ids, waiting for the batch that commits them.
+// removal is one LOG_RM's ids, waiting for the batch that removes them.
 type removal struct {
 	ids  [][16]byte
 	done chan error
 }
 
-// maxRemoveBatch bounds the ids one transaction removes, so that one
-// batch is not a long write.
-const maxRemoveBatch = 20_000
+// logRead is one LOG_REQ's read, waiting for the batch that reads it.
+type logRead struct {
+	store.LogRead
+	done chan struct{}
+}
 
-// removeLog removes ids from the store's log, in a transaction shared
-// with the LOG_RMs that arrive meanwhile. The first caller to find no
-// batch running commits batches until none are pending; the others wait
-// for theirs.
+// maxRemoveBatch bounds the ids one transaction removes, and
+// maxReadBatch the logs one batch reads, so that no batch is long.
+const (
+	maxRemoveBatch = 20_000
+	maxReadBatch   = 1_000
+)
+
+// batchLogs is the store's capability of reading many logs at once.
+type batchLogs interface {
+	Logs(ctx context.Context, reads []store.LogRead) error
+}
+
+// initBatches sets up the batchers, once.
+func (s *Server) initBatches() {
+	s.batchOnce.Do(func() {
+		s.removes = batcher[removal]{max: maxRemoveBatch,
+			weight: func(r *removal) int { return len(r.ids) },
+			run: func(batch []*removal) {
+				var all [][16]byte
+				for _, r := range batch {
+					all = append(all, r.ids...)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+				err := s.Store.RemoveLog(ctx, all)
+				cancel()
+				for _, r := range batch {
+					r.done <- err
+				}
+			}}
+		s.reads = batcher[logRead]{max: maxReadBatch,
+			weight: func(*logRead) int { return 1 },
+			run: func(batch []*logRead) {
+				ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+				defer cancel()
+				reads := make([]store.LogRead, len(batch))
+				for i, r := range batch {
+					reads[i] = r.LogRead
+				}
+				err := s.Store.(batchLogs).Logs(ctx, reads)
+				for i, r := range batch {
+					r.LogRead = reads[i]
+					if err != nil {
+						r.Err = err
+					}
+					close(r.done)
+				}
+			}}
+	})
+}
+
+// removeLog removes ids from the store's log, in one transaction with
+// the LOG_RMs that arrive meanwhile.
 func (s *Server) removeLog(ctx context.Context, ids [][16]byte) error {
+	s.initBatches()
 	r := &removal{ids: ids, done: make(chan error, 1)}
-	rm := &s.rm
-	rm.mu.Lock()
-	rm.pending = append(rm.pending, r)
-	if !rm.running {
-		rm.running = true
-		for len(rm.pending) > 0 {
-			n, cut := 0, 0
-			for cut < len(rm.pending) && (cut == 0 || n+len(rm.pending[cut].ids) <= maxRemoveBatch) {
-				n += len(rm.pending[cut].ids)
-				cut++
-			}
-			batch := rm.pending[:cut:cut]
-			rm.pending = rm.pending[cut:]
-			rm.mu.Unlock()
-			all := make([][16]byte, 0, n)
-			for _, b := range batch {
-				all = append(all, b.ids...)
-			}
-			// Not the leader's context: its connection closing must not
-			// fail the others' removals.
-			bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestTimeout)
-			err := s.Store.RemoveLog(bctx, all)
-			cancel()
-			for _, b := range batch {
-				b.done <- err
-			}
-			rm.mu.Lock()
-		}
-		rm.running = false
-	}
-	rm.mu.Unlock()
+	s.removes.add(r)
 	select {
 	case err := <-r.done:
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// storeLog reads a host's log, with the reads that arrive meanwhile when
+// the store can read many at once.
+func (s *Server) storeLog(ctx context.Context, ip netip.Addr, maxBytes int) ([]store.LogEntry, error) {
+	if _, ok := s.Store.(batchLogs); !ok {
+		return s.Store.Log(ctx, ip, maxBytes)
+	}
+	s.initBatches()
+	r := &logRead{LogRead: store.LogRead{IP: ip, MaxBytes: maxBytes}, done: make(chan struct{})}
+	s.reads.add(r)
+	select {
+	case <-r.done:
+		return r.Entries, r.Err
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 }
 
@@ -293,7 +323,7 @@ func (cn *conn) knownEmpty(ip netip.Addr, sig <-chan struct{}) bool {
 // what it was given.
 func (cn *conn) readLog(ctx context.Context, m svp.LogReq, sig <-chan struct{}) ([]store.LogEntry, error) {
 	limit := min(int(m.Count), maxLogBytes)
-	entries, err := cn.s.Store.Log(ctx, m.IP, limit)
+	entries, err := cn.s.storeLog(ctx, m.IP, limit)
 	if err != nil || sig == nil {
 		return entries, err
 	}
@@ -750,7 +780,7 @@ func (cn *conn) answer(r request) []byte {
 		if b := cn.checkLogReq(ctx, r.id, m); b != nil {
 			return b
 		}
-		entries, err := s.Store.Log(ctx, m.IP, min(int(m.Count), maxLogBytes))
+		entries, err := s.storeLog(ctx, m.IP, min(int(m.Count), maxLogBytes))
 		return cn.logAck(r.id, m, entries, err)
 	case svp.LogRm:
 		var foreign []string

@@ -624,6 +624,93 @@ func (s *SQL) Log(ctx context.Context, hostIP netip.Addr, maxBytes int) ([]LogEn
 	return out, nil
 }
 
+// LogRead is one host's log read in a Logs call: IP and MaxBytes as for
+// Log, then its result.
+type LogRead struct {
+	IP       netip.Addr
+	MaxBytes int
+	Entries  []LogEntry
+	Err      error
+}
+
+// Logs does many Log reads in a few queries: after a change, a server
+// reads the logs of thousands of hosts at once. Each read gets what Log
+// would give it; the error returned is for the whole (no read done).
+func (s *SQL) Logs(ctx context.Context, reads []LogRead) error {
+	const chunk = 250
+	for start := 0; start < len(reads); start += chunk {
+		if err := s.logs(ctx, reads[start:min(start+chunk, len(reads))]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *SQL) logs(ctx context.Context, reads []LogRead) error {
+	byIP := make(map[string][]int, len(reads)) // the same host may be read twice
+	limit := 1
+	args := make([]any, 0, len(reads)+1)
+	for i := range reads {
+		ip := reads[i].IP.Unmap().String()
+		if _, ok := byIP[ip]; !ok {
+			args = append(args, ip)
+		}
+		byIP[ip] = append(byIP[ip], i)
+		limit = max(limit, reads[i].MaxBytes/32)
+		reads[i].Entries, reads[i].Err = nil, nil
+	}
+	args = append(args, limit)
+	q := `SELECT hip, id, type, vnetid, mac, ip, vlan FROM (
+		SELECT h.ip AS hip, l.id, l.type, l.vnetid, l.mac, l.ip, l.vlan, l.seq,
+			ROW_NUMBER() OVER (PARTITION BY h.id ORDER BY l.seq) AS rn
+		FROM hosts h LEFT JOIN log l ON l.host = h.id
+		WHERE h.ip IN (` + strings.TrimSuffix(strings.Repeat("?,", len(args)-1), ",") + `)) t
+		WHERE rn <= ? ORDER BY hip, seq`
+	rows, err := s.db.QueryContext(ctx, s.q(q), args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	known := make(map[string]bool, len(byIP))
+	total := make([]int, len(reads))
+	full := make([]bool, len(reads))
+	for rows.Next() {
+		var hip string
+		var id, ip sql.NullString
+		var typ, vlan, vnet, mac sql.NullInt64
+		if err := rows.Scan(&hip, &id, &typ, &vnet, &mac, &ip, &vlan); err != nil {
+			return err
+		}
+		known[hip] = true
+		if !id.Valid {
+			continue // an empty log
+		}
+		var e LogEntry
+		hex.Decode(e.ID[:], []byte(id.String))
+		e.Type, e.VNetID, e.MAC, e.VLAN = uint32(typ.Int64), uint32(vnet.Int64), intMAC(mac.Int64), uint16(vlan.Int64)
+		e.IP, _ = netip.ParseAddr(ip.String)
+		for _, i := range byIP[hip] {
+			if full[i] || total[i]+e.Size() > reads[i].MaxBytes {
+				full[i] = true // entries stay in order: none after one that did not fit
+				continue
+			}
+			total[i] += e.Size()
+			reads[i].Entries = append(reads[i].Entries, e)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for ip, is := range byIP {
+		if !known[ip] {
+			for _, i := range is {
+				reads[i].Err = fmt.Errorf("%s: %w", reads[i].IP, ErrUnknownHost)
+			}
+		}
+	}
+	return nil
+}
+
 // RemoveLog implements Store.
 func (s *SQL) RemoveLog(ctx context.Context, ids [][16]byte) error {
 	if len(ids) == 0 {
@@ -726,6 +813,24 @@ func (s *SQL) appendLog(ctx context.Context, tx *wtx, hosts []string, entries ..
 	if len(entries) == 0 {
 		return nil
 	}
+	// Many rows a statement: a change on a network logs an entry for
+	// every host on it, thousands in a cloud, and a statement each would
+	// make the write as slow as its round trips.
+	const rows = 100 // 700 parameters a statement
+	args := make([]any, 0, 7*rows)
+	flush := func(n int) error {
+		if n == 0 {
+			return nil
+		}
+		q := `INSERT INTO log (id, host, type, vnetid, mac, ip, vlan) VALUES ` +
+			strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?),", n), ",")
+		if _, err := tx.ExecContext(ctx, s.q(q), args...); err != nil {
+			return err
+		}
+		args = args[:0]
+		return nil
+	}
+	n := 0
 	for _, h := range hosts {
 		if !tx.logged[h] {
 			if tx.logged == nil {
@@ -743,13 +848,16 @@ func (s *SQL) appendLog(ctx context.Context, tx *wtx, hosts []string, entries ..
 			if e.IP.IsValid() {
 				ip = e.IP.Unmap().String()
 			}
-			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO log (id, host, type, vnetid, mac, ip, vlan) VALUES (?, ?, ?, ?, ?, ?, ?)`),
-				hex.EncodeToString(id[:]), h, int(e.Type), int64(e.VNetID), macInt(e.MAC), ip, int(e.VLAN)); err != nil {
-				return err
+			args = append(args, hex.EncodeToString(id[:]), h, int(e.Type), int64(e.VNetID), macInt(e.MAC), ip, int(e.VLAN))
+			if n++; n == rows {
+				if err := flush(n); err != nil {
+					return err
+				}
+				n = 0
 			}
 		}
 	}
-	return nil
+	return flush(n)
 }
 
 // wtx is a writing transaction and the change records it makes, written
