@@ -585,6 +585,27 @@ func (s *SQL) VL3(ctx context.Context, vnetid uint32, addr netip.Addr) (ether.MA
 	return intMAC(mac), h, true, nil
 }
 
+// logRow is a log entry as the log queries give it: NULLs in a host's
+// row when its log is empty (a LEFT JOIN from hosts).
+type logRow struct {
+	id, ip               sql.NullString
+	typ, vnet, mac, vlan sql.NullInt64
+}
+
+// dest is what rows.Scan fills, in the queries' column order: id, type,
+// vnetid, mac, ip, vlan.
+func (r *logRow) dest() []any {
+	return []any{&r.id, &r.typ, &r.vnet, &r.mac, &r.ip, &r.vlan}
+}
+
+func (r *logRow) entry() LogEntry {
+	var e LogEntry
+	hex.Decode(e.ID[:], []byte(r.id.String))
+	e.Type, e.VNetID, e.MAC, e.VLAN = uint32(r.typ.Int64), uint32(r.vnet.Int64), intMAC(r.mac.Int64), uint16(r.vlan.Int64)
+	e.IP, _ = netip.ParseAddr(r.ip.String)
+	return e
+}
+
 // Log implements Store.
 func (s *SQL) Log(ctx context.Context, hostIP netip.Addr, maxBytes int) ([]LogEntry, error) {
 	limit := max(maxBytes/32, 1) // one row tells a known host from an unknown one
@@ -597,18 +618,14 @@ func (s *SQL) Log(ctx context.Context, hostIP netip.Addr, maxBytes int) ([]LogEn
 	known, total := false, 0
 	for rows.Next() {
 		known = true
-		var id, ip sql.NullString
-		var typ, vlan, vnet, mac sql.NullInt64
-		if err := rows.Scan(&id, &typ, &vnet, &mac, &ip, &vlan); err != nil {
+		var r logRow
+		if err := rows.Scan(r.dest()...); err != nil {
 			return nil, err
 		}
-		if !id.Valid {
+		if !r.id.Valid {
 			break // the host's log is empty
 		}
-		var e LogEntry
-		hex.Decode(e.ID[:], []byte(id.String))
-		e.Type, e.VNetID, e.MAC, e.VLAN = uint32(typ.Int64), uint32(vnet.Int64), intMAC(mac.Int64), uint16(vlan.Int64)
-		e.IP, _ = netip.ParseAddr(ip.String)
+		e := r.entry()
 		if total+e.Size() > maxBytes {
 			break
 		}
@@ -676,19 +693,15 @@ func (s *SQL) logs(ctx context.Context, reads []LogRead) error {
 	full := make([]bool, len(reads))
 	for rows.Next() {
 		var hip string
-		var id, ip sql.NullString
-		var typ, vlan, vnet, mac sql.NullInt64
-		if err := rows.Scan(&hip, &id, &typ, &vnet, &mac, &ip, &vlan); err != nil {
+		var r logRow
+		if err := rows.Scan(append([]any{&hip}, r.dest()...)...); err != nil {
 			return err
 		}
 		known[hip] = true
-		if !id.Valid {
+		if !r.id.Valid {
 			continue // an empty log
 		}
-		var e LogEntry
-		hex.Decode(e.ID[:], []byte(id.String))
-		e.Type, e.VNetID, e.MAC, e.VLAN = uint32(typ.Int64), uint32(vnet.Int64), intMAC(mac.Int64), uint16(vlan.Int64)
-		e.IP, _ = netip.ParseAddr(ip.String)
+		e := r.entry()
 		for _, i := range byIP[hip] {
 			if full[i] || total[i]+e.Size() > reads[i].MaxBytes {
 				full[i] = true // entries stay in order: none after one that did not fit
