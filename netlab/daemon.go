@@ -45,16 +45,22 @@ func (l *Lab) StartDaemonEnv(host *NS, env []string, extra ...string) (*Daemon, 
 	d := &Daemon{Host: host, Socket: sock, Proc: p, lab: l}
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
+		// The socket listens before the saved overlays and VNICs are
+		// restored (so that a second daemon is refused before it touches
+		// them); "overlayd started" is logged once they are, and traffic
+		// can flow.
 		if c, err := net.Dial("unix", sock); err == nil {
 			c.Close()
-			return d, nil
+			if strings.Contains(p.Output(), "overlayd started") {
+				return d, nil
+			}
 		}
 		if p.Exited() {
 			return nil, fmt.Errorf("overlayd in %s exited: %s", host.Name, p.Output())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return nil, fmt.Errorf("overlayd in %s did not open %s: %s", host.Name, sock, p.Output())
+	return nil, fmt.Errorf("overlayd in %s did not open %s and log \"overlayd started\" within 10 s: %s", host.Name, sock, p.Output())
 }
 
 // Adm runs overlayadm against the daemon and returns its standard output;
