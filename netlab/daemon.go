@@ -47,11 +47,11 @@ func (l *Lab) StartDaemonEnv(host *NS, env []string, extra ...string) (*Daemon, 
 	for time.Now().Before(deadline) {
 		// The socket listens before the saved overlays and VNICs are
 		// restored (so that a second daemon is refused before it touches
-		// them); "overlayd started" is logged once they are, and traffic
-		// can flow.
+		// them), and requests are answered only once they are: then
+		// traffic can flow.
 		if c, err := net.Dial("unix", sock); err == nil {
 			c.Close()
-			if strings.Contains(p.Output(), "overlayd started") {
+			if _, err := d.Adm("show-overlay"); err == nil {
 				return d, nil
 			}
 		}
@@ -60,7 +60,7 @@ func (l *Lab) StartDaemonEnv(host *NS, env []string, extra ...string) (*Daemon, 
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return nil, fmt.Errorf("overlayd in %s did not open %s and log \"overlayd started\" within 10 s: %s", host.Name, sock, p.Output())
+	return nil, fmt.Errorf("overlayd in %s did not answer on %s within 10 s: %s", host.Name, sock, p.Output())
 }
 
 // Adm runs overlayadm against the daemon and returns its standard output;
