@@ -72,7 +72,9 @@ counted. --no-ownership-check turns this off.
 
 --admin serves, over HTTP on that address, /metrics (Prometheus), /index
 (the index in the dump format, for 'portolan check --dump URL') and
-/debug/pprof/ (Go's profiles: go tool pprof http://ADDR/debug/pprof/profile).
+/debug/pprof/ (Go's profiles: go tool pprof http://ADDR/debug/pprof/profile;
+an execution trace, for where goroutines wait: curl -o t.out
+http://ADDR/debug/pprof/trace?seconds=2, then go tool trace t.out).
 Bind it to a loopback or management address: it is not authenticated.
 
 Each host holds one connection: a server for N hosts needs N file
@@ -213,6 +215,8 @@ func adminMux(srv *portolan.Server, ix *index.Index, log *slog.Logger) *http.Ser
 	// Profiles, for finding what limits a loaded server.
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace) // where goroutines wait: go tool trace
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("GET /index", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if err := ix.Dump(w); err != nil {

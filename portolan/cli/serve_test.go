@@ -388,6 +388,17 @@ func TestServeAdmin(t *testing.T) {
 	if got := s.metric(t, "portolan_index_store_failing"); got != "0" {
 		t.Errorf("portolan_index_store_failing %s, want 0", got)
 	}
+	// An execution trace, for finding where goroutines wait under load.
+	resp, err := http.Get("http://" + s.admin + "/debug/pprof/trace?seconds=0.05")
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := make([]byte, 16)
+	n, _ := io.ReadFull(resp.Body, head)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(string(head[:n]), "go 1.") {
+		t.Errorf("/debug/pprof/trace: status %d, starts %q, want a Go execution trace", resp.StatusCode, head[:n])
+	}
 	code, _, errs := cmd(t, dsn, "check", "--dump", "http://"+s.admin+"/nothing")
 	if code != 1 || !strings.Contains(errs, "404") || !strings.Contains(errs, "--admin") {
 		t.Errorf("check --dump of a wrong URL: exit %d, stderr %q", code, errs)
