@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -35,9 +36,10 @@ func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(form
 type env struct {
 	stdout, stderr io.Writer
 	socket         string
+	timeout        time.Duration
 }
 
-func (e *env) client() *admin.Client { return &admin.Client{Socket: e.socket} }
+func (e *env) client() *admin.Client { return &admin.Client{Socket: e.socket, Timeout: e.timeout} }
 
 func (e *env) call(method string, params, result any) error {
 	return e.client().Call(method, params, result)
@@ -58,7 +60,8 @@ are not on this host go: direct sends everything to one peer. VNICs are
 network interfaces on an overlay.
 
 overlayadm talks to overlayd over its admin socket: the --socket flag, else
-$OVERLAYD_SOCKET, else ` + admin.DefaultSocket + `.
+$OVERLAYD_SOCKET, else ` + admin.DefaultSocket + `. A daemon that does not
+answer within --timeout (default ` + admin.DefaultTimeout.String() + `) is reported, with its pid.
 
 Exit status: 0 on success, 1 when a request fails, 2 on a usage error.`,
 		SilenceErrors: true,
@@ -70,6 +73,7 @@ Exit status: 0 on success, 1 when a request fails, 2 on a usage error.`,
   overlayadm show-vnic -p -o link,macaddress`,
 	}
 	root.PersistentFlags().StringVar(&e.socket, "socket", "", "overlayd admin socket (default $"+admin.SocketEnv+", then "+admin.DefaultSocket+")")
+	root.PersistentFlags().DurationVar(&e.timeout, "timeout", admin.DefaultTimeout, "how long to wait for overlayd's answer")
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usagef("%v", err) })
 	root.AddCommand(

@@ -27,20 +27,23 @@ func createOverlayCmd(e *env) *cobra.Command {
 (` + strings.Join(search.Names(), ", ") + `), -v the virtual network id (VXLAN: 0-16777215).
 A host holds one overlay per encapsulation and vnetid.
 
-Properties (-p, repeatable, or comma-joined):
-  mtu=<576-8900>             largest frame payload, default 1400
-  vxlan/listen_ip=<ip>       underlay address to receive on (required)
-  vxlan/listen_port=<port>   UDP port to receive on, default 4789
-  direct/dest_ip=<ip>        the one peer's underlay address (direct, required)
-  direct/dest_port=<port>    the one peer's UDP port (direct, required)
-  files/config=<path>        absolute path of the JSON map of MACs to hosts
-                             (files, required; illumos overlay_files format)
+Properties (-p, repeatable, or comma-joined), by encapsulation and search
+plugin:
+` + overlay.PropertyHelp() + `
 
 direct sends every frame that is not for a local VNIC, broadcasts included,
-to its one peer. files looks each destination MAC up in its map, answers
-ARP and IPv6 neighbour solicitations from the map's "arp" and "ndp"
-addresses, redirects DHCPv4 broadcasts to a "dhcp-proxy" MAC, and never
-floods broadcasts over the underlay. It rereads the file when it changes.
+to its one peer. files looks each destination MAC up in its map (the
+illumos overlay_files format), answers ARP and IPv6 neighbour
+solicitations from the map's "arp" and "ndp" addresses, redirects DHCPv4
+broadcasts to a "dhcp-proxy" MAC, and never floods broadcasts over the
+underlay; it rereads the file when it changes. svp asks a mapping server
+(portolan, or Triton's) where each MAC and IP is, over SVP, and follows
+the server's log of changes; the overlay is DEGRADED, with the reason,
+while no server answers.
+
+show-overlay lists every property with its permissions: besides the ones
+above, vnetid (-v), and the read-only encap (-e), search (-s), varpd/id
+(assigned by overlayd) and datapath (fixed at creation).
 
 Overlay names use letters, digits, '_' and '.', start with a letter, and
 have at most 31 characters. Without -t the overlay is persistent.`,
@@ -60,7 +63,7 @@ have at most 31 characters. Without -t the overlay is persistent.`,
 				return usagef("missing required search plugin (-s)")
 			}
 			if _, err := strconv.ParseUint(req.VNetID, 10, 64); err != nil {
-				return fmt.Errorf("cannot parse virtual network id %q: want a decimal number", req.VNetID)
+				return usagef("invalid virtual network id (-v) %q: want a decimal number, for VXLAN from 0 to 16777215", req.VNetID)
 			}
 			var err error
 			if req.Props, err = assignments(props); err != nil {
@@ -103,7 +106,15 @@ func setLinkpropCmd(e *env) *cobra.Command {
 		Short: "change read-write properties of an overlay or a VNIC",
 		Long: `Change read-write properties (PERM rw in show-overlay) of a running overlay.
 All given properties take effect together, or none does. Read-only
-properties (encap, search, varpd/id) cannot be changed.
+properties (encap, search, varpd/id, datapath) cannot be changed: delete
+the overlay and create it again for another encapsulation, search plugin
+or data path.
+
+When the mtu changes, the VNICs that follow the overlay's take it, also in
+the network namespaces they were moved into; one overlayd may not enter
+(it drops CAP_SYS_ADMIN unless --keep-privileges) keeps its MTU, and the
+command then fails naming it, with the change made: show-vnic shows such
+a VNIC's MTU as 1400(want 1300).
 
 On a VNIC (a name no overlay has) the one changeable property is
 protection: mac-nospoof (the default) drops and counts (drop-spoofed) the
@@ -248,7 +259,7 @@ PERM is rw or r-, REQ y when required; -- marks a missing value.
 	f.BoolVarP(&fault, "fault", "f", false, "show status and degradation reason")
 	f.BoolVarP(&targets, "targets", "t", false, "show the target table")
 	f.BoolVarP(&stats, "stats", "s", false, "show statistics")
-	f.BoolVarP(&parsable, "parsable", "p", false, "machine-parsable output (needs -o)")
+	f.BoolVarP(&parsable, "parsable", "p", false, "machine-parsable output (needs -o FIELD,... or -o all)")
 	f.StringVarP(&output, "output", "o", "", "fields to print, comma-separated, or all")
 	return c
 }
@@ -280,6 +291,7 @@ func show[T any](e *env, fields []ofmt.Field, output string, parsable bool, meth
 			p.Row(func(f string) string { return r[f] })
 		}
 	}
+	p.Flush()
 	return nil
 }
 
@@ -327,6 +339,9 @@ func statRows(keyField, key string, stats []overlay.Stat, extra ...string) []row
 	rows := make([]row, len(stats))
 	for i, st := range stats {
 		rows[i] = row{keyField: key, "STATISTIC": st.Name, "VALUE": fmt.Sprint(st.Value)}
+		if st.Unavailable {
+			rows[i]["VALUE"] = "" // "--" for people, empty with -p
+		}
 		for j := 0; j+1 < len(extra); j += 2 {
 			rows[i][extra[j]] = extra[j+1]
 		}
@@ -355,7 +370,7 @@ dropped before they reach an overlay (too short, bad header, unknown VNI).
 				})
 		},
 	}
-	c.Flags().BoolVarP(&parsable, "parsable", "p", false, "machine-parsable output (needs -o)")
+	c.Flags().BoolVarP(&parsable, "parsable", "p", false, "machine-parsable output (needs -o FIELD,... or -o all)")
 	c.Flags().StringVarP(&output, "output", "o", "", "fields to print, comma-separated, or all")
 	return c
 }

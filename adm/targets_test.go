@@ -41,8 +41,13 @@ func TestModifyOverlay(t *testing.T) {
 	if got := h.ok("show-overlay", "-t", "-p", "-o", "target", "ov1"); strings.Contains(got, "aa:bb:1\n") {
 		t.Errorf("-d left the entry: %q", got)
 	}
+	// Removing what is not there is an error, and so is a destination
+	// that is not one; either names what is wrong.
+	h.fails([]string{"overlay ov1 has no target entry for 2:8:20:aa:bb:1", "show-overlay -t ov1"}, "modify-overlay", "-d", "2:8:20:aa:bb:1", "ov1")
+	h.fails([]string{`port "70000" is not a number from 1 to 65535`}, "modify-overlay", "-s", "2:8:20:aa:bb:7=198.18.1.7:70000", "ov1")
+	h.fails([]string{`"198.18.1.700" is not an IP address`}, "modify-overlay", "-s", "2:8:20:aa:bb:7=198.18.1.700:4789", "ov1")
 	h.ok("modify-overlay", "--flush", "ov1")
-	if got := h.ok("show-overlay", "-t", "ov1"); got != "" {
+	if got := h.ok("show-overlay", "-t", "ov1"); strings.Join(strings.Fields(got), " ") != "LINK TARGET DESTINATION" {
 		t.Errorf("table after -f: %q", got)
 	}
 

@@ -101,19 +101,26 @@ func showVNICCmd(e *env) *cobra.Command {
 		Short: "show VNICs",
 		Long: `Show the named VNIC, the VNICs of one overlay (-l), or all VNICs:
   LINK OVER MACADDRESS VID MTU PROTECTION
-VID is 0 for an untagged VNIC. PROTECTION is mac-nospoof or none. -o and -p work as for show-overlay.`,
+VID is 0 for an untagged VNIC. MTU is the interface's: "1400(want 1300)"
+when it could not follow its overlay's MTU (set-linkprop said why).
+PROTECTION is mac-nospoof or none. -o and -p work as for show-overlay.`,
 		Args: optionalOperand("VNIC"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return show(e, vnicFields, output, parsable, admin.MethodShowVNIC,
 				admin.ShowVNICParams{Overlay: over, Name: first(args)},
 				func(v overlay.VNICInfo) []row {
+					mtu := fmt.Sprint(v.MTU)
+					if v.WantMTU != 0 && !parsable {
+						// The interface could not follow its overlay's MTU.
+						mtu = fmt.Sprintf("%d(want %d)", v.MTU, v.WantMTU)
+					}
 					return []row{{"LINK": v.Name, "OVER": v.Overlay, "MACADDRESS": v.MAC,
-						"VID": fmt.Sprint(v.VLAN), "MTU": fmt.Sprint(v.MTU), "PROTECTION": v.Protection}}
+						"VID": fmt.Sprint(v.VLAN), "MTU": mtu, "PROTECTION": v.Protection}}
 				})
 		},
 	}
 	f := c.Flags()
-	f.BoolVarP(&parsable, "parsable", "p", false, "machine-parsable output (needs -o)")
+	f.BoolVarP(&parsable, "parsable", "p", false, "machine-parsable output (needs -o FIELD,... or -o all)")
 	f.StringVarP(&output, "output", "o", "", "fields to print, comma-separated, or all")
 	f.StringVarP(&over, "link", "l", "", "only VNICs of this overlay")
 	return c

@@ -4,13 +4,18 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -46,8 +51,9 @@ type Options struct {
 }
 
 // Main runs overlayd with args (without the program name) and returns the
-// exit status.
-func Main(args []string, stderr io.Writer) int {
+// exit status: 0 after a clean stop (or --help, on stdout), 1 when it
+// fails, 2 on a usage error (a bad flag or flag value).
+func Main(args []string, stdout, stderr io.Writer) int {
 	var o Options
 	c := &cobra.Command{
 		Use:   "overlayd [--socket PATH] [--state-dir DIR] [options]",
@@ -58,7 +64,9 @@ VNICs and search plugins, moves frames between VNICs and the underlay
 
 It runs in the foreground and logs to stderr. It needs root (CAP_NET_ADMIN
 to create TAP interfaces and set their addresses, and to bind the
-underlay sockets). SIGINT or SIGTERM stop it; its VNICs go with it.
+underlay sockets). SIGINT or SIGTERM stop it. The interfaces of persistent VNICs (created
+without -t) stay, so guests keep theirs, and the next overlayd takes them
+over; temporary ones are not restored.
 SIGHUP makes every search plugin reload its configuration (files: reread
 the file), as 'overlayadm refresh-overlay' does.
 
@@ -77,6 +85,9 @@ CAP_NET_BIND_SERVICE (underlay ports below 1024), unless
 then creates the overlay rule42 from the rule "rule" on first use.
 --metrics serves per-overlay counters, status and lookup latency
 histograms for Prometheus.
+
+Every flag is checked before anything is created or restored: a bad one
+exits with status 2 and changes nothing.
 
 The admin socket is mode 0600 (root only), or 0660 owned by
 --socket-group so that members of that group may use overlayadm.`,
@@ -103,13 +114,53 @@ The admin socket is mode 0600 (root only), or 0660 owned by
 	f.DurationVar(&o.SVPLogDelay, "svp-log-delay", svp.DefaultLogDelay, "svp overlays: wait this long after starting before the first LOG_REQ to a mapping server (illumos: 5-10 s), so that a server without a log (Triton's json store dies of a LOG_REQ) answers lookups first; a server that closes the connection on LOG_REQ gets them ever more rarely, from this doubling up to 5m")
 	f.StringVar(&o.WorkerSched, "worker-sched", userspace.SchedBatch, "scheduling policy of the userspace data path's worker thread: batch (more throughput on busy CPUs) or normal (a woken worker preempts at once: lower latency under load)")
 	c.SetArgs(args)
-	c.SetOut(stderr)
+	c.SetOut(stdout) // --help
 	c.SetErr(stderr)
+	c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	if err := c.Execute(); err != nil {
 		fmt.Fprintf(stderr, "overlayd: %v\n", err)
+		var ue usageError
+		if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") {
+			fmt.Fprintf(stderr, "usage: %s (overlayd --help for more)\n", c.Use)
+			return 2
+		}
 		return 1
 	}
 	return 0
+}
+
+// usageError is a bad flag or flag value: exit status 2, as for the other
+// commands.
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+// checkFlags validates every flag before anything is created or restored.
+func checkFlags(o Options) error {
+	if o.Workers < 1 || o.Workers > 64 {
+		return fmt.Errorf("--workers %d: want 1 to 64", o.Workers)
+	}
+	if o.WorkerSched != userspace.SchedBatch && o.WorkerSched != userspace.SchedNormal {
+		return fmt.Errorf("--worker-sched %q: want batch or normal", o.WorkerSched)
+	}
+	if o.DefaultDataPath != overlay.DataPathUserspace && o.DefaultDataPath != overlay.DataPathKernel {
+		return fmt.Errorf("--default-datapath %q: want userspace or kernel", o.DefaultDataPath)
+	}
+	if o.Metrics != "" {
+		host, port, err := net.SplitHostPort(o.Metrics)
+		if err != nil {
+			return fmt.Errorf("--metrics %q: want ADDR:PORT, e.g. 127.0.0.1:9790 or :9790", o.Metrics)
+		}
+		if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && port != "0") {
+			return fmt.Errorf("--metrics %q: port %q is not a number from 1 to 65535", o.Metrics, port)
+		}
+		if host != "" {
+			if _, err := netip.ParseAddr(host); err != nil {
+				return fmt.Errorf("--metrics %q: %q is not an IP address (give this host's address, or none for every address)", o.Metrics, host)
+			}
+		}
+	}
+	return nil
 }
 
 func newLogger(o Options, w io.Writer) (*slog.Logger, error) {
@@ -130,19 +181,22 @@ func newLogger(o Options, w io.Writer) (*slog.Logger, error) {
 func run(o Options, stderr io.Writer) error {
 	log, err := newLogger(o, stderr)
 	if err != nil {
-		return err
+		return usageError{err}
 	}
-	if o.Workers < 1 || o.Workers > 64 {
-		return fmt.Errorf("--workers %d: want 1 to 64", o.Workers)
-	}
-	if o.WorkerSched != userspace.SchedBatch && o.WorkerSched != userspace.SchedNormal {
-		return fmt.Errorf("--worker-sched %q: want batch or normal", o.WorkerSched)
-	}
-	if o.DefaultDataPath != overlay.DataPathUserspace && o.DefaultDataPath != overlay.DataPathKernel {
-		return fmt.Errorf("--default-datapath %q: want userspace or kernel", o.DefaultDataPath)
+	if err := checkFlags(o); err != nil {
+		return usageError{err}
 	}
 	if err := svp.SetLogDelay(o.SVPLogDelay); err != nil {
-		return fmt.Errorf("--svp-log-delay %v: want 0s to 5m", o.SVPLogDelay)
+		return usageError{fmt.Errorf("--svp-log-delay %v: %w", o.SVPLogDelay, err)}
+	}
+	// The metrics address is taken first: one in use fails here, before
+	// the state directory is created or anything restored.
+	var metricsLn net.Listener
+	if o.Metrics != "" {
+		if metricsLn, err = net.Listen("tcp", o.Metrics); err != nil {
+			return fmt.Errorf("--metrics %s: %w", o.Metrics, err)
+		}
+		defer metricsLn.Close()
 	}
 	if o.CPUProfile != "" {
 		f, err := os.Create(o.CPUProfile)
@@ -196,7 +250,7 @@ func run(o Options, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if o.Metrics != "" {
-		if err := serveMetrics(ctx, o.Metrics, mgr, log); err != nil {
+		if err := serveMetrics(ctx, metricsLn, mgr, log); err != nil {
 			return fmt.Errorf("--metrics %s: %w", o.Metrics, err)
 		}
 	}

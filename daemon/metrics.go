@@ -97,15 +97,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // serveMetrics serves /metrics on addr until ctx ends.
-func serveMetrics(ctx context.Context, addr string, mgr *overlay.Manager, log *slog.Logger) error {
+func serveMetrics(ctx context.Context, ln net.Listener, mgr *overlay.Manager, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newCollector(mgr))
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
-	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()

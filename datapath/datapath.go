@@ -6,8 +6,10 @@
 package datapath
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 
 	"overlaynet/encap"
 	"overlaynet/proxy"
@@ -115,6 +117,11 @@ type DataPath interface {
 type Overlay interface {
 	// Update applies a changed configuration (set-linkprop). On error the
 	// old configuration stays in force.
+	//
+	// When the MTU changed and some VNICs that follow it could not take
+	// it (an interface moved into a network namespace overlayd may not
+	// enter), Update makes the change all the same and returns an
+	// *MTUError naming them.
 	Update(cfg OverlayConfig) error
 	// AddVNIC creates a VNIC and starts switching its frames.
 	AddVNIC(cfg VNICConfig) error
@@ -183,4 +190,35 @@ func (s Stats) Get(name string) uint64 {
 		}
 	}
 	return 0
+}
+
+// MTUError reports the VNICs whose interfaces kept their MTU when their
+// overlay's changed (Overlay.Update): the change itself was made.
+type MTUError struct {
+	MTU   int // the overlay's new MTU
+	VNICs []VNICMTUError
+}
+
+// VNICMTUError is one VNIC of an MTUError.
+type VNICMTUError struct {
+	VNIC string
+	Kept int // the MTU its interface still has, 0 if not known
+	Err  error
+}
+
+func (e *MTUError) Error() string {
+	var b strings.Builder
+	for i, v := range e.VNICs {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "VNIC %s", v.VNIC)
+		if v.Kept != 0 {
+			fmt.Fprintf(&b, " keeps mtu %d", v.Kept)
+		} else {
+			b.WriteString(" did not take it")
+		}
+		fmt.Fprintf(&b, ": %v", v.Err)
+	}
+	return fmt.Sprintf("the new mtu %d was not applied everywhere: %s", e.MTU, b.String())
 }

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"overlaynet/netlab"
 	"strings"
 	"testing"
 )
@@ -114,4 +115,72 @@ func TestSetLinkpropRetarget(t *testing.T) {
 	if !strings.Contains(out, `direct/dest_ip:198.18.1.3`) {
 		t.Fatalf("show-overlay does not show the new destination:\n%s", out)
 	}
+}
+
+// TestMTUIntoGuest: set-linkprop -p mtu= on an overlay whose VNIC is in a
+// guest namespace. Without the privilege to enter it, overlayd makes the
+// change, says which VNIC kept which MTU and why (exit status non-zero),
+// and show-vnic shows the interface's real MTU beside the wanted one;
+// with --keep-privileges it applies the MTU in the guest.
+func TestMTUIntoGuest(t *testing.T) {
+	need(t, "ping")
+	forEachDataPath(t, func(t *testing.T, dp string) {
+		guestMTU := func(g *netlab.NS) string {
+			out, err := g.IP("-o", "link", "show", "vnic1")
+			must(t, err)
+			f := strings.Fields(out)
+			for i := range f {
+				if f[i] == "mtu" && i+1 < len(f) {
+					return f[i+1]
+				}
+			}
+			t.Fatalf("no mtu in %q", out)
+			return ""
+		}
+		t.Run("dropped privileges", func(t *testing.T) {
+			_, d1, _, g1, _ := twoHostsDirect(t, "-p", "datapath="+dp)
+			_, err := d1.Adm("set-linkprop", "-p", "mtu=1300", "ov0")
+			if err == nil {
+				t.Fatal("set-linkprop -p mtu=1300 succeeded silently although vnic1 is in a guest overlayd may not enter")
+			}
+			for _, want := range []string{"mtu set to 1300", "VNIC vnic1 keeps mtu 1400", "keep-privileges"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("set-linkprop error %q does not say %q", err, want)
+				}
+			}
+			if got := guestMTU(g1); got != "1400" {
+				t.Errorf("guest's vnic1 mtu %s, want 1400 (unchanged)", got)
+			}
+			out, err := d1.Adm("show-vnic", "vnic1")
+			must(t, err)
+			if !strings.Contains(out, "1400(want 1300)") {
+				t.Errorf("show-vnic does not show the real and the wanted MTU:\n%s", out)
+			}
+			out, err = d1.Adm("show-vnic", "-p", "-o", "mtu", "vnic1")
+			must(t, err)
+			if out != "1400\n" {
+				t.Errorf("show-vnic -p -o mtu: %q, want the interface's 1400", out)
+			}
+			// Traffic within the real MTU still flows.
+			must(t, g1.PingAll("10.9.0.2", 2))
+		})
+		t.Run("keep-privileges", func(t *testing.T) {
+			l := newLab(t)
+			h1, h2, err := l.TwoHosts()
+			must(t, err)
+			p, err := l.DirectPair(h1, h2, []string{"--keep-privileges"}, "-p", "datapath="+dp)
+			must(t, err)
+			_, err = p.D1.Adm("set-linkprop", "-p", "mtu=1300", "ov0")
+			must(t, err)
+			if got := guestMTU(p.G1); got != "1300" {
+				t.Errorf("guest's vnic1 mtu %s, want 1300", got)
+			}
+			out, err := p.D1.Adm("show-vnic", "-p", "-o", "mtu", "vnic1")
+			must(t, err)
+			if out != "1300\n" {
+				t.Errorf("show-vnic -p -o mtu: %q, want 1300", out)
+			}
+			must(t, p.G1.PingAll("10.9.0.2", 2))
+		})
+	})
 }

@@ -72,6 +72,7 @@ func testFilesReloadMovesMAC(t *testing.T, dp string) {
 // the old map in force, marks the overlay DEGRADED, and the state clears
 // when the file is fixed.
 func TestFilesMalformed(t *testing.T) {
+	mainPassOnly(t)
 	forEachDataPath(t, testFilesMalformed)
 }
 

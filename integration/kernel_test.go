@@ -11,6 +11,7 @@ import (
 // TestKernelPathDirect: a direct overlay on the kernel data path carries
 // the guests' traffic, and deleting it removes every kernel object it made.
 func TestKernelPathDirect(t *testing.T) {
+	mainPassOnly(t)
 	need(t, "ping")
 	_, d1, _, g1, g2 := twoHostsDirect(t, "-p", "datapath=kernel")
 	must(t, g1.PingAll("10.9.0.2", 3))
@@ -22,6 +23,19 @@ func TestKernelPathDirect(t *testing.T) {
 	}
 	if n, _ := d1.Stat("ov0", "encapsulated"); n == 0 {
 		t.Error("no kernel counters")
+	}
+	// Counters the kernel path does not keep read "--", not 0.
+	out, err = d1.Adm("show-overlay", "-s", "ov0")
+	must(t, err)
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) == 3 && (f[1] == "in-frames" || f[1] == "drop-mtu") && f[2] != "--" {
+			t.Errorf("a counter the kernel path does not have: %q, want --", line)
+		}
+	}
+	out, err = d1.Adm("show-overlay", "-s", "-p", "-o", "statistic,value", "ov0")
+	must(t, err)
+	if o := "\n" + out; !strings.Contains(o, "\nin-frames:\n") || strings.Contains(o, "\nencapsulated:\n") {
+		t.Errorf("show-overlay -s -p: want in-frames empty and encapsulated counted:\n%s", out)
 	}
 	// A userspace overlay cannot share the kernel overlay's port.
 	err = d1.DirectOverlay("ov1", 43, netlab.Host1IP, netlab.Host2IP)
@@ -48,6 +62,7 @@ func TestKernelPathDirect(t *testing.T) {
 // show-vnic print what they printed before, no kernel object is
 // duplicated or leaked, and temporary objects are gone.
 func TestKernelPathRestart(t *testing.T) {
+	mainPassOnly(t)
 	need(t, "ping")
 	_, d1, _, g1, _ := twoHostsDirect(t, "-p", "datapath=kernel")
 	_, err := d1.Adm("create-vnic", "-t", "-l", "ov0", "vtmp")
@@ -127,6 +142,7 @@ func TestDataPathInterop(t *testing.T) {
 // vxlan forwarding database: the files map is installed up front, and
 // modify-overlay sets, deletes and flushes entries.
 func TestKernelPathTargets(t *testing.T) {
+	mainPassOnly(t)
 	f := newFilesNet(t, 1, "-p", "datapath=kernel")
 	f.entries[guestMAC(2)] = map[string]any{"ip": "198.18.0.2", "port": 4789}
 	f.publish(t)
@@ -148,6 +164,25 @@ func TestKernelPathTargets(t *testing.T) {
 	must(t, err)
 	if got := show(); strings.Contains(got, `0\:2:`) {
 		t.Errorf("after -d: %q", got)
+	}
+	// What is not there, or not a destination, is an error that says
+	// what is wrong, and changes nothing.
+	before := show()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-d", "2:8:20:0:0:2"}, "overlay ov0 has no target entry for 2:8:20:0:0:2 (show-overlay -t ov0 lists them)"},
+		{[]string{"-s", "2:8:20:0:0:8=198.18.0.7:70000"}, `port "70000" is not a number from 1 to 65535`},
+		{[]string{"-s", "2:8:20:0:0:8=198.18.0.300:4789"}, `"198.18.0.300" is not an IP address`},
+	} {
+		_, err := d.Adm(append(append([]string{"modify-overlay"}, tc.args...), "ov0")...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("modify-overlay %q: %v, want an error saying %q", tc.args, err, tc.want)
+		}
+	}
+	if got := show(); got != before {
+		t.Errorf("failed modify-overlay changed the table: %q, was %q", got, before)
 	}
 	_, err = d.Adm("modify-overlay", "-f", "ov0")
 	must(t, err)

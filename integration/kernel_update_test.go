@@ -37,6 +37,7 @@ func guestMTU(t *testing.T, ns *netlab.NS, ifname string) int {
 // concurrency is checked under -race by datapath/kernel's
 // TestUpdateDuringLookupStorm, which drives it from the test process.
 func TestKernelUpdateDuringStorm(t *testing.T) {
+	mainPassOnly(t)
 	need(t, "ping")
 	f := &filesNet{l: newLab(t), entries: map[string]map[string]any{}}
 	var err error

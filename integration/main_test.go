@@ -45,6 +45,19 @@ func needRoot(t *testing.T) {
 	}
 }
 
+// mainPassOnly marks a test whose behaviour depends neither on the
+// userspace data path's offloads nor on its worker count (control plane,
+// store, state, the kernel data path): it runs in the suite's main pass
+// and skips, saying so, in the passes that scripts/test repeats with
+// NETLAB_OVERLAYD_ARGS set. A test that carries guest traffic through the
+// userspace data path must not call it.
+func mainPassOnly(t *testing.T) {
+	t.Helper()
+	if a := os.Getenv(netlab.ExtraArgsEnv); a != "" {
+		t.Skipf("does not depend on %s=%q: runs in the main pass only", netlab.ExtraArgsEnv, a)
+	}
+}
+
 // binDir returns the directory of the freshly built overlayd, overlayadm
 // and portolan.
 func binDir(t *testing.T) string {

@@ -110,6 +110,7 @@ func TestRestartAfterKill(t *testing.T) {
 // TestSecondDaemonRefused: a second overlayd on the same state directory,
 // or on the same socket, refuses to start and says why.
 func TestSecondDaemonRefused(t *testing.T) {
+	mainPassOnly(t)
 	l, d1, _ := twoDaemons(t)
 	for i, c := range []struct {
 		socket, stateDir, want string
@@ -139,6 +140,7 @@ func TestSecondDaemonRefused(t *testing.T) {
 // it into place, and a truncated state file, are detected and reported,
 // and the last good state is used.
 func TestStateRecovery(t *testing.T) {
+	mainPassOnly(t)
 	l, d1, _ := twoDaemons(t)
 	must(t, d1.DirectOverlay("ov0", 42, netlab.Host1IP, netlab.Host2IP))
 	d1.Proc.Stop()

@@ -21,6 +21,7 @@ import (
 // create-vnic -l rule/42 creates the overlay rule42 from the rule and the
 // VNIC on it; a bad rules file gives a precise error.
 func TestOverlayRules(t *testing.T) {
+	mainPassOnly(t)
 	l := newLab(t)
 	h1, _, err := l.TwoHosts()
 	must(t, err)
@@ -73,6 +74,7 @@ func TestOverlayRules(t *testing.T) {
 // TestMetrics: the metrics endpoint, scraped before and after traffic,
 // shows the counters moving.
 func TestMetrics(t *testing.T) {
+	mainPassOnly(t)
 	need(t, "ping")
 	l := newLab(t)
 	h1, h2, err := l.TwoHosts()

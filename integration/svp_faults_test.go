@@ -21,6 +21,7 @@ import (
 // they are ONLINE again; the server saw no connection closed while it had
 // requests in flight, nor any new connection.
 func TestSVPServerStopped(t *testing.T) {
+	mainPassOnly(t)
 	need(t, "ping")
 	f := newSVPNet(t, 2, "", 1)
 	g1 := f.vnic(t, 0, 1, "10.8.0.1", "", true)
@@ -81,6 +82,7 @@ func TestSVPServerStopped(t *testing.T) {
 // overlay is DEGRADED with a reason naming the log, and log polling backs
 // off instead of reconnecting all the time.
 func TestSVPServerClosesOnLogReq(t *testing.T) {
+	mainPassOnly(t)
 	need(t, "ping")
 	// The first LOG_REQ after 1 s, so the backoff shows within the test.
 	t.Setenv(netlab.ExtraArgsEnv, os.Getenv(netlab.ExtraArgsEnv)+" --svp-log-delay=1s")

@@ -169,6 +169,7 @@ func TestSVPMigration(t *testing.T) {
 // traffic to cached destinations keeps flowing; restarting portolan clears
 // the state.
 func TestSVPServerDown(t *testing.T) {
+	mainPassOnly(t)
 	need(t, "ping")
 	f := newSVPNet(t, 2, "", 1)
 	g1 := f.vnic(t, 0, 1, "10.8.0.1", "", true)
@@ -195,6 +196,7 @@ func TestSVPServerDown(t *testing.T) {
 // store; killing one loses no lookup: requests in flight on it fail at
 // once and are retried on the other.
 func TestSVPTwoServersPostgres(t *testing.T) {
+	mainPassOnly(t)
 	need(t, "ping")
 	pg, err := pgtemp.Start()
 	must(t, err)

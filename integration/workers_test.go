@@ -78,6 +78,7 @@ func TestWorkers(t *testing.T) {
 // themselves (SO_REUSEPORT); also when that program's socket would let
 // others share it (another overlayd with several workers, say).
 func TestWorkersPortTaken(t *testing.T) {
+	mainPassOnly(t)
 	l := newLab(t)
 	h1, _, err := l.TwoHosts()
 	must(t, err)

@@ -1,6 +1,6 @@
 // Package ofmt prints tables the way illumos's libofmt does for dladm:
-// aligned columns with a header for people, or ':'-separated fields
-// without a header for scripts (-p -o).
+// aligned columns with a header for people (printed even when there is no
+// row), or ':'-separated fields without a header for scripts (-p -o).
 package ofmt
 
 import (
@@ -17,24 +17,26 @@ type Field struct {
 	Width int
 }
 
-// Printer prints rows of selected fields.
+// Printer prints rows of selected fields. Parsable rows are written as
+// they come; the others are kept until Flush, which sizes each column to
+// its widest value so that the columns stay aligned.
 type Printer struct {
 	w        io.Writer
 	fields   []Field
 	parsable bool
-	header   bool
+	rows     [][]string
 }
 
 // New selects fields from all with a -o argument: "" or "all" select every
-// field. Parsable output needs an explicit selection. Unknown names are an
-// error in parsable mode; otherwise they are skipped with a warning
-// written to warn.
+// field. Parsable output needs a selection, "all" included. Unknown names
+// are an error in parsable mode; otherwise they are skipped with a
+// warning written to warn.
 func New(w, warn io.Writer, all []Field, selection string, parsable bool) (*Printer, error) {
 	p := &Printer{w: w, parsable: parsable}
+	if selection == "" && parsable {
+		return nil, fmt.Errorf("output fields must be specified in parsable mode (-p needs -o <field>,... or -o all)")
+	}
 	if selection == "" || strings.EqualFold(selection, "all") {
-		if parsable {
-			return nil, fmt.Errorf("output fields must be specified in parsable mode (-p needs -o <field>,...)")
-		}
 		p.fields = all
 		return p, nil
 	}
@@ -68,7 +70,8 @@ func names(all []Field) string {
 	return strings.Join(n, ",")
 }
 
-// Row prints one row; get returns the value of a field by its name.
+// Row adds one row; get returns the value of a field by its name. An
+// empty value prints as "--" for people.
 func (p *Printer) Row(get func(field string) string) {
 	vals := make([]string, len(p.fields))
 	for i, f := range p.fields {
@@ -83,37 +86,45 @@ func (p *Printer) Row(get func(field string) string) {
 		fmt.Fprintln(p.w, strings.Join(vals, ":"))
 		return
 	}
-	if !p.header {
-		p.header = true
-		hdr := make([]string, len(p.fields))
-		for i, f := range p.fields {
-			hdr[i] = f.Name
-		}
-		p.line(hdr)
-	}
 	for i, v := range vals {
 		if v == "" {
 			vals[i] = "--"
 		}
 	}
-	p.line(vals)
+	p.rows = append(p.rows, vals)
 }
 
-// line aligns values in their columns; a value wider than its column
-// pushes the rest of the line right by as much, with at least one space.
-func (p *Printer) line(vals []string) {
-	var b strings.Builder
-	col := 0
-	for i, v := range vals {
-		if i > 0 {
-			pad := col - b.Len()
-			if pad < 1 {
-				pad = 1
-			}
-			b.WriteString(strings.Repeat(" ", pad))
+// Flush prints, for people, the header and the rows added since the last
+// Flush, each column as wide as its field's width or, when wider, its
+// widest value and a gap. Parsable output has nothing to flush.
+func (p *Printer) Flush() {
+	if p.parsable {
+		return
+	}
+	widths := make([]int, len(p.fields))
+	hdr := make([]string, len(p.fields))
+	for i, f := range p.fields {
+		hdr[i] = f.Name
+		widths[i] = max(f.Width, len(f.Name)+1)
+		for _, r := range p.rows {
+			widths[i] = max(widths[i], len(r[i])+1)
 		}
+	}
+	p.line(widths, hdr)
+	for _, r := range p.rows {
+		p.line(widths, r)
+	}
+	p.rows = nil
+}
+
+// line aligns values in their columns (the last one not padded).
+func (p *Printer) line(widths []int, vals []string) {
+	var b strings.Builder
+	for i, v := range vals {
 		b.WriteString(v)
-		col += p.fields[i].Width
+		if i < len(vals)-1 {
+			b.WriteString(strings.Repeat(" ", widths[i]-len(v)))
+		}
 	}
 	fmt.Fprintln(p.w, b.String())
 }

@@ -26,6 +26,7 @@ func render(t *testing.T, all []Field, selection string, parsable bool, rs rows)
 	for _, r := range rs {
 		p.Row(func(f string) string { return r[f] })
 	}
+	p.Flush()
 	return w.String(), wb.String()
 }
 
@@ -64,34 +65,32 @@ func TestHuman(t *testing.T) {
 			want:      "LINK  PROPERTY  PERM\nov0   mtu       rw\n",
 		},
 		{
-			name:   "value exactly filling its column still gets one space",
+			name:   "a value filling its column widens it by one space",
 			fields: overlayFields,
 			rows:   rows{{"LINK": "abcdef", "PROPERTY": "0123456789", "PERM": "rw"}},
 			want: "" +
-				"LINK  PROPERTY  PERM\n" +
+				"LINK   PROPERTY   PERM\n" +
 				"abcdef 0123456789 rw\n",
 		},
 		{
-			name:   "wide value pushes later columns right by at least one space",
+			name:   "a wide value widens its column for every row, header included",
 			fields: overlayFields,
 			rows: rows{
 				{"LINK": "overlay_long", "PROPERTY": "vxlan/listen_port", "PERM": "rw"},
 				{"LINK": "ov0", "PROPERTY": "mtu", "PERM": "rw"},
 			},
 			want: "" +
-				"LINK  PROPERTY  PERM\n" +
+				"LINK         PROPERTY          PERM\n" +
 				"overlay_long vxlan/listen_port rw\n" +
-				"ov0   mtu       rw\n",
+				"ov0          mtu               rw\n",
 		},
 		{
-			name:   "later columns catch up after an overflow when they can",
+			name:   "only the overflowing column widens",
 			fields: overlayFields,
 			rows:   rows{{"LINK": "overlay1", "PROPERTY": "m", "PERM": "rw"}},
-			// LINK overflows by 2 (8 chars + 1 space), PROPERTY
-			// starts at 9 instead of 6, and PERM is back at 16.
 			want: "" +
-				"LINK  PROPERTY  PERM\n" +
-				"overlay1 m      rw\n",
+				"LINK     PROPERTY  PERM\n" +
+				"overlay1 m         rw\n",
 		},
 		{
 			name:   "empty values print --",
@@ -138,13 +137,13 @@ func TestHuman(t *testing.T) {
 			fields:    []Field{{Name: "DESTINATION", Width: 4}, {Name: "X", Width: 2}},
 			selection: "",
 			rows:      rows{{"DESTINATION": "a", "X": "b"}},
-			want:      "DESTINATION X\na   b\n",
+			want:      "DESTINATION X\na           b\n",
 		},
 		{
-			name:   "no rows, no header",
-			fields: overlayFields,
+			name:   "no rows: the header alone, as dladm prints it",
+			fields: []Field{{Name: "LINK", Width: 6}, {Name: "MTU", Width: 6}},
 			rows:   nil,
-			want:   "",
+			want:   "LINK  MTU\n",
 		},
 	}
 	for _, tt := range tests {
@@ -321,8 +320,8 @@ func TestNewErrors(t *testing.T) {
 		wantCols  []string
 	}{
 		{"parsable needs -o", "", true, "output fields must be specified in parsable mode", "", nil},
-		{"parsable with all", "all", true, "output fields must be specified in parsable mode", "", nil},
-		{"parsable with ALL", "ALL", true, "output fields must be specified in parsable mode", "", nil},
+		{"parsable with all", "all", true, "", "", []string{"LINK", "PROPERTY", "PERM"}},
+		{"parsable with ALL", "ALL", true, "", "", []string{"LINK", "PROPERTY", "PERM"}},
 		{"parsable unknown", "link,bogus", true, `unknown output field "bogus" (fields: link,property,perm)`, "", nil},
 		{"parsable all unknown", "bogus", true, `unknown output field "bogus"`, "", nil},
 		{"human unknown warns", "link,bogus,perm", false, "",
@@ -359,6 +358,7 @@ func TestNewErrors(t *testing.T) {
 			}
 			var cols []string
 			p.Row(func(f string) string { cols = append(cols, f); return "v" })
+			p.Flush()
 			if !reflect.DeepEqual(cols, tt.wantCols) {
 				t.Errorf("columns %q, want %q", cols, tt.wantCols)
 			}

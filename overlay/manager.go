@@ -89,8 +89,11 @@ type vnic struct {
 	mac         net.HardwareAddr
 	vlan        uint16
 	explicitMTU int // set with -p mtu=, 0 when it follows the overlay's
-	noSpoof     bool
-	temporary   bool
+	// keptMTU is the MTU its interface kept when it could not follow the
+	// overlay's (datapath.MTUError), 0 when it has the one it should.
+	keptMTU   int
+	noSpoof   bool
+	temporary bool
 }
 
 // NewManager returns a manager driving dp.
@@ -378,6 +381,12 @@ func (m *Manager) setProps(ov *overlay, req SetPropsRequest) error {
 	if err == nil {
 		err = ov.dp.Update(cfg)
 	}
+	// Some VNICs kept the old MTU: the change is made, and the operator
+	// is told which did not follow (after the save, below).
+	var mtuErr *datapath.MTUError
+	if errors.As(err, &mtuErr) {
+		err = nil
+	}
 	if err != nil {
 		if searchChanged {
 			inst.Stop()
@@ -394,9 +403,23 @@ func (m *Manager) setProps(ov *overlay, req SetPropsRequest) error {
 			p.Preload()
 		}
 	}
+	mtuChanged := props.Uint(PropMTU) != ov.props.Uint(PropMTU)
 	ov.props = props
 	for _, a := range req.Props {
 		ov.log.Info("property set", "prop", a.Name, "value", props.Get(a.Name))
+	}
+	if mtuChanged {
+		kept := map[string]int{}
+		if mtuErr != nil {
+			for _, v := range mtuErr.VNICs {
+				kept[v.VNIC] = v.Kept
+			}
+		}
+		for _, v := range ov.vnics {
+			if v.explicitMTU == 0 {
+				v.keptMTU = kept[v.name]
+			}
+		}
 	}
 	if !ov.temporary {
 		m.keepOverlay(ov)
@@ -404,7 +427,23 @@ func (m *Manager) setProps(ov *overlay, req SetPropsRequest) error {
 			return fmt.Errorf("the properties were set but %v: the old values come back after a restart", err)
 		}
 	}
+	if mtuErr != nil {
+		return fmt.Errorf("mtu set to %d, but %w", mtuErr.MTU, mtuVNICs(mtuErr))
+	}
 	return nil
+}
+
+// mtuVNICs words an MTUError for set-linkprop: which VNICs kept which MTU.
+func mtuVNICs(e *datapath.MTUError) error {
+	var parts []string
+	for _, v := range e.VNICs {
+		if v.Kept != 0 {
+			parts = append(parts, fmt.Sprintf("VNIC %s keeps mtu %d: %v", v.VNIC, v.Kept, v.Err))
+		} else {
+			parts = append(parts, fmt.Sprintf("VNIC %s: %v", v.VNIC, v.Err))
+		}
+	}
+	return errors.New(strings.Join(parts, "; "))
 }
 
 // setVNICProps changes a VNIC's properties: protection, live.
@@ -654,7 +693,7 @@ func (m *Manager) Stats(name string) ([]StatsInfo, error) {
 	}
 	var out []StatsInfo
 	for _, ov := range ovs {
-		out = append(out, StatsInfo{Overlay: ov.name, Stats: append(convStats(ov.dp.Stats()), ov.engine.stats()...)})
+		out = append(out, StatsInfo{Overlay: ov.name, Stats: append(overlayStats(ov.dp.Stats()), ov.engine.stats()...)})
 	}
 	return out, nil
 }
@@ -727,8 +766,28 @@ func (v *vnic) protection() string {
 }
 
 func (v *vnic) info() VNICInfo {
-	return VNICInfo{Name: v.name, Overlay: v.overlay.name, MAC: ether.Short(v.mac), VLAN: v.vlan, MTU: v.mtu(),
+	info := VNICInfo{Name: v.name, Overlay: v.overlay.name, MAC: ether.Short(v.mac), VLAN: v.vlan, MTU: v.mtu(),
 		Protection: v.protection(), Temporary: v.temporary}
+	if v.keptMTU != 0 && v.keptMTU != info.MTU {
+		// What the interface has, not what it should have.
+		info.MTU, info.WantMTU = v.keptMTU, info.MTU
+	}
+	return info
+}
+
+// overlayStats lists every overlay counter in its order, those the data
+// path did not report marked unavailable.
+func overlayStats(s datapath.Stats) []Stat {
+	have := make(map[string]uint64, len(s))
+	for _, st := range s {
+		have[st.Name] = st.Value
+	}
+	out := make([]Stat, 0, len(datapath.OverlayCounters))
+	for _, c := range datapath.OverlayCounters {
+		v, ok := have[c.String()]
+		out = append(out, Stat{Name: c.String(), Value: v, Unavailable: !ok})
+	}
+	return out
 }
 
 func convStats(s datapath.Stats) []Stat {

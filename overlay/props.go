@@ -123,3 +123,56 @@ func vnicProps(overlayMTU int) *prop.Set {
 			Help:     "mac-nospoof: frames the VNIC sends from another MAC than its own are dropped (drop-spoofed)"},
 	})
 }
+
+// PropertyHelp describes, for create-overlay --help, every property an
+// operator may give at creation, made from the descriptions of the
+// registered encapsulations and search plugins so that the help cannot
+// drift from what is accepted.
+func PropertyHelp() string {
+	var b strings.Builder
+	line := func(d prop.Desc) {
+		val := "<" + strings.ToLower(d.Type.String()) + ">"
+		switch {
+		case d.HasRange:
+			val = fmt.Sprintf("<%d-%d>", d.Min, d.Max)
+		case len(d.Possible) > 0:
+			val = strings.Join(d.Possible, "|")
+		}
+		text := d.Help
+		switch {
+		case d.Default != "":
+			text += "; default " + d.Default
+		case d.Required:
+			text += " (required)"
+		}
+		fmt.Fprintf(&b, "  %-28s %s\n", d.Name+"="+val, text)
+	}
+	line(prop.Desc{Name: PropMTU, Type: prop.Uint, HasRange: true, Min: MinMTU, Max: MaxMTU, Default: fmt.Sprint(DefaultMTU),
+		Help: "largest frame payload carried"})
+	line(prop.Desc{Name: PropDataPath, Type: prop.String, Possible: []string{DataPathUserspace, DataPathKernel},
+		Default: "overlayd --default-datapath", Help: "overlayd itself or the kernel's vxlan driver"})
+	for _, name := range encap.Names() {
+		enc, _ := encap.Lookup(name)
+		fmt.Fprintf(&b, "encapsulation %s:\n", name)
+		for _, d := range enc.Props() {
+			if d.Perm == prop.ReadWrite {
+				line(d)
+			}
+		}
+		for _, sname := range search.Names() {
+			sp, _ := search.Lookup(sname)
+			descs := sp.Props(enc.Dest())
+			fmt.Fprintf(&b, "search plugin %s:", sname)
+			if len(descs) == 0 {
+				b.WriteString(" no properties")
+			}
+			b.WriteString("\n")
+			for _, d := range descs {
+				if d.Perm == prop.ReadWrite {
+					line(d)
+				}
+			}
+		}
+	}
+	return strings.TrimSuffix(b.String(), "\n")
+}

@@ -2,9 +2,12 @@ package overlay
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 
+	"overlaynet/datapath"
 	"overlaynet/encap"
 	"overlaynet/ether"
 	"overlaynet/prop"
@@ -42,6 +45,20 @@ func (m *Manager) ModifyTargets(req ModifyRequest) error {
 		mac, err := ether.ParseMAC(req.Delete)
 		if err != nil {
 			return err
+		}
+		// An entry that is not there is an error, not a silent success:
+		// the operator may have mistyped the MAC or the overlay.
+		found := false
+		for _, t := range ov.dp.Targets() {
+			if t.MAC == ether.MAC(mac) {
+				if t.State == datapath.TargetPending {
+					return fmt.Errorf("overlay %s has no answer for %s to remove: a lookup for it is in flight", ov.name, ether.Short(mac))
+				}
+				found = true
+			}
+		}
+		if !found {
+			return fmt.Errorf("overlay %s has no target entry for %s (show-overlay -t %s lists them)", ov.name, ether.Short(mac), ov.name)
 		}
 		ov.dp.RemoveTarget(ether.MAC(mac))
 		ov.log.Info("target entry removed", "mac", ether.Short(mac))
@@ -90,14 +107,19 @@ func parseTargetSet(s string, need encap.DestType) (ether.MAC, encap.Dest, bool,
 			return mac, dest, false, fmt.Errorf("invalid destination %q: want an IP address", destText)
 		}
 	} else {
-		ap, err := netip.ParseAddrPort(destText)
+		host, portText, err := net.SplitHostPort(destText)
 		if err != nil {
 			return mac, dest, false, fmt.Errorf("invalid destination %q: want <ip>:<port> or [<ipv6>]:<port>", destText)
 		}
-		if ap.Port() == 0 {
-			return mac, dest, false, fmt.Errorf("invalid destination %q: port must be 1-65535", destText)
+		ip, err := netip.ParseAddr(host)
+		if err != nil {
+			return mac, dest, false, fmt.Errorf("invalid destination %q: %q is not an IP address", destText, host)
 		}
-		dest = encap.Dest{IP: ap.Addr().Unmap(), Port: ap.Port()}
+		port, err := strconv.ParseUint(portText, 10, 16)
+		if err != nil || port == 0 {
+			return mac, dest, false, fmt.Errorf("invalid destination %q: port %q is not a number from 1 to 65535", destText, portText)
+		}
+		dest = encap.Dest{IP: ip.Unmap(), Port: uint16(port)}
 	}
 	if err := prop.CheckUnderlayIP(dest.IP.String()); err != nil {
 		return mac, dest, false, fmt.Errorf("invalid destination %q: %v", destText, err)

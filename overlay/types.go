@@ -77,6 +77,9 @@ type VNICInfo struct {
 	MAC     string `json:"mac"`
 	VLAN    uint16 `json:"vlan"`
 	MTU     int    `json:"mtu"`
+	// WantMTU, when not 0, is the MTU the VNIC should have: its interface
+	// (MTU) could not follow its overlay's (set-linkprop said why).
+	WantMTU int `json:"want_mtu,omitempty"`
 	// Protection is mac-nospoof or none.
 	Protection string `json:"protection"`
 	Temporary  bool   `json:"temporary"`
@@ -102,6 +105,10 @@ type StatsInfo struct {
 type Stat struct {
 	Name  string `json:"name"`
 	Value uint64 `json:"value"`
+	// Unavailable marks a counter the overlay's data path does not keep
+	// (the kernel path has no per-frame counters of its own): shown as
+	// "--", not as a 0 that would read as "nothing happened".
+	Unavailable bool `json:"unavailable,omitempty"`
 }
 
 // ListenerInfo describes one underlay listen address (show-listener).

@@ -32,8 +32,14 @@ func main() {
 	quick := flag.Bool("quick", false, "svp, scale: a small run of seconds (smoke test): svp with 10,000 mappings, 100 unpipelined connections and 1s rows; scale with 200 hosts, 2,000 lookups/s, 2 changes and a 2s window")
 	restarts := flag.Int("restarts", 10, "restart: kill -9 and restart rounds")
 	missMACs := flag.Int("miss-macs", 1000, "kernel-miss: distinct MACs")
+	// --help prints to stdout (and exits 0); a usage error to stderr.
+	for _, a := range os.Args[1:] {
+		if a == "-h" || a == "-help" || a == "--help" {
+			flag.CommandLine.SetOutput(os.Stdout)
+		}
+	}
 	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, `usage: overlaybench [flags] [throughput | storm | migrate | svp | scale | restart | kernel-miss]
+		fmt.Fprintf(flag.CommandLine.Output(), `usage: overlaybench [flags] [throughput | storm | migrate | svp | scale | restart | kernel-miss]
 
 throughput (the default) builds two hosts (network namespaces joined by
 veth) and measures, in one run: the raw underlay, the kernel vxlan driver
@@ -99,11 +105,11 @@ neither, only PostgreSQL's server binaries for their PostgreSQL parts.
 	switch mode {
 	case "throughput", "storm", "migrate", "svp", "scale", "restart", "kernel-miss":
 	default:
-		flag.Usage()
+		fmt.Fprintf(os.Stderr, "overlaybench: unknown mode %q: want throughput, storm, migrate, svp, scale, restart or kernel-miss (overlaybench --help)\n", mode)
 		os.Exit(2)
 	}
 	if flag.NArg() > 1 {
-		flag.Usage()
+		fmt.Fprintf(os.Stderr, "overlaybench: one mode at a time, got %q; flags go before the mode (overlaybench --help)\n", flag.Args())
 		os.Exit(2)
 	}
 	dir, err := os.MkdirTemp("", "overlaybench-")

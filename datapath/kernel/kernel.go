@@ -25,6 +25,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -337,7 +338,7 @@ func (ov *overlay) Update(cfg datapath.OverlayConfig) error {
 		ov.st.Store(st)
 	}
 	if cfg.MTU != old.cfg.MTU {
-		ov.applyMTU(st)
+		return ov.applyMTU(st, old.cfg.MTU)
 	}
 	return nil
 }
@@ -468,9 +469,9 @@ func (ov *overlay) copyEntries(vx *netlink.Vxlan, fdb []fdbEntry, neighs []netli
 }
 
 // applyMTU gives the overlay's MTU to its vxlan device, its bridge and
-// every VNIC that follows it, wherever the VNIC has been moved. Called
-// with ov.mu.
-func (ov *overlay) applyMTU(st *kstate) {
+// every VNIC that follows it, wherever the VNIC has been moved; an
+// *MTUError names the VNICs that kept the old one. Called with ov.mu.
+func (ov *overlay) applyMTU(st *kstate, oldMTU int) error {
 	mtu := st.cfg.MTU
 	for _, l := range []netlink.Link{st.vx, st.br} {
 		if err := netlink.LinkSetMTU(l, mtu); err != nil {
@@ -479,14 +480,21 @@ func (ov *overlay) applyMTU(st *kstate) {
 	}
 	ns := &netnsSet{}
 	defer ns.Close()
+	mtuErr := &datapath.MTUError{MTU: mtu}
 	for name, v := range ov.vnics {
 		if v.mtu != 0 {
 			continue
 		}
 		if err := setVNICMTU(v.port, mtu, ns); err != nil {
 			ov.log.Warn("cannot apply the new overlay MTU to a VNIC", "vnic", name, "mtu", mtu, "err", err)
+			mtuErr.VNICs = append(mtuErr.VNICs, datapath.VNICMTUError{VNIC: name, Kept: oldMTU, Err: err})
 		}
 	}
+	if len(mtuErr.VNICs) == 0 {
+		return nil
+	}
+	sort.Slice(mtuErr.VNICs, func(i, j int) bool { return mtuErr.VNICs[i].VNIC < mtuErr.VNICs[j].VNIC })
+	return mtuErr
 }
 
 // setVNICMTU sets the MTU of both ends of a VNIC's veth pair. The VNIC
@@ -674,7 +682,14 @@ func (ov *overlay) Stats() datapath.Stats {
 	c.Add(datapath.DropMalformed, s.rxErrors)
 	c.Add(datapath.DropNoVNIC, s.rxDropped)
 	c.Add(datapath.DropSpoofed, ov.spoofed())
-	return c.Snapshot(datapath.OverlayCounters...)
+	return c.Snapshot(kernelCounters...)
+}
+
+// kernelCounters are the overlay counters the kernel path has (from the
+// vxlan device and the spoofing rule); the others it does not report.
+var kernelCounters = []datapath.Counter{
+	datapath.Encapsulated, datapath.EncapBytes, datapath.Decapsulated, datapath.DecapBytes,
+	datapath.DropNoTarget, datapath.DropSendError, datapath.DropMalformed, datapath.DropNoVNIC, datapath.DropSpoofed,
 }
 
 // Close implements datapath.Overlay: the kernel objects stay, carrying

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -100,14 +101,20 @@ func (ov *overlay) Update(cfg datapath.OverlayConfig) error {
 	}
 	ov.state.Store(&ovState{cfg: cfg, ln: ln})
 	if cfg.MTU != old.cfg.MTU {
+		mtuErr := &datapath.MTUError{MTU: cfg.MTU}
 		for _, v := range ov.vnics.Load().byName {
 			if !v.followMTU {
 				continue
 			}
-			if err := v.tap.setMTU(cfg.MTU); err != nil {
+			if err := v.tap.setMTU(cfg.MTU, v.key.mac); err != nil {
 				ov.log.Warn("cannot apply the new overlay MTU to a VNIC; set it where the VNIC lives",
 					"vnic", v.name, "mtu", cfg.MTU, "err", err)
+				mtuErr.VNICs = append(mtuErr.VNICs, datapath.VNICMTUError{VNIC: v.name, Kept: old.cfg.MTU, Err: err})
 			}
+		}
+		if len(mtuErr.VNICs) > 0 {
+			sort.Slice(mtuErr.VNICs, func(i, j int) bool { return mtuErr.VNICs[i].VNIC < mtuErr.VNICs[j].VNIC })
+			return mtuErr
 		}
 	}
 	return nil

@@ -268,15 +268,53 @@ func (t *tap) setPersist(on bool) error {
 	return nil
 }
 
-// setMTU changes the interface MTU when the interface is still in our
-// network namespace; once an operator has moved it elsewhere that
-// namespace's owner decides.
-func (t *tap) setMTU(mtu int) error {
-	link, err := netlink.LinkByName(t.name)
-	if err != nil {
-		return fmt.Errorf("interface %s is no longer in overlayd's network namespace", t.name)
+// setMTU changes the interface's MTU wherever it is: in our network
+// namespace, or in the one it was moved into (which the TAP's file tells:
+// TUNGETDEVNETNS), where it is found by name or, renamed, by its MAC.
+// Entering another namespace needs CAP_SYS_ADMIN, which overlayd drops
+// after startup unless --keep-privileges: the error then says where the
+// interface is and how to set it there.
+func (t *tap) setMTU(mtu int, mac [6]byte) error {
+	if link, err := netlink.LinkByName(t.name); err == nil && bytes.Equal(link.Attrs().HardwareAddr, mac[:]) {
+		return netlink.LinkSetMTU(link, mtu)
 	}
-	return netlink.LinkSetMTU(link, mtu)
+	t.mu.RLock()
+	if t.closed {
+		t.mu.RUnlock()
+		return os.ErrClosed
+	}
+	fd, err := unix.IoctlRetInt(t.fds[0], unix.TUNGETDEVNETNS)
+	t.mu.RUnlock()
+	if err != nil {
+		return fmt.Errorf("interface %s is no longer in overlayd's network namespace, and the kernel does not say where it is: %w", t.name, err)
+	}
+	ns := netns.NsHandle(fd)
+	defer ns.Close()
+	where := nsName(ns)
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return fmt.Errorf("interface %s is in network namespace %s, which overlayd cannot enter (%v; it can with --keep-privileges): set it there, e.g. ip -n %s link set %s mtu %d",
+			t.name, where, err, where, t.name, mtu)
+	}
+	defer h.Close()
+	link, err := h.LinkByName(t.name)
+	if err != nil || !bytes.Equal(link.Attrs().HardwareAddr, mac[:]) {
+		link = nil
+		links, _ := h.LinkList()
+		for _, l := range links {
+			if l.Type() == "tuntap" && bytes.Equal(l.Attrs().HardwareAddr, mac[:]) {
+				link = l
+				break
+			}
+		}
+	}
+	if link == nil {
+		return fmt.Errorf("interface %s is in network namespace %s, which has no TAP of that name or MAC", t.name, where)
+	}
+	if err := h.LinkSetMTU(link, mtu); err != nil {
+		return fmt.Errorf("set mtu %d on %s in network namespace %s: %w", mtu, link.Attrs().Name, where, err)
+	}
+	return nil
 }
 
 // read reads one frame from queue q; unix.EAGAIN when none is waiting.

@@ -59,17 +59,35 @@ Exit status: 0 on success, 1 when a request fails, 2 on a usage error.`,
 	root.PersistentFlags().StringVar(&dsn, "store", "", "store: sqlite:PATH or postgres://... (default $"+StoreEnv+", then "+store.DefaultDSN+")")
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
-	open := func(ctx context.Context) (*store.SQL, error) {
+	which := func() string {
 		if dsn == "" {
 			dsn = os.Getenv(StoreEnv)
 		}
 		if dsn == "" {
 			dsn = store.DefaultDSN
 		}
-		return store.Open(ctx, dsn)
+		return dsn
 	}
-	root.AddCommand(serveCmd(open, stderr), addHostCmd(open), removeHostCmd(open), showHostsCmd(open, stdout, stderr),
-		addVNICCmd(open), removeVNICCmd(open), moveVNICCmd(open), showVNICsCmd(open, stdout, stderr), checkCmd(open, stdout))
+	// open opens a store that exists: reading, removing and serving on a
+	// mistyped path must fail, not start a new empty store.
+	open := func(ctx context.Context) (*store.SQL, error) {
+		s, err := store.OpenExisting(ctx, which())
+		if errors.Is(err, store.ErrNoStore) {
+			return nil, fmt.Errorf("%w (portolan init --store %s creates it)", err, store.Redact(dsn))
+		}
+		return s, err
+	}
+	// create opens the store, creating it when missing, and says so:
+	// for init and the commands that add.
+	create := func(ctx context.Context) (*store.SQL, error) {
+		s, err := store.Open(ctx, which())
+		if err == nil && s.Created() {
+			fmt.Fprintf(stderr, "portolan: created a new store: %s\n", store.Redact(dsn))
+		}
+		return s, err
+	}
+	root.AddCommand(serveCmd(open, stderr), initCmd(create, stdout), addHostCmd(create), removeHostCmd(open), showHostsCmd(open, stdout, stderr),
+		addVNICCmd(create), removeVNICCmd(open), moveVNICCmd(open), showVNICsCmd(open, stdout, stderr), checkCmd(open, stdout))
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
@@ -101,6 +119,29 @@ func withStore(open opener, fn func(ctx context.Context, s *store.SQL) error) er
 	return fn(ctx, s)
 }
 
+func initCmd(create opener, stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:   "init [--store DSN]",
+		Short: "create the store, or bring an existing one's tables up to date",
+		Long: `Create the store: the SQLite file (and its directory) or portolan's tables in
+an existing PostgreSQL database. On a store that exists it only adds the
+tables of a newer release, which every command does anyway.
+
+serve and the commands that read or remove refuse a store that does not
+exist, so that a mistyped --store is an error instead of a new empty
+store; init, add-host and add-vnic create it (and say so on stderr).`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withStore(create, func(ctx context.Context, s *store.SQL) error {
+				if !s.Created() {
+					fmt.Fprintf(stdout, "the store exists: %s\n", s)
+				}
+				return nil
+			})
+		},
+	}
+}
+
 func addHostCmd(open opener) *cobra.Command {
 	var port uint16
 	var sources []string
@@ -127,6 +168,9 @@ may be a source of several hosts.`,
 			}
 			if err := prop.CheckUnderlayIP(ip.String()); err != nil {
 				return fmt.Errorf("underlay address %s: %v", ip, err)
+			}
+			if port == 0 {
+				return usageError{errors.New("--port 0: a host receives VXLAN on a UDP port from 1 to 65535 (omit --port for 4789)")}
 			}
 			var srcs []netip.Addr
 			for _, s := range sources {
@@ -308,11 +352,14 @@ comma-separated.`,
 					row := map[string]string{"HOST": h.ID, "IP": h.IP.String(), "PORT": strconv.Itoa(int(h.Port)), "SOURCES": strings.Join(as, ",")}
 					p.Row(func(f string) string { return row[f] })
 				}
+				if err == nil {
+					p.Flush()
+				}
 				return err
 			})
 		},
 	}
-	c.Flags().BoolVarP(&parsable, "parsable", "p", false, "machine-parsable output (needs -o)")
+	c.Flags().BoolVarP(&parsable, "parsable", "p", false, "machine-parsable output (needs -o FIELD,... or -o all)")
 	c.Flags().StringVarP(&output, "output", "o", "", "fields to print, comma-separated, or all")
 	return c
 }
@@ -342,12 +389,15 @@ func showVNICsCmd(open opener, stdout, stderr io.Writer) *cobra.Command {
 						"VLAN": strconv.Itoa(int(v.VLAN)), "HOST": v.Host, "IPS": strings.Join(ips, ",")}
 					p.Row(func(f string) string { return row[f] })
 				}
+				if err == nil {
+					p.Flush()
+				}
 				return err
 			})
 		},
 	}
 	c.Flags().Int64Var(&vnetid, "vnetid", -1, "only this virtual network")
-	c.Flags().BoolVarP(&parsable, "parsable", "p", false, "machine-parsable output (needs -o)")
+	c.Flags().BoolVarP(&parsable, "parsable", "p", false, "machine-parsable output (needs -o FIELD,... or -o all)")
 	c.Flags().StringVarP(&output, "output", "o", "", "fields to print, comma-separated, or all")
 	return c
 }

@@ -3,7 +3,10 @@ package cli
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io/fs"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,8 +15,15 @@ import (
 )
 
 // newDSN returns a fresh SQLite store in the test's directory.
+// newDSN returns a new store, created (the commands but init and the
+// adding ones refuse a store that does not exist).
 func newDSN(t *testing.T) string {
-	return "sqlite:" + filepath.Join(t.TempDir(), "portolan.db")
+	t.Helper()
+	dsn := "sqlite:" + filepath.Join(t.TempDir(), "portolan.db")
+	if code, _, errs := run(t, "init", "--store", dsn); code != 0 {
+		t.Fatalf("init: exit %d, %s", code, errs)
+	}
+	return dsn
 }
 
 // run runs portolan with args and returns its exit status and output.
@@ -136,7 +146,7 @@ func TestHosts(t *testing.T) {
 	}
 	ok(t, dsn, "add-host", "--port", "4791", "h1", "198.18.0.11") // no change, no error
 
-	fails(t, []string{"add-host", "--store", dsn, "h4", "198.18.0.11"}, "198.18.0.11 is already another host's")
+	fails(t, []string{"add-host", "--store", dsn, "h4", "198.18.0.11"}, "198.18.0.11 is already host h1's")
 	fails(t, []string{"remove-host", "--store", dsn, "h1"}, "h1 still holds 1 VNIC")
 	ok(t, dsn, "remove-vnic", "--vnetid", "7", "--mac", "2:8:20:0:0:1")
 	ok(t, dsn, "remove-host", "h1")
@@ -162,7 +172,7 @@ func TestVNICs(t *testing.T) {
 	if out := ok(t, dsn, "show-vnics", "--vnetid", "43", "-p", "-o", "host"); out != "h2\n" {
 		t.Errorf("show-vnics --vnetid 43:\n%s", out)
 	}
-	if out := ok(t, dsn, "show-vnics", "--vnetid", "44"); out != "" {
+	if out := ok(t, dsn, "show-vnics", "--vnetid", "44"); strings.Join(strings.Fields(out), " ") != "VNETID MAC VLAN HOST IPS" {
 		t.Errorf("show-vnics of an empty vnetid:\n%s", out)
 	}
 	out := ok(t, dsn, "show-vnics")
@@ -198,8 +208,8 @@ func TestErrors(t *testing.T) {
 	}{
 		{vnic("add-vnic", "--vnetid", "42", "--mac", "2:8:20:0:0:2", "--host", "nosuch"), "host nosuch: not found"},
 		{vnic("add-vnic", "--vnetid", "42", "--mac", "2:8:20:0:0:1", "--host", "h1"), "VNIC 2:8:20:0:0:1 on vnetid 42: already exists"},
-		{vnic("add-vnic", "--vnetid", "42", "--mac", "2:8:20:0:0:2", "--host", "h1", "--ip", "10.0.0.1"), "address 10.0.0.1 on vnetid 42 is already another VNIC's"},
-		{vnic("add-vnic", "--vnetid", "42", "--mac", "2:8:20:0:0:2", "--host", "h1", "--ip", "::ffff:10.0.0.1"), "address 10.0.0.1 on vnetid 42 is already another VNIC's"},
+		{vnic("add-vnic", "--vnetid", "42", "--mac", "2:8:20:0:0:2", "--host", "h1", "--ip", "10.0.0.1"), "address 10.0.0.1 on vnetid 42 is already VNIC 2:8:20:0:0:1's (on host h1)"},
+		{vnic("add-vnic", "--vnetid", "42", "--mac", "2:8:20:0:0:2", "--host", "h1", "--ip", "::ffff:10.0.0.1"), "address 10.0.0.1 on vnetid 42 is already VNIC 2:8:20:0:0:1's (on host h1)"},
 		{vnic("remove-host", "h1"), "host h1 still holds 1 VNIC"},
 		{vnic("remove-host", "nosuch"), "host nosuch: not found"},
 		{vnic("move-vnic", "--vnetid", "42", "--mac", "2:8:20:0:0:1", "--host", "nosuch"), "host nosuch: not found"},
@@ -346,6 +356,7 @@ func TestUsage(t *testing.T) {
 		{[]string{"show-hosts", "--store", dsn, "--bogus"}, "unknown flag: --bogus"},
 		{[]string{"add-vnic", "--store", dsn, "-x"}, "unknown shorthand flag: 'x' in -x"},
 		{[]string{"add-host", "--store", dsn, "--port", "70000", "h1", "198.18.0.1"}, `invalid argument "70000" for "--port"`},
+		{[]string{"add-host", "--store", dsn, "--port", "0", "h1", "198.18.0.1"}, "--port 0: a host receives VXLAN on a UDP port from 1 to 65535"},
 		{[]string{"add-vnic", "--store", dsn, "--vnetid", "-1", "--mac", "2:8:20:0:0:1", "--host", "h1"}, `invalid argument "-1" for "--vnetid"`},
 		{[]string{"add-vnic", "--store", dsn, "--vnetid", "1", "--mac", "2:8:20:0:0:1", "--host", "h1", "--vlan", "x"}, `invalid argument "x" for "--vlan"`},
 		{[]string{"show-vnics", "--store", dsn, "--vnetid", "x"}, `invalid argument "x" for "--vnetid"`},
@@ -357,6 +368,10 @@ func TestUsage(t *testing.T) {
 		{[]string{"serve", "--store", dsn, "--log-hold", "-1s"}, `--log-hold -1s`},
 	} {
 		misused(t, tc.args, tc.want)
+	}
+	// Nothing of it reached the store.
+	if out := ok(t, dsn, "show-hosts", "-p", "-o", "host"); out != "" {
+		t.Errorf("usage errors left hosts: %q", out)
 	}
 	// Unknown subcommands have no usage line of their own.
 	code, _, errs := run(t, "bogus")
@@ -415,5 +430,56 @@ func TestHelp(t *testing.T) {
 	code, out, errs := run(t, "--help")
 	if code != 0 || errs != "" || !strings.Contains(out, "add-vnic") || !strings.Contains(out, StoreEnv) {
 		t.Errorf("--help: exit %d, stderr %q, stdout:\n%s", code, errs, out)
+	}
+}
+
+// TestStoreMustExist: serve and the commands that read or remove refuse a
+// store that does not exist, creating nothing; init and the adding
+// commands create it and say so.
+func TestStoreMustExist(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "nonexistent-dir")
+	missing := "sqlite:" + filepath.Join(dir, "x.db")
+	for _, args := range [][]string{
+		{"show-hosts"}, {"show-vnics"}, {"check"}, {"remove-host", "h1"},
+		{"remove-vnic", "--vnetid", "1", "--mac", "2:8:20:0:0:1"},
+		{"move-vnic", "--vnetid", "1", "--mac", "2:8:20:0:0:1", "--host", "h1"},
+		{"serve", "--listen", "127.0.0.1:0"},
+	} {
+		fails(t, append([]string{args[0], "--store", missing}, args[1:]...),
+			"store "+missing+": no such store: the file "+filepath.Join(dir, "x.db")+" does not exist (portolan init --store "+missing+" creates it)")
+		if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("%s on a missing store created %s (%v)", args[0], dir, err)
+		}
+	}
+	// A file that is not a store (here empty) is refused too, unchanged.
+	empty := filepath.Join(t.TempDir(), "empty.db")
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fails(t, []string{"show-hosts", "--store", "sqlite:" + empty}, "the file "+empty+" holds no portolan tables")
+	if fi, err := os.Stat(empty); err != nil || fi.Size() != 0 {
+		t.Errorf("show-hosts changed the file that is not a store: %v, %v", fi, err)
+	}
+
+	// init creates it, once.
+	code, out, errs := run(t, "init", "--store", missing)
+	if code != 0 || out != "" || errs != "portolan: created a new store: "+missing+"\n" {
+		t.Errorf("init: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	code, out, errs = run(t, "init", "--store", missing)
+	if code != 0 || out != "the store exists: "+missing+"\n" || errs != "" {
+		t.Errorf("init again: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	ok(t, missing, "show-hosts")
+
+	// add-host creates a new store, and says so.
+	other := "sqlite:" + filepath.Join(t.TempDir(), "sub", "y.db")
+	code, _, errs = run(t, "add-host", "--store", other, "h1", "198.18.0.1")
+	if code != 0 || errs != "portolan: created a new store: "+other+"\n" {
+		t.Errorf("add-host on a new store: exit %d, stderr %q", code, errs)
+	}
+	if out := ok(t, other, "show-hosts", "-p", "-o", "host"); out != "h1\n" {
+		t.Errorf("show-hosts after add-host: %q", out)
 	}
 }

@@ -106,6 +106,7 @@ it warns at start when its limit is below ` + strconv.Itoa(wantConns) + ` connec
 				return err
 			}
 			defer st.Close()
+			log.Info("store opened", "store", st.String())
 			// Listen before loading, so that an address in use fails at
 			// once rather than after a long load.
 			ln, err := net.Listen("tcp", listen)

@@ -69,7 +69,11 @@ func pgDatabase(t *testing.T) (dsn, name string) {
 	if _, err := db.Exec("CREATE DATABASE " + name); err != nil {
 		t.Fatal(err)
 	}
-	return strings.Replace(pg.DSN, "@/postgres?", "@/"+name+"?", 1), name
+	dsn = strings.Replace(pg.DSN, "@/postgres?", "@/"+name+"?", 1)
+	if code, _, errs := run(t, "init", "--store", dsn); code != 0 {
+		t.Fatalf("init: exit %d, %s", code, errs)
+	}
+	return dsn, name
 }
 
 // pgDB opens a database/sql handle on dsn, closed when the test ends.

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -61,12 +62,63 @@ type SQL struct {
 	// URL, and the watches running.
 	path, dsn string
 	w         watches
+	created   bool // by the Open that returned it
 }
+
+// Created reports whether the Open that returned s created the store
+// (the schema, and for SQLite the file).
+func (s *SQL) Created() bool { return s.created }
+
+// sqliteIsStore returns nil when the SQLite file at path holds portolan's
+// tables, an error wrapping ErrNoStore when it does not. It opens the file
+// read-only and changes nothing.
+func sqliteIsStore(ctx context.Context, path string) error {
+	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro&_pragma=busy_timeout(10000)")
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	ok, err := (&SQL{db: db, d: sqlite}).hasSchema(ctx)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", path, err)
+	}
+	if !ok {
+		return fmt.Errorf("%w: the file %s holds no portolan tables", ErrNoStore, path)
+	}
+	return nil
+}
+
+// hasSchema reports whether the database holds portolan's tables.
+func (s *SQL) hasSchema(ctx context.Context) (bool, error) {
+	q := `SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'hosts'`
+	if s.d.name == postgres.name {
+		q = `SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'hosts'`
+	}
+	var n int
+	if err := s.db.QueryRowContext(ctx, q).Scan(&n); err != nil {
+		return false, err
+	}
+	return n > 0, nil
+}
+
+// ErrNoStore is returned by OpenExisting for a store that was never
+// created: no SQLite file at the path, or a PostgreSQL database without
+// portolan's tables.
+var ErrNoStore = errors.New("no such store")
 
 // Open opens a store: "sqlite:PATH" (the file is created, with its
 // directory) or a "postgres://" / "postgresql://" URL. The schema is
-// created if missing.
-func Open(ctx context.Context, dsn string) (*SQL, error) {
+// created if missing; Created tells whether this call created it.
+func Open(ctx context.Context, dsn string) (*SQL, error) { return open(ctx, dsn, true) }
+
+// OpenExisting opens a store as Open does, but one that exists: it
+// creates nothing, and returns an error wrapping ErrNoStore for a SQLite
+// path with no file or a PostgreSQL database without portolan's tables.
+// Commands that only read, and the server, open their store with it, so
+// that a mistyped path is an error instead of a new empty store.
+func OpenExisting(ctx context.Context, dsn string) (*SQL, error) { return open(ctx, dsn, false) }
+
+func open(ctx context.Context, dsn string, create bool) (*SQL, error) {
 	var s *SQL
 	switch {
 	case strings.HasPrefix(dsn, "sqlite:"):
@@ -74,13 +126,25 @@ func Open(ctx context.Context, dsn string) (*SQL, error) {
 		if path == "" {
 			return nil, fmt.Errorf("store %q: sqlite: needs a file path", dsn)
 		}
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		mode := "rwc"
+		if !create {
+			// mode=rw: SQLite itself must not create the file either.
+			mode = "rw"
+			if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("store %s: %w: the file %s does not exist", dsn, ErrNoStore, path)
+			}
+			// Look read-only first: a file that is not a store stays as
+			// it was (the WAL pragma below would write to it).
+			if err := sqliteIsStore(ctx, path); err != nil {
+				return nil, fmt.Errorf("store %s: %w", dsn, err)
+			}
+		} else if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return nil, fmt.Errorf("store %s: %w", dsn, err)
 		}
 		// WAL lets the server read while an admin command writes;
 		// immediate transactions and a busy timeout serialise writers
 		// from several processes instead of failing them.
-		db, err := sql.Open("sqlite", "file:"+path+"?_txlock=immediate&_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(ON)")
+		db, err := sql.Open("sqlite", "file:"+path+"?mode="+mode+"&_txlock=immediate&_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(ON)")
 		if err != nil {
 			return nil, fmt.Errorf("store %s: %w", dsn, err)
 		}
@@ -97,6 +161,19 @@ func Open(ctx context.Context, dsn string) (*SQL, error) {
 	default:
 		return nil, fmt.Errorf("store %q: want sqlite:PATH or a postgres:// URL", dsn)
 	}
+	exists, err := s.hasSchema(ctx)
+	if err != nil {
+		s.db.Close()
+		return nil, fmt.Errorf("store %s: %w", redact(dsn), err)
+	}
+	if !exists && !create {
+		s.db.Close()
+		if s.d.name == sqlite.name {
+			return nil, fmt.Errorf("store %s: %w: the file %s holds no portolan tables", dsn, ErrNoStore, s.path)
+		}
+		return nil, fmt.Errorf("store %s: %w: the database holds no portolan tables", redact(dsn), ErrNoStore)
+	}
+	s.created = !exists
 	if err := s.migrate(ctx); err != nil {
 		s.db.Close()
 		return nil, fmt.Errorf("store %s: %w", redact(dsn), err)
@@ -128,6 +205,17 @@ func (s *SQL) prepare(ctx context.Context) error {
 	s.logq, err = s.db.PrepareContext(ctx, s.q(`SELECT l.id, l.type, l.vnetid, l.mac, l.ip, l.vlan
 		FROM hosts h LEFT JOIN log l ON l.host = h.id WHERE h.ip = ? ORDER BY l.seq LIMIT ?`))
 	return err
+}
+
+// Redact returns dsn with a password in it hidden, for messages and logs.
+func Redact(dsn string) string { return redact(dsn) }
+
+// String names the store as its DSN does, without a password.
+func (s *SQL) String() string {
+	if s.path != "" {
+		return "sqlite:" + s.path
+	}
+	return redact(s.dsn)
 }
 
 // redact hides a password in a URL for error messages.
@@ -259,10 +347,23 @@ func (s *SQL) putHost(ctx context.Context, tx *wtx, h Host) error {
 	err := tx.QueryRowContext(ctx, s.q(`SELECT ip, port FROM hosts WHERE id = ?`), h.ID).Scan(&oldIP, &oldPort)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		_, err = tx.ExecContext(ctx, s.q(`INSERT INTO hosts (id, ip, port) VALUES (?, ?, ?)`), h.ID, h.IP.String(), int(h.Port))
-		return uniqueErr(err, fmt.Sprintf("underlay address %s is already another host's", h.IP))
 	case err != nil:
 		return err
+	}
+	if oldIP != h.IP.String() {
+		// Name the host that has the address (see insertVNIC).
+		var other string
+		err := tx.QueryRowContext(ctx, s.q(`SELECT id FROM hosts WHERE ip = ?`), h.IP.String()).Scan(&other)
+		switch {
+		case err == nil:
+			return fmt.Errorf("underlay address %s is already host %s's: %w", h.IP, other, ErrExists)
+		case !errors.Is(err, sql.ErrNoRows):
+			return err
+		}
+	}
+	if oldIP == "" {
+		_, err = tx.ExecContext(ctx, s.q(`INSERT INTO hosts (id, ip, port) VALUES (?, ?, ?)`), h.ID, h.IP.String(), int(h.Port))
+		return uniqueErr(err, fmt.Sprintf("underlay address %s is already another host's", h.IP))
 	}
 	if oldIP == h.IP.String() && oldPort == int(h.Port) {
 		return nil
@@ -428,7 +529,20 @@ func (s *SQL) insertVNIC(ctx context.Context, tx *wtx, v VNIC) error {
 		return err
 	}
 	for _, ip := range v.IPs {
-		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO ips (vnetid, ip, mac) VALUES (?, ?, ?)`),
+		// Name the holder: a unique violation alone cannot (and on
+		// PostgreSQL it ends the transaction, so it is looked up first).
+		var holder int64
+		var host string
+		err := tx.QueryRowContext(ctx, s.q(`SELECT i.mac, v.host FROM ips i JOIN vnics v ON v.vnetid = i.vnetid AND v.mac = i.mac
+			WHERE i.vnetid = ? AND i.ip = ?`), int64(v.VNetID), ip.Unmap().String()).Scan(&holder, &host)
+		switch {
+		case err == nil:
+			m := intMAC(holder)
+			return fmt.Errorf("address %s on vnetid %d is already VNIC %s's (on host %s): %w", ip, v.VNetID, ether.Short(m[:]), host, ErrExists)
+		case !errors.Is(err, sql.ErrNoRows):
+			return err
+		}
+		_, err = tx.ExecContext(ctx, s.q(`INSERT INTO ips (vnetid, ip, mac) VALUES (?, ?, ?)`),
 			int64(v.VNetID), ip.Unmap().String(), macInt(v.MAC))
 		if err = uniqueErr(err, fmt.Sprintf("address %s on vnetid %d is already another VNIC's", ip, v.VNetID)); err != nil {
 			return err
