@@ -45,53 +45,18 @@ func (e *env) call(method string, params, result any) error {
 	return e.client().Call(method, params, result)
 }
 
+// Command returns overlayadm's command tree, for its manual pages and
+// completion scripts (Main runs the same tree).
+func Command() *cobra.Command { return newRoot(&env{stdout: io.Discard, stderr: io.Discard}) }
+
 // Main runs overlayadm with args (without the program name) and returns
 // the exit status.
 func Main(args []string, stdout, stderr io.Writer) int {
 	e := &env{stdout: stdout, stderr: stderr}
-	root := &cobra.Command{
-		Use:   "overlayadm [--socket PATH] <subcommand> [options] [operands]",
-		Short: "administer overlay networks and their VNICs",
-		Long: `overlayadm administers the overlay networks of one host, as dladm does on
-illumos. An overlay is a virtual switch spanning hosts, identified by a
-virtual network id (vnetid) and carried over the underlay IP network by an
-encapsulation (vxlan). Its search plugin says where frames for MACs that
-are not on this host go: direct sends everything to one peer. VNICs are
-network interfaces on an overlay.
-
-overlayadm talks to overlayd over its admin socket: the --socket flag, else
-$OVERLAYD_SOCKET, else ` + admin.DefaultSocket + `. A daemon that does not
-answer within --timeout (default ` + admin.DefaultTimeout.String() + `) is reported, with its pid.
-
-Exit status: 0 on success, 1 when a request fails, 2 on a usage error.`,
-		SilenceErrors: true,
-		SilenceUsage:  true,
-		Example: `  overlayadm create-overlay -e vxlan -s direct -v 42 \
-      -p vxlan/listen_ip=192.0.2.1 -p direct/dest_ip=192.0.2.2,direct/dest_port=4789 overlay0
-  overlayadm create-vnic -l overlay0 vnic0
-  overlayadm show-overlay overlay0
-  overlayadm show-vnic -p -o link,macaddress`,
-	}
-	root.PersistentFlags().StringVar(&e.socket, "socket", "", "overlayd admin socket (default $"+admin.SocketEnv+", then "+admin.DefaultSocket+")")
-	root.PersistentFlags().DurationVar(&e.timeout, "timeout", admin.DefaultTimeout, "how long to wait for overlayd's answer")
-	root.CompletionOptions.DisableDefaultCmd = true
-	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usagef("%v", err) })
-	root.AddCommand(
-		createOverlayCmd(e), deleteOverlayCmd(e), showOverlayCmd(e), setLinkpropCmd(e),
-		modifyOverlayCmd(e), refreshOverlayCmd(e),
-		createVNICCmd(e), deleteVNICCmd(e), showVNICCmd(e), showListenerCmd(e),
-	)
+	root := newRoot(e)
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.PersistentPreRun = func(*cobra.Command, []string) {
-		if e.socket == "" {
-			e.socket = os.Getenv(admin.SocketEnv)
-		}
-		if e.socket == "" {
-			e.socket = admin.DefaultSocket
-		}
-	}
 	cmd, err := root.ExecuteC()
 	if err == nil {
 		return ExitOK
@@ -107,6 +72,56 @@ Exit status: 0 on success, 1 when a request fails, 2 on a usage error.`,
 		return ExitUsage
 	}
 	return ExitError
+}
+
+func newRoot(e *env) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "overlayadm [--socket PATH] <subcommand> [options] [operands]",
+		Short: "administer overlay networks and their VNICs",
+		Long: `overlayadm administers the overlay networks of one host, as dladm does on
+illumos. An overlay is a virtual switch spanning hosts, identified by a
+virtual network id (vnetid) and carried over the underlay IP network by an
+encapsulation (vxlan). Its search plugin says where frames for MACs that
+are not on this host go: direct sends everything to one peer. VNICs are
+network interfaces on an overlay.
+
+overlayadm talks to overlayd over its admin socket: the --socket flag, else
+$OVERLAYD_SOCKET, else ` + admin.DefaultSocket + `. A daemon that does not
+answer within --timeout (default ` + admin.DefaultTimeout.String() + `) is reported, with its pid.
+
+'overlayadm completion bash' (or zsh) prints a completion script: it
+completes overlay, VNIC and property names from the running daemon.
+
+Exit status: 0 on success, 1 when a request fails, 2 on a usage error.`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		Example: `  overlayadm create-overlay -e vxlan -s direct -v 42 \
+      -p vxlan/listen_ip=192.0.2.1 -p direct/dest_ip=192.0.2.2,direct/dest_port=4789 overlay0
+  overlayadm create-vnic -l overlay0 vnic0
+  overlayadm show-overlay overlay0
+  overlayadm show-vnic -p -o link,macaddress`,
+	}
+	root.PersistentFlags().StringVar(&e.socket, "socket", "", "overlayd admin socket (default $"+admin.SocketEnv+", then "+admin.DefaultSocket+")")
+	root.PersistentFlags().DurationVar(&e.timeout, "timeout", admin.DefaultTimeout, "how long to wait for overlayd's answer")
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usagef("%v", err) })
+	root.AddCommand(
+		createOverlayCmd(e), deleteOverlayCmd(e), showOverlayCmd(e), setLinkpropCmd(e),
+		modifyOverlayCmd(e), refreshOverlayCmd(e),
+		createVNICCmd(e), deleteVNICCmd(e), showVNICCmd(e), showListenerCmd(e),
+	)
+	root.PersistentPreRun = func(*cobra.Command, []string) { e.resolveSocket() }
+	e.addCompletion(root)
+	return root
+}
+
+// resolveSocket fills in the default socket when --socket was not given.
+func (e *env) resolveSocket() {
+	if e.socket == "" {
+		e.socket = os.Getenv(admin.SocketEnv)
+	}
+	if e.socket == "" {
+		e.socket = admin.DefaultSocket
+	}
 }
 
 func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }

@@ -636,6 +636,51 @@ func TestHelp(t *testing.T) {
 	if code != ExitOK || errs != "" || !strings.Contains(out, "create-overlay") {
 		t.Errorf("--help: exit %d, stderr %q, stdout:\n%s", code, errs, out)
 	}
+	// The help says what is accepted: every plugin's properties and the
+	// data path at creation, and datapath among what cannot change.
+	_, out, _ = runAdm("create-overlay", "--help")
+	for _, want := range []string{"datapath=userspace|kernel", "vxlan/listen_ip=<ip>", "direct/dest_ip=<ip>",
+		"files/config=", "svp/host=", "svp/underlay_ip=<ip>", "svp/port=<1-65535>", "default 1296", "svp asks a mapping server"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("create-overlay --help does not say %q", want)
+		}
+	}
+	_, out, _ = runAdm("set-linkprop", "--help")
+	if !strings.Contains(out, "(encap, search, varpd/id, datapath)") {
+		t.Errorf("set-linkprop --help does not list datapath as read-only:\n%s", out)
+	}
+}
+
+// TestColumnsFit: a value wider than its column's default width widens
+// the column: every row's values start where the header's do.
+func TestColumnsFit(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.populate()
+	for _, args := range [][]string{{"show-overlay", "-s"}, {"show-overlay"}, {"show-vnic"}} {
+		out := h.ok(args...)
+		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+		hdr := lines[0]
+		var starts []int
+		for i := range hdr {
+			if hdr[i] != ' ' && (i == 0 || hdr[i-1] == ' ') {
+				starts = append(starts, i)
+			}
+		}
+		for _, l := range lines[1:] {
+			for _, st := range starts[1:] {
+				if st >= len(l) || l[st-1] != ' ' || l[st] == ' ' {
+					t.Errorf("%s: %q does not have a value starting at column %d, under the header:\n%s", strings.Join(args, " "), l, st, out)
+					break
+				}
+			}
+		}
+	}
+	// -p -o all: every field, parsable.
+	out := h.ok("show-vnic", "-p", "-o", "all")
+	if strings.Count(out, "\n") != 1 || strings.Count(out, ":") < 5 {
+		t.Errorf("show-vnic -p -o all: %q", out)
+	}
 }
 
 // TestDaemonNotAnswering: a daemon that accepts but does not answer (a
@@ -668,5 +713,43 @@ func TestDaemonNotAnswering(t *testing.T) {
 	want := fmt.Sprintf("overlayadm: overlayd (pid %d) at %s is not answering: no reply within 200ms (is it stopped or stuck? --timeout waits longer)\n", os.Getpid(), socket)
 	if code != ExitError || out != "" || errs != want {
 		t.Errorf("exit %d, stdout %q, stderr %q; want exit %d and %q", code, out, errs, ExitError, want)
+	}
+}
+
+// TestCompletion: the shell completion scripts and what they complete
+// from the running daemon: overlay, VNIC and property names.
+func TestCompletion(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.populate() // ov0 with vnic0
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"delete-overlay", ""}, []string{"ov0"}},
+		{[]string{"show-vnic", ""}, []string{"vnic0"}},
+		{[]string{"set-linkprop", ""}, []string{"ov0", "vnic0"}},
+		{[]string{"set-linkprop", "ov0", "-p", ""}, []string{"mtu=", "vnetid=", "vxlan/listen_ip=", "direct/dest_ip="}},
+		{[]string{"set-linkprop", "vnic0", "-p", ""}, []string{"protection=none"}},
+		{[]string{"create-vnic", "-l", ""}, []string{"ov0"}},
+		{[]string{"create-overlay", "-s", ""}, []string{"direct", "files", "svp"}},
+	} {
+		code, out, errs := h.run(append([]string{"__complete"}, tc.args...)...)
+		if code != 0 {
+			t.Errorf("__complete %q: exit %d, %s", tc.args, code, errs)
+			continue
+		}
+		got := strings.Split(out, "\n")
+		for _, w := range tc.want {
+			if !slices.Contains(got, w) {
+				t.Errorf("__complete %q: %q, want %q among them", tc.args, got, w)
+			}
+		}
+	}
+	for _, sh := range []string{"bash", "zsh"} {
+		code, out, errs := h.run("completion", sh)
+		if code != 0 || !strings.Contains(out, "overlayadm") || errs != "" {
+			t.Errorf("completion %s: exit %d, %d bytes, stderr %q", sh, code, len(out), errs)
+		}
 	}
 }

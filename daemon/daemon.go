@@ -55,6 +55,33 @@ type Options struct {
 // fails, 2 on a usage error (a bad flag or flag value).
 func Main(args []string, stdout, stderr io.Writer) int {
 	var o Options
+	c := newCommand(&o, stderr)
+	c.SetArgs(args)
+	c.SetOut(stdout) // --help
+	c.SetErr(stderr)
+	c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	if err := c.Execute(); err != nil {
+		fmt.Fprintf(stderr, "overlayd: %v\n", err)
+		var ue usageError
+		if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") {
+			fmt.Fprintf(stderr, "usage: %s (overlayd --help for more)\n", c.Use)
+			return 2
+		}
+		return 1
+	}
+	return 0
+}
+
+// Command returns overlayd's command, for its manual page.
+func Command() *cobra.Command {
+	var o Options
+	c := newCommand(&o, io.Discard)
+	// The page must not depend on the machine it was made on.
+	c.Flags().Lookup("workers").DefValue = "CPUs/2"
+	return c
+}
+
+func newCommand(o *Options, stderr io.Writer) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "overlayd [--socket PATH] [--state-dir DIR] [options]",
 		Short: "the overlay network daemon",
@@ -95,7 +122,7 @@ The admin socket is mode 0600 (root only), or 0660 owned by
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return run(o, stderr)
+			return run(*o, stderr)
 		},
 	}
 	f := c.Flags()
@@ -113,20 +140,7 @@ The admin socket is mode 0600 (root only), or 0660 owned by
 	f.IntVar(&o.Workers, "workers", max(1, runtime.NumCPU()/2), "worker threads of the userspace data path, each with a queue of every TAP and a socket of every listen address: more carry more flows at once (one flow never goes faster); the default is half the CPUs")
 	f.DurationVar(&o.SVPLogDelay, "svp-log-delay", svp.DefaultLogDelay, "svp overlays: wait this long after starting before the first LOG_REQ to a mapping server (illumos: 5-10 s), so that a server without a log (Triton's json store dies of a LOG_REQ) answers lookups first; a server that closes the connection on LOG_REQ gets them ever more rarely, from this doubling up to 5m")
 	f.StringVar(&o.WorkerSched, "worker-sched", userspace.SchedBatch, "scheduling policy of the userspace data path's worker thread: batch (more throughput on busy CPUs) or normal (a woken worker preempts at once: lower latency under load)")
-	c.SetArgs(args)
-	c.SetOut(stdout) // --help
-	c.SetErr(stderr)
-	c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	if err := c.Execute(); err != nil {
-		fmt.Fprintf(stderr, "overlayd: %v\n", err)
-		var ue usageError
-		if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") {
-			fmt.Fprintf(stderr, "usage: %s (overlayd --help for more)\n", c.Use)
-			return 2
-		}
-		return 1
-	}
-	return 0
+	return c
 }
 
 // usageError is a bad flag or flag value: exit status 2, as for the other

@@ -70,4 +70,8 @@ func TestHelpOnStdout(t *testing.T) {
 	if !strings.Contains(out.String(), "Usage:\n  overlayd") {
 		t.Errorf("--help on stdout: %q", out.String())
 	}
+	// What happens to VNICs on a stop, said once and rightly.
+	if h := out.String(); strings.Contains(h, "its VNICs go with it") || !strings.Contains(h, "The interfaces of persistent VNICs (created\nwithout -t) stay") {
+		t.Errorf("--help on what a stop does to VNICs:\n%s", h)
+	}
 }

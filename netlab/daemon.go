@@ -95,6 +95,9 @@ func (d *Daemon) parseStat(name string, args ...string) (uint64, error) {
 	for _, line := range strings.Split(out, "\n") {
 		k, v, ok := strings.Cut(line, ":")
 		if ok && k == name {
+			if v == "" {
+				return 0, fmt.Errorf("counter %s is not kept by this overlay's data path (shown as --)", name)
+			}
 			n, err := strconv.ParseUint(v, 10, 64)
 			if err != nil {
 				return 0, fmt.Errorf("counter %s: %q", name, v)

@@ -38,6 +38,29 @@ func Main(args []string, stdout, stderr io.Writer) int {
 // MainContext is Main, with serve stopping when ctx ends as well as on
 // SIGINT or SIGTERM: tests run a server in-process with it.
 func MainContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root := newRoot(stdout, stderr)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(stderr, "portolan: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
+	var ue usageError
+	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") || strings.HasPrefix(err.Error(), "required flag") {
+		if cmd != nil && cmd != root {
+			fmt.Fprintf(stderr, "usage: portolan %s\n", cmd.Use)
+		}
+		return 2
+	}
+	return 1
+}
+
+// Command returns portolan's command tree, for its manual pages.
+func Command() *cobra.Command { return newRoot(io.Discard, io.Discard) }
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	var dsn string
 	root := &cobra.Command{
 		Use:   "portolan <subcommand> [--store DSN] [options]",
@@ -88,22 +111,7 @@ Exit status: 0 on success, 1 when a request fails, 2 on a usage error.`,
 	}
 	root.AddCommand(serveCmd(open, stderr), initCmd(create, stdout), addHostCmd(create), removeHostCmd(open), showHostsCmd(open, stdout, stderr),
 		addVNICCmd(create), removeVNICCmd(open), moveVNICCmd(open), showVNICsCmd(open, stdout, stderr), checkCmd(open, stdout))
-	root.SetArgs(args)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
-	cmd, err := root.ExecuteContextC(ctx)
-	if err == nil {
-		return 0
-	}
-	fmt.Fprintf(stderr, "portolan: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
-	var ue usageError
-	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") || strings.HasPrefix(err.Error(), "required flag") {
-		if cmd != nil && cmd != root {
-			fmt.Fprintf(stderr, "usage: portolan %s\n", cmd.Use)
-		}
-		return 2
-	}
-	return 1
+	return root
 }
 
 type opener func(context.Context) (*store.SQL, error)

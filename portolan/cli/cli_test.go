@@ -407,7 +407,7 @@ func TestStoreEnv(t *testing.T) {
 // exits 0, touching no store.
 func TestHelp(t *testing.T) {
 	t.Parallel()
-	for _, sub := range []string{"serve", "add-host", "remove-host", "show-hosts", "add-vnic", "remove-vnic", "move-vnic", "show-vnics", "check"} {
+	for _, sub := range []string{"serve", "init", "add-host", "remove-host", "show-hosts", "add-vnic", "remove-vnic", "move-vnic", "show-vnics", "check"} {
 		for _, flag := range []string{"--help", "-h"} {
 			code, out, errs := run(t, sub, flag, "--store", "mysql://x")
 			if code != 0 || errs != "" || !strings.Contains(out, "Usage:\n  portolan "+sub) || !strings.Contains(out, "--store") {
