@@ -710,7 +710,7 @@ func TestDaemonNotAnswering(t *testing.T) {
 		}
 	}()
 	code, out, errs := runAdm("--socket", socket, "--timeout", "200ms", "show-overlay")
-	want := fmt.Sprintf("overlayadm: overlayd (pid %d) at %s is not answering: no reply within 200ms (is it stopped or stuck? --timeout waits longer)\n", os.Getpid(), socket)
+	want := fmt.Sprintf("overlayadm: overlayd (pid %d) at %s is not answering: no reply within 200ms (is it stopped or stuck? --timeout waits longer; a change asked for may still take effect: check before retrying)\n", os.Getpid(), socket)
 	if code != ExitError || out != "" || errs != want {
 		t.Errorf("exit %d, stdout %q, stderr %q; want exit %d and %q", code, out, errs, ExitError, want)
 	}

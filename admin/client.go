@@ -80,7 +80,7 @@ func (c *Client) failed(conn net.Conn, what string, timeout time.Duration, err e
 		who = fmt.Sprintf("overlayd (pid %d)", pid)
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return fmt.Errorf("%s at %s is not answering: no reply within %v (is it stopped or stuck? --timeout waits longer)", who, c.Socket, timeout)
+		return fmt.Errorf("%s at %s is not answering: no reply within %v (is it stopped or stuck? --timeout waits longer; a change asked for may still take effect: check before retrying)", who, c.Socket, timeout)
 	}
 	return fmt.Errorf("cannot %s %s at %s: %w", what, who, c.Socket, unwrapOp(err))
 }

@@ -9,9 +9,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"os/signal"
+	"os/user"
 	"runtime"
 	"runtime/pprof"
 	"strconv"
@@ -161,17 +161,19 @@ func checkFlags(o Options) error {
 		return fmt.Errorf("--default-datapath %q: want userspace or kernel", o.DefaultDataPath)
 	}
 	if o.Metrics != "" {
-		host, port, err := net.SplitHostPort(o.Metrics)
+		// The address itself (an IP or a host name) is judged by the
+		// listen that follows, still before anything is created.
+		_, port, err := net.SplitHostPort(o.Metrics)
 		if err != nil {
 			return fmt.Errorf("--metrics %q: want ADDR:PORT, e.g. 127.0.0.1:9790 or :9790", o.Metrics)
 		}
-		if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && port != "0") {
+		if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
 			return fmt.Errorf("--metrics %q: port %q is not a number from 1 to 65535", o.Metrics, port)
 		}
-		if host != "" {
-			if _, err := netip.ParseAddr(host); err != nil {
-				return fmt.Errorf("--metrics %q: %q is not an IP address (give this host's address, or none for every address)", o.Metrics, host)
-			}
+	}
+	if o.SocketGroup != "" {
+		if _, err := user.LookupGroup(o.SocketGroup); err != nil {
+			return fmt.Errorf("--socket-group %q: %v", o.SocketGroup, err)
 		}
 	}
 	return nil

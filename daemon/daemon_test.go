@@ -27,7 +27,9 @@ func TestFlagsCheckedFirst(t *testing.T) {
 	}{
 		{[]string{"--metrics", "bogus"}, 2, `--metrics "bogus": want ADDR:PORT`},
 		{[]string{"--metrics", "127.0.0.1:99999"}, 2, `--metrics "127.0.0.1:99999": port "99999" is not a number from 1 to 65535`},
-		{[]string{"--metrics", "localhost:9790"}, 2, `"localhost" is not an IP address`},
+		{[]string{"--metrics", "127.0.0.1:0"}, 2, `--metrics "127.0.0.1:0": port "0" is not a number from 1 to 65535`},
+		{[]string{"--metrics", "no-such-host.invalid:9790"}, 1, "--metrics no-such-host.invalid:9790: listen tcp"},
+		{[]string{"--socket-group", "no-such-group-xyz"}, 2, `--socket-group "no-such-group-xyz"`},
 		{[]string{"--metrics", taken.Addr().String()}, 1, "--metrics " + taken.Addr().String() + ": listen tcp"},
 		{[]string{"--workers", "0"}, 2, "--workers 0: want 1 to 64"},
 		{[]string{"--worker-sched", "fast"}, 2, `--worker-sched "fast": want batch or normal`},

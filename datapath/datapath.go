@@ -199,11 +199,13 @@ type MTUError struct {
 	VNICs []VNICMTUError
 }
 
-// VNICMTUError is one VNIC of an MTUError.
+// VNICMTUError is one VNIC of an MTUError, or one of the overlay's own
+// devices (Device set; VNIC then names the device).
 type VNICMTUError struct {
-	VNIC string
-	Kept int // the MTU its interface still has, 0 if not known
-	Err  error
+	VNIC   string
+	Device bool
+	Kept   int // the MTU its interface still has, 0 if not known
+	Err    error
 }
 
 func (e *MTUError) Error() string {
@@ -212,7 +214,11 @@ func (e *MTUError) Error() string {
 		if i > 0 {
 			b.WriteString("; ")
 		}
-		fmt.Fprintf(&b, "VNIC %s", v.VNIC)
+		if v.Device {
+			fmt.Fprintf(&b, "the overlay's device %s", v.VNIC)
+		} else {
+			fmt.Fprintf(&b, "VNIC %s", v.VNIC)
+		}
 		if v.Kept != 0 {
 			fmt.Fprintf(&b, " keeps mtu %d", v.Kept)
 		} else {

@@ -412,7 +412,9 @@ func (m *Manager) setProps(ov *overlay, req SetPropsRequest) error {
 		kept := map[string]int{}
 		if mtuErr != nil {
 			for _, v := range mtuErr.VNICs {
-				kept[v.VNIC] = v.Kept
+				if !v.Device {
+					kept[v.VNIC] = v.Kept
+				}
 			}
 		}
 		for _, v := range ov.vnics {
@@ -437,10 +439,14 @@ func (m *Manager) setProps(ov *overlay, req SetPropsRequest) error {
 func mtuVNICs(e *datapath.MTUError) error {
 	var parts []string
 	for _, v := range e.VNICs {
+		what := "VNIC " + v.VNIC
+		if v.Device {
+			what = "the overlay's device " + v.VNIC
+		}
 		if v.Kept != 0 {
-			parts = append(parts, fmt.Sprintf("VNIC %s keeps mtu %d: %v", v.VNIC, v.Kept, v.Err))
+			parts = append(parts, fmt.Sprintf("%s keeps mtu %d: %v", what, v.Kept, v.Err))
 		} else {
-			parts = append(parts, fmt.Sprintf("VNIC %s: %v", v.VNIC, v.Err))
+			parts = append(parts, fmt.Sprintf("%s: %v", what, v.Err))
 		}
 	}
 	return errors.New(strings.Join(parts, "; "))

@@ -473,14 +473,15 @@ func (ov *overlay) copyEntries(vx *netlink.Vxlan, fdb []fdbEntry, neighs []netli
 // *MTUError names the VNICs that kept the old one. Called with ov.mu.
 func (ov *overlay) applyMTU(st *kstate, oldMTU int) error {
 	mtu := st.cfg.MTU
+	mtuErr := &datapath.MTUError{MTU: mtu}
 	for _, l := range []netlink.Link{st.vx, st.br} {
 		if err := netlink.LinkSetMTU(l, mtu); err != nil {
 			ov.log.Warn("cannot apply the new overlay MTU", "link", l.Attrs().Name, "mtu", mtu, "err", err)
+			mtuErr.VNICs = append(mtuErr.VNICs, datapath.VNICMTUError{VNIC: l.Attrs().Name, Device: true, Kept: oldMTU, Err: err})
 		}
 	}
 	ns := &netnsSet{}
 	defer ns.Close()
-	mtuErr := &datapath.MTUError{MTU: mtu}
 	for name, v := range ov.vnics {
 		if v.mtu != 0 {
 			continue

@@ -291,12 +291,25 @@ func (t *tap) setMTU(mtu int, mac [6]byte) error {
 	ns := netns.NsHandle(fd)
 	defer ns.Close()
 	where := nsName(ns)
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return fmt.Errorf("interface %s is in network namespace %s, which overlayd cannot enter (%v; it can with --keep-privileges): set it there, e.g. ip -n %s link set %s mtu %d",
-			t.name, where, err, where, t.name, mtu)
+	var h *netlink.Handle
+	if self, err := netns.Get(); err == nil && self.Equal(ns) {
+		// Still ours, renamed: no namespace to enter.
+		self.Close()
+		h = &netlink.Handle{}
+	} else {
+		if err == nil {
+			self.Close()
+		}
+		if h, err = netlink.NewHandleAt(ns); err != nil {
+			how := fmt.Sprintf("ip link set %s mtu %d there", t.name, mtu)
+			if !strings.HasPrefix(where, "net:[") {
+				how = fmt.Sprintf("ip -n %s link set %s mtu %d", where, t.name, mtu)
+			}
+			return fmt.Errorf("interface %s is in network namespace %s, which overlayd cannot enter (%v; it can with --keep-privileges): set it there (%s)",
+				t.name, where, err, how)
+		}
+		defer h.Close()
 	}
-	defer h.Close()
 	link, err := h.LinkByName(t.name)
 	if err != nil || !bytes.Equal(link.Attrs().HardwareAddr, mac[:]) {
 		link = nil

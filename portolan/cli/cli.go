@@ -96,7 +96,16 @@ Exit status: 0 on success, 1 when a request fails, 2 on a usage error.`,
 	open := func(ctx context.Context) (*store.SQL, error) {
 		s, err := store.OpenExisting(ctx, which())
 		if errors.Is(err, store.ErrNoStore) {
-			return nil, fmt.Errorf("%w (portolan init --store %s creates it)", err, store.Redact(dsn))
+			// The hint names the store as given, unless that would
+			// show a password (masked, it would not work either).
+			again := "--store " + dsn
+			if store.Redact(dsn) != dsn {
+				again = "the same --store"
+			}
+			if errors.Is(err, store.ErrNoTables) {
+				return nil, fmt.Errorf("%w (if it is the right store, portolan init %s adds them)", err, again)
+			}
+			return nil, fmt.Errorf("%w (portolan init %s creates it)", err, again)
 		}
 		return s, err
 	}
@@ -110,7 +119,7 @@ Exit status: 0 on success, 1 when a request fails, 2 on a usage error.`,
 		return s, err
 	}
 	root.AddCommand(serveCmd(open, stderr), initCmd(create, stdout), addHostCmd(create), removeHostCmd(open), showHostsCmd(open, stdout, stderr),
-		addVNICCmd(create), removeVNICCmd(open), moveVNICCmd(open), showVNICsCmd(open, stdout, stderr), checkCmd(open, stdout))
+		addVNICCmd(open), removeVNICCmd(open), moveVNICCmd(open), showVNICsCmd(open, stdout, stderr), checkCmd(open, stdout))
 	return root
 }
 
@@ -135,9 +144,9 @@ func initCmd(create opener, stdout io.Writer) *cobra.Command {
 an existing PostgreSQL database. On a store that exists it only adds the
 tables of a newer release, which every command does anyway.
 
-serve and the commands that read or remove refuse a store that does not
+serve and every other command but add-host refuse a store that does not
 exist, so that a mistyped --store is an error instead of a new empty
-store; init, add-host and add-vnic create it (and say so on stderr).`,
+store; init and add-host create it (and say so on stderr).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withStore(create, func(ctx context.Context, s *store.SQL) error {

@@ -444,6 +444,7 @@ func TestStoreMustExist(t *testing.T) {
 		{"show-hosts"}, {"show-vnics"}, {"check"}, {"remove-host", "h1"},
 		{"remove-vnic", "--vnetid", "1", "--mac", "2:8:20:0:0:1"},
 		{"move-vnic", "--vnetid", "1", "--mac", "2:8:20:0:0:1", "--host", "h1"},
+		{"add-vnic", "--vnetid", "1", "--mac", "2:8:20:0:0:1", "--host", "h1"},
 		{"serve", "--listen", "127.0.0.1:0"},
 	} {
 		fails(t, append([]string{args[0], "--store", missing}, args[1:]...),
@@ -457,7 +458,7 @@ func TestStoreMustExist(t *testing.T) {
 	if err := os.WriteFile(empty, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	fails(t, []string{"show-hosts", "--store", "sqlite:" + empty}, "the file "+empty+" holds no portolan tables")
+	fails(t, []string{"show-hosts", "--store", "sqlite:" + empty}, "no such store: no portolan tables in the file "+empty+" (if it is the right store, portolan init --store sqlite:"+empty+" adds them)")
 	if fi, err := os.Stat(empty); err != nil || fi.Size() != 0 {
 		t.Errorf("show-hosts changed the file that is not a store: %v, %v", fi, err)
 	}

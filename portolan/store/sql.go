@@ -83,7 +83,7 @@ func sqliteIsStore(ctx context.Context, path string) error {
 		return fmt.Errorf("reading %s: %w", path, err)
 	}
 	if !ok {
-		return fmt.Errorf("%w: the file %s holds no portolan tables", ErrNoStore, path)
+		return fmt.Errorf("%w in the file %s", ErrNoTables, path)
 	}
 	return nil
 }
@@ -105,6 +105,10 @@ func (s *SQL) hasSchema(ctx context.Context) (bool, error) {
 // created: no SQLite file at the path, or a PostgreSQL database without
 // portolan's tables.
 var ErrNoStore = errors.New("no such store")
+
+// ErrNoTables wraps ErrNoStore for a database that exists (a SQLite file,
+// a PostgreSQL database) but holds no portolan tables.
+var ErrNoTables = fmt.Errorf("%w: no portolan tables", ErrNoStore)
 
 // Open opens a store: "sqlite:PATH" (the file is created, with its
 // directory) or a "postgres://" / "postgresql://" URL. The schema is
@@ -169,9 +173,9 @@ func open(ctx context.Context, dsn string, create bool) (*SQL, error) {
 	if !exists && !create {
 		s.db.Close()
 		if s.d.name == sqlite.name {
-			return nil, fmt.Errorf("store %s: %w: the file %s holds no portolan tables", dsn, ErrNoStore, s.path)
+			return nil, fmt.Errorf("store %s: %w in the file %s", dsn, ErrNoTables, s.path)
 		}
-		return nil, fmt.Errorf("store %s: %w: the database holds no portolan tables", redact(dsn), ErrNoStore)
+		return nil, fmt.Errorf("store %s: %w in the database", redact(dsn), ErrNoTables)
 	}
 	s.created = !exists
 	if err := s.migrate(ctx); err != nil {
