@@ -1,7 +1,7 @@
 package adm
 
 import (
-	"strings"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -121,17 +121,8 @@ func (e *env) propNames(_ *cobra.Command, args []string, _ string) ([]string, co
 			}
 		}
 	}
-	if len(args) > 0 && len(out) == 0 && containsName(e.vnicNames(), args[0]) {
+	if len(args) > 0 && len(out) == 0 && slices.Contains(e.vnicNames(), args[0]) {
 		out = []string{"protection=mac-nospoof", "protection=none"}
 	}
 	return out, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveNoSpace
-}
-
-func containsName(names []string, n string) bool {
-	for _, x := range names {
-		if strings.EqualFold(x, n) {
-			return true
-		}
-	}
-	return false
 }

@@ -91,9 +91,9 @@ VNICs and search plugins, moves frames between VNICs and the underlay
 
 It runs in the foreground and logs to stderr. It needs root (CAP_NET_ADMIN
 to create TAP interfaces and set their addresses, and to bind the
-underlay sockets). SIGINT or SIGTERM stop it. The interfaces of persistent VNICs (created
-without -t) stay, so guests keep theirs, and the next overlayd takes them
-over; temporary ones are not restored.
+underlay sockets). SIGINT or SIGTERM stop it. The interfaces of
+persistent VNICs (created without -t) stay, so guests keep theirs, and
+the next overlayd takes them over; temporary ones are not restored.
 SIGHUP makes every search plugin reload its configuration (files: reread
 the file), as 'overlayadm refresh-overlay' does.
 

@@ -73,7 +73,7 @@ func TestHelpOnStdout(t *testing.T) {
 		t.Errorf("--help on stdout: %q", out.String())
 	}
 	// What happens to VNICs on a stop, said once and rightly.
-	if h := out.String(); strings.Contains(h, "its VNICs go with it") || !strings.Contains(h, "The interfaces of persistent VNICs (created\nwithout -t) stay") {
+	if h := out.String(); strings.Contains(h, "its VNICs go with it") || !strings.Contains(h, "The interfaces of\npersistent VNICs (created without -t) stay") {
 		t.Errorf("--help on what a stop does to VNICs:\n%s", h)
 	}
 }

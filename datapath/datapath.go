@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"overlaynet/encap"
@@ -208,9 +209,13 @@ type VNICMTUError struct {
 	Err    error
 }
 
+// Error lists, by name, what kept which MTU and why:
+// "VNIC vnic1 keeps mtu 1400: ...; the overlay's device X keeps ...".
 func (e *MTUError) Error() string {
+	vs := slices.Clone(e.VNICs)
+	slices.SortFunc(vs, func(a, b VNICMTUError) int { return strings.Compare(a.VNIC, b.VNIC) })
 	var b strings.Builder
-	for i, v := range e.VNICs {
+	for i, v := range vs {
 		if i > 0 {
 			b.WriteString("; ")
 		}
@@ -221,10 +226,8 @@ func (e *MTUError) Error() string {
 		}
 		if v.Kept != 0 {
 			fmt.Fprintf(&b, " keeps mtu %d", v.Kept)
-		} else {
-			b.WriteString(" did not take it")
 		}
 		fmt.Fprintf(&b, ": %v", v.Err)
 	}
-	return fmt.Sprintf("the new mtu %d was not applied everywhere: %s", e.MTU, b.String())
+	return b.String()
 }

@@ -430,26 +430,9 @@ func (m *Manager) setProps(ov *overlay, req SetPropsRequest) error {
 		}
 	}
 	if mtuErr != nil {
-		return fmt.Errorf("mtu set to %d, but %w", mtuErr.MTU, mtuVNICs(mtuErr))
+		return fmt.Errorf("mtu set to %d, but %w", mtuErr.MTU, mtuErr)
 	}
 	return nil
-}
-
-// mtuVNICs words an MTUError for set-linkprop: which VNICs kept which MTU.
-func mtuVNICs(e *datapath.MTUError) error {
-	var parts []string
-	for _, v := range e.VNICs {
-		what := "VNIC " + v.VNIC
-		if v.Device {
-			what = "the overlay's device " + v.VNIC
-		}
-		if v.Kept != 0 {
-			parts = append(parts, fmt.Sprintf("%s keeps mtu %d: %v", what, v.Kept, v.Err))
-		} else {
-			parts = append(parts, fmt.Sprintf("%s: %v", what, v.Err))
-		}
-	}
-	return errors.New(strings.Join(parts, "; "))
 }
 
 // setVNICProps changes a VNIC's properties: protection, live.

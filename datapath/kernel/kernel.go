@@ -25,7 +25,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -494,7 +493,6 @@ func (ov *overlay) applyMTU(st *kstate, oldMTU int) error {
 	if len(mtuErr.VNICs) == 0 {
 		return nil
 	}
-	sort.Slice(mtuErr.VNICs, func(i, j int) bool { return mtuErr.VNICs[i].VNIC < mtuErr.VNICs[j].VNIC })
 	return mtuErr
 }
 

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,7 +112,6 @@ func (ov *overlay) Update(cfg datapath.OverlayConfig) error {
 			}
 		}
 		if len(mtuErr.VNICs) > 0 {
-			sort.Slice(mtuErr.VNICs, func(i, j int) bool { return mtuErr.VNICs[i].VNIC < mtuErr.VNICs[j].VNIC })
 			return mtuErr
 		}
 	}

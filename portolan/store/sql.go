@@ -349,9 +349,8 @@ func (s *SQL) putHost(ctx context.Context, tx *wtx, h Host) error {
 	var oldIP string
 	var oldPort int
 	err := tx.QueryRowContext(ctx, s.q(`SELECT ip, port FROM hosts WHERE id = ?`), h.ID).Scan(&oldIP, &oldPort)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-	case err != nil:
+	isNew := errors.Is(err, sql.ErrNoRows)
+	if err != nil && !isNew {
 		return err
 	}
 	if oldIP != h.IP.String() {
@@ -365,7 +364,7 @@ func (s *SQL) putHost(ctx context.Context, tx *wtx, h Host) error {
 			return err
 		}
 	}
-	if oldIP == "" {
+	if isNew {
 		_, err = tx.ExecContext(ctx, s.q(`INSERT INTO hosts (id, ip, port) VALUES (?, ?, ?)`), h.ID, h.IP.String(), int(h.Port))
 		return uniqueErr(err, fmt.Sprintf("underlay address %s is already another host's", h.IP))
 	}
