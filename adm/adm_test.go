@@ -14,20 +14,22 @@ import (
 	"testing"
 
 	"overlaynet/admin"
+	"overlaynet/datapath"
+	"overlaynet/datapath/memory"
 	"overlaynet/ether"
 	"overlaynet/overlay"
 	_ "overlaynet/plugins"
 )
 
-// failListen is the underlay address the fake data path cannot bind.
+// failListen is the underlay address the memory data path cannot bind.
 var failListen = netip.MustParseAddrPort("192.0.2.99:4789")
 
-// harness is one overlayd (a real admin server and manager over the fake
-// data path) on its own socket.
+// harness is one overlayd (a real admin server and manager over the
+// memory data path) on its own socket.
 type harness struct {
 	t      *testing.T
 	socket string
-	dp     *fakeDataPath
+	dp     *memory.DataPath
 }
 
 func newHarness(t *testing.T) *harness {
@@ -43,8 +45,13 @@ func newHarness(t *testing.T) *harness {
 		socket = filepath.Join(d, "s")
 	}
 	log := slog.New(slog.DiscardHandler)
-	dp := newFakeDataPath(failListen)
-	mgr := overlay.NewManager(log, dp)
+	dp := memory.New(memory.Options{Refuse: func(cfg datapath.OverlayConfig) error {
+		if cfg.Listen == failListen {
+			return fmt.Errorf("listen udp %s: bind: address already in use", cfg.Listen)
+		}
+		return nil
+	}})
+	mgr := overlay.NewManager(log, map[string]datapath.DataPath{memory.Name: dp}, memory.Name)
 	ln, err := admin.Listen(socket, "")
 	if err != nil {
 		t.Fatal(err)
@@ -346,7 +353,7 @@ func TestCreateAndShowOverlay(t *testing.T) {
 	if out := h.ok(createArgs("ov0", "42")...); out != "" {
 		t.Errorf("create-overlay printed %q", out)
 	}
-	if n := h.dp.overlayCount(); n != 1 {
+	if n := len(h.dp.Names()); n != 1 {
 		t.Errorf("data path carries %d overlays, want 1", n)
 	}
 
@@ -365,7 +372,7 @@ func TestCreateAndShowOverlay(t *testing.T) {
 		{"ov0", "search", "r-", "y", "direct", "--", "direct,files,svp"},
 		{"ov0", "direct/dest_ip", "rw", "y", destIP, "--", "--"},
 		{"ov0", "direct/dest_port", "rw", "y", "4789", "--", "1-65535"},
-		{"ov0", "datapath", "r-", "-", "userspace", "userspace", "userspace"},
+		{"ov0", "datapath", "r-", "-", "memory", "memory", "memory"},
 	}
 	if len(lines)-1 != len(want) {
 		t.Fatalf("show-overlay printed %d rows, want %d:\n%s", len(lines)-1, len(want), out)
@@ -387,7 +394,7 @@ func TestCreateAndShowOverlay(t *testing.T) {
 
 	got := h.ok("show-overlay", "-p", "-o", "property,value", "ov0")
 	wantP := "mtu:1400\nvnetid:42\nencap:vxlan\nvarpd/id:1\nvxlan/listen_ip:" + listenIP +
-		"\nvxlan/listen_port:4789\nsearch:direct\ndirect/dest_ip:" + destIP + "\ndirect/dest_port:4789\ndatapath:userspace\n"
+		"\nvxlan/listen_port:4789\nsearch:direct\ndirect/dest_ip:" + destIP + "\ndirect/dest_port:4789\ndatapath:memory\n"
 	if got != wantP {
 		t.Errorf("show-overlay -p -o property,value:\n%s\nwant:\n%s", got, wantP)
 	}
@@ -504,7 +511,7 @@ func TestVNICs(t *testing.T) {
 
 	h.ok("create-vnic", "-l", "ov0", "-m", "2:8:20:aa:bb:1", "-v", "100", "-p", "mtu=1300", "vnic0")
 	h.ok("create-vnic", "-l", "ov0", "vnic1")
-	if n := h.dp.vnicCount(); n != 2 {
+	if n := h.dp.VNICCount(); n != 2 {
 		t.Errorf("data path carries %d VNICs, want 2", n)
 	}
 
@@ -545,11 +552,11 @@ func TestVNICs(t *testing.T) {
 	h.fails([]string{"ov0", "vnic0", "vnic1"}, "delete-overlay", "ov0")
 	h.ok("delete-vnic", "vnic0")
 	h.ok("delete-vnic", "vnic1")
-	if n := h.dp.vnicCount(); n != 0 {
+	if n := h.dp.VNICCount(); n != 0 {
 		t.Errorf("data path still carries %d VNICs", n)
 	}
 	h.ok("delete-overlay", "ov0")
-	if n := h.dp.overlayCount(); n != 0 {
+	if n := len(h.dp.Names()); n != 0 {
 		t.Errorf("data path still carries %d overlays", n)
 	}
 	if st := h.state(); st != "--\n" {
@@ -591,7 +598,7 @@ func TestFailedCreateLeavesNothing(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	h.fails([]string{failListen.String()}, createArgs("ov0", "42", "vxlan/listen_ip="+failListen.Addr().String())...)
-	if n := h.dp.overlayCount(); n != 0 {
+	if n := len(h.dp.Names()); n != 0 {
 		t.Errorf("data path carries %d overlays after a failed create", n)
 	}
 	// The name and vnetid are free, and the failed attempt used no id.
@@ -639,7 +646,7 @@ func TestHelp(t *testing.T) {
 	// The help says what is accepted: every plugin's properties and the
 	// data path at creation, and datapath among what cannot change.
 	_, out, _ = runAdm("create-overlay", "--help")
-	for _, want := range []string{"datapath=userspace|kernel", "vxlan/listen_ip=<ip>", "direct/dest_ip=<ip>",
+	for _, want := range []string{"datapath=kernel|memory|userspace", "userspace: frames moved in Go", "vxlan/listen_ip=<ip>", "direct/dest_ip=<ip>",
 		"files/config=", "svp/host=", "svp/underlay_ip=<ip>", "svp/port=<1-65535>", "default 1296", "svp asks a mapping server"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("create-overlay --help does not say %q", want)

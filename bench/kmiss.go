@@ -4,11 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"time"
 
+	"overlaynet/ether"
 	"overlaynet/netlab"
 )
 
@@ -43,9 +43,9 @@ func KernelMiss(o KernelMissOptions) (KernelMissResult, error) {
 	}
 	mapPath := filepath.Join(l.Dir, "map.json")
 	entries := map[string]map[string]any{"2:8:20:0:0:1": {"ip": netlab.Host1IP, "port": 4789}}
-	frames := netlab.StormFrames(net.HardwareAddr{2, 8, 0x20, 0, 0, 1}, o.MACs)
+	frames := netlab.StormFrames(ether.MAC{2, 8, 0x20, 0, 0, 1}, o.MACs)
 	for _, f := range frames {
-		entries[net.HardwareAddr(f[:6]).String()] = map[string]any{"ip": netlab.Host2IP, "port": 4789}
+		entries[ether.Long(ether.MAC(f[:6]))] = map[string]any{"ip": netlab.Host2IP, "port": 4789}
 	}
 	data, _ := json.Marshal(entries)
 	if err := os.WriteFile(mapPath, data, 0o644); err != nil {

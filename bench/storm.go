@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"overlaynet/ether"
 	"overlaynet/netlab"
 )
 
@@ -103,7 +103,7 @@ func Storm(o StormOptions) (StormResult, error) {
 	pid := ds[0].Proc.Cmd.Process.Pid
 	res.RSSBefore = rss(pid, "VmRSS")
 
-	src, _ := net.ParseMAC(mac(3))
+	src, _ := ether.ParseMAC(mac(3))
 	frames := netlab.StormFrames(src, o.MACs)
 	var wg sync.WaitGroup
 	var stormErr error

@@ -22,7 +22,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"overlaynet/admin"
-	"overlaynet/datapath/kernel"
+	"overlaynet/datapath"
 	"overlaynet/datapath/userspace"
 	"overlaynet/overlay"
 	"overlaynet/search/svp"
@@ -134,7 +134,7 @@ The admin socket is mode 0600 (root only), or 0660 owned by
 	f.StringVar(&o.Rules, "rules", overlay.DefaultRulesPath, "SmartOS overlay_rules.json for create-vnic -l <rule>/<vnetid>")
 	f.StringVar(&o.Metrics, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics (off by default)")
 	f.BoolVar(&o.KeepPrivs, "keep-privileges", false, "keep every capability instead of dropping those not needed after startup")
-	f.StringVar(&o.DefaultDataPath, "default-datapath", "userspace", "data path of overlays created without -p datapath=: userspace or kernel")
+	f.StringVar(&o.DefaultDataPath, "default-datapath", userspace.Name, "data path of overlays created without -p datapath=: "+dataPathHelp())
 	f.StringVar(&o.CPUProfile, "cpu-profile", "", "write a Go CPU profile of the whole run to this file (for performance work)")
 	f.BoolVar(&o.Offloads, "offloads", true, "move TCP in 64 KB super-frames (TAP TSO, UDP GSO/GRO); --offloads=false for one frame per system call")
 	f.IntVar(&o.Workers, "workers", max(1, runtime.NumCPU()/2), "worker threads of the userspace data path, each with a queue of every TAP and a socket of every listen address: more carry more flows at once (one flow never goes faster); the default is half the CPUs")
@@ -157,8 +157,8 @@ func checkFlags(o Options) error {
 	if o.WorkerSched != userspace.SchedBatch && o.WorkerSched != userspace.SchedNormal {
 		return fmt.Errorf("--worker-sched %q: want batch or normal", o.WorkerSched)
 	}
-	if o.DefaultDataPath != overlay.DataPathUserspace && o.DefaultDataPath != overlay.DataPathKernel {
-		return fmt.Errorf("--default-datapath %q: want userspace or kernel", o.DefaultDataPath)
+	if _, ok := datapath.Lookup(o.DefaultDataPath); !ok {
+		return fmt.Errorf("--default-datapath %q: want one of %s", o.DefaultDataPath, strings.Join(datapath.Names(), ", "))
 	}
 	if o.Metrics != "" {
 		// The address itself (an IP or a host name) is judged by the
@@ -248,19 +248,18 @@ func run(o Options, stderr io.Writer) error {
 		return err
 	}
 	defer os.Remove(o.Socket)
-	dp := userspace.New(log.With("datapath", "userspace"), userspace.Options{Offloads: o.Offloads, Sched: o.WorkerSched, Workers: o.Workers, Owner: owner})
-	defer dp.Close()
-	mgr := overlay.NewManager(log, dp)
+	dps, err := datapath.Open(datapath.Env{Log: log, Owner: owner, Offloads: o.Offloads, Workers: o.Workers, Sched: o.WorkerSched})
+	if err != nil {
+		return err
+	}
+	mgr := overlay.NewManager(log, dps, o.DefaultDataPath)
 	defer mgr.Close()
-	kdp := kernel.New(log.With("datapath", "kernel"))
-	mgr.AddDataPath(overlay.DataPathKernel, kdp, o.DefaultDataPath == overlay.DataPathKernel)
 	start := time.Now()
 	for _, err := range mgr.Restore(dir, cfg) {
 		log.Error("restore: "+err.Error(), "state_dir", o.StateDir)
 	}
 	log.Info("configuration restored", "overlays", len(cfg.Overlays), "vnics", len(cfg.VNICs),
 		"took", time.Since(start).Round(time.Millisecond).String())
-	kdp.Sweep()
 	mgr.SetRulesPath(o.Rules)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -277,7 +276,7 @@ func run(o Options, stderr io.Writer) error {
 			log.Info("privileges dropped", "kept", "CAP_NET_ADMIN,CAP_NET_BIND_SERVICE")
 		}
 	}
-	log.Info("overlayd started", "socket", o.Socket, "state_dir", o.StateDir, "datapath", "userspace", "pid", os.Getpid())
+	log.Info("overlayd started", "socket", o.Socket, "state_dir", o.StateDir, "default_datapath", o.DefaultDataPath, "pid", os.Getpid())
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -295,4 +294,14 @@ func run(o Options, stderr io.Writer) error {
 	}
 	log.Info("overlayd stopping")
 	return nil
+}
+
+// dataPathHelp lists the data paths linked in, for --default-datapath.
+func dataPathHelp() string {
+	var parts []string
+	for _, name := range datapath.Names() {
+		d, _ := datapath.Lookup(name)
+		parts = append(parts, name+" ("+d.Help+")")
+	}
+	return strings.Join(parts, ", or ")
 }

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	_ "overlaynet/plugins" // the data paths, as overlayd links them
 )
 
 // TestFlagsCheckedFirst: a bad flag or flag value exits 2 with a message
@@ -33,7 +35,7 @@ func TestFlagsCheckedFirst(t *testing.T) {
 		{[]string{"--metrics", taken.Addr().String()}, 1, "--metrics " + taken.Addr().String() + ": listen tcp"},
 		{[]string{"--workers", "0"}, 2, "--workers 0: want 1 to 64"},
 		{[]string{"--worker-sched", "fast"}, 2, `--worker-sched "fast": want batch or normal`},
-		{[]string{"--default-datapath", "ebpf"}, 2, `--default-datapath "ebpf": want userspace or kernel`},
+		{[]string{"--default-datapath", "ebpf"}, 2, `--default-datapath "ebpf": want one of kernel, userspace`},
 		{[]string{"--svp-log-delay", "1h"}, 2, "--svp-log-delay 1h0m0s"},
 		{[]string{"--log-level", "loud"}, 2, `--log-level "loud"`},
 		{[]string{"--log-format", "xml"}, 2, `--log-format "xml"`},

@@ -1,19 +1,48 @@
-// Package datapath is the boundary between the control plane (overlays,
-// properties, plugins, the admin API) and whatever moves frames: the
-// userspace data path (TAP devices and UDP sockets, in Go) or, later, the
-// Linux kernel's vxlan driver. Everything above this package speaks only
-// these types; nothing above it knows which data path runs.
+// Package datapath is the boundary between the control plane (package
+// overlay: overlays, properties, the lookup engine and its plugins) and
+// whatever moves frames. Everything above it speaks only these types, and
+// nothing above it knows which data path runs.
+//
+//	overlay.Manager ──CreateOverlay(OverlayConfig)──▶ DataPath ─▶ Overlay
+//	   (config)        Update AddVNIC RemoveVNIC SetNoSpoof Stats Close
+//	overlay engine  ──SetTarget RemoveTarget FlushTargets Targets──▶ Overlay
+//	   (lookups)      and, where Discover finds them (Capabilities):
+//	                    Holder         Drop            frames held for a lookup
+//	                    DropTable      SetDrop         an operator's drop entries
+//	                    FrameInjector  Inject Resend   proxy answers as frames
+//	                    NeighborTable  SetNeighbor     answers ARP/NDP itself
+//	                    DHCPRedirector SetDHCPRedirect redirects DHCPv4 itself
+//	                    Deleter        Delete          objects outliving Close
+//	Overlay ──Handler: Miss (all), Proxy (FrameInjector), MissIP (NeighborTable)──▶ engine
+//
+// The engine is the one writer of an overlay's target table and the one
+// owner of its lookups: search plugins answer it (pull) or tell it what
+// they learnt (push), and it passes answers to whichever data path runs,
+// in the form that data path takes. A data path implements the core
+// Overlay interface and declares a capability by implementing its
+// interface; Discover finds them once, when the overlay is created, and
+// nothing else type-asserts.
+//
+// Data paths register by name (Register, from init), as plugins do:
+// userspace (TAP devices and UDP sockets, in Go), kernel (the Linux vxlan
+// driver and a bridge) and memory (carries nothing; the core's tests run
+// on it). Adding one touches its own folder and the import line that
+// links it in (package plugins).
 package datapath
 
 import (
 	"fmt"
-	"net"
+	"io"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"overlaynet/encap"
+	"overlaynet/ether"
 	"overlaynet/proxy"
+	"overlaynet/registry"
 )
 
 // OverlayConfig is what a data path needs to carry one overlay.
@@ -23,7 +52,7 @@ type OverlayConfig struct {
 	// VNetID is the virtual network id written into every packet.
 	VNetID uint32
 	// Encap frames packets on the underlay.
-	Encap encap.Plugin
+	Encap encap.Codec
 	// Listen is the underlay address to receive on. Several overlays may
 	// share one; they are told apart by VNetID.
 	Listen netip.AddrPort
@@ -38,23 +67,21 @@ type OverlayConfig struct {
 	Handler Handler
 }
 
-// MAC is an Ethernet address as the data path keys it.
-type MAC = [6]byte
-
 // Handler is told what a data path cannot decide alone. Its methods are
 // called on the frame path: they must start work and return at once.
 type Handler interface {
-	// Miss reports a unicast frame for a MAC with no target entry. The
-	// data path holds frames for it (a bounded queue) until SetTarget or
-	// DropTarget answers; it reports one miss per MAC until then.
-	Miss(mac MAC, vlan uint16)
+	// Miss reports a unicast frame for a MAC with no target entry. A
+	// Holder keeps frames for it (a bounded queue) until the answer
+	// comes, SetTarget or Drop, and reports one miss per MAC until then;
+	// the engine answers every miss, within its lookup timeout.
+	Miss(mac ether.MAC, vlan uint16)
 	// Proxy hands up a broadcast frame that a dynamic overlay answers
 	// instead of flooding it (ARP request, neighbour solicitation, DHCP
-	// broadcast). frame is an untagged copy the handler owns.
+	// broadcast); the answer comes back through FrameInjector. frame is
+	// an untagged copy the handler owns.
 	Proxy(vlan uint16, kind proxy.Kind, frame []byte)
 	// MissIP reports an overlay address whose MAC a guest asked for, on a
-	// data path that answers ARP and NDP itself from a neighbour table
-	// (the kernel's); the answer comes back through SetNeighbor.
+	// NeighborTable data path; the answer comes back through SetNeighbor.
 	MissIP(vlan uint16, ip netip.Addr)
 }
 
@@ -70,7 +97,7 @@ const (
 
 // Target is a target table entry.
 type Target struct {
-	MAC   MAC
+	MAC   ether.MAC
 	Dest  encap.Dest
 	State TargetState
 }
@@ -80,7 +107,7 @@ type VNICConfig struct {
 	// Name is the Linux interface name.
 	Name string
 	// MAC is the VNIC's address; frames to it are delivered to it.
-	MAC net.HardwareAddr
+	MAC ether.MAC
 	// VLAN is the VLAN id inside the overlay, 0 for untagged. The VNIC's
 	// user sends and receives untagged frames; the tag rides inside the
 	// encapsulated frame.
@@ -102,19 +129,29 @@ type VNICConfig struct {
 }
 
 // DataPath carries overlays. Implementations are safe for concurrent use.
+// One that holds resources of its own (threads, sockets) beyond its
+// overlays' implements io.Closer; one that can find objects an earlier
+// overlayd left behind implements Sweeper.
 type DataPath interface {
 	// CreateOverlay starts carrying an overlay. It fails, naming the
 	// address, when the listen address cannot be bound.
 	CreateOverlay(cfg OverlayConfig) (Overlay, error)
 	// Listeners reports each underlay address being listened on, with
 	// the counters that cannot be charged to one overlay (packets with an
-	// unknown VNI, malformed headers).
+	// unknown VNI, malformed headers). The control plane keeps two data
+	// paths off one port with it: each opens its own sockets.
 	Listeners() []Listener
-	// Close stops everything.
-	Close() error
 }
 
-// Overlay is one overlay carried by a data path.
+// Sweeper is a DataPath whose objects outlive overlayd (the kernel's).
+type Sweeper interface {
+	// Sweep removes what an earlier overlayd made that no overlay or
+	// VNIC claimed once the configuration was restored.
+	Sweep()
+}
+
+// Overlay is one overlay carried by a data path: the core every data path
+// has. Optional capabilities are the interfaces below, found by Discover.
 type Overlay interface {
 	// Update applies a changed configuration (set-linkprop). On error the
 	// old configuration stays in force.
@@ -131,41 +168,134 @@ type Overlay interface {
 	// SetNoSpoof turns a VNIC's source MAC check (VNICConfig.NoSpoof)
 	// on or off, at once.
 	SetNoSpoof(name string, on bool) error
-	// Stats returns the overlay's counters.
+	// Stats returns the counters the data path keeps for the overlay.
+	// A counter of OverlayCounters that is absent is one it does not
+	// keep, not a zero.
 	Stats() Stats
 
 	// The target table of a dynamic overlay (point-mode overlays have
-	// none). SetTarget makes a valid entry and sends the frames held
-	// for it. DropTarget answers a lookup with "drop": held frames are
-	// dropped and, with admin unset, the answer is remembered for a few
-	// seconds (a negative entry) so that a flood of frames to an unknown
-	// MAC costs one lookup, not one per frame; with admin set the entry
-	// stays until removed (modify-overlay -s <mac>=drop). RemoveTarget
-	// and FlushTargets delete answers but leave lookups in flight alone.
-	SetTarget(mac MAC, dest encap.Dest)
-	DropTarget(mac MAC, admin bool)
-	RemoveTarget(mac MAC)
+	// none), written by the lookup engine only. SetTarget makes a valid
+	// entry; a Holder then sends the frames held for it, before any
+	// newer frame to that MAC. RemoveTarget and FlushTargets delete
+	// answers but leave lookups in flight alone.
+	SetTarget(mac ether.MAC, dest encap.Dest)
+	RemoveTarget(mac ether.MAC)
 	FlushTargets()
 	Targets() []Target
 
-	// SetNeighbor tells a data path that answers ARP and NDP itself that
-	// ip is at mac; the others ignore it.
-	SetNeighbor(ip netip.Addr, mac MAC)
-	// SetDHCPRedirect tells a data path that redirects DHCP itself (the
-	// kernel's) that client's DHCPv4 broadcasts go to server; the others
-	// ask the plugin frame by frame and ignore it.
-	SetDHCPRedirect(client, server MAC)
+	// Close stops carrying the overlay and lets go of its VNICs: the
+	// persistent ones stay for the next overlayd, the others go.
+	Close() error
+}
 
+// Holder is an overlay that holds the frames for a MAC while its lookup
+// runs (the userspace path's; the kernel drops them).
+type Holder interface {
+	// Drop answers a lookup with "no destination": the held frames are
+	// dropped and counted, and so is every frame for mac until ttl has
+	// passed (a negative entry), so that a flood of frames to an unknown
+	// MAC costs one lookup per ttl, not one per frame.
+	Drop(mac ether.MAC, ttl time.Duration)
+}
+
+// DropTable is an overlay that keeps an operator's drop entries
+// (modify-overlay -s <mac>=drop).
+type DropTable interface {
+	// SetDrop makes mac's entry "drop" until it is removed.
+	SetDrop(mac ether.MAC)
+}
+
+// FrameInjector is an overlay that hands proxy frames up (Handler.Proxy)
+// and takes the answers as frames.
+type FrameInjector interface {
 	// Inject delivers an untagged frame to the local VNICs on vlan as if
 	// it came from the underlay (proxy replies, gratuitous ARP).
 	Inject(vlan uint16, frame []byte)
 	// Resend sends an untagged frame through the overlay as if a VNIC on
 	// vlan had sent it (a DHCP broadcast redirected to a unicast MAC).
 	Resend(vlan uint16, frame []byte)
-	// Close stops carrying the overlay and lets go of its VNICs: the
-	// persistent ones stay for the next overlayd, the others go.
-	Close() error
 }
+
+// NeighborTable is an overlay that answers ARP and NDP itself, from a
+// table (the kernel's vxlan proxy mode), asking through Handler.MissIP.
+type NeighborTable interface {
+	// SetNeighbor records that the overlay address ip is at mac.
+	SetNeighbor(ip netip.Addr, mac ether.MAC)
+}
+
+// DHCPRedirector is an overlay that redirects DHCPv4 broadcasts itself
+// (the kernel path's netfilter rules) rather than handing them up.
+type DHCPRedirector interface {
+	// SetDHCPRedirect sends client's DHCPv4 broadcasts to server.
+	SetDHCPRedirect(client, server ether.MAC)
+}
+
+// Deleter is an overlay whose objects outlive Close (kernel devices that
+// carry traffic while overlayd is away).
+type Deleter interface {
+	// Delete closes the overlay and removes its objects (delete-overlay).
+	Delete() error
+}
+
+// Capabilities are an overlay's optional interfaces, each nil when the
+// data path does not have it.
+type Capabilities struct {
+	Hold      Holder
+	Drops     DropTable
+	Frames    FrameInjector
+	Neighbors NeighborTable
+	DHCP      DHCPRedirector
+	Delete    Deleter
+}
+
+// Discover finds an overlay's capabilities: the one place that asks.
+func Discover(o Overlay) Capabilities {
+	var c Capabilities
+	c.Hold, _ = o.(Holder)
+	c.Drops, _ = o.(DropTable)
+	c.Frames, _ = o.(FrameInjector)
+	c.Neighbors, _ = o.(NeighborTable)
+	c.DHCP, _ = o.(DHCPRedirector)
+	c.Delete, _ = o.(Deleter)
+	return c
+}
+
+// Env is what a data path is made with: overlayd's identity and its
+// command-line tuning. A data path reads what applies to it.
+type Env struct {
+	Log *slog.Logger
+	// Owner tags the objects a data path makes that outlive overlayd,
+	// so that it takes over only its own after a restart: overlayd gives
+	// the identity of its state directory.
+	Owner string
+	// Offloads, Workers and Sched tune the userspace data path
+	// (userspace.Options).
+	Offloads bool
+	Workers  int
+	Sched    string
+}
+
+// Driver is a registered data path.
+type Driver struct {
+	// Name is the value of the datapath property, e.g. "userspace".
+	Name string
+	// Help is one line for the property's help.
+	Help string
+	// New makes the data path of one overlayd.
+	New func(env Env) (DataPath, error)
+}
+
+var drivers = registry.New[Driver]("datapath")
+
+// Register adds a data path; data paths call it from init. A duplicate
+// name is a programming error and panics.
+func Register(d Driver) { drivers.Register(d.Name, d) }
+
+// Lookup returns the registered data path with that name.
+func Lookup(name string) (Driver, bool) { return drivers.Lookup(name) }
+
+// Names returns the registered data path names, sorted.
+func Names() []string { return drivers.Names() }
 
 // Listener describes one underlay listen address.
 type Listener struct {
@@ -230,4 +360,24 @@ func (e *MTUError) Error() string {
 		fmt.Fprintf(&b, ": %v", v.Err)
 	}
 	return b.String()
+}
+
+// Open makes every registered data path for one overlayd, by name. On
+// error, those already made are closed.
+func Open(env Env) (map[string]DataPath, error) {
+	dps := map[string]DataPath{}
+	for _, name := range Names() {
+		d, _ := Lookup(name)
+		dp, err := d.New(env)
+		if err != nil {
+			for _, made := range dps {
+				if c, ok := made.(io.Closer); ok {
+					c.Close()
+				}
+			}
+			return nil, fmt.Errorf("data path %s: %w", name, err)
+		}
+		dps[name] = dp
+	}
+	return dps, nil
 }

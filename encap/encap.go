@@ -47,15 +47,28 @@ func (d Dest) AddrPort() netip.AddrPort { return netip.AddrPortFrom(d.IP, d.Port
 
 func (d Dest) String() string { return d.AddrPort().String() }
 
-// Plugin is an encapsulation. Implementations are stateless and safe for
-// concurrent use; the data path calls Encap and Decap on every packet.
-type Plugin interface {
-	// Name is the value of the encap property, e.g. "vxlan".
+// Codec is what a data path needs of an encapsulation: its name and how
+// to frame packets. Implementations are stateless and safe for concurrent
+// use; the data path calls Encap and Decap on every packet.
+type Codec interface {
+	// Name is the value of the encap property, e.g. "vxlan"; a data path
+	// that builds on the kernel's devices chooses the device by it.
 	Name() string
-	// Dest is what a search plugin must supply to address a peer.
-	Dest() DestType
 	// HeaderLen is the length of the header Encap writes.
 	HeaderLen() int
+	// Encap writes the header for vnetid into hdr[:HeaderLen()].
+	Encap(hdr []byte, vnetid uint32)
+	// Decap validates the header at the start of pkt and returns the
+	// virtual network id and the inner frame (a sub-slice, not a copy).
+	Decap(pkt []byte) (vnetid uint32, inner []byte, err error)
+}
+
+// Plugin is an encapsulation: a Codec and what the control plane needs of
+// it (its properties, and what a destination needs).
+type Plugin interface {
+	Codec
+	// Dest is what a search plugin must supply to address a peer.
+	Dest() DestType
 	// MaxVNetID is the largest virtual network id the header can carry.
 	MaxVNetID() uint32
 	// Props describes the plugin's own properties (names "<plugin>/...").
@@ -63,11 +76,6 @@ type Plugin interface {
 	// Listen derives the underlay address to receive on from the
 	// plugin's properties.
 	Listen(p *prop.Set) (netip.AddrPort, error)
-	// Encap writes the header for vnetid into hdr[:HeaderLen()].
-	Encap(hdr []byte, vnetid uint32)
-	// Decap validates the header at the start of pkt and returns the
-	// virtual network id and the inner frame (a sub-slice, not a copy).
-	Decap(pkt []byte) (vnetid uint32, inner []byte, err error)
 }
 
 var plugins = registry.New[Plugin]("encap")

@@ -11,29 +11,31 @@ import (
 	"strings"
 )
 
-// MAC is an Ethernet address as a comparable value, for map keys.
+// MAC is an Ethernet address: the one form the project holds one in, a
+// comparable value that keys maps. net.HardwareAddr appears only where a
+// library takes one (netlink).
 type MAC = [6]byte
 
 // ParseMAC parses a MAC address written as six ':'-separated groups of
 // one or two hex digits ("02:08:20:aa:bb:01" or "2:8:20:aa:bb:1"), the
 // forms illumos's ether_aton accepts. '-' separators are accepted too.
-func ParseMAC(s string) (net.HardwareAddr, error) {
+func ParseMAC(s string) (MAC, error) {
 	sep := ":"
 	if !strings.Contains(s, ":") && strings.Contains(s, "-") {
 		sep = "-"
 	}
 	parts := strings.Split(s, sep)
 	if len(parts) != 6 {
-		return nil, fmt.Errorf("invalid MAC address %q: want six groups of hex digits separated by ':'", s)
+		return MAC{}, fmt.Errorf("invalid MAC address %q: want six groups of hex digits separated by ':'", s)
 	}
-	mac := make(net.HardwareAddr, 6)
+	var mac MAC
 	for i, p := range parts {
 		if len(p) < 1 || len(p) > 2 {
-			return nil, fmt.Errorf("invalid MAC address %q: group %d must have one or two hex digits", s, i+1)
+			return MAC{}, fmt.Errorf("invalid MAC address %q: group %d must have one or two hex digits", s, i+1)
 		}
 		v, err := strconv.ParseUint(p, 16, 8)
 		if err != nil {
-			return nil, fmt.Errorf("invalid MAC address %q: group %d is not hexadecimal", s, i+1)
+			return MAC{}, fmt.Errorf("invalid MAC address %q: group %d is not hexadecimal", s, i+1)
 		}
 		mac[i] = byte(v)
 	}
@@ -42,7 +44,7 @@ func ParseMAC(s string) (net.HardwareAddr, error) {
 
 // Short prints a MAC in the illumos short form, without leading zeros
 // ("2:8:20:aa:bb:1").
-func Short(mac net.HardwareAddr) string {
+func Short(mac MAC) string {
 	parts := make([]string, len(mac))
 	for i, b := range mac {
 		parts[i] = strconv.FormatUint(uint64(b), 16)
@@ -50,26 +52,23 @@ func Short(mac net.HardwareAddr) string {
 	return strings.Join(parts, ":")
 }
 
+// Long prints a MAC with two digits a group ("02:08:20:aa:bb:01"), as
+// Linux tools do.
+func Long(mac MAC) string { return net.HardwareAddr(mac[:]).String() }
+
 // IsUnicast reports whether mac is an individual (not group) address.
-func IsUnicast(mac net.HardwareAddr) bool { return len(mac) == 6 && mac[0]&1 == 0 }
+func IsUnicast(mac MAC) bool { return mac[0]&1 == 0 }
 
 // IsZero reports whether mac is 00:00:00:00:00:00.
-func IsZero(mac net.HardwareAddr) bool {
-	for _, b := range mac {
-		if b != 0 {
-			return false
-		}
-	}
-	return true
-}
+func IsZero(mac MAC) bool { return mac == MAC{} }
 
 // RandomMAC returns a random unicast MAC with the given prefix (at most
 // five bytes). The illumos default prefix for VNICs is 2:8:20, which is
 // locally administered.
-func RandomMAC(prefix []byte) net.HardwareAddr {
-	mac := make(net.HardwareAddr, 6)
-	rand.Read(mac)
-	copy(mac, prefix)
+func RandomMAC(prefix []byte) MAC {
+	var mac MAC
+	rand.Read(mac[:])
+	copy(mac[:], prefix)
 	if len(prefix) == 0 {
 		mac[0] = mac[0]&^1 | 2 // unicast, locally administered
 	}

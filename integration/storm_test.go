@@ -2,10 +2,10 @@ package integration
 
 import (
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
+	"overlaynet/ether"
 	"overlaynet/netlab"
 )
 
@@ -21,7 +21,7 @@ func TestLookupStorm(t *testing.T) {
 	must(t, g1.PingAll("10.8.0.2", 3))
 
 	const n = 10000
-	src, _ := net.ParseMAC("02:08:20:00:00:03")
+	src, _ := ether.ParseMAC("02:08:20:00:00:03")
 	errc := make(chan error, 1)
 	go func() { errc <- storm.SendFrames("vn3", netlab.StormFrames(src, n), 20000) }()
 	// Known traffic keeps flowing throughout the storm.

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"overlaynet/ether"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -41,13 +42,13 @@ func (n *NS) SendFrames(ifname string, frames [][]byte, perSecond int) error {
 
 // StormFrames builds count small IPv4/UDP frames from src, each to a
 // different unicast MAC 2:99:xx:xx:xx:xx that no host has.
-func StormFrames(src net.HardwareAddr, count int) [][]byte {
+func StormFrames(src ether.MAC, count int) [][]byte {
 	frames := make([][]byte, count)
 	for i := range frames {
 		f := make([]byte, 14+20+8+18)
 		f[0], f[1] = 0x02, 0x99
 		binary.BigEndian.PutUint32(f[2:6], uint32(i))
-		copy(f[6:12], src)
+		copy(f[6:12], src[:])
 		binary.BigEndian.PutUint16(f[12:14], 0x0800)
 		ip := f[14:]
 		ip[0], ip[8], ip[9] = 0x45, 64, 17

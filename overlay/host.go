@@ -4,52 +4,22 @@ import (
 	"net/netip"
 	"time"
 
-	"overlaynet/datapath"
-	"overlaynet/encap"
 	"overlaynet/ether"
+	"overlaynet/search"
 )
 
-// The overlay is the search.Host of its plugin instance.
+// The overlay is the search.Host of its plugin instance: what a plugin
+// tells it goes to the lookup engine, which passes it to the data path.
 
 // Invalidate implements search.Host.
-func (ov *overlay) Invalidate(mac ether.MAC) {
-	if dp := ov.dataPath(); dp != nil {
-		dp.RemoveTarget(mac)
-	}
-}
+func (ov *overlay) Invalidate(mac ether.MAC) { ov.engine.invalidate(mac) }
 
-// SetTarget implements search.Host.
-func (ov *overlay) SetTarget(mac ether.MAC, dest encap.Dest) {
-	if dp := ov.dataPath(); dp != nil {
-		dp.SetTarget(mac, dest)
-	}
-}
+// Learn implements search.Host.
+func (ov *overlay) Learn(a search.Answer) { ov.engine.learn(a) }
 
-// SetNeighbor implements search.Host.
-func (ov *overlay) SetNeighbor(ip netip.Addr, mac ether.MAC) {
-	if dp := ov.dataPath(); dp != nil {
-		dp.SetNeighbor(ip, mac)
-	}
-}
-
-// SetDHCPRedirect implements search.Host.
-func (ov *overlay) SetDHCPRedirect(client, server ether.MAC) {
-	if dp := ov.dataPath(); dp != nil {
-		dp.SetDHCPRedirect(client, server)
-	}
-}
-
-// Inject implements search.Host.
-func (ov *overlay) Inject(vlan uint16, frame []byte) {
-	if dp := ov.dataPath(); dp != nil {
-		dp.Inject(vlan, frame)
-	}
-}
-
-func (ov *overlay) dataPath() datapath.Overlay {
-	ov.smu.Lock()
-	defer ov.smu.Unlock()
-	return ov.hostDP
+// Announce implements search.Host.
+func (ov *overlay) Announce(vlan uint16, ip netip.Addr, mac ether.MAC) {
+	ov.engine.announce(vlan, ip, mac)
 }
 
 // Degrade implements search.Host.

@@ -7,9 +7,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
-	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -80,13 +81,12 @@ type overlay struct {
 	smu           sync.Mutex
 	degraded      string
 	degradedSince time.Time
-	hostDP        datapath.Overlay
 }
 
 type vnic struct {
 	name        string
 	overlay     *overlay
-	mac         net.HardwareAddr
+	mac         ether.MAC
 	vlan        uint16
 	explicitMTU int // set with -p mtu=, 0 when it follows the overlay's
 	// keptMTU is the MTU its interface kept when it could not follow the
@@ -96,9 +96,15 @@ type vnic struct {
 	temporary bool
 }
 
-// NewManager returns a manager driving dp.
-func NewManager(log *slog.Logger, dp datapath.DataPath) *Manager {
-	return &Manager{log: log, dps: map[string]datapath.DataPath{DataPathUserspace: dp}, defaultDP: DataPathUserspace,
+// NewManager returns a manager driving the data paths dps, by name; new
+// overlays use the one called def unless their datapath property says
+// otherwise. The manager owns them: Close closes them. A def that is not
+// in dps is a programming error and panics.
+func NewManager(log *slog.Logger, dps map[string]datapath.DataPath, def string) *Manager {
+	if dps[def] == nil {
+		panic(fmt.Sprintf("overlay.NewManager: default data path %q not among %v", def, sortedKeys(dps)))
+	}
+	return &Manager{log: log, dps: dps, defaultDP: def,
 		overlays: map[string]*overlay{}, vnics: map[string]*vnic{}, nextID: 1}
 }
 
@@ -204,11 +210,8 @@ func (m *Manager) createOverlay(req CreateOverlayRequest, id uint64) error {
 		return err
 	}
 	ov.inst, ov.dp = inst, dpo
-	ov.engine.dp = dpo
+	ov.engine.attach(dpo)
 	ov.engine.setInstance(inst)
-	ov.smu.Lock()
-	ov.hostDP = dpo
-	ov.smu.Unlock()
 	if p, ok := inst.(search.Preloader); ok {
 		p.Preload()
 	}
@@ -305,8 +308,8 @@ func (m *Manager) DeleteOverlay(name string, temporary bool) error {
 	if len(ov.vnics) > 0 {
 		return fmt.Errorf("overlay %s still has VNICs (%s); delete them first", name, strings.Join(sortedKeys(ov.vnics), ", "))
 	}
-	if d, ok := ov.dp.(interface{ Delete() error }); ok {
-		d.Delete() // kernel objects outlive Close; deleting removes them
+	if d := ov.engine.data().caps.Delete; d != nil {
+		d.Delete() // objects that outlive Close go too
 	} else {
 		ov.dp.Close()
 	}
@@ -398,7 +401,7 @@ func (m *Manager) setProps(ov *overlay, req SetPropsRequest) error {
 		ov.inst.Stop()
 		ov.inst = inst
 		// Answers of the old configuration may be wrong now.
-		ov.dp.FlushTargets()
+		ov.engine.flushTargets()
 		if p, ok := inst.(search.Preloader); ok {
 			p.Preload()
 		}
@@ -498,7 +501,7 @@ func (m *Manager) createVNICLocked(req CreateVNICRequest) (VNICInfo, error) {
 	if req.VLAN > 4094 {
 		return VNICInfo{}, fmt.Errorf("VNIC %s: VLAN id %d out of range 1-4094", req.Name, req.VLAN)
 	}
-	var mac net.HardwareAddr
+	var mac ether.MAC
 	switch req.MAC {
 	case "", "auto", "random":
 		mac = m.freeMAC(ov, req.VLAN)
@@ -543,12 +546,12 @@ func (m *Manager) createVNICLocked(req CreateVNICRequest) (VNICInfo, error) {
 }
 
 // freeMAC picks a random MAC not yet used on the overlay's VLAN.
-func (m *Manager) freeMAC(ov *overlay, vlan uint16) net.HardwareAddr {
+func (m *Manager) freeMAC(ov *overlay, vlan uint16) ether.MAC {
 	for {
 		mac := ether.RandomMAC(ether.DefaultPrefix)
 		used := false
 		for _, v := range ov.vnics {
-			if v.vlan == vlan && v.mac.String() == mac.String() {
+			if v.vlan == vlan && v.mac == mac {
 				used = true
 			}
 		}
@@ -666,7 +669,7 @@ func (m *Manager) Targets(name string) ([]TargetInfo, error) {
 			case datapath.TargetPending:
 				dest = "pending"
 			}
-			out = append(out, TargetInfo{Overlay: ov.name, Target: ether.Short(t.MAC[:]), Destination: dest})
+			out = append(out, TargetInfo{Overlay: ov.name, Target: ether.Short(t.MAC), Destination: dest})
 		}
 	}
 	return out, nil
@@ -702,8 +705,9 @@ func (m *Manager) Listeners() []ListenerInfo {
 	return out
 }
 
-// Close deletes every VNIC and overlay from the data path, leaving the
-// configuration as it is.
+// Close lets go of every overlay and VNIC (Overlay.Close: persistent
+// VNICs and kernel objects stay for the next overlayd), then closes the
+// data paths, leaving the configuration as it is.
 func (m *Manager) Close() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -713,6 +717,13 @@ func (m *Manager) Close() {
 	}
 	m.overlays = map[string]*overlay{}
 	m.vnics = map[string]*vnic{}
+	for _, name := range sortedKeys(m.dps) {
+		if c, ok := m.dps[name].(io.Closer); ok {
+			if err := c.Close(); err != nil {
+				m.log.Warn("cannot close the data path", "datapath", name, "err", err)
+			}
+		}
+	}
 }
 
 func (m *Manager) overlay(name string) (*overlay, error) {
@@ -832,28 +843,27 @@ func (m *Manager) Metrics(bounds []time.Duration) []OverlayMetrics {
 	return out
 }
 
-// AddDataPath makes a data path available under a name; with def set new
-// overlays use it unless told otherwise.
-func (m *Manager) AddDataPath(name string, dp datapath.DataPath, def bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.dps[name] = dp
-	if def {
-		m.defaultDP = name
-	}
-}
-
-// checkPort refuses a listen port that an overlay on another data path
-// holds: the kernel's vxlan sockets and overlayd's own cannot share one.
+// checkPort refuses a listen port that another data path listens on:
+// each data path opens its own sockets (the kernel's vxlan devices bind
+// the port on every address), so two cannot share one. How overlays on
+// one data path share a port is that data path's rule, enforced by its
+// CreateOverlay.
 func (m *Manager) checkPort(self, dpName string, port uint16) error {
-	for _, o := range m.overlays {
-		if o.name == self {
+	for _, name := range sortedKeys(m.dps) {
+		if name == dpName {
 			continue
 		}
-		listen, err := o.enc.Listen(o.props)
-		if err == nil && listen.Port() == port && o.props.Get(PropDataPath) != dpName {
+		for _, l := range m.dps[name].Listeners() {
+			if l.Addr.Port() != port {
+				continue
+			}
+			others := slices.DeleteFunc(slices.Clone(l.Overlays), func(o string) bool { return o == self })
+			if len(others) == 0 {
+				continue
+			}
+			sort.Strings(others)
 			return fmt.Errorf("UDP port %d is held by overlay %s on the %s data path; a %s overlay cannot share it (choose another vxlan/listen_port)",
-				port, o.name, o.props.Get(PropDataPath), dpName)
+				port, others[0], name, dpName)
 		}
 	}
 	return nil

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 
+	"overlaynet/datapath"
 	"overlaynet/ether"
 	"overlaynet/state"
 )
@@ -16,7 +17,9 @@ import (
 // (persistent TAPs, wherever operators moved them). What fails to come
 // back (a plugin's file missing, an address no longer configured) is
 // reported and stays saved, to come back at a later start; the rest runs.
-// From then on every change is saved in d.
+// Then every data path that can (datapath.Sweeper) removes what an
+// earlier overlayd left that nothing claimed. From then on every change
+// is saved in d.
 func (m *Manager) Restore(d *state.Dir, cfg state.Config) []error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -63,6 +66,12 @@ func (m *Manager) Restore(d *state.Dir, cfg state.Config) []error {
 		}
 		if _, err := m.createVNICLocked(req); err != nil {
 			errs = append(errs, fmt.Errorf("VNIC %s did not come back: %w", v.Name, err))
+		}
+	}
+	// What an earlier overlayd left and nothing restored claimed goes.
+	for _, name := range sortedKeys(m.dps) {
+		if sw, ok := m.dps[name].(datapath.Sweeper); ok {
+			sw.Sweep()
 		}
 	}
 	return errs

@@ -2,152 +2,42 @@ package overlay
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
-	"net/netip"
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"overlaynet/datapath"
-	"overlaynet/encap"
+	"overlaynet/datapath/memory"
+	"overlaynet/ether"
 	"overlaynet/state"
 
 	_ "overlaynet/encap/vxlan"
 	_ "overlaynet/search/direct"
 )
 
-// fakeDP is an in-memory data path: it carries nothing and records what
-// the manager asked for. Like the userspace data path it does not check
-// overlay names: that is the manager's job.
-type fakeDP struct {
-	mu   sync.Mutex
-	open []*fakeOverlay // overlays not closed, in creation order
+// newManager returns a manager on a memory data path of its own, as
+// overlayd's default data path.
+func newManager(t *testing.T) (*Manager, *memory.DataPath) {
+	t.Helper()
+	dp := memory.New(memory.Options{})
+	m := NewManager(slog.New(slog.DiscardHandler), map[string]datapath.DataPath{memory.Name: dp}, memory.Name)
+	t.Cleanup(m.Close)
+	return m, dp
 }
 
-func newFakeDP() *fakeDP { return &fakeDP{} }
-
-func (d *fakeDP) CreateOverlay(cfg datapath.OverlayConfig) (datapath.Overlay, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	o := &fakeOverlay{dp: d, cfg: cfg, vnics: map[string]datapath.VNICConfig{}}
-	d.open = append(d.open, o)
-	return o, nil
-}
-
-func (d *fakeDP) Listeners() []datapath.Listener { return nil }
-func (d *fakeDP) Close() error                   { return nil }
-
-// overlay returns the open overlay called name, or nil.
-func (d *fakeDP) overlay(name string) *fakeOverlay {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, o := range d.open {
-		if o.cfg.Name == name {
-			return o
-		}
-	}
-	return nil
-}
-
-// names returns the names of the open overlays.
-func (d *fakeDP) names() []string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	var out []string
-	for _, o := range d.open {
-		out = append(out, o.cfg.Name)
-	}
-	return out
-}
-
-type fakeOverlay struct {
-	dp      *fakeDP
-	cfg     datapath.OverlayConfig
-	vnics   map[string]datapath.VNICConfig // guarded by dp.mu
-	flushes int                            // FlushTargets calls, guarded by dp.mu
-}
-
-func (o *fakeOverlay) Update(cfg datapath.OverlayConfig) error {
-	o.dp.mu.Lock()
-	defer o.dp.mu.Unlock()
-	o.cfg = cfg
-	return nil
-}
-
-func (o *fakeOverlay) AddVNIC(cfg datapath.VNICConfig) error {
-	o.dp.mu.Lock()
-	defer o.dp.mu.Unlock()
-	if _, dup := o.vnics[cfg.Name]; dup {
-		return fmt.Errorf("fake data path: VNIC %s exists", cfg.Name)
-	}
-	o.vnics[cfg.Name] = cfg
-	return nil
-}
-
-func (o *fakeOverlay) SetNoSpoof(name string, on bool) error {
-	o.dp.mu.Lock()
-	defer o.dp.mu.Unlock()
-	v, ok := o.vnics[name]
-	if !ok {
-		return fmt.Errorf("fake data path: no VNIC %s", name)
-	}
-	v.NoSpoof = on
-	o.vnics[name] = v
-	return nil
-}
-
-func (o *fakeOverlay) RemoveVNIC(name string) error {
-	o.dp.mu.Lock()
-	defer o.dp.mu.Unlock()
-	if _, ok := o.vnics[name]; !ok {
-		return fmt.Errorf("fake data path: no VNIC %s", name)
-	}
-	delete(o.vnics, name)
-	return nil
-}
-
-func (o *fakeOverlay) vnic(name string) (datapath.VNICConfig, bool) {
-	o.dp.mu.Lock()
-	defer o.dp.mu.Unlock()
-	v, ok := o.vnics[name]
-	return v, ok
-}
-
-func (o *fakeOverlay) Stats() datapath.Stats                    { return nil }
-func (o *fakeOverlay) SetTarget(mac datapath.MAC, d encap.Dest) {}
-func (o *fakeOverlay) DropTarget(mac datapath.MAC, admin bool)  {}
-func (o *fakeOverlay) RemoveTarget(mac datapath.MAC)            {}
-func (o *fakeOverlay) Targets() []datapath.Target               { return nil }
-func (o *fakeOverlay) Inject(vlan uint16, frame []byte)         {}
-func (o *fakeOverlay) Resend(vlan uint16, frame []byte)         {}
-func (o *fakeOverlay) FlushTargets() {
-	o.dp.mu.Lock()
-	defer o.dp.mu.Unlock()
-	o.flushes++
-}
-func (o *fakeOverlay) Close() error {
-	o.dp.mu.Lock()
-	defer o.dp.mu.Unlock()
-	o.dp.open = slices.DeleteFunc(o.dp.open, func(x *fakeOverlay) bool { return x == o })
-	return nil
-}
-
-// newPersistManager returns a manager on a fake data path saving in a
+// newPersistManager returns a manager on a memory data path saving in a
 // fresh state directory (Restore of an empty configuration, as overlayd
 // starts).
-func newPersistManager(t *testing.T) (*Manager, *fakeDP, *state.Dir) {
+func newPersistManager(t *testing.T) (*Manager, *memory.DataPath, *state.Dir) {
 	t.Helper()
 	d, err := state.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
-	dp := newFakeDP()
-	m := NewManager(slog.New(slog.DiscardHandler), dp)
-	t.Cleanup(m.Close)
+	m, dp := newManager(t)
 	if errs := m.Restore(d, state.Config{}); len(errs) != 0 {
 		t.Fatalf("Restore of nothing: %v", errs)
 	}
@@ -254,7 +144,7 @@ func TestPersistCreate(t *testing.T) {
 	}
 
 	for name, persistent := range map[string]bool{"vn0": true, "vn1": true, "vn2": false} {
-		if v, _ := dp.overlay("net0").vnic(name); v.Persistent != persistent || v.Adopt {
+		if v, _ := dp.Overlay("net0").VNIC(name); v.Persistent != persistent || v.Adopt {
 			t.Errorf("data path VNIC %s = %+v, want Persistent %v, Adopt false", name, v, persistent)
 		}
 	}
@@ -263,7 +153,7 @@ func TestPersistCreate(t *testing.T) {
 	// asked for without -t.
 	mustCreateOverlay(t, m, directReq("tmp0", "43", true))
 	info := mustCreateVNIC(t, m, CreateVNICRequest{Name: "vn3", Overlay: "tmp0"})
-	if v, _ := dp.overlay("tmp0").vnic("vn3"); !info.Temporary || v.Persistent {
+	if v, _ := dp.Overlay("tmp0").VNIC("vn3"); !info.Temporary || v.Persistent {
 		t.Errorf("a VNIC on a temporary overlay is not temporary: %+v, data path %+v", info, v)
 	}
 	if got := saved(t, d); !reflect.DeepEqual(got, want) {
@@ -294,7 +184,7 @@ func TestPersistDelete(t *testing.T) {
 	if err := m.DeleteVNIC("vn0", true); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := dp.overlay("net0").vnic("vn0"); ok {
+	if _, ok := dp.Overlay("net0").VNIC("vn0"); ok {
 		t.Error("vn0 still in the data path")
 	}
 	check([]string{"net0", "net1"}, []string{"vn0", "vn1", "vn2"})
@@ -317,7 +207,7 @@ func TestPersistDelete(t *testing.T) {
 	if err := m.DeleteOverlay("net0", true); err != nil {
 		t.Fatal(err)
 	}
-	if dp.overlay("net0") != nil {
+	if dp.Overlay("net0") != nil {
 		t.Error("net0 still in the data path")
 	}
 	check([]string{"net0", "net1"}, []string{"vn2"})
@@ -396,9 +286,7 @@ func TestRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := saved(t, d)
-	dp := newFakeDP()
-	m := NewManager(slog.New(slog.DiscardHandler), dp)
-	defer m.Close()
+	m, dp := newManager(t)
 	errs := m.Restore(d, cfg)
 
 	var msgs []string
@@ -433,11 +321,11 @@ func TestRestore(t *testing.T) {
 		if got := propValue(t, m, tc.name, PropMTU); got != tc.mtu {
 			t.Errorf("%s mtu = %s, want %s", tc.name, got, tc.mtu)
 		}
-		if o := dp.overlay(tc.name); o == nil {
+		if o := dp.Overlay(tc.name); o == nil {
 			t.Errorf("%s not in the data path", tc.name)
 		}
 	}
-	if dp.overlay("clash") != nil {
+	if dp.Overlay("clash") != nil {
 		t.Error("overlay clash is in the data path")
 	}
 	if _, err := m.Overlays("clash"); err == nil {
@@ -464,12 +352,12 @@ func TestRestore(t *testing.T) {
 		{"net0", "vn0", "02:08:20:0a:0b:0c", 7, 1200},
 		{"net1", "vn1", "02:08:20:01:02:03", 0, 0},
 	} {
-		v, ok := dp.overlay(tc.overlay).vnic(tc.name)
+		v, ok := dp.Overlay(tc.overlay).VNIC(tc.name)
 		if !ok {
 			t.Errorf("%s not in the data path", tc.name)
 			continue
 		}
-		if v.MAC.String() != tc.mac || v.VLAN != tc.vlan || v.MTU != tc.mtu || !v.Adopt || !v.Persistent {
+		if ether.Long(v.MAC) != tc.mac || v.VLAN != tc.vlan || v.MTU != tc.mtu || !v.Adopt || !v.Persistent {
 			t.Errorf("data path VNIC %s = %+v, want MAC %s VLAN %d MTU %d, adopted and persistent", tc.name, v, tc.mac, tc.vlan, tc.mtu)
 		}
 	}
@@ -488,7 +376,7 @@ func TestRestore(t *testing.T) {
 
 	// A VNIC created after the restore is new: not adopted.
 	mustCreateVNIC(t, m, CreateVNICRequest{Name: "vn4", Overlay: "net2"})
-	if v, _ := dp.overlay("net2").vnic("vn4"); v.Adopt {
+	if v, _ := dp.Overlay("net2").VNIC("vn4"); v.Adopt {
 		t.Error("CreateVNIC passed Adopt to the data path")
 	}
 
@@ -502,9 +390,7 @@ func TestRestore(t *testing.T) {
 	}
 	m.Close()
 	cfg = saved(t, d)
-	dp2 := newFakeDP()
-	m2 := NewManager(slog.New(slog.DiscardHandler), dp2)
-	defer m2.Close()
+	m2, dp2 := newManager(t)
 	errs = m2.Restore(d, cfg)
 	if len(errs) != 1 || !strings.HasPrefix(errs[0].Error(), "VNIC vn3 did not come back") {
 		t.Errorf("second Restore errors %v, want only vn3's", errs)
@@ -520,7 +406,7 @@ func TestRestore(t *testing.T) {
 	if got := propValue(t, m2, "clash", PropVarpdID); got != "12" {
 		t.Errorf("clash varpd/id = %s, want 12", got)
 	}
-	if _, ok := dp2.overlay("clash").vnic("vn2"); !ok {
+	if _, ok := dp2.Overlay("clash").VNIC("vn2"); !ok {
 		t.Error("vn2 did not come back with its overlay")
 	}
 }
@@ -536,9 +422,7 @@ func TestRestoreDuplicateName(t *testing.T) {
 		{Name: "net0", Encap: "vxlan", Search: "direct", ID: 1, Props: directProps("42")},
 		{Name: "net0", Encap: "vxlan", Search: "direct", ID: 2, Props: directProps("43")},
 	}}
-	dp := newFakeDP()
-	m := NewManager(slog.New(slog.DiscardHandler), dp)
-	defer m.Close()
+	m, dp := newManager(t)
 	errs := m.Restore(d, cfg)
 	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "overlay net0 did not come back") {
 		t.Fatalf("Restore errors %v, want one about the second net0", errs)
@@ -546,11 +430,11 @@ func TestRestoreDuplicateName(t *testing.T) {
 	if got := propValue(t, m, "net0", PropVNetID); got != "42" {
 		t.Errorf("net0 vnetid = %s, want the first entry's 42", got)
 	}
-	if got := dp.names(); !slices.Equal(got, []string{"net0"}) {
+	if got := dp.Names(); !slices.Equal(got, []string{"net0"}) {
 		t.Errorf("data path carries %q, want one net0", got)
 	}
 	m.Close()
-	if got := dp.names(); len(got) != 0 {
+	if got := dp.Names(); len(got) != 0 {
 		t.Errorf("data path still carries %q after Close", got)
 	}
 }
@@ -563,7 +447,7 @@ func TestRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := NewManager(slog.New(slog.DiscardHandler), newFakeDP())
+	m, _ := newManager(t)
 	m.Restore(d, state.Config{})
 	mustCreateOverlay(t, m, directReq("net0", "42", false, Assignment{"mtu", "1600"}))
 	mustCreateOverlay(t, m, directReq("net1", "43", false))
@@ -589,9 +473,7 @@ func TestRestart(t *testing.T) {
 	if err != nil || len(notes) != 0 {
 		t.Fatalf("Load: notes %q, err %v", notes, err)
 	}
-	dp := newFakeDP()
-	m = NewManager(slog.New(slog.DiscardHandler), dp)
-	defer m.Close()
+	m, _ = newManager(t)
 	if errs := m.Restore(d, cfg); len(errs) != 0 {
 		t.Fatalf("Restore: %v", errs)
 	}
@@ -609,7 +491,3 @@ func TestRestart(t *testing.T) {
 		t.Errorf("varpd/id of a new overlay after a restart = %s, want 5", got)
 	}
 }
-
-func (o *fakeOverlay) SetNeighbor(netip.Addr, datapath.MAC) {}
-
-func (o *fakeOverlay) SetDHCPRedirect(client, server datapath.MAC) {}

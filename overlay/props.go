@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"overlaynet/datapath"
 	"overlaynet/encap"
 	"overlaynet/prop"
 	"overlaynet/search"
@@ -26,12 +27,6 @@ const (
 const (
 	ProtectionMACNoSpoof = "mac-nospoof"
 	ProtectionNone       = "none"
-)
-
-// Data path names.
-const (
-	DataPathUserspace = "userspace"
-	DataPathKernel    = "kernel"
 )
 
 // MTU limits of an overlay (illumos: 576-8900, default 1400).
@@ -63,7 +58,7 @@ func overlayProps(enc encap.Plugin, sp *search.Plugin, defaultDP string, dps []s
 	}
 	tail := []prop.Desc{
 		{Name: PropDataPath, Type: prop.String, Perm: prop.ReadOnly, Default: defaultDP, Possible: dps,
-			Help: "what carries the frames: the kernel's vxlan driver or overlayd itself; set at creation"},
+			Help: "what carries the frames (overlayd --help lists the data paths); set at creation"},
 	}
 	return prop.NewSet(head, enc.Props(), searchDesc, sp.Props(enc.Dest()), tail)
 }
@@ -149,8 +144,12 @@ func PropertyHelp() string {
 	}
 	line(prop.Desc{Name: PropMTU, Type: prop.Uint, HasRange: true, Min: MinMTU, Max: MaxMTU, Default: fmt.Sprint(DefaultMTU),
 		Help: "largest frame payload carried"})
-	line(prop.Desc{Name: PropDataPath, Type: prop.String, Possible: []string{DataPathUserspace, DataPathKernel},
-		Default: "overlayd --default-datapath", Help: "overlayd itself or the kernel's vxlan driver"})
+	line(prop.Desc{Name: PropDataPath, Type: prop.String, Possible: datapath.Names(),
+		Default: "overlayd --default-datapath", Help: "what carries the frames, set at creation"})
+	for _, name := range datapath.Names() {
+		d, _ := datapath.Lookup(name)
+		fmt.Fprintf(&b, "  %-28s   %s: %s\n", "", name, d.Help)
+	}
 	for _, name := range encap.Names() {
 		enc, _ := encap.Lookup(name)
 		fmt.Fprintf(&b, "encapsulation %s:\n", name)

@@ -1,7 +1,6 @@
 package overlay
 
 import (
-	"log/slog"
 	"strings"
 	"testing"
 
@@ -19,7 +18,7 @@ func TestProtection(t *testing.T) {
 		Props: []Assignment{{Name: PropProtection, Value: ProtectionNone}}})
 	noSpoof := func(name string) bool {
 		t.Helper()
-		cfg, ok := dp.overlay("net0").vnic(name)
+		cfg, ok := dp.Overlay("net0").VNIC(name)
 		if !ok {
 			t.Fatalf("the data path has no VNIC %s", name)
 		}
@@ -67,14 +66,12 @@ func TestProtection(t *testing.T) {
 		t.Errorf("saved protection: vn0 %q (want none), vn1 %q (want the default, empty)", byName["vn0"].Protection, byName["vn1"].Protection)
 	}
 
-	m2 := NewManager(slog.New(slog.DiscardHandler), newFakeDP())
-	t.Cleanup(m2.Close)
-	dp2 := m2.dps[DataPathUserspace].(*fakeDP)
+	m2, dp2 := newManager(t)
 	if errs := m2.Restore(nil, cfg); len(errs) != 0 {
 		t.Fatal(errs)
 	}
-	a, _ := dp2.overlay("net0").vnic("vn0")
-	b, _ := dp2.overlay("net0").vnic("vn1")
+	a, _ := dp2.Overlay("net0").VNIC("vn0")
+	b, _ := dp2.Overlay("net0").VNIC("vn1")
 	if a.NoSpoof || !b.NoSpoof {
 		t.Errorf("after a restart: vn0 nospoof %v (want false), vn1 %v (want true)", a.NoSpoof, b.NoSpoof)
 	}

@@ -39,7 +39,7 @@ func (m *Manager) ModifyTargets(req ModifyRequest) error {
 	}
 	switch {
 	case req.Flush:
-		ov.dp.FlushTargets()
+		ov.engine.flushTargets()
 		ov.log.Info("target table flushed")
 	case req.Delete != "":
 		mac, err := ether.ParseMAC(req.Delete)
@@ -50,7 +50,7 @@ func (m *Manager) ModifyTargets(req ModifyRequest) error {
 		// the operator may have mistyped the MAC or the overlay.
 		found := false
 		for _, t := range ov.dp.Targets() {
-			if t.MAC == ether.MAC(mac) {
+			if t.MAC == mac {
 				if t.State == datapath.TargetPending {
 					return fmt.Errorf("overlay %s has no answer for %s to remove: a lookup for it is in flight", ov.name, ether.Short(mac))
 				}
@@ -60,7 +60,7 @@ func (m *Manager) ModifyTargets(req ModifyRequest) error {
 		if !found {
 			return fmt.Errorf("overlay %s has no target entry for %s (show-overlay -t %s lists them)", ov.name, ether.Short(mac), ov.name)
 		}
-		ov.dp.RemoveTarget(ether.MAC(mac))
+		ov.engine.removeTarget(mac)
 		ov.log.Info("target entry removed", "mac", ether.Short(mac))
 	default:
 		mac, dest, drop, err := parseTargetSet(req.Set, ov.enc.Dest())
@@ -68,8 +68,10 @@ func (m *Manager) ModifyTargets(req ModifyRequest) error {
 			return err
 		}
 		if drop {
-			ov.dp.DropTarget(mac, true)
-			ov.log.Info("target entry set", "mac", ether.Short(mac[:]), "dest", "drop")
+			if err := ov.engine.setDrop(mac, ov.props.Get(PropDataPath)); err != nil {
+				return fmt.Errorf("overlay %s: %w", ov.name, err)
+			}
+			ov.log.Info("target entry set", "mac", ether.Short(mac), "dest", "drop")
 			return nil
 		}
 		listen, err := ov.enc.Listen(ov.props)
@@ -79,8 +81,8 @@ func (m *Manager) ModifyTargets(req ModifyRequest) error {
 		if err := checkFamilies(listen.Addr(), dest.IP); err != nil {
 			return err
 		}
-		ov.dp.SetTarget(mac, dest)
-		ov.log.Info("target entry set", "mac", ether.Short(mac[:]), "dest", dest.String())
+		ov.engine.setTarget(mac, dest)
+		ov.log.Info("target entry set", "mac", ether.Short(mac), "dest", dest.String())
 	}
 	return nil
 }
@@ -93,11 +95,10 @@ func parseTargetSet(s string, need encap.DestType) (ether.MAC, encap.Dest, bool,
 	if !ok {
 		return ether.MAC{}, encap.Dest{}, false, fmt.Errorf("invalid target %q: want <mac>=<ip>:<port> or <mac>=drop", s)
 	}
-	hw, err := ether.ParseMAC(macText)
+	mac, err := ether.ParseMAC(macText)
 	if err != nil {
 		return ether.MAC{}, encap.Dest{}, false, err
 	}
-	mac := ether.MAC(hw)
 	if strings.EqualFold(destText, "drop") {
 		return mac, encap.Dest{}, true, nil
 	}

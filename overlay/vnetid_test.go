@@ -71,12 +71,8 @@ func TestSetVNetIDRestartsSearch(t *testing.T) {
 	if got := runningVNetIDs(); !slices.Equal(got, []uint32{42}) {
 		t.Fatalf("running instances for vnetids %v, want [42]", got)
 	}
-	ov := dp.overlay("dyn0")
-	flushes := func() int {
-		dp.mu.Lock()
-		defer dp.mu.Unlock()
-		return ov.flushes
-	}
+	ov := dp.Overlay("dyn0")
+	flushes := func() int { return ov.Snapshot().Flushes }
 	if err := m.SetProps(SetPropsRequest{Name: "dyn0", Props: []Assignment{{"mtu", "1300"}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +91,7 @@ func TestSetVNetIDRestartsSearch(t *testing.T) {
 	if n := flushes(); n != 1 {
 		t.Errorf("after vnetid=43: %d flushes of the known destinations, want 1 (they are the old network's)", n)
 	}
-	if got := ov.cfg.VNetID; got != 43 {
+	if got := ov.Snapshot().Config.VNetID; got != 43 {
 		t.Errorf("data path vnetid %d, want 43", got)
 	}
 }

@@ -65,29 +65,40 @@ type Config struct {
 	Host Host
 }
 
-// Host is what an instance may ask of the overlay it serves (illumos:
-// libvarpd's inject_varp and fma_degrade/fma_restore).
+// Host is what an instance may tell the overlay it serves (illumos:
+// libvarpd's inject_varp and fma_degrade/fma_restore). Everything a plugin
+// knows reaches the data path through it or through the lookups the
+// overlay makes (DynamicInstance, IPResolver, DHCPResolver): the overlay
+// passes it on in whatever form the running data path takes, so that a
+// plugin never knows which one runs.
 type Host interface {
-	// Invalidate removes a MAC's target entry, so that the next frame
-	// for it starts a fresh lookup.
+	// Invalidate forgets a MAC's answer, so that the next frame for it
+	// starts a fresh lookup (and one in flight asks again).
 	Invalidate(mac ether.MAC)
-	// SetTarget installs an answer the plugin learnt without being asked
-	// (a VL3 answer carries the MAC's destination too), sparing a lookup.
-	SetTarget(mac ether.MAC, dest encap.Dest)
-	// Inject delivers an untagged frame to the overlay's local VNICs on
-	// vlan (gratuitous ARP, unsolicited neighbour advertisements).
-	Inject(vlan uint16, frame []byte)
-	// SetNeighbor tells the data path that an overlay address is at a
-	// MAC, for data paths that answer ARP and NDP from a table (the
-	// kernel's); others ignore it.
-	SetNeighbor(ip netip.Addr, mac ether.MAC)
-	// SetDHCPRedirect tells the data path where a client's DHCPv4
-	// broadcasts go, for data paths that redirect them themselves.
-	SetDHCPRedirect(client, server ether.MAC)
+	// Learn installs what the plugin knows about a MAC without being
+	// asked (a map file's entry, the MAC a VL3 answer carries), sparing
+	// lookups.
+	Learn(a Answer)
+	// Announce tells the overlay's local guests on vlan that the overlay
+	// address ip is now at mac (a gratuitous ARP or an unsolicited
+	// neighbour advertisement, as illumos sends after a VL3 shootdown).
+	Announce(vlan uint16, ip netip.Addr, mac ether.MAC)
 	// Degrade marks the overlay DEGRADED with a reason an operator can
 	// act on; Restore clears it. Both log the transition.
 	Degrade(reason string)
 	Restore()
+}
+
+// Answer is what a plugin knows about one MAC.
+type Answer struct {
+	MAC ether.MAC
+	// Dest is where frames for MAC go; the zero Dest when not known, or
+	// when the answer only adds IPs or a DHCP server.
+	Dest encap.Dest
+	// IPs are overlay addresses at MAC: ARP and NDP are answered with it.
+	IPs []netip.Addr
+	// DHCPServer, when not zero, is where MAC's DHCPv4 broadcasts go.
+	DHCPServer ether.MAC
 }
 
 // ErrNotFound is the answer of a lookup that knows no destination: frames
@@ -125,8 +136,8 @@ type DHCPResolver interface {
 }
 
 // Preloader is implemented by dynamic instances that know answers before
-// anyone asks (a map file): Preload installs them through the Host once
-// the overlay's data path exists, so that no first frame waits for, or is
+// anyone asks (a map file): Preload installs them with Host.Learn once the
+// overlay's data path exists, so that no first frame waits for, or is
 // lost to, a lookup.
 type Preloader interface {
 	Preload()

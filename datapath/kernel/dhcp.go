@@ -3,13 +3,12 @@ package kernel
 import (
 	"encoding/binary"
 	"fmt"
+	"overlaynet/ether"
 	"sort"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
-
-	"overlaynet/datapath"
 )
 
 // DHCPv4 redirection on the kernel data path, in the bridge's own
@@ -27,12 +26,12 @@ const nftTable = "overlayd"
 
 func (ov *overlay) nftChainName() string { return "dhcp-" + ov.brName }
 
-// SetDHCPRedirect implements datapath.Overlay.
-func (ov *overlay) SetDHCPRedirect(client, server datapath.MAC) {
+// SetDHCPRedirect implements datapath.DHCPRedirector.
+func (ov *overlay) SetDHCPRedirect(client, server ether.MAC) {
 	ov.mu.Lock()
 	defer ov.mu.Unlock()
 	if ov.dhcp == nil {
-		ov.dhcp = map[datapath.MAC]datapath.MAC{}
+		ov.dhcp = map[ether.MAC]ether.MAC{}
 	}
 	if ov.dhcp[client] == server {
 		return
@@ -70,7 +69,7 @@ func (ov *overlay) syncDHCP() error {
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint16(nil, sport), dport)},
 		}
 	}
-	clients := make([]datapath.MAC, 0, len(ov.dhcp))
+	clients := make([]ether.MAC, 0, len(ov.dhcp))
 	for cl := range ov.dhcp {
 		clients = append(clients, cl)
 	}

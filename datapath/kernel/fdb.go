@@ -10,6 +10,7 @@ import (
 
 	"overlaynet/datapath"
 	"overlaynet/encap"
+	"overlaynet/ether"
 )
 
 // The vxlan forwarding database through raw netlink messages: the netlink
@@ -18,11 +19,11 @@ import (
 
 // fdbWrite adds (flags NLM_F_CREATE|NLM_F_REPLACE, or |NLM_F_APPEND for
 // the all-zeros default entry) a forwarding entry mac -> dest.
-func fdbWrite(flags, ifindex int, mac []byte, dest encap.Dest) error {
+func fdbWrite(flags, ifindex int, mac ether.MAC, dest encap.Dest) error {
 	req := nl.NewNetlinkRequest(unix.RTM_NEWNEIGH, flags|unix.NLM_F_ACK)
 	req.AddData(&netlink.Ndmsg{Family: unix.AF_BRIDGE, Index: uint32(ifindex),
 		State: netlink.NUD_PERMANENT | netlink.NUD_NOARP, Flags: netlink.NTF_SELF})
-	req.AddData(nl.NewRtAttr(netlink.NDA_LLADDR, mac))
+	req.AddData(nl.NewRtAttr(netlink.NDA_LLADDR, mac[:]))
 	req.AddData(nl.NewRtAttr(netlink.NDA_DST, dest.IP.Unmap().AsSlice()))
 	if dest.Port != 0 {
 		req.AddData(nl.NewRtAttr(netlink.NDA_PORT, nl.BEUint16Attr(dest.Port)))
@@ -75,7 +76,7 @@ func (e fdbEntry) target(defPort uint16) (datapath.Target, bool) {
 	if port == 0 {
 		port = defPort
 	}
-	return datapath.Target{MAC: datapath.MAC(e.neigh.HardwareAddr), Dest: encap.Dest{IP: ip.Unmap(), Port: port}}, true
+	return datapath.Target{MAC: ether.MAC(e.neigh.HardwareAddr), Dest: encap.Dest{IP: ip.Unmap(), Port: port}}, true
 }
 
 // fdbDelete deletes one forwarding entry, port included (the kernel

@@ -20,6 +20,7 @@ import (
 	"hash/fnv"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -36,6 +37,7 @@ import (
 
 	"overlaynet/datapath"
 	"overlaynet/encap"
+	"overlaynet/ether"
 )
 
 // Alias prefixes tagging the kernel objects overlayd makes.
@@ -57,7 +59,27 @@ func New(log *slog.Logger) *DataPath {
 	return &DataPath{log: log, overlays: map[string]*overlay{}}
 }
 
-var _ datapath.DataPath = (*DataPath)(nil)
+// Name is this data path's name, the value of the datapath property.
+const Name = "kernel"
+
+// devices are the encapsulations this data path has a kernel device for.
+var devices = map[string]bool{"vxlan": true}
+
+func init() {
+	datapath.Register(datapath.Driver{Name: Name,
+		Help: "frames left to the Linux kernel: a vxlan device and a bridge per overlay, a veth pair per VNIC",
+		New: func(env datapath.Env) (datapath.DataPath, error) {
+			return New(env.Log.With("datapath", Name)), nil
+		}})
+}
+
+var (
+	_ datapath.DataPath       = (*DataPath)(nil)
+	_ datapath.Sweeper        = (*DataPath)(nil)
+	_ datapath.NeighborTable  = (*overlay)(nil)
+	_ datapath.DHCPRedirector = (*overlay)(nil)
+	_ datapath.Deleter        = (*overlay)(nil)
+)
 
 // shortName derives a stable interface name (at most 15 characters) from
 // an overlay or VNIC name.
@@ -87,7 +109,7 @@ type overlay struct {
 	// meanwhile would be lost with the old.
 	fdbMu sync.RWMutex
 	vnics map[string]*kvnic
-	dhcp  map[datapath.MAC]datapath.MAC
+	dhcp  map[ether.MAC]ether.MAC
 	stop  chan struct{}
 	done  chan struct{}
 }
@@ -127,7 +149,7 @@ func (a vxStats) plus(b vxStats) vxStats {
 // kvnic is a VNIC: a veth pair, port the end on the bridge.
 type kvnic struct {
 	port    string
-	mac     net.HardwareAddr
+	mac     ether.MAC
 	mtu     int // its own; 0 follows the overlay's
 	noSpoof bool
 }
@@ -143,8 +165,9 @@ func vxNames(name string) [2]string {
 // overlayd for this overlay are taken over when they match, and replaced
 // when they do not.
 func (dp *DataPath) CreateOverlay(cfg datapath.OverlayConfig) (datapath.Overlay, error) {
-	if cfg.Encap.Name() != "vxlan" {
-		return nil, fmt.Errorf("the kernel data path carries only vxlan, not %s", cfg.Encap.Name())
+	if !devices[cfg.Encap.Name()] {
+		return nil, fmt.Errorf("the kernel data path has no device for the %s encapsulation (it has: %s); create the overlay with -p datapath=userspace",
+			cfg.Encap.Name(), strings.Join(slices.Sorted(maps.Keys(devices)), ", "))
 	}
 	ov := &overlay{dp: dp, name: cfg.Name, brName: shortName("ovb", cfg.Name), vnics: map[string]*kvnic{},
 		log: dp.log.With("overlay", cfg.Name), stop: make(chan struct{}), done: make(chan struct{})}
@@ -277,7 +300,7 @@ func (ov *overlay) attach(st *kstate) error {
 		}
 	}
 	if p := st.cfg.Point; p != nil {
-		if err := fdbReplace(st.vx.Index, net.HardwareAddr{0, 0, 0, 0, 0, 0}, *p); err != nil {
+		if err := fdbReplace(st.vx.Index, ether.MAC{}, *p); err != nil {
 			return fmt.Errorf("point %s: %w", p, err)
 		}
 	}
@@ -330,7 +353,7 @@ func (ov *overlay) Update(cfg datapath.OverlayConfig) error {
 		}
 	} else {
 		if cfg.Point != nil && *cfg.Point != *old.cfg.Point {
-			if err := fdbReplace(st.vx.Index, net.HardwareAddr{0, 0, 0, 0, 0, 0}, *cfg.Point); err != nil {
+			if err := fdbReplace(st.vx.Index, ether.MAC{}, *cfg.Point); err != nil {
 				return fmt.Errorf("point %s: %w", cfg.Point, err)
 			}
 		}
@@ -452,11 +475,11 @@ func (ov *overlay) neighbours(ifindex int) []netlink.Neigh {
 func (ov *overlay) copyEntries(vx *netlink.Vxlan, fdb []fdbEntry, neighs []netlink.Neigh, oldPort uint16) {
 	for _, e := range fdb {
 		t, ok := e.target(oldPort)
-		if !ok || t.MAC == (datapath.MAC{}) {
+		if !ok || t.MAC == (ether.MAC{}) {
 			continue // a point overlay's default entry is attach's
 		}
-		if err := fdbReplace(vx.Index, net.HardwareAddr(t.MAC[:]), t.Dest); err != nil {
-			ov.log.Warn("cannot carry a forwarding entry over to the new vxlan device", "mac", net.HardwareAddr(t.MAC[:]).String(), "err", err)
+		if err := fdbReplace(vx.Index, t.MAC, t.Dest); err != nil {
+			ov.log.Warn("cannot carry a forwarding entry over to the new vxlan device", "mac", ether.Long(t.MAC), "err", err)
 		}
 	}
 	for _, n := range neighs {
@@ -551,12 +574,9 @@ func (ov *overlay) AddVNIC(cfg datapath.VNICConfig) error {
 	if cfg.VLAN != 0 {
 		return fmt.Errorf("VLAN %d: this kernel has no 802.1Q devices and no bridge VLAN filtering, which the kernel data path would need; create the overlay with -p datapath=userspace", cfg.VLAN)
 	}
-	if len(cfg.MAC) != 6 {
-		return fmt.Errorf("MAC %s is not an Ethernet address", cfg.MAC)
-	}
 	st := ov.st.Load()
 	port := shortName("ovp", cfg.Name)
-	v := &kvnic{port: port, mac: slices.Clone(cfg.MAC), mtu: cfg.MTU, noSpoof: cfg.NoSpoof}
+	v := &kvnic{port: port, mac: cfg.MAC, mtu: cfg.MTU, noSpoof: cfg.NoSpoof}
 	if l, err := netlink.LinkByName(port); err == nil {
 		if l.Attrs().Alias == aliasVNIC+cfg.Name && cfg.Adopt {
 			return ov.addVNIC(cfg.Name, v)
@@ -576,7 +596,7 @@ func (ov *overlay) AddVNIC(cfg datapath.VNICConfig) error {
 		mtu = st.cfg.MTU
 	}
 	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: port, MTU: mtu, MasterIndex: st.br.Index}, PeerName: cfg.Name,
-		PeerHardwareAddr: cfg.MAC}
+		PeerHardwareAddr: cfg.MAC[:]}
 	if err := netlink.LinkAdd(veth); err != nil {
 		return fmt.Errorf("create veth %s/%s: %w", port, cfg.Name, err)
 	}
@@ -612,7 +632,7 @@ func (ov *overlay) AddVNIC(cfg datapath.VNICConfig) error {
 	if err := ov.addVNIC(cfg.Name, v); err != nil {
 		return fail(err)
 	}
-	ov.log.Info("VNIC up", "vnic", cfg.Name, "mac", cfg.MAC.String(), "bridge_port", port, "nospoof", cfg.NoSpoof)
+	ov.log.Info("VNIC up", "vnic", cfg.Name, "mac", ether.Short(cfg.MAC), "bridge_port", port, "nospoof", cfg.NoSpoof)
 	return nil
 }
 
@@ -702,7 +722,8 @@ func (ov *overlay) Close() error {
 	return nil
 }
 
-// Delete removes every object of the overlay (delete-overlay).
+// Delete implements datapath.Deleter: every object of the overlay goes
+// (delete-overlay).
 func (ov *overlay) Delete() error {
 	ov.Close()
 	ov.mu.Lock()
@@ -727,30 +748,18 @@ func (dp *DataPath) Listeners() []datapath.Listener {
 	return out
 }
 
-// Close implements datapath.DataPath.
-func (dp *DataPath) Close() error { return nil }
-
 // SetTarget implements datapath.Overlay: a forwarding entry.
-func (ov *overlay) SetTarget(mac datapath.MAC, dest encap.Dest) {
+func (ov *overlay) SetTarget(mac ether.MAC, dest encap.Dest) {
 	ov.fdbMu.RLock()
 	defer ov.fdbMu.RUnlock()
-	if err := fdbReplace(ov.st.Load().vx.Index, net.HardwareAddr(mac[:]), dest); err != nil {
-		ov.log.Warn("cannot install forwarding entry", "mac", net.HardwareAddr(mac[:]).String(), "dest", dest.String(), "err", err)
-	}
-}
-
-// DropTarget implements datapath.Overlay. The kernel drops frames for
-// MACs without an entry anyway; an operator's drop entry is not
-// supported here.
-func (ov *overlay) DropTarget(mac datapath.MAC, admin bool) {
-	if admin {
-		ov.log.Warn("drop entries are not supported on the kernel data path; frames to an unknown MAC are dropped anyway", "mac", net.HardwareAddr(mac[:]).String())
+	if err := fdbReplace(ov.st.Load().vx.Index, mac, dest); err != nil {
+		ov.log.Warn("cannot install forwarding entry", "mac", ether.Long(mac), "dest", dest.String(), "err", err)
 	}
 }
 
 // RemoveTarget implements datapath.Overlay. A vxlan forwarding entry is
 // deleted by MAC and destination, so each of the MAC's is looked up.
-func (ov *overlay) RemoveTarget(mac datapath.MAC) {
+func (ov *overlay) RemoveTarget(mac ether.MAC) {
 	ov.fdbMu.RLock()
 	defer ov.fdbMu.RUnlock()
 	idx := ov.st.Load().vx.Index
@@ -763,7 +772,7 @@ func (ov *overlay) RemoveTarget(mac datapath.MAC) {
 		if n := e.neigh; bytes.Equal(n.HardwareAddr, mac[:]) && n.IP != nil {
 			// One gone meanwhile is what was wanted.
 			if err := fdbDelete(idx, e); err != nil && !errors.Is(err, unix.ENOENT) {
-				ov.log.Warn("cannot delete forwarding entry", "mac", net.HardwareAddr(mac[:]).String(), "err", err)
+				ov.log.Warn("cannot delete forwarding entry", "mac", ether.Long(mac), "err", err)
 			}
 		}
 	}
@@ -773,7 +782,7 @@ func (ov *overlay) RemoveTarget(mac datapath.MAC) {
 // default entry.
 func (ov *overlay) FlushTargets() {
 	for _, t := range ov.Targets() {
-		if t.MAC != (datapath.MAC{}) {
+		if t.MAC != (ether.MAC{}) {
 			ov.RemoveTarget(t.MAC)
 		}
 	}
@@ -797,9 +806,9 @@ func (ov *overlay) Targets() []datapath.Target {
 	return out
 }
 
-// SetNeighbor implements datapath.Overlay: the vxlan device answers ARP
+// SetNeighbor implements datapath.NeighborTable: the vxlan device answers ARP
 // and NDP for ip from this entry (proxy mode).
-func (ov *overlay) SetNeighbor(ip netip.Addr, mac datapath.MAC) {
+func (ov *overlay) SetNeighbor(ip netip.Addr, mac ether.MAC) {
 	family := unix.AF_INET
 	if ip.Is6() {
 		family = unix.AF_INET6
@@ -812,17 +821,11 @@ func (ov *overlay) SetNeighbor(ip netip.Addr, mac datapath.MAC) {
 	}
 }
 
-// Inject implements datapath.Overlay; not supported on this data path.
-func (ov *overlay) Inject(uint16, []byte) {}
-
-// Resend implements datapath.Overlay; not supported on this data path.
-func (ov *overlay) Resend(uint16, []byte) {}
-
 // fdbReplace installs (or replaces) a forwarding entry mac -> dest. The
 // all-zeros default entry (a point overlay's) cannot be replaced, only
 // deleted and appended.
-func fdbReplace(ifindex int, mac net.HardwareAddr, dest encap.Dest) error {
-	if !bytes.Equal(mac, make([]byte, 6)) {
+func fdbReplace(ifindex int, mac ether.MAC, dest encap.Dest) error {
+	if mac != (ether.MAC{}) {
 		return fdbWrite(unix.NLM_F_CREATE|unix.NLM_F_REPLACE, ifindex, mac, dest)
 	}
 	old, err := fdbList(ifindex)
@@ -830,7 +833,7 @@ func fdbReplace(ifindex int, mac net.HardwareAddr, dest encap.Dest) error {
 		return fmt.Errorf("list forwarding entries: %w", err)
 	}
 	for _, o := range old {
-		if !bytes.Equal(o.neigh.HardwareAddr, mac) {
+		if !bytes.Equal(o.neigh.HardwareAddr, mac[:]) {
 			continue
 		}
 		if t, ok := o.target(dest.Port); ok && t.Dest == dest {
@@ -920,7 +923,7 @@ func (ov *overlay) watchOnce() bool {
 			}
 			switch {
 			case len(u.HardwareAddr) == 6 && u.IP == nil:
-				st.cfg.Handler.Miss(datapath.MAC(u.HardwareAddr), 0)
+				st.cfg.Handler.Miss(ether.MAC(u.HardwareAddr), 0)
 			case u.IP != nil:
 				ip, _ := netip.AddrFromSlice(u.IP)
 				st.cfg.Handler.MissIP(0, ip.Unmap())

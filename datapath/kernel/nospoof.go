@@ -61,7 +61,7 @@ func (ov *overlay) syncSpoof() error {
 			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(v.port)},
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6},
-			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: slices.Clone(v.mac)},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: slices.Clone(v.mac[:])},
 			&expr.Objref{Type: int(nftables.ObjTypeCounter), Name: ov.spoofChainName()},
 			&expr.Verdict{Kind: expr.VerdictDrop},
 		}})

@@ -23,6 +23,7 @@ import (
 	"overlaynet/datapath"
 	"overlaynet/encap"
 	"overlaynet/encap/vxlan"
+	"overlaynet/ether"
 	"overlaynet/proxy"
 )
 
@@ -67,7 +68,7 @@ type missHandler struct {
 	dest   encap.Dest
 }
 
-func (h *missHandler) Miss(mac datapath.MAC, vlan uint16) {
+func (h *missHandler) Miss(mac ether.MAC, vlan uint16) {
 	h.misses.Add(1)
 	if ov := h.ov.Load(); ov != nil {
 		go (*ov).SetTarget(mac, h.dest)
@@ -193,7 +194,7 @@ func TestUpdateDuringLookupStorm(t *testing.T) {
 	dov, cfg, h := dynamicOverlay(t, "race0", 100, netip.AddrPortFrom(listen, 4789))
 	macA, _ := net.ParseMAC("02:08:20:00:00:01")
 	macB, _ := net.ParseMAC("02:08:20:00:00:02")
-	for _, v := range []datapath.VNICConfig{{Name: "vrA", MAC: macA, NoSpoof: true}, {Name: "vrB", MAC: macB, NoSpoof: true}} {
+	for _, v := range []datapath.VNICConfig{{Name: "vrA", MAC: ether.MAC(macA), NoSpoof: true}, {Name: "vrB", MAC: ether.MAC(macB), NoSpoof: true}} {
 		if err := dov.AddVNIC(v); err != nil {
 			t.Fatal(err)
 		}
@@ -248,9 +249,9 @@ func TestUpdateDuringLookupStorm(t *testing.T) {
 				case 1:
 					dov.Targets()
 				case 2:
-					dov.SetTarget(datapath.MAC{0x02, 0x77, 0, 0, byte(r), byte(i)}, h.dest)
+					dov.SetTarget(ether.MAC{0x02, 0x77, 0, 0, byte(r), byte(i)}, h.dest)
 				case 3:
-					dov.SetNeighbor(netip.AddrFrom4([4]byte{10, 0, byte(r), byte(i)}), datapath.MAC{0x02, 0x77, 0, 0, byte(r), byte(i)})
+					dov.(*overlay).SetNeighbor(netip.AddrFrom4([4]byte{10, 0, byte(r), byte(i)}), ether.MAC{0x02, 0x77, 0, 0, byte(r), byte(i)})
 				}
 			}
 		}()
@@ -264,7 +265,7 @@ func TestUpdateDuringLookupStorm(t *testing.T) {
 				return
 			default:
 			}
-			m := datapath.MAC{0x02, 0x66, 0, 0, 0, byte(i)}
+			m := ether.MAC{0x02, 0x66, 0, 0, 0, byte(i)}
 			dov.SetTarget(m, h.dest)
 			dov.RemoveTarget(m)
 		}
@@ -278,7 +279,7 @@ func TestUpdateDuringLookupStorm(t *testing.T) {
 		t.Fatalf(format, args...)
 	}
 
-	sentinel := datapath.MAC{0x02, 0x55, 0, 0, 0, 1}
+	sentinel := ether.MAC{0x02, 0x55, 0, 0, 0, 1}
 	const rounds = 9
 	for i := 1; i <= rounds; i++ {
 		// In turn: a new vnetid (another network: nothing carried over),
@@ -374,10 +375,10 @@ func TestUpdateRollback(t *testing.T) {
 	listen2 := secondAddress(t)
 	dov, cfg, h := dynamicOverlay(t, "back0", 300, netip.AddrPortFrom(listen, 4791))
 	macA, _ := net.ParseMAC("02:08:20:00:03:01")
-	must(t, dov.AddVNIC(datapath.VNICConfig{Name: "vbA", MAC: macA}))
+	must(t, dov.AddVNIC(datapath.VNICConfig{Name: "vbA", MAC: ether.MAC(macA)}))
 	must(t, noIPv6("vbA"))
 	send := rawSocket(t, "vbA")
-	known := datapath.MAC{0x02, 0x55, 0, 0, 3, 1}
+	known := ether.MAC{0x02, 0x55, 0, 0, 3, 1}
 	dov.SetTarget(known, h.dest)
 
 	t.Cleanup(func() { createVxlan = newVxlan })
@@ -446,7 +447,7 @@ func withVNetID(c datapath.OverlayConfig, id uint32) datapath.OverlayConfig {
 	return c
 }
 
-func hasTarget(ov datapath.Overlay, mac datapath.MAC) bool {
+func hasTarget(ov datapath.Overlay, mac ether.MAC) bool {
 	for _, t := range ov.Targets() {
 		if t.MAC == mac {
 			return true
@@ -481,7 +482,7 @@ func TestNoSpoofKernel(t *testing.T) {
 	t.Cleanup(func() { dov.(*overlay).Delete() })
 	macA, _ := net.ParseMAC("02:08:20:00:01:01")
 	macB, _ := net.ParseMAC("02:08:20:00:01:02")
-	for _, v := range []datapath.VNICConfig{{Name: "vsA", MAC: macA, NoSpoof: true}, {Name: "vsB", MAC: macB, NoSpoof: true}} {
+	for _, v := range []datapath.VNICConfig{{Name: "vsA", MAC: ether.MAC(macA), NoSpoof: true}, {Name: "vsB", MAC: ether.MAC(macB), NoSpoof: true}} {
 		if err := dov.AddVNIC(v); err != nil {
 			t.Fatal(err)
 		}

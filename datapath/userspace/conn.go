@@ -33,7 +33,7 @@ type udpSocket struct {
 	// close, so that a descriptor number is never used after it is
 	// closed and perhaps reused.
 	mu     sync.RWMutex
-	fd     int
+	sfd    int
 	closed bool
 }
 
@@ -76,7 +76,7 @@ func openUDP(addr netip.AddrPort, reuse bool) (*udpSocket, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	s := &udpSocket{family: family, fd: fd}
+	s := &udpSocket{family: family, sfd: fd}
 	s.setBuffers(sockBuf, sockBuf)
 	return s, nil
 }
@@ -110,7 +110,7 @@ func listenUDP(addr netip.AddrPort, gro bool, n int) ([]*udpSocket, error) {
 			return fail(err, socks)
 		}
 		if gro {
-			unix.SetsockoptInt(s.fd, unix.IPPROTO_UDP, unix.UDP_GRO, 1)
+			unix.SetsockoptInt(s.sfd, unix.IPPROTO_UDP, unix.UDP_GRO, 1)
 		}
 		socks = append(socks, s)
 		// Port 0: the rest join the port the first one got.
@@ -153,15 +153,15 @@ func openSenders(ip netip.Addr) ([]*udpSocket, error) {
 // setBuffers sizes the socket buffers, past the sysctl limits where the
 // daemon may (CAP_NET_ADMIN), else as far as the limits allow.
 func (s *udpSocket) setBuffers(rcv, snd int) {
-	unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcv)
-	unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_SNDBUF, snd)
-	unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcv)
-	unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, snd)
+	unix.SetsockoptInt(s.sfd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcv)
+	unix.SetsockoptInt(s.sfd, unix.SOL_SOCKET, unix.SO_SNDBUF, snd)
+	unix.SetsockoptInt(s.sfd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcv)
+	unix.SetsockoptInt(s.sfd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, snd)
 }
 
 // localPort returns the port the socket is bound to.
 func (s *udpSocket) localPort() int {
-	sa, err := unix.Getsockname(s.fd)
+	sa, err := unix.Getsockname(s.sfd)
 	if err != nil {
 		return 0
 	}
@@ -174,6 +174,8 @@ func (s *udpSocket) localPort() int {
 	return 0
 }
 
+func (s *udpSocket) fd() int { return s.sfd }
+
 func (s *udpSocket) close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -181,7 +183,7 @@ func (s *udpSocket) close() error {
 		return nil
 	}
 	s.closed = true
-	return unix.Close(s.fd)
+	return unix.Close(s.sfd)
 }
 
 // recvMsg is a receive's working space, kept between reads so that a
@@ -205,7 +207,7 @@ func (s *udpSocket) recv(m *recvMsg, buf, oob []byte) (n, oobn int, err error) {
 	m.msg.SetIovlen(1)
 	m.msg.SetControllen(len(oob))
 	for {
-		r, _, e := unix.Syscall(unix.SYS_RECVMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&m.msg)), 0)
+		r, _, e := unix.Syscall(unix.SYS_RECVMSG, uintptr(s.sfd), uintptr(unsafe.Pointer(&m.msg)), 0)
 		switch e {
 		case 0:
 			return int(r), int(m.msg.Controllen), nil
@@ -265,7 +267,7 @@ func (s *udpSocket) send(b, oob []byte, dest netip.AddrPort) error {
 	}
 	waited := false
 	for {
-		_, _, e := unix.Syscall(unix.SYS_SENDMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&msg)), 0)
+		_, _, e := unix.Syscall(unix.SYS_SENDMSG, uintptr(s.sfd), uintptr(unsafe.Pointer(&msg)), 0)
 		switch {
 		case e == 0:
 			return nil
@@ -273,7 +275,7 @@ func (s *udpSocket) send(b, oob []byte, dest netip.AddrPort) error {
 			continue
 		case e == unix.EAGAIN && !waited:
 			waited = true
-			pfd := [1]unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLOUT}}
+			pfd := [1]unix.PollFd{{Fd: int32(s.sfd), Events: unix.POLLOUT}}
 			unix.Poll(pfd[:], sendWait)
 			continue
 		}

@@ -8,6 +8,7 @@ import (
 	"overlaynet/datapath"
 	"overlaynet/datapath/offload"
 	"overlaynet/encap"
+	"overlaynet/ether"
 )
 
 // This file is the offload side of the data path: TCP super-frames read
@@ -56,7 +57,7 @@ func (ov *overlay) fromVNICOffload(src *vnic, tx *txScratch, buf []byte, n int) 
 	if ov.spoofed(src, frame) {
 		return
 	}
-	dst := datapath.MAC(frame[:6])
+	dst := ether.MAC(frame[:6])
 	set := ov.vnics.Load()
 	if v := set.byKey[vnicKey{vlan: src.key.vlan, mac: dst}]; v != nil {
 		if v != src {
@@ -147,8 +148,8 @@ func (ov *overlay) segmentSlow(st *ovState, src *vnic, tx *txScratch, frame []by
 // deliverSuper writes a super-frame to a local VNIC: as it is when that
 // VNIC takes offloads, else segment by segment.
 func (ov *overlay) deliverSuper(dst *vnic, withHdr, frame []byte, h offload.VnetHdr, tx *txScratch) {
-	if dst.tap.vnet {
-		if err := dst.tap.write(tx.q, withHdr); err != nil {
+	if dst.vnet {
+		if err := dst.dev.write(tx.q, withHdr); err != nil {
 			ov.ctr.Inc(datapath.DropVNICWrite)
 			return
 		}
@@ -184,7 +185,7 @@ func (ov *overlay) deliverVnet(dst *vnic, frame []byte, q int) error {
 	} else {
 		n += copy(b[n:], frame)
 	}
-	return dst.tap.write(q, b[:n])
+	return dst.dev.write(q, b[:n])
 }
 
 // rxBatch is a worker's run of received TCP segments being merged for one
@@ -219,7 +220,7 @@ func (rx *rxBatch) flush() {
 		return
 	}
 	b := rx.c.Flush()
-	if err := rx.dst.tap.write(rx.q, b); err != nil {
+	if err := rx.dst.dev.write(rx.q, b); err != nil {
 		rx.ov.ctr.Inc(datapath.DropVNICWrite)
 	} else {
 		rx.ov.ctr.Inc(datapath.OutFrames)

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -15,6 +14,7 @@ import (
 	"overlaynet/datapath"
 	"overlaynet/datapath/offload"
 	"overlaynet/encap"
+	"overlaynet/ether"
 	"overlaynet/proxy"
 )
 
@@ -49,12 +49,13 @@ type vnicSet struct {
 	byVLAN map[uint16][]*vnic
 }
 
-// vnic is a VNIC: its TAP, read by the data path's workers.
+// vnic is a VNIC: its device (a TAP), read by the data path's workers.
 type vnic struct {
 	ov        *overlay
 	name      string
 	key       vnicKey
-	tap       *tap
+	dev       vnicDevice
+	vnet      bool    // dev.vnetHdr(), asked once
 	ids       []int32 // of its queues, in the workers' sets
 	followMTU bool    // the MTU is the overlay's, and changes with it
 	// noSpoof drops frames its user sends from another MAC than its own
@@ -105,7 +106,7 @@ func (ov *overlay) Update(cfg datapath.OverlayConfig) error {
 			if !v.followMTU {
 				continue
 			}
-			if err := v.tap.setMTU(cfg.MTU, v.key.mac); err != nil {
+			if err := v.dev.setMTU(cfg.MTU, v.key.mac); err != nil {
 				ov.log.Warn("cannot apply the new overlay MTU to a VNIC; set it where the VNIC lives",
 					"vnic", v.name, "mtu", cfg.MTU, "err", err)
 				mtuErr.VNICs = append(mtuErr.VNICs, datapath.VNICMTUError{VNIC: v.name, Kept: old.cfg.MTU, Err: err})
@@ -125,27 +126,24 @@ func (ov *overlay) AddVNIC(cfg datapath.VNICConfig) error {
 	if ov.closed {
 		return fmt.Errorf("overlay is closed")
 	}
-	if len(cfg.MAC) != 6 {
-		return fmt.Errorf("VNIC %s: MAC %s is not an Ethernet address", cfg.Name, cfg.MAC)
-	}
-	key := vnicKey{vlan: cfg.VLAN}
-	copy(key.mac[:], cfg.MAC)
+	key := vnicKey{vlan: cfg.VLAN, mac: cfg.MAC}
 	set := ov.vnics.Load()
 	if other := set.byKey[key]; other != nil {
-		return fmt.Errorf("MAC %s (VLAN %d) is already used by VNIC %s on this overlay", cfg.MAC, cfg.VLAN, other.name)
+		return fmt.Errorf("MAC %s (VLAN %d) is already used by VNIC %s on this overlay", ether.Short(cfg.MAC), cfg.VLAN, other.name)
 	}
 	mtu := cfg.MTU
 	if mtu == 0 {
 		mtu = ov.state.Load().cfg.MTU
 	}
-	t, err := openTAP(cfg.Name, ov.dp.owner, cfg.MAC, mtu, cfg.Persistent, cfg.Adopt, ov.dp.offloads, len(ov.ws))
+	t, err := ov.dp.io.openVNIC(vnicSpec{name: cfg.Name, owner: ov.dp.owner, mac: cfg.MAC, mtu: mtu,
+		persistent: cfg.Persistent, adopt: cfg.Adopt, vnet: ov.dp.offloads, queues: len(ov.ws)})
 	if err != nil {
 		return err
 	}
-	v := &vnic{ov: ov, name: cfg.Name, key: key, tap: t, followMTU: cfg.MTU == 0}
+	v := &vnic{ov: ov, name: cfg.Name, key: key, dev: t, vnet: t.vnetHdr(), followMTU: cfg.MTU == 0}
 	v.noSpoof.Store(cfg.NoSpoof)
 	ov.vnics.Store(set.with(v))
-	for q, fd := range t.fds {
+	for q, fd := range t.fds() {
 		id, err := ov.ws[q].watch(fd, tapQueue{v, q})
 		if err != nil {
 			ov.vnics.Store(set)
@@ -159,7 +157,7 @@ func (ov *overlay) AddVNIC(cfg datapath.VNICConfig) error {
 		}
 		v.ids = append(v.ids, id)
 	}
-	ov.log.Info("VNIC up", "vnic", cfg.Name, "mac", cfg.MAC.String(), "vlan", cfg.VLAN, "mtu", cfg.MTU)
+	ov.log.Info("VNIC up", "vnic", cfg.Name, "mac", ether.Short(cfg.MAC), "vlan", cfg.VLAN, "mtu", cfg.MTU)
 	return nil
 }
 
@@ -174,7 +172,7 @@ func (ov *overlay) RemoveVNIC(name string) error {
 	}
 	ov.vnics.Store(set.without(v))
 	v.unwatch()
-	v.tap.destroy()
+	v.dev.destroy()
 	ov.log.Info("VNIC removed", "vnic", name)
 	return nil
 }
@@ -246,7 +244,7 @@ func (s *vnicSet) copyExcept(skip *vnic) *vnicSet {
 // stop lets go of the VNIC's TAP, once no worker reads it.
 func (v *vnic) stop() {
 	v.unwatch()
-	v.tap.close()
+	v.dev.close()
 }
 
 func (v *vnic) unwatch() {
@@ -268,11 +266,11 @@ type tapQueue struct {
 func (tq tapQueue) drain(sc *scratch, budget int) bool {
 	v, q := tq.v, tq.q
 	start := headroom
-	if v.tap.vnet {
+	if v.vnet {
 		start -= offload.VnetHdrLen
 	}
 	for range budget {
-		n, err := v.tap.read(q, sc.buf[start:])
+		n, err := v.dev.read(q, sc.buf[start:])
 		if err != nil {
 			if err == unix.EAGAIN {
 				return true
@@ -285,7 +283,7 @@ func (tq tapQueue) drain(sc *scratch, budget int) bool {
 			}
 			return false
 		}
-		if !v.tap.vnet {
+		if !v.vnet {
 			v.ov.fromVNIC(v, sc.buf, headroom, n, sc.q)
 			continue
 		}
@@ -350,7 +348,7 @@ func (ov *overlay) forward(st *ovState, src *vnic, buf []byte, off, n int, vlan 
 		off -= vlanTagLen
 	}
 	set := ov.vnics.Load()
-	dst := datapath.MAC(frame[:6])
+	dst := ether.MAC(frame[:6])
 	if unicast {
 		if v := set.byKey[vnicKey{vlan: vlan, mac: dst}]; v != nil {
 			if v != src {
@@ -383,7 +381,7 @@ func (ov *overlay) forward(st *ovState, src *vnic, buf []byte, off, n int, vlan 
 // toTarget sends a unicast frame in overlay form, starting at buf[off],
 // to the destination the target table holds for dst, or holds it while a
 // lookup runs.
-func (ov *overlay) toTarget(st *ovState, buf []byte, off int, frame []byte, dst datapath.MAC, vlan uint16) {
+func (ov *overlay) toTarget(st *ovState, buf []byte, off int, frame []byte, dst ether.MAC, vlan uint16) {
 	if d, ok := ov.targets.valid(dst); ok {
 		ov.send(st, buf, off, frame, d)
 		return
@@ -449,7 +447,7 @@ func (ov *overlay) fromUnderlay(frame []byte, rx *rxBatch) {
 		return
 	}
 	if rx != nil && !tagged && isUnicast(frame) {
-		if v := ov.vnics.Load().byKey[vnicKey{mac: datapath.MAC(frame[:6])}]; v != nil && v.tap.vnet {
+		if v := ov.vnics.Load().byKey[vnicKey{mac: ether.MAC(frame[:6])}]; v != nil && v.vnet {
 			if rx.add(ov, v, frame) {
 				return
 			}
@@ -468,7 +466,7 @@ func (ov *overlay) fromUnderlay(frame []byte, rx *rxBatch) {
 func (ov *overlay) toLocal(frame []byte, vlan uint16, q int) {
 	set := ov.vnics.Load()
 	if isUnicast(frame) {
-		v := set.byKey[vnicKey{vlan: vlan, mac: datapath.MAC(frame[:6])}]
+		v := set.byKey[vnicKey{vlan: vlan, mac: ether.MAC(frame[:6])}]
 		if v == nil {
 			ov.ctr.Inc(datapath.DropNoVNIC)
 			return
@@ -486,38 +484,41 @@ func (ov *overlay) toLocal(frame []byte, vlan uint16, q int) {
 	}
 }
 
-// SetTarget implements datapath.Overlay.
-func (ov *overlay) SetTarget(mac datapath.MAC, dest encap.Dest) {
+// SetTarget implements datapath.Overlay. The held frames leave from
+// here, before any newer frame to mac (see targetTable.set).
+func (ov *overlay) SetTarget(mac ether.MAC, dest encap.Dest) {
 	held := ov.targets.set(mac, dest)
-	st := ov.state.Load()
-	for _, b := range held {
-		ov.send(st, b, headroom, b[headroom:], dest)
+	for len(held) > 0 {
+		st := ov.state.Load()
+		for _, b := range held {
+			ov.send(st, b, headroom, b[headroom:], dest)
+		}
+		held, dest = ov.targets.drained(mac)
 	}
 }
 
-// DropTarget implements datapath.Overlay.
-func (ov *overlay) DropTarget(mac datapath.MAC, admin bool) {
-	ov.ctr.Add(datapath.DropNoTarget, uint64(ov.targets.drop(mac, admin, time.Now())))
+// Drop implements datapath.Holder.
+func (ov *overlay) Drop(mac ether.MAC, ttl time.Duration) {
+	ov.ctr.Add(datapath.DropNoTarget, uint64(ov.targets.drop(mac, ttl, time.Now())))
+}
+
+// SetDrop implements datapath.DropTable.
+func (ov *overlay) SetDrop(mac ether.MAC) {
+	ov.ctr.Add(datapath.DropAdmin, uint64(ov.targets.setDrop(mac)))
 }
 
 // RemoveTarget implements datapath.Overlay.
-func (ov *overlay) RemoveTarget(mac datapath.MAC) { ov.targets.remove(mac) }
+func (ov *overlay) RemoveTarget(mac ether.MAC) {
+	ov.ctr.Add(datapath.DropNoTarget, uint64(ov.targets.remove(mac)))
+}
 
 // FlushTargets implements datapath.Overlay.
-func (ov *overlay) FlushTargets() { ov.targets.flush() }
+func (ov *overlay) FlushTargets() { ov.ctr.Add(datapath.DropNoTarget, uint64(ov.targets.flush())) }
 
 // Targets implements datapath.Overlay.
 func (ov *overlay) Targets() []datapath.Target { return ov.targets.list() }
 
-// SetNeighbor implements datapath.Overlay: this data path answers ARP and
-// NDP through the proxy, frame by frame, and keeps no neighbour table.
-func (ov *overlay) SetNeighbor(netip.Addr, datapath.MAC) {}
-
-// SetDHCPRedirect implements datapath.Overlay: this data path asks the
-// plugin for each DHCP broadcast.
-func (ov *overlay) SetDHCPRedirect(client, server datapath.MAC) {}
-
-// Inject implements datapath.Overlay.
+// Inject implements datapath.FrameInjector.
 func (ov *overlay) Inject(vlan uint16, frame []byte) {
 	if len(frame) < ethHeaderLen {
 		return
@@ -529,7 +530,7 @@ func (ov *overlay) Inject(vlan uint16, frame []byte) {
 	ov.toLocal(frame, vlan, 0)
 }
 
-// Resend implements datapath.Overlay.
+// Resend implements datapath.FrameInjector.
 func (ov *overlay) Resend(vlan uint16, frame []byte) {
 	if len(frame) < ethHeaderLen {
 		return
@@ -542,7 +543,7 @@ func (ov *overlay) Resend(vlan uint16, frame []byte) {
 // VLAN) to a local VNIC, whose user sees it untagged.
 func (ov *overlay) deliver(dst *vnic, frame []byte, q int) {
 	var err error
-	if dst.tap.vnet {
+	if dst.vnet {
 		err = ov.deliverVnet(dst, frame, q)
 	} else if dst.key.vlan != 0 {
 		// Remove the tag in place by moving the MAC addresses, and put
@@ -551,10 +552,10 @@ func (ov *overlay) deliver(dst *vnic, frame []byte, q int) {
 		var saved [16]byte
 		copy(saved[:], frame[:16])
 		copy(frame[4:16], saved[:12])
-		err = dst.tap.write(q, frame[4:])
+		err = dst.dev.write(q, frame[4:])
 		copy(frame[:16], saved[:])
 	} else {
-		err = dst.tap.write(q, frame)
+		err = dst.dev.write(q, frame)
 	}
 	if err != nil {
 		ov.ctr.Inc(datapath.DropVNICWrite)

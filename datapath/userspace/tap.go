@@ -15,6 +15,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"overlaynet/ether"
 )
 
 // tap is one TAP device: the kernel side is the VNIC's network interface,
@@ -31,7 +33,7 @@ type tap struct {
 	// worker (IFF_MULTI_QUEUE). The kernel spreads the VNIC's flows over
 	// the queues and sends a flow out of the queue its frames last came
 	// in by, so each flow stays with one worker both ways.
-	fds        []int
+	qfds       []int
 	closed     bool
 	persistent bool
 	// vnet: frames carry a virtio-net header and may be TCP super-frames
@@ -66,7 +68,7 @@ func vnicAlias(name, owner string) string {
 // is, as it is. mac is the VNIC's (saved) MAC: it is what tells an
 // untagged TAP from an older overlayd apart from someone else's (see
 // classifyTAP).
-func openTAP(name, owner string, mac net.HardwareAddr, mtu int, persistent, adopt, vnet bool, queues int) (*tap, error) {
+func openTAP(name, owner string, mac ether.MAC, mtu int, persistent, adopt, vnet bool, queues int) (*tap, error) {
 	if adopt {
 		t, found, err := adoptTAP(name, owner, mac, vnet, queues)
 		if found || err != nil {
@@ -89,7 +91,7 @@ func openTAP(name, owner string, mac net.HardwareAddr, mtu int, persistent, adop
 	if err != nil {
 		return nil, fmt.Errorf("create TAP %s: %w", name, err)
 	}
-	t := &tap{name: name, fds: fds, vnet: vnet}
+	t := &tap{name: name, qfds: fds, vnet: vnet}
 	if err := t.configure(mac, mtu, persistent, owner); err != nil {
 		t.destroy()
 		return nil, err
@@ -119,13 +121,13 @@ const (
 // that another daemon's guest uses would steal its interface, so only
 // the VNIC's own MAC makes it ours. Without an owner there is no tag,
 // and the untagged alias is this data path's own.
-func classifyTAP(kind, alias string, mac net.HardwareAddr, name, owner string, want net.HardwareAddr) tapOwnership {
+func classifyTAP(kind, alias string, mac net.HardwareAddr, name, owner string, want ether.MAC) tapOwnership {
 	switch {
 	case kind != "tuntap":
 		return tapForeign
 	case alias == vnicAlias(name, owner):
 		return tapOurs
-	case alias == aliasPrefix+name && bytes.Equal(mac, want):
+	case alias == aliasPrefix+name && bytes.Equal(mac, want[:]):
 		return tapLegacy
 	}
 	return tapForeign
@@ -134,7 +136,7 @@ func classifyTAP(kind, alias string, mac net.HardwareAddr, name, owner string, w
 // foreignTAPError explains why the interface name (alias, MAC), in the
 // network namespace where says ("" for overlayd's own), is not taken for
 // the VNIC of that name, and what to do.
-func foreignTAPError(name, alias string, mac net.HardwareAddr, owner string, want net.HardwareAddr, where string) error {
+func foreignTAPError(name, alias string, mac net.HardwareAddr, owner string, want ether.MAC, where string) error {
 	in, there := "", ""
 	if where != "" {
 		in, there = " in network namespace "+where, " there"
@@ -143,7 +145,7 @@ func foreignTAPError(name, alias string, mac net.HardwareAddr, owner string, wan
 	switch {
 	case alias == aliasPrefix+name:
 		return fmt.Errorf("TAP %s%s has the untagged alias of an older overlayd but MAC %s, not the VNIC's %s: it belongs to someone else and is left alone; %s",
-			name, in, mac, want, fix)
+			name, in, mac, ether.Long(want), fix)
 	case strings.HasPrefix(alias, aliasPrefix):
 		return fmt.Errorf("a network interface named %s already exists%s: another overlayd's VNIC (alias %q, this overlayd's tag is %q); %s", name, in, alias, owner, fix)
 	}
@@ -218,13 +220,13 @@ func tunAttachQueues(name string, vnet bool, n int) ([]int, error) {
 	return fds, nil
 }
 
-func (t *tap) configure(mac net.HardwareAddr, mtu int, persistent bool, owner string) error {
+func (t *tap) configure(mac ether.MAC, mtu int, persistent bool, owner string) error {
 	link, err := netlink.LinkByName(t.name)
 	if err != nil {
 		return fmt.Errorf("find TAP %s: %w", t.name, err)
 	}
-	if err := netlink.LinkSetHardwareAddr(link, mac); err != nil {
-		return fmt.Errorf("set MAC %s on %s: %w", mac, t.name, err)
+	if err := netlink.LinkSetHardwareAddr(link, mac[:]); err != nil {
+		return fmt.Errorf("set MAC %s on %s: %w", ether.Long(mac), t.name, err)
 	}
 	if err := netlink.LinkSetMTU(link, mtu); err != nil {
 		return fmt.Errorf("set MTU %d on %s: %w", mtu, t.name, err)
@@ -261,7 +263,7 @@ func (t *tap) setPersist(on bool) error {
 	if on {
 		v = 1
 	}
-	if err := unix.IoctlSetInt(t.fds[0], unix.TUNSETPERSIST, v); err != nil {
+	if err := unix.IoctlSetInt(t.qfds[0], unix.TUNSETPERSIST, v); err != nil {
 		return err
 	}
 	t.persistent = on
@@ -274,7 +276,7 @@ func (t *tap) setPersist(on bool) error {
 // Entering another namespace needs CAP_SYS_ADMIN, which overlayd drops
 // after startup unless --keep-privileges: the error then says where the
 // interface is and how to set it there.
-func (t *tap) setMTU(mtu int, mac [6]byte) error {
+func (t *tap) setMTU(mtu int, mac ether.MAC) error {
 	if link, err := netlink.LinkByName(t.name); err == nil && bytes.Equal(link.Attrs().HardwareAddr, mac[:]) {
 		return netlink.LinkSetMTU(link, mtu)
 	}
@@ -283,7 +285,7 @@ func (t *tap) setMTU(mtu int, mac [6]byte) error {
 		t.mu.RUnlock()
 		return os.ErrClosed
 	}
-	fd, err := unix.IoctlRetInt(t.fds[0], unix.TUNGETDEVNETNS)
+	fd, err := unix.IoctlRetInt(t.qfds[0], unix.TUNGETDEVNETNS)
 	t.mu.RUnlock()
 	if err != nil {
 		return fmt.Errorf("interface %s is no longer in overlayd's network namespace, and the kernel does not say where it is: %w", t.name, err)
@@ -330,6 +332,9 @@ func (t *tap) setMTU(mtu int, mac [6]byte) error {
 	return nil
 }
 
+func (t *tap) fds() []int    { return t.qfds }
+func (t *tap) vnetHdr() bool { return t.vnet }
+
 // read reads one frame from queue q; unix.EAGAIN when none is waiting.
 func (t *tap) read(q int, b []byte) (int, error) {
 	t.mu.RLock()
@@ -338,7 +343,7 @@ func (t *tap) read(q int, b []byte) (int, error) {
 		return 0, os.ErrClosed
 	}
 	for {
-		n, err := unix.Read(t.fds[q], b)
+		n, err := unix.Read(t.qfds[q], b)
 		if err != unix.EINTR {
 			return n, err
 		}
@@ -355,7 +360,7 @@ func (t *tap) write(q int, b []byte) error {
 	if t.closed {
 		return os.ErrClosed
 	}
-	fd := t.fds[q%len(t.fds)]
+	fd := t.qfds[q%len(t.qfds)]
 	for {
 		_, err := unix.Write(fd, b)
 		if err != unix.EINTR {
@@ -373,7 +378,7 @@ func (t *tap) close() error {
 	}
 	t.closed = true
 	var err error
-	for _, fd := range t.fds {
+	for _, fd := range t.qfds {
 		if e := unix.Close(fd); e != nil {
 			err = e
 		}
@@ -398,7 +403,7 @@ func (t *tap) destroy() error {
 // it has the VNIC's MAC, and tagged. An untagged one with another MAC is
 // refused with an error naming it: it may be another daemon's guest's,
 // or ours with its MAC changed, and only the operator can tell.
-func adoptTAP(name, owner string, mac net.HardwareAddr, vnet bool, queues int) (*tap, bool, error) {
+func adoptTAP(name, owner string, mac ether.MAC, vnet bool, queues int) (*tap, bool, error) {
 	nss := namespaces()
 	defer func() {
 		for _, ns := range nss {
@@ -528,7 +533,7 @@ func attachIn(ns netns.NsHandle, name, retag string, vnet bool, queues int) (*ta
 	if r.err != nil {
 		return nil, true, fmt.Errorf("take over TAP %s: %w", name, r.err)
 	}
-	t := &tap{name: name, fds: r.fds, persistent: true, vnet: vnet}
+	t := &tap{name: name, qfds: r.fds, persistent: true, vnet: vnet}
 	if retag != "" {
 		if err := h.LinkSetAlias(link, retag); err != nil {
 			t.close()

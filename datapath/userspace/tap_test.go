@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"net"
 	"os"
+	"overlaynet/ether"
 	"runtime"
 	"strings"
 	"testing"
@@ -42,7 +43,7 @@ func TestClassifyTAP(t *testing.T) {
 		{"not a TAP", "veth", vnicAlias(name, testOwner), testOwner, macVNIC, tapForeign},
 		{"no owner: the untagged alias is the tag", "tuntap", aliasPrefix + name, "", macOther, tapOurs},
 	} {
-		if got := classifyTAP(tc.kind, tc.alias, tc.mac, name, tc.owner, macVNIC); got != tc.want {
+		if got := classifyTAP(tc.kind, tc.alias, tc.mac, name, tc.owner, ether.MAC(macVNIC)); got != tc.want {
 			t.Errorf("%s: %v, want %v", tc.desc, got, tc.want)
 		}
 	}
@@ -51,7 +52,7 @@ func TestClassifyTAP(t *testing.T) {
 // TestForeignTAPError: the refusal names the device, its MAC and the
 // VNIC's, where it is, and the ways out.
 func TestForeignTAPError(t *testing.T) {
-	msg := foreignTAPError("vn0", aliasPrefix+"vn0", macOther, testOwner, macVNIC, "net:[4026532000]").Error()
+	msg := foreignTAPError("vn0", aliasPrefix+"vn0", macOther, testOwner, ether.MAC(macVNIC), "net:[4026532000]").Error()
 	for _, want := range []string{"TAP vn0", macOther.String(), macVNIC.String(), "net:[4026532000]", "ip link delete vn0", "ip link set vn0 name", "another name"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("%q does not say %q", msg, want)
@@ -162,7 +163,7 @@ func TestOpenTAPRefusesForeignUntagged(t *testing.T) {
 		t.Run(map[bool]string{true: "restore", false: "create"}[adopt], func(t *testing.T) {
 			before := makeTAP(t, macOther, untagged)
 			name := before.Attrs().Name
-			tp, err := openTAP(name, testOwner, macVNIC, 1400, true, adopt, false, 1)
+			tp, err := openTAP(name, testOwner, ether.MAC(macVNIC), 1400, true, adopt, false, 1)
 			if err == nil {
 				tp.close()
 				t.Fatalf("someone else's untagged TAP %s (MAC %s) was taken for a VNIC with MAC %s", name, macOther, macVNIC)
@@ -191,7 +192,7 @@ func TestOpenTAPRefusesForeignUntagged(t *testing.T) {
 		var before netlink.Link
 		inNetns(t, ns, func() { before = makeTAP(t, macOther, untagged) })
 		name := before.Attrs().Name
-		tp, err := openTAP(name, testOwner, macVNIC, 1400, true, true, false, 1)
+		tp, err := openTAP(name, testOwner, ether.MAC(macVNIC), 1400, true, true, false, 1)
 		if err == nil {
 			tp.destroy() // made in overlayd's namespace, or taken
 			t.Fatalf("someone else's untagged TAP %s in netns %s: restoring the VNIC did not refuse it", name, nsName)
@@ -219,7 +220,7 @@ func TestOpenTAPRefusesForeignUntagged(t *testing.T) {
 	t.Run("legacy", func(t *testing.T) {
 		before := makeTAP(t, macVNIC, untagged)
 		name := before.Attrs().Name
-		tp, err := openTAP(name, testOwner, macVNIC, 1400, true, true, false, 1)
+		tp, err := openTAP(name, testOwner, ether.MAC(macVNIC), 1400, true, true, false, 1)
 		if err != nil {
 			t.Fatalf("an older overlayd's TAP with the VNIC's MAC was not taken over: %v", err)
 		}

@@ -9,6 +9,7 @@ package userspace
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -23,6 +24,7 @@ import (
 
 // DataPath is the userspace data path.
 type DataPath struct {
+	io       ioSystem
 	log      *slog.Logger
 	offloads bool
 	batch    bool
@@ -73,19 +75,42 @@ const (
 
 // New returns a userspace data path.
 func New(log *slog.Logger, o Options) *DataPath {
-	return &DataPath{log: log, offloads: o.Offloads, batch: o.Sched != SchedNormal, nworkers: max(o.Workers, 1), owner: o.Owner, listeners: map[netip.AddrPort]*listener{}}
+	return newWithIO(log, o, hostIO{})
 }
 
-var _ datapath.DataPath = (*DataPath)(nil)
+// newWithIO returns a userspace data path on the given devices and
+// sockets (tests: in memory).
+func newWithIO(log *slog.Logger, o Options, io ioSystem) *DataPath {
+	return &DataPath{io: io, log: log, offloads: o.Offloads, batch: o.Sched != SchedNormal, nworkers: max(o.Workers, 1), owner: o.Owner, listeners: map[netip.AddrPort]*listener{}}
+}
+
+// Name is this data path's name, the value of the datapath property.
+const Name = "userspace"
+
+func init() {
+	datapath.Register(datapath.Driver{Name: Name,
+		Help: "frames moved in Go: a TAP device per VNIC, UDP sockets on the underlay, proxy ARP/NDP/DHCP, TCP offloads",
+		New: func(env datapath.Env) (datapath.DataPath, error) {
+			return New(env.Log.With("datapath", Name), Options{Offloads: env.Offloads, Sched: env.Sched, Workers: env.Workers, Owner: env.Owner}), nil
+		}})
+}
+
+var (
+	_ datapath.DataPath      = (*DataPath)(nil)
+	_ io.Closer              = (*DataPath)(nil)
+	_ datapath.Holder        = (*overlay)(nil)
+	_ datapath.DropTable     = (*overlay)(nil)
+	_ datapath.FrameInjector = (*overlay)(nil)
+)
 
 // listener is one underlay listen address, shared by every overlay that
 // listens there; overlays are told apart by VNI.
 type listener struct {
 	addr    netip.AddrPort
-	encap   encap.Plugin
-	conns   []*udpSocket // one per worker
-	ids     []int32      // of conns, in the workers' sets
-	senders []*udpSocket
+	encap   encap.Codec
+	conns   []underlaySocket // one per worker
+	ids     []int32          // of conns, in the workers' sets
+	senders []underlaySocket
 	// byVNI is replaced, never modified, so the workers read it
 	// without a lock.
 	byVNI atomic.Pointer[map[uint32]*overlay]
@@ -109,7 +134,7 @@ func (dp *DataPath) startWorkers() error {
 
 // acquire returns the listener for addr, binding it if needed, with the
 // overlay registered under vni.
-func (dp *DataPath) acquire(addr netip.AddrPort, enc encap.Plugin, vni uint32, ov *overlay) (*listener, error) {
+func (dp *DataPath) acquire(addr netip.AddrPort, enc encap.Codec, vni uint32, ov *overlay) (*listener, error) {
 	dp.mu.Lock()
 	defer dp.mu.Unlock()
 	ln := dp.listeners[addr]
@@ -120,18 +145,22 @@ func (dp *DataPath) acquire(addr netip.AddrPort, enc encap.Plugin, vni uint32, o
 		ov.ws = dp.ws // before the overlay is visible to the workers
 	}
 	if ln == nil {
-		conns, err := listenUDP(addr, dp.offloads, len(dp.ws))
+		conns, err := dp.io.listen(addr, dp.offloads, len(dp.ws))
 		if err != nil {
 			return nil, err
 		}
 		ln = &listener{addr: addr, encap: enc, conns: conns, log: dp.log.With("listen", addr.String())}
-		if ln.senders, err = openSenders(addr.Addr()); err != nil {
+		if ln.senders, err = dp.io.senders(addr.Addr()); err != nil {
 			ln.closeSockets()
 			return nil, err
 		}
 		ln.byVNI.Store(&map[uint32]*overlay{})
 		for q, c := range conns {
-			id, err := dp.ws[q].watch(c.fd, lnQueue{ln, q})
+			if c.fd() < 0 {
+				ln.ids = append(ln.ids, 0) // drained by hand (a fake)
+				continue
+			}
+			id, err := dp.ws[q].watch(c.fd(), lnQueue{ln, q})
 			if err != nil {
 				dp.unwatch(ln)
 				ln.closeSockets()
@@ -211,13 +240,13 @@ func (lq lnQueue) drain(sc *scratch, budget int) bool {
 }
 
 // sender returns the send socket for a flow hash.
-func (ln *listener) sender(hash uint32) *udpSocket {
+func (ln *listener) sender(hash uint32) underlaySocket {
 	return ln.senders[hash%uint32(len(ln.senders))]
 }
 
 // drain reads underlay datagrams from conn until none is
 // waiting or the budget is spent.
-func (ln *listener) drain(conn *udpSocket, sc *scratch, budget int) bool {
+func (ln *listener) drain(conn underlaySocket, sc *scratch, budget int) bool {
 	// With UDP GRO one read returns a run of datagrams of one size (the
 	// last may be shorter), coalesced by the kernel.
 	defer sc.rx.flush()
@@ -280,7 +309,7 @@ func (dp *DataPath) Listeners() []datapath.Listener {
 	return out
 }
 
-// Close implements datapath.DataPath. Overlays should be closed first;
+// Close stops the workers and the listeners. Overlays should be closed first;
 // Close only stops listeners they left behind.
 func (dp *DataPath) Close() error {
 	dp.mu.Lock()

@@ -68,6 +68,11 @@ type scratch struct {
 	msg recvMsg
 }
 
+func newScratch(q int) *scratch {
+	return &scratch{q: q, buf: make([]byte, headroom+maxFrame), tx: newTxScratch(q),
+		rx: &rxBatch{q: q, c: offload.NewCoalescer()}, oob: make([]byte, 64)}
+}
+
 // budget bounds the reads from one source per turn, so that one busy
 // source cannot starve the others: 64, as the kernel's NAPI weight. With
 // 16, one TCP stream was slower by a tenth: more turns through epoll, and
@@ -93,8 +98,7 @@ func newWorker(log *slog.Logger, q int, batch bool) (*worker, error) {
 		return nil, fmt.Errorf("data path worker: epoll: %w", err)
 	}
 	w := &worker{log: log, batch: batch, epfd: epfd, wakefd: wakefd, sources: map[int32]watched{}, done: make(chan struct{}),
-		scratch: &scratch{q: q, buf: make([]byte, headroom+maxFrame), tx: newTxScratch(q),
-			rx: &rxBatch{q: q, c: offload.NewCoalescer()}, oob: make([]byte, 64)}}
+		scratch: newScratch(q)}
 	go w.run()
 	return w, nil
 }

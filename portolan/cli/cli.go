@@ -402,7 +402,7 @@ func showVNICsCmd(open opener, stdout, stderr io.Writer) *cobra.Command {
 					for _, a := range v.IPs {
 						ips = append(ips, a.String())
 					}
-					row := map[string]string{"VNETID": strconv.Itoa(int(v.VNetID)), "MAC": ether.Short(v.MAC[:]),
+					row := map[string]string{"VNETID": strconv.Itoa(int(v.VNetID)), "MAC": ether.Short(v.MAC),
 						"VLAN": strconv.Itoa(int(v.VLAN)), "HOST": v.Host, "IPS": strings.Join(ips, ",")}
 					p.Row(func(f string) string { return row[f] })
 				}

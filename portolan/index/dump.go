@@ -101,7 +101,7 @@ func cmpVL6(a, b vl3Key6) int {
 	return cmp.Or(cmp.Compare(a.vnet, b.vnet), bytes.Compare(a.ip[:], b.ip[:]))
 }
 
-func macString(m ether.MAC) string { return ether.Short(m[:]) }
+func macString(m ether.MAC) string { return ether.Short(m) }
 
 func quoteID(id string) string {
 	if id == "" || strings.ContainsFunc(id, func(r rune) bool { return r <= ' ' || r == '"' || !unicode.IsPrint(r) }) {

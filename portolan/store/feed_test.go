@@ -26,7 +26,7 @@ func fmtChange(c Change) string {
 	case ChangeLog:
 		return "log " + c.Host
 	case ChangeVNIC:
-		return fmt.Sprintf("vnic %d %s", c.VNetID, ether.Short(c.MAC[:]))
+		return fmt.Sprintf("vnic %d %s", c.VNetID, ether.Short(c.MAC))
 	case ChangeIP:
 		return fmt.Sprintf("ip %d %s", c.VNetID, c.IP)
 	case ChangeReload:
@@ -85,7 +85,7 @@ func TestChangeKinds(t *testing.T) {
 				t.Errorf("failed %s: changes %q", what, got)
 			}
 		}
-		m1, m2 := ether.Short(mac1[:]), ether.Short(mac2[:])
+		m1, m2 := ether.Short(mac1), ether.Short(mac2)
 		if got := f.next(); got != "" || f.seq != 0 {
 			t.Fatalf("a new store: %q, seq %d", got, f.seq)
 		}
@@ -113,7 +113,7 @@ func TestChangeKinds(t *testing.T) {
 		step("AddVNICs", s.AddVNICs(ctx, []VNIC{
 			{VNetID: 7, MAC: mac1, Host: "b", IPs: []netip.Addr{ip1}},
 			{VNetID: 7, MAC: m3, Host: "b"},
-		}), "ip 7 10.0.0.1, log b, vnic 7 "+m1+", vnic 7 "+ether.Short(m3[:]))
+		}), "ip 7 10.0.0.1, log b, vnic 7 "+m1+", vnic 7 "+ether.Short(m3))
 		step("Import", s.Import(ctx, []VNIC{{VNetID: 9, MAC: mac1, Host: "b", IPs: []netip.Addr{ip1}}, {VNetID: 9, MAC: mac2, Host: "b"}}), "reload")
 		step("Import of nothing", s.Import(ctx, nil), "")
 	})
@@ -239,7 +239,7 @@ func TestScan(t *testing.T) {
 		err := s.ScanVL2(ctx, func(vnetid uint32, mac ether.MAC, host string) error {
 			i := int(mac[3])<<16 | int(mac[4])<<8 | int(mac[5])
 			if vnetid != uint32(1+i%3) || host != map[bool]string{false: "a", true: "b"}[i%2 == 1] {
-				return fmt.Errorf("row %d: %d %s %s", i, vnetid, ether.Short(mac[:]), host)
+				return fmt.Errorf("row %d: %d %s %s", i, vnetid, ether.Short(mac), host)
 			}
 			if host == "b" {
 				onB++
@@ -260,7 +260,7 @@ func TestScan(t *testing.T) {
 		err = s.ScanVL3(ctx, func(vnetid uint32, ip netip.Addr, mac ether.MAC) error {
 			i := int(mac[3])<<16 | int(mac[4])<<8 | int(mac[5])
 			if want := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}); ip != want || vnetid != uint32(1+i%3) {
-				return fmt.Errorf("row %d: %d %s %s", i, vnetid, ip, ether.Short(mac[:]))
+				return fmt.Errorf("row %d: %d %s %s", i, vnetid, ip, ether.Short(mac))
 			}
 			got++
 			return nil

@@ -528,7 +528,7 @@ func (s *SQL) insertVNIC(ctx context.Context, tx *wtx, v VNIC) error {
 	}
 	_, err := tx.ExecContext(ctx, s.q(`INSERT INTO vnics (vnetid, mac, vlan, host) VALUES (?, ?, ?, ?)`),
 		int64(v.VNetID), macInt(v.MAC), int(v.VLAN), v.Host)
-	if err = uniqueErr(err, fmt.Sprintf("VNIC %s on vnetid %d", ether.Short(v.MAC[:]), v.VNetID)); err != nil {
+	if err = uniqueErr(err, fmt.Sprintf("VNIC %s on vnetid %d", ether.Short(v.MAC), v.VNetID)); err != nil {
 		return err
 	}
 	for _, ip := range v.IPs {
@@ -541,7 +541,7 @@ func (s *SQL) insertVNIC(ctx context.Context, tx *wtx, v VNIC) error {
 		switch {
 		case err == nil:
 			m := intMAC(holder)
-			return fmt.Errorf("address %s on vnetid %d is already VNIC %s's (on host %s): %w", ip, v.VNetID, ether.Short(m[:]), host, ErrExists)
+			return fmt.Errorf("address %s on vnetid %d is already VNIC %s's (on host %s): %w", ip, v.VNetID, ether.Short(m), host, ErrExists)
 		case !errors.Is(err, sql.ErrNoRows):
 			return err
 		}
@@ -573,7 +573,7 @@ func (s *SQL) MoveVNIC(ctx context.Context, vnetid uint32, mac ether.MAC, host s
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("VNIC %s on vnetid %d: %w", ether.Short(mac[:]), vnetid, ErrNotFound)
+			return fmt.Errorf("VNIC %s on vnetid %d: %w", ether.Short(mac), vnetid, ErrNotFound)
 		}
 		tx.change(Change{Kind: ChangeVNIC, VNetID: vnetid, MAC: mac})
 		return s.logChange(ctx, tx, vnetid, before, LogEntry{Type: LogVL2, VNetID: vnetid, MAC: mac})
@@ -590,7 +590,7 @@ func (s *SQL) RemoveVNIC(ctx context.Context, vnetid uint32, mac ether.MAC) erro
 		var vlan int
 		err = tx.QueryRowContext(ctx, s.q(`SELECT vlan FROM vnics WHERE vnetid = ? AND mac = ?`), int64(vnetid), macInt(mac)).Scan(&vlan)
 		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("VNIC %s on vnetid %d: %w", ether.Short(mac[:]), vnetid, ErrNotFound)
+			return fmt.Errorf("VNIC %s on vnetid %d: %w", ether.Short(mac), vnetid, ErrNotFound)
 		} else if err != nil {
 			return err
 		}

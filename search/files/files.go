@@ -173,10 +173,13 @@ func (in *instance) Refresh() error {
 		case !ok || oe.Dest != e.Dest:
 			// New or moved: install the answer at once (which also
 			// replaces an "unknown" remembered for it).
-			in.install(mac, e)
+			in.host.Learn(answer(mac, e))
 			changed++
 		case oe.ARP != e.ARP || oe.NDP != e.NDP || oe.DHCPProxy != e.DHCPProxy:
-			in.neighbors(mac, e)
+			// The destination stands: only what is new.
+			a := answer(mac, e)
+			a.Dest = encap.Dest{}
+			in.host.Learn(a)
 		}
 	}
 	in.host.Restore()
@@ -190,28 +193,26 @@ func (in *instance) current() *Map {
 	return in.m
 }
 
-// Preload implements search.Preloader: every entry of the map goes to the
-// data path up front.
+// Preload implements search.Preloader: every entry of the map is learnt
+// up front.
 func (in *instance) Preload() {
 	for mac, e := range in.current().Entries {
-		in.install(mac, e)
+		in.host.Learn(answer(mac, e))
 	}
 }
 
-func (in *instance) install(mac ether.MAC, e Entry) {
-	in.host.SetTarget(mac, e.Dest)
-	in.neighbors(mac, e)
-}
-
-func (in *instance) neighbors(mac ether.MAC, e Entry) {
+// answer is what an entry says about its MAC.
+func answer(mac ether.MAC, e Entry) search.Answer {
+	a := search.Answer{MAC: mac, Dest: e.Dest}
 	for _, ip := range []netip.Addr{e.ARP, e.NDP} {
 		if ip.IsValid() {
-			in.host.SetNeighbor(ip, mac)
+			a.IPs = append(a.IPs, ip)
 		}
 	}
 	if e.HasDHCP {
-		in.host.SetDHCPRedirect(mac, e.DHCPProxy)
+		a.DHCPServer = e.DHCPProxy
 	}
+	return a
 }
 
 // Lookup implements search.DynamicInstance.

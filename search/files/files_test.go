@@ -26,6 +26,7 @@ import (
 // fakeHost records what an instance asks of its overlay.
 type fakeHost struct {
 	mu          sync.Mutex
+	learned     map[ether.MAC]search.Answer
 	invalidated []ether.MAC
 	degraded    []string
 	restores    int
@@ -373,6 +374,14 @@ func TestRefresh(t *testing.T) {
 	wantResolve(t, in, "10.1.0.2", "")
 	wantResolve(t, in, "fd00::3", "")
 	wantResolve(t, in, "10.1.0.4", macD)
+	// B's new address is learnt (for data paths that answer ARP from a
+	// table), with its DHCP server, and without a destination to install.
+	if b := host.learnt(t, macB); b.Dest.IP.IsValid() || !slices.Equal(b.IPs, []netip.Addr{netip.MustParseAddr("10.1.0.22")}) || b.DHCPServer != mac(t, macS) {
+		t.Errorf("learnt for B after its arp changed: %+v", b)
+	}
+	if d := host.learnt(t, macD); d.Dest != dest("192.0.2.4", 4789) || !slices.Equal(d.IPs, []netip.Addr{netip.MustParseAddr("10.1.0.4")}) {
+		t.Errorf("learnt for the new D: %+v", d)
+	}
 }
 
 func TestRefreshBadFile(t *testing.T) {
@@ -642,12 +651,26 @@ func TestStopWhileChanging(t *testing.T) {
 }
 
 // The files plugin never injects frames.
-func (h *fakeHost) Inject(uint16, []byte) {}
+// Learn counts as touching the MAC's entry when it carries a destination,
+// as Invalidate does: a reload installs new and moved entries directly.
+// What it says of IPs and DHCP servers is kept in learned.
+func (h *fakeHost) Learn(a search.Answer) {
+	if a.Dest.IP.IsValid() {
+		h.Invalidate(a.MAC)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.learned == nil {
+		h.learned = map[ether.MAC]search.Answer{}
+	}
+	h.learned[a.MAC] = a
+}
 
-// SetTarget counts as touching the MAC's entry, as Invalidate does: a
-// reload installs new and moved entries directly.
-func (h *fakeHost) SetTarget(mac ether.MAC, _ encap.Dest) { h.Invalidate(mac) }
+func (h *fakeHost) Announce(uint16, netip.Addr, ether.MAC) {}
 
-func (h *fakeHost) SetNeighbor(netip.Addr, ether.MAC) {}
-
-func (h *fakeHost) SetDHCPRedirect(client, server ether.MAC) {}
+// learnt returns the last answer learnt for m.
+func (h *fakeHost) learnt(t *testing.T, m string) search.Answer {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.learned[mac(t, m)]
+}

@@ -22,7 +22,7 @@ func remarshal(t *testing.T, m *Map, needPort bool) []byte {
 	file := map[string]map[string]any{}
 	i := 0
 	for mac, e := range m.Entries {
-		key := ether.Short(mac[:])
+		key := ether.Short(mac)
 		if i%2 == 1 {
 			key = net.HardwareAddr(mac[:]).String()
 		}
@@ -78,7 +78,7 @@ func checkParse(t *testing.T, data []byte, needPort bool) *Map {
 		return nil
 	}
 	for mac, e := range m.Entries {
-		if !ether.IsUnicast(mac[:]) {
+		if !ether.IsUnicast(mac) {
 			t.Errorf("group MAC %v in Entries", mac)
 		}
 		if !e.Dest.IP.IsValid() || e.Dest.IP.Zone() != "" || e.Dest.IP.Is4In6() || prop.CheckUnderlayIP(e.Dest.IP.String()) != nil {
@@ -93,7 +93,7 @@ func checkParse(t *testing.T, data []byte, needPort bool) *Map {
 		if e.NDP.IsValid() && (!e.NDP.Is6() || e.NDP.Is4In6() || e.NDP.Zone() != "") {
 			t.Errorf("%v: ndp %v", mac, e.NDP)
 		}
-		if e.HasDHCP && !ether.IsUnicast(e.DHCPProxy[:]) {
+		if e.HasDHCP && !ether.IsUnicast(e.DHCPProxy) {
 			t.Errorf("%v: dhcp-proxy %v", mac, e.DHCPProxy)
 		}
 		for _, a := range []netip.Addr{e.ARP, e.NDP} {

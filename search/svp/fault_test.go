@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"overlaynet/encap"
 	"overlaynet/ether"
+	"overlaynet/search"
 	proto "overlaynet/svp"
 )
 
@@ -70,10 +70,8 @@ func (h *fakeHost) invalidatedAt(mac ether.MAC) (at time.Time, ok bool) {
 	return time.Time{}, false
 }
 
-func (h *fakeHost) SetTarget(ether.MAC, encap.Dest)      {}
-func (h *fakeHost) Inject(uint16, []byte)                {}
-func (h *fakeHost) SetNeighbor(netip.Addr, ether.MAC)    {}
-func (h *fakeHost) SetDHCPRedirect(client, sv ether.MAC) {}
+func (h *fakeHost) Learn(search.Answer)                    {}
+func (h *fakeHost) Announce(uint16, netip.Addr, ether.MAC) {}
 func (h *fakeHost) Degrade(reason string) {
 	h.mu.Lock()
 	h.reason = reason

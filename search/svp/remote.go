@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"overlaynet/ether"
-	"overlaynet/proxy"
+	"overlaynet/search"
 	proto "overlaynet/svp"
 )
 
@@ -796,7 +796,7 @@ func (r *remote) apply(ctx context.Context, e proto.LogEntry) bool {
 	switch e.Type {
 	case proto.LogVL2:
 		in.host.Invalidate(ether.MAC(e.MAC))
-		in.log.Debug("svp: log: forget MAC", "mac", ether.Short(e.MAC[:]))
+		in.log.Debug("svp: log: forget MAC", "mac", ether.Short(e.MAC))
 		return true
 	case proto.LogVL3:
 		// Tell local guests where the address is now, as illumos does with
@@ -809,12 +809,8 @@ func (r *remote) apply(ctx context.Context, e proto.LogEntry) bool {
 		if err != nil {
 			return false // retried on the next poll
 		}
-		in.host.SetTarget(mac, dest)
-		if e.IP.Is4() {
-			in.host.Inject(e.VLAN, proxy.GratuitousARP(mac, e.IP))
-		} else {
-			in.host.Inject(e.VLAN, proxy.UnsolicitedAdvertisement(mac, e.IP))
-		}
+		in.host.Learn(search.Answer{MAC: mac, Dest: dest, IPs: []netip.Addr{e.IP}})
+		in.host.Announce(e.VLAN, e.IP, mac)
 		return true
 	}
 	return true

@@ -154,7 +154,7 @@ func (in *instance) ResolveIP(ctx context.Context, _ uint16, ip netip.Addr) (eth
 	if err != nil {
 		return ether.MAC{}, err
 	}
-	in.host.SetTarget(mac, dest)
+	in.host.Learn(search.Answer{MAC: mac, Dest: dest})
 	return mac, nil
 }
 
