@@ -9,12 +9,12 @@ import (
 	"strconv"
 	"strings"
 
-	"overlaynet/svp"
+	"overlaynet/svpwire"
 )
 
 // The ceiling is the bare in-memory server the svp benchmark measures
 // portolan against: VL2 answers from a Go map, one goroutine per
-// connection reading frames with svp.NewReader and writing the replies of
+// connection reading frames with svpwire.NewReader and writing the replies of
 // everything one read brought in with one write. Nothing a real server
 // must do (a store, an index kept current, logs, ownership, limits) is in
 // it, so it bounds what any SVP server in Go can reach on this machine.
@@ -59,7 +59,7 @@ func serveCeiling(addr string, mappings int) error {
 	for i := 0; i < mappings; i++ {
 		m[macKey(1, benchMAC(i))] = 0
 	}
-	hosts := []svp.VL2Ack{{Status: svp.StatusOK, Port: benchPort, Addr: benchHost}}
+	hosts := []svpwire.VL2Ack{{Status: svpwire.StatusOK, Port: benchPort, Addr: benchHost}}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
@@ -73,10 +73,10 @@ func serveCeiling(addr string, mappings int) error {
 	}
 }
 
-func ceilingConn(c net.Conn, m map[uint64]uint32, hosts []svp.VL2Ack) {
+func ceilingConn(c net.Conn, m map[uint64]uint32, hosts []svpwire.VL2Ack) {
 	defer c.Close()
 	br := bufio.NewReaderSize(c, 4096)
-	r := svp.NewReader(br, 0) // uses br as is
+	r := svpwire.NewReader(br, 0) // uses br as is
 	var out []byte
 	for {
 		f, err := r.Next()
@@ -84,18 +84,18 @@ func ceilingConn(c net.Conn, m map[uint64]uint32, hosts []svp.VL2Ack) {
 			return
 		}
 		switch f.Op {
-		case svp.OpVL2Req:
-			req, err := svp.DecodeVL2Req(f.Body)
+		case svpwire.OpVL2Req:
+			req, err := svpwire.DecodeVL2Req(f.Body)
 			if err != nil {
 				return
 			}
-			ack := svp.VL2Ack{Status: svp.StatusNotFound}
+			ack := svpwire.VL2Ack{Status: svpwire.StatusNotFound}
 			if h, ok := m[macKey(req.VNetID, req.MAC)]; ok {
 				ack = hosts[h]
 			}
 			out = ack.AppendFrame(out, f.ID)
-		case svp.OpPing:
-			out = svp.AppendFrame(out, svp.OpPong, f.ID, nil)
+		case svpwire.OpPing:
+			out = svpwire.AppendFrame(out, svpwire.OpPong, f.ID, nil)
 		default:
 			return
 		}

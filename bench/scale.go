@@ -26,7 +26,7 @@ import (
 	"overlaynet/ether"
 	"overlaynet/pgtemp"
 	"overlaynet/portolan/store"
-	"overlaynet/svp"
+	"overlaynet/svpwire"
 )
 
 // ScaleOptions tune the scale simulation.
@@ -161,7 +161,7 @@ type simHost struct {
 	i, srv int
 	ip     netip.Addr
 	nc     net.Conn
-	r      *svp.Reader
+	r      *svpwire.Reader
 
 	mu      sync.Mutex // writes, and the lookup slots
 	used    uint64     // lookup slots in flight
@@ -284,7 +284,7 @@ func scaleConfig(o ScaleOptions, config string) (ScaleResult, error) {
 		cmds = append(cmds, cmd)
 		addrs = append(addrs, addr)
 		logs = append(logs, logPath)
-		if _, err := firstLookup(addr, start, svp.VL2Req{MAC: simMAC(0), VNetID: scaleVNet}); err != nil {
+		if _, err := firstLookup(addr, start, svpwire.VL2Req{MAC: simMAC(0), VNetID: scaleVNet}); err != nil {
 			return res, fmt.Errorf("portolan %d: %w%s", s, err, tail(logPath))
 		}
 	}
@@ -527,15 +527,15 @@ func (sr *scaleRun) connect(res *ScaleResult, addrs []string) {
 					// A PING answered: the server has accepted it. The
 					// next wave waits for that, so that the accept queue
 					// never holds more than a wave.
-					r := svp.NewReader(bufio.NewReaderSize(nc, 4096), 0)
+					r := svpwire.NewReader(bufio.NewReaderSize(nc, 4096), 0)
 					nc.SetDeadline(time.Now().Add(30 * time.Second))
-					_, err = nc.Write(svp.AppendFrame(nil, svp.OpPing, 1<<31, nil))
-					var f svp.Frame
+					_, err = nc.Write(svpwire.AppendFrame(nil, svpwire.OpPing, 1<<31, nil))
+					var f svpwire.Frame
 					if err == nil {
 						f, err = r.Next()
 					}
 					nc.SetDeadline(time.Time{})
-					if err != nil || f.Op != svp.OpPong {
+					if err != nil || f.Op != svpwire.OpPong {
 						mu.Lock()
 						res.ConnectErrors++
 						mu.Unlock()
@@ -583,7 +583,7 @@ func (sr *scaleRun) sendLogReq(h *simHost) {
 	defer h.mu.Unlock()
 	h.logSeq++
 	h.logSent.Store(nanotime())
-	h.wbuf = svp.LogReq{Count: logCount, IP: h.ip}.AppendFrame(h.wbuf[:0], 1<<31|h.logSeq&0x7fffffff)
+	h.wbuf = svpwire.LogReq{Count: logCount, IP: h.ip}.AppendFrame(h.wbuf[:0], 1<<31|h.logSeq&0x7fffffff)
 	sr.logReqs.Add(1)
 	sr.write(h, h.wbuf)
 }
@@ -602,7 +602,7 @@ func (sr *scaleRun) lookup(h *simHost, target int, buf []byte) []byte {
 	h.seq++
 	id := (h.seq<<6 | uint32(slot)) & 0x7fffffff
 	h.ids[slot] = id
-	buf = svp.VL2Req{MAC: simMAC(target), VNetID: scaleVNet}.AppendFrame(buf[:0], id)
+	buf = svpwire.VL2Req{MAC: simMAC(target), VNetID: scaleVNet}.AppendFrame(buf[:0], id)
 	h.sent[slot] = nanotime()
 	sr.write(h, buf)
 	return buf
@@ -680,7 +680,7 @@ func (sr *scaleRun) read(h *simHost) {
 		}
 		now := nanotime()
 		switch f.Op {
-		case svp.OpVL2Ack:
+		case svpwire.OpVL2Ack:
 			slot := f.ID & 63
 			h.mu.Lock()
 			ok := f.ID&(1<<31) == 0 && h.used&(1<<slot) != 0 && h.ids[slot] == f.ID
@@ -689,25 +689,25 @@ func (sr *scaleRun) read(h *simHost) {
 				h.used &^= 1 << slot
 			}
 			h.mu.Unlock()
-			ack, err := svp.DecodeVL2Ack(f.Body)
-			if !ok || err != nil || ack.Status != svp.StatusOK {
+			ack, err := svpwire.DecodeVL2Ack(f.Body)
+			if !ok || err != nil || ack.Status != svpwire.StatusOK {
 				sr.lookupErrs.Add(1)
 				continue
 			}
 			if sr.measure.Load() {
 				sr.lat.add(h.i, time.Duration(now-t))
 			}
-		case svp.OpLogAck:
+		case svpwire.OpLogAck:
 			elapsed := time.Duration(now - h.logSent.Load())
-			ack, err := svp.DecodeLogAck(f.Body)
+			ack, err := svpwire.DecodeLogAck(f.Body)
 			if !h.ready {
 				h.ready = true
-				if err == nil && ack.Status == svp.StatusOK {
+				if err == nil && ack.Status == svpwire.StatusOK {
 					sr.readyOK.Add(1)
 				}
 				sr.readyWG.Done()
 			}
-			if err != nil || ack.Status != svp.StatusOK {
+			if err != nil || ack.Status != svpwire.StatusOK {
 				sr.logErrs.Add(1)
 				if err == nil {
 					err = fmt.Errorf("status %v", ack.Status)
@@ -736,7 +736,7 @@ func (sr *scaleRun) read(h *simHost) {
 			ids := make([][16]byte, 0, len(ack.Entries))
 			for _, e := range ack.Entries {
 				ids = append(ids, e.ID)
-				if k := moverIndex(e.MAC); e.Type == svp.LogVL2 && e.VNetID == scaleVNet && k >= 0 && k < sr.o.Changes && h.got&(1<<k) == 0 {
+				if k := moverIndex(e.MAC); e.Type == svpwire.LogVL2 && e.VNetID == scaleVNet && k >= 0 && k < sr.o.Changes && h.got&(1<<k) == 0 {
 					h.got |= 1 << k
 					if ts := sr.changeStart[k].Load(); ts != 0 {
 						atomic.StoreInt64(&sr.arrive[k][h.i], max(1, now-ts))
@@ -749,11 +749,11 @@ func (sr *scaleRun) read(h *simHost) {
 			// The LOG_RM, then (on its ack) the next LOG_REQ.
 			h.mu.Lock()
 			h.logSeq++
-			rmBuf = svp.LogRm{IDs: ids}.AppendFrame(rmBuf[:0], 1<<31|h.logSeq&0x7fffffff)
+			rmBuf = svpwire.LogRm{IDs: ids}.AppendFrame(rmBuf[:0], 1<<31|h.logSeq&0x7fffffff)
 			sr.write(h, rmBuf)
 			h.mu.Unlock()
-		case svp.OpLogRmAck:
-			if ack, err := svp.DecodeLogRmAck(f.Body); err != nil || ack.Status != svp.StatusOK {
+		case svpwire.OpLogRmAck:
+			if ack, err := svpwire.DecodeLogRmAck(f.Body); err != nil || ack.Status != svpwire.StatusOK {
 				sr.logErrs.Add(1)
 				sr.fail(fmt.Errorf("host %v: LOG_RM refused", h.ip))
 				time.AfterFunc(500*time.Millisecond, func() { sr.sendLogReq(h) })

@@ -20,7 +20,7 @@ import (
 	"overlaynet/ether"
 	"overlaynet/pgtemp"
 	"overlaynet/portolan/store"
-	"overlaynet/svp"
+	"overlaynet/svpwire"
 )
 
 // SVPOptions tune the portolan benchmark.
@@ -241,7 +241,7 @@ func runSVPServer(o SVPOptions, split *cpuSplit, name string, mk func(addr strin
 		return srv, nil, err
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	if srv.Start, err = firstLookup(addr, t0, svp.VL2Req{MAC: benchMAC(o.Mappings - 1), VNetID: 1}); err != nil {
+	if srv.Start, err = firstLookup(addr, t0, svpwire.VL2Req{MAC: benchMAC(o.Mappings - 1), VNetID: 1}); err != nil {
 		return srv, nil, err
 	}
 	fmt.Fprintf(o.Log, "%s: first lookup answered %v after exec\n", name, srv.Start.Round(time.Millisecond))
@@ -267,7 +267,7 @@ func runSVPServer(o SVPOptions, split *cpuSplit, name string, mk func(addr strin
 
 // firstLookup dials addr until it answers lookup (of a loaded mapping)
 // with OK, and returns the time since t0.
-func firstLookup(addr string, t0 time.Time, lookup svp.VL2Req) (time.Duration, error) {
+func firstLookup(addr string, t0 time.Time, lookup svpwire.VL2Req) (time.Duration, error) {
 	req := lookup.AppendFrame(nil, 1)
 	var last error
 	for time.Since(t0) < 2*time.Minute {
@@ -282,11 +282,11 @@ func firstLookup(addr string, t0 time.Time, lookup svp.VL2Req) (time.Duration, e
 			if _, err = nc.Write(req); err != nil {
 				break
 			}
-			var f svp.Frame
-			if f, err = svp.NewReader(nc, 0).Next(); err != nil {
+			var f svpwire.Frame
+			if f, err = svpwire.NewReader(nc, 0).Next(); err != nil {
 				break
 			}
-			if ack, err := svp.DecodeVL2Ack(f.Body); err == nil && f.Op == svp.OpVL2Ack && ack.Status == svp.StatusOK {
+			if ack, err := svpwire.DecodeVL2Ack(f.Body); err == nil && f.Op == svpwire.OpVL2Ack && ack.Status == svpwire.StatusOK {
 				d := time.Since(t0)
 				nc.Close()
 				return d, nil
@@ -391,7 +391,7 @@ func loadConn(nc net.Conn, depth, mappings, seed int, deadline int64, h *hist) (
 	ids := make([]uint32, depth)
 	sent := make([]int64, depth)
 	batch := make([]int, 0, depth)
-	buf := make([]byte, 0, depth*(svp.HeaderLen+12))
+	buf := make([]byte, 0, depth*(svpwire.HeaderLen+12))
 	seq := uint32(0)
 	key := (seed * 7919) % mappings
 	fill := func(s int) {
@@ -399,7 +399,7 @@ func loadConn(nc net.Conn, depth, mappings, seed int, deadline int64, h *hist) (
 		id := seq<<sbits | uint32(s)
 		ids[s] = id
 		key = (key + 104729) % mappings
-		buf = svp.VL2Req{MAC: benchMAC(key), VNetID: 1}.AppendFrame(buf, id)
+		buf = svpwire.VL2Req{MAC: benchMAC(key), VNetID: 1}.AppendFrame(buf, id)
 		batch = append(batch, s)
 	}
 	flush := func() error {
@@ -419,8 +419,8 @@ func loadConn(nc net.Conn, depth, mappings, seed int, deadline int64, h *hist) (
 	}
 	nc.SetReadDeadline(epoch.Add(time.Duration(deadline) + 10*time.Second))
 	br := bufio.NewReaderSize(nc, 4096)
-	r := svp.NewReader(br, 0)
-	const ackFrame = svp.HeaderLen + 20
+	r := svpwire.NewReader(br, 0)
+	const ackFrame = svpwire.HeaderLen + 20
 	var n uint64
 	errs := 0
 	outstanding := depth
@@ -431,7 +431,7 @@ func loadConn(nc net.Conn, depth, mappings, seed int, deadline int64, h *hist) (
 		}
 		now := nanotime()
 		s := int(f.ID & mask)
-		if s >= depth || ids[s] != f.ID || f.Op != svp.OpVL2Ack {
+		if s >= depth || ids[s] != f.ID || f.Op != svpwire.OpVL2Ack {
 			return n, errs, fmt.Errorf("reply %v with id %#x matches no request", f.Op, f.ID)
 		}
 		ids[s] = 0
@@ -440,7 +440,7 @@ func loadConn(nc net.Conn, depth, mappings, seed int, deadline int64, h *hist) (
 			n++
 			h.add(time.Duration(now - sent[s]))
 		}
-		if ack, err := svp.DecodeVL2Ack(f.Body); err != nil || ack.Status != svp.StatusOK {
+		if ack, err := svpwire.DecodeVL2Ack(f.Body); err != nil || ack.Status != svpwire.StatusOK {
 			errs++
 		}
 		if now < deadline {

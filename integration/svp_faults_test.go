@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"overlaynet/netlab"
-	"overlaynet/svp"
+	"overlaynet/svpwire"
 )
 
 // TestSVPServerStopped: portolan stopped with SIGSTOP keeps its sockets
@@ -172,17 +172,17 @@ func startLogClosingProxy(ns *netlab.NS, listen, backend string) (*logClosingPro
 				defer px.wg.Done()
 				defer b.Close()
 				defer c.Close()
-				r := svp.NewReader(c, 0)
+				r := svpwire.NewReader(c, 0)
 				for {
 					f, err := r.Next()
 					if err != nil {
 						return
 					}
-					if f.Op == svp.OpLogReq {
+					if f.Op == svpwire.OpLogReq {
 						px.logReqs.Add(1)
 						return
 					}
-					if _, err := b.Write(svp.AppendFrame(nil, f.Op, f.ID, f.Body)); err != nil {
+					if _, err := b.Write(svpwire.AppendFrame(nil, f.Op, f.ID, f.Body)); err != nil {
 						return
 					}
 				}

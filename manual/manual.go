@@ -20,8 +20,8 @@ import (
 	"github.com/spf13/cobra/doc"
 	"github.com/spf13/pflag"
 
-	"overlaynet/adm"
 	"overlaynet/daemon"
+	"overlaynet/overlayadm"
 	portolan "overlaynet/portolan/cli"
 )
 
@@ -32,7 +32,7 @@ var date = time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC)
 
 // Commands returns the command trees with pages in section 8.
 func Commands() []*cobra.Command {
-	return []*cobra.Command{daemon.Command(), adm.Command(), portolan.Command()}
+	return []*cobra.Command{daemon.Command(), overlayadm.Command(), portolan.Command()}
 }
 
 // Write writes every page into dir/man8 and dir/man5, and returns their

@@ -31,6 +31,7 @@ type plugin struct {
 
 func (p *plugin) Start() error { return nil }
 func (p *plugin) Stop()        {}
+
 // Lookup answers with what the map held when it was asked, as a mapping
 // server's reply in flight does.
 func (p *plugin) Lookup(ctx context.Context, vlan uint16, mac ether.MAC) (encap.Dest, error) {

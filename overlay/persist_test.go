@@ -18,10 +18,19 @@ import (
 )
 
 // newManager returns a manager on a memory data path of its own, as
-// overlayd's default data path.
+// overlayd's default data path, made through the registry as overlayd
+// makes its data paths.
 func newManager(t *testing.T) (*Manager, *memory.DataPath) {
 	t.Helper()
-	dp := memory.New(memory.Options{})
+	d, ok := datapath.Lookup(memory.Name)
+	if !ok {
+		t.Fatal("the memory data path is not registered")
+	}
+	made, err := d.New(datapath.Env{Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp := made.(*memory.DataPath)
 	m := NewManager(slog.New(slog.DiscardHandler), map[string]datapath.DataPath{memory.Name: dp}, memory.Name)
 	t.Cleanup(m.Close)
 	return m, dp

@@ -9,7 +9,7 @@ import (
 
 	"overlaynet/ether"
 	"overlaynet/portolan/store"
-	"overlaynet/svp"
+	"overlaynet/svpwire"
 )
 
 // benchMACs is how many MACs the benchmark's Lookups map, all asked in
@@ -31,7 +31,7 @@ func benchLookups() *mapLookups {
 func benchRequests() []byte {
 	var b []byte
 	for i := range benchMACs {
-		b = svp.VL2Req{MAC: benchMAC(i), VNetID: 42}.AppendFrame(b, uint32(i))
+		b = svpwire.VL2Req{MAC: benchMAC(i), VNetID: 42}.AppendFrame(b, uint32(i))
 	}
 	return b
 }
@@ -69,7 +69,7 @@ func serveCeiling(tb testing.TB) string {
 			}
 			go func() {
 				defer c.Close()
-				r := svp.NewReader(c, 0)
+				r := svpwire.NewReader(c, 0)
 				out := make([]byte, 0, batchSize)
 				for {
 					if !r.Ready() && len(out) > 0 {
@@ -82,16 +82,16 @@ func serveCeiling(tb testing.TB) string {
 					if err != nil {
 						return
 					}
-					q, err := svp.DecodeVL2Req(f.Body)
+					q, err := svpwire.DecodeVL2Req(f.Body)
 					if err != nil {
 						return
 					}
 					h, ok := m[vl2Key{q.VNetID, ether.MAC(q.MAC)}]
 					if !ok {
-						out = svp.VL2Ack{Status: svp.StatusNotFound}.AppendFrame(out, f.ID)
+						out = svpwire.VL2Ack{Status: svpwire.StatusNotFound}.AppendFrame(out, f.ID)
 						continue
 					}
-					out = svp.VL2Ack{Port: h.Port, Addr: h.IP}.AppendFrame(out, f.ID)
+					out = svpwire.VL2Ack{Port: h.Port, Addr: h.IP}.AppendFrame(out, f.ID)
 				}
 			}()
 		}
@@ -117,14 +117,14 @@ func newPipeClient(tb testing.TB, addr string, window int) *pipeClient {
 	tb.Cleanup(func() { c.Close() })
 	p := &pipeClient{c: c, reqs: benchRequests(), credits: make(chan int, window), window: window}
 	go func() {
-		r := svp.NewReader(c, 0)
+		r := svpwire.NewReader(c, 0)
 		n := 0
 		for {
 			f, err := r.Next()
 			if err != nil {
 				return
 			}
-			if f.Op != svp.OpVL2Ack || len(f.Body) != 20 || f.Body[1] != 0 {
+			if f.Op != svpwire.OpVL2Ack || len(f.Body) != 20 || f.Body[1] != 0 {
 				panic("bad reply " + f.Op.String())
 			}
 			n++
@@ -139,7 +139,7 @@ func newPipeClient(tb testing.TB, addr string, window int) *pipeClient {
 
 // run does n lookups and waits for all their answers.
 func (p *pipeClient) run(tb testing.TB, n int) {
-	const size = svp.HeaderLen + 12
+	const size = svpwire.HeaderLen + 12
 	credit, sent, answered := p.window, 0, 0
 	for answered < n {
 		if k := min(credit, n-sent); k > 0 {
@@ -203,8 +203,8 @@ func TestLookupAllocs(t *testing.T) {
 	must(t, err)
 	defer c.Close()
 	const burst = 8
-	reqs := benchRequests()[:burst*(svp.HeaderLen+12)]
-	replies := make([]byte, burst*(svp.HeaderLen+20))
+	reqs := benchRequests()[:burst*(svpwire.HeaderLen+12)]
+	replies := make([]byte, burst*(svpwire.HeaderLen+20))
 	round := func() {
 		if _, err := c.Write(reqs); err != nil {
 			t.Fatal(err)

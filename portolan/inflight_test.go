@@ -7,7 +7,7 @@ import (
 
 	"overlaynet/ether"
 	"overlaynet/portolan/store"
-	"overlaynet/svp"
+	"overlaynet/svpwire"
 )
 
 // blockingStore holds every VL2 lookup until release is closed.
@@ -32,7 +32,7 @@ func TestClosedInFlight(t *testing.T) {
 	release := make(chan struct{})
 	s := startServer(t, blockingStore{Store: st, release: release})
 	c := dial(t, s.addr)
-	c.send(svp.VL2Req{VNetID: 42}.AppendFrame(nil, 1))
+	c.send(svpwire.VL2Req{VNetID: 42}.AppendFrame(nil, 1))
 	deadline := time.Now().Add(5 * time.Second)
 	for s.Requests() < 1 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
@@ -46,7 +46,7 @@ func TestClosedInFlight(t *testing.T) {
 	}
 	close(release)
 	c2 := dial(t, s.addr)
-	c2.call(svp.VL2Req{VNetID: 42}, 2)
+	c2.call(svpwire.VL2Req{VNetID: 42}, 2)
 	c2.c.Close()
 	for s.Connections() > 0 && time.Now().Before(deadline.Add(5*time.Second)) {
 		time.Sleep(time.Millisecond) // until the server is done with both

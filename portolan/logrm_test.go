@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"overlaynet/portolan/store"
-	"overlaynet/svp"
+	"overlaynet/svpwire"
 )
 
 // gatedStore holds its first RemoveLog until released, and counts calls.
@@ -72,14 +72,14 @@ func TestLogRmGroupCommit(t *testing.T) {
 			for i := range clients {
 				clients[i] = dial(t, srv.addr)
 				a, _ := clients[i].log(hosts[i].IP, 1024)
-				if a.Status != svp.StatusOK || len(a.Entries) != 1 {
+				if a.Status != svpwire.StatusOK || len(a.Entries) != 1 {
 					t.Fatalf("host %d's log: %+v", i, a)
 				}
 				ids[i] = a.Entries[0].ID
 			}
-			want := svp.StatusOK
+			want := svpwire.StatusOK
 			if fail {
-				want = svp.StatusFatal
+				want = svpwire.StatusFatal
 			}
 			var wg sync.WaitGroup
 			// The first LOG_RM holds the transaction open...
@@ -91,7 +91,7 @@ func TestLogRmGroupCommit(t *testing.T) {
 			<-g.entered
 			// ... while the others queue behind it.
 			for i := 1; i < n; i++ {
-				clients[i].send(svp.LogRm{IDs: [][16]byte{ids[i]}}.AppendFrame(nil, 10))
+				clients[i].send(svpwire.LogRm{IDs: [][16]byte{ids[i]}}.AppendFrame(nil, 10))
 			}
 			waitFor(t, func() bool {
 				srv.removes.mu.Lock()
@@ -101,8 +101,8 @@ func TestLogRmGroupCommit(t *testing.T) {
 			close(g.release)
 			for i := 1; i < n; i++ {
 				f := clients[i].next()
-				ack, err := svp.DecodeLogRmAck(f.Body)
-				if err != nil || f.Op != svp.OpLogRmAck || ack.Status != want {
+				ack, err := svpwire.DecodeLogRmAck(f.Body)
+				if err != nil || f.Op != svpwire.OpLogRmAck || ack.Status != want {
 					t.Errorf("LOG_RM %d: %v %+v %v, want %v", i, f.Op, ack, err, want)
 				}
 			}
@@ -155,7 +155,7 @@ func TestIdleLogReqsQueryNothing(t *testing.T) {
 	srv := startServer(t, q, withLookups(l, 20*time.Millisecond))
 	c := dial(t, srv.addr)
 	for i := range 10 {
-		if a, _ := c.log(hostA.IP, 1024); a.Status != svp.StatusOK || len(a.Entries) != 0 {
+		if a, _ := c.log(hostA.IP, 1024); a.Status != svpwire.StatusOK || len(a.Entries) != 0 {
 			t.Fatalf("idle LOG_REQ %d: %+v", i, a)
 		}
 	}
@@ -163,19 +163,19 @@ func TestIdleLogReqsQueryNothing(t *testing.T) {
 		t.Errorf("10 idle LOG_REQs read the log %d times, want once", n)
 	}
 
-	c.send(svp.LogReq{Count: 1024, IP: hostA.IP}.AppendFrame(nil, 100))
+	c.send(svpwire.LogReq{Count: 1024, IP: hostA.IP}.AppendFrame(nil, 100))
 	must(t, st.AddVNIC(ctx, store.VNIC{VNetID: 42, MAC: mac1, Host: "a"}))
 	l.notify(hostA.IP)
 	f := c.next()
-	a, err := svp.DecodeLogAck(f.Body)
-	if err != nil || a.Status != svp.StatusOK || len(a.Entries) == 0 {
+	a, err := svpwire.DecodeLogAck(f.Body)
+	if err != nil || a.Status != svpwire.StatusOK || len(a.Entries) == 0 {
 		t.Fatalf("LOG_REQ held over an append: %+v %v", a, err)
 	}
 	ids := make([][16]byte, len(a.Entries))
 	for i, e := range a.Entries {
 		ids[i] = e.ID
 	}
-	if s := c.logRm(ids...); s != svp.StatusOK {
+	if s := c.logRm(ids...); s != svpwire.StatusOK {
 		t.Errorf("LOG_RM of the entries given: %v", s)
 	}
 	if n := q.owners.Load(); n != 0 {
@@ -190,7 +190,7 @@ func TestIdleLogReqsQueryNothing(t *testing.T) {
 	if len(bs) == 0 {
 		t.Fatal("host b has no entry")
 	}
-	if s := c.logRm(bs[0].ID); s != svp.StatusFatal {
+	if s := c.logRm(bs[0].ID); s != svpwire.StatusFatal {
 		t.Errorf("LOG_RM of another host's entry: %v, want FATAL", s)
 	}
 	if n := q.owners.Load(); n != 1 {
@@ -207,11 +207,11 @@ func TestIdleLogReqsQueryNothing(t *testing.T) {
 	}
 
 	// An append between the LOG_ACK and the LOG_RM: the log is read again.
-	c.send(svp.LogReq{Count: 1024, IP: hostA.IP}.AppendFrame(nil, 101))
+	c.send(svpwire.LogReq{Count: 1024, IP: hostA.IP}.AppendFrame(nil, 101))
 	l.waitTaken(t, hostA.IP)
 	must(t, st.MoveVNIC(ctx, 42, mac1, "b"))
 	l.notify(hostA.IP)
-	a, err = svp.DecodeLogAck(c.next().Body)
+	a, err = svpwire.DecodeLogAck(c.next().Body)
 	if err != nil || len(a.Entries) == 0 {
 		t.Fatalf("LOG_REQ held over a move: %+v %v", a, err)
 	}
@@ -219,7 +219,7 @@ func TestIdleLogReqsQueryNothing(t *testing.T) {
 	must(t, st.MoveVNIC(ctx, 42, mac1, "a"))
 	l.notify(hostA.IP)
 	for _, e := range first {
-		if s := c.logRm(e.ID); s != svp.StatusOK {
+		if s := c.logRm(e.ID); s != svpwire.StatusOK {
 			t.Fatalf("LOG_RM: %v", s)
 		}
 	}

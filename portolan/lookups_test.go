@@ -12,7 +12,7 @@ import (
 
 	"overlaynet/ether"
 	"overlaynet/portolan/store"
-	"overlaynet/svp"
+	"overlaynet/svpwire"
 )
 
 type vl2Key struct {
@@ -149,26 +149,26 @@ func TestLookupsAnswer(t *testing.T) {
 	s := startServer(t, countingStore{calls: &calls}, withLookups(l, time.Minute))
 	c := dial(t, s.addr)
 	for range 2 { // and again, on buffers reused
-		if a := c.vl2(42, mac1); a != (svp.VL2Ack{Port: 4789, Addr: hostA.IP}) {
+		if a := c.vl2(42, mac1); a != (svpwire.VL2Ack{Port: 4789, Addr: hostA.IP}) {
 			t.Errorf("VL2 mac1: %+v", a)
 		}
-		if a := c.vl2(42, mac2); a != (svp.VL2Ack{Port: 4790, Addr: hostC.IP}) {
+		if a := c.vl2(42, mac2); a != (svpwire.VL2Ack{Port: 4790, Addr: hostC.IP}) {
 			t.Errorf("VL2 mac2: %+v", a)
 		}
-		if a := c.vl2(43, mac1); a != (svp.VL2Ack{Status: svp.StatusNotFound, Addr: unset}) {
+		if a := c.vl2(43, mac1); a != (svpwire.VL2Ack{Status: svpwire.StatusNotFound, Addr: unset}) {
 			t.Errorf("VL2 on another vnet: %+v", a)
 		}
-		found := svp.VL3Ack{MAC: mac1, Port: 4789, Addr: hostA.IP}
-		if a := c.vl3(42, ip1, svp.L3IPv4); a != found {
+		found := svpwire.VL3Ack{MAC: mac1, Port: 4789, Addr: hostA.IP}
+		if a := c.vl3(42, ip1, svpwire.L3IPv4); a != found {
 			t.Errorf("VL3 %s: %+v", ip1, a)
 		}
-		if a := c.vl3(42, ip6, svp.L3IPv6); a != found {
+		if a := c.vl3(42, ip6, svpwire.L3IPv6); a != found {
 			t.Errorf("VL3 %s: %+v", ip6, a)
 		}
-		if a := c.vl3(42, netip.MustParseAddr("10.0.0.9"), svp.L3IPv4); a != (svp.VL3Ack{Status: svp.StatusNotFound, Addr: unset}) {
+		if a := c.vl3(42, netip.MustParseAddr("10.0.0.9"), svpwire.L3IPv4); a != (svpwire.VL3Ack{Status: svpwire.StatusNotFound, Addr: unset}) {
 			t.Errorf("VL3 unknown: %+v", a)
 		}
-		if a := c.vl3(42, ip1, 3); a.Status != svp.StatusBadL3Type {
+		if a := c.vl3(42, ip1, 3); a.Status != svpwire.StatusBadL3Type {
 			t.Errorf("VL3 type 3: %+v", a)
 		}
 		c.ping(5)
@@ -226,11 +226,11 @@ func TestLookupsBatched(t *testing.T) {
 	for i := range uint32(n) {
 		switch i % 3 {
 		case 0:
-			burst = svp.VL2Req{MAC: mac1, VNetID: 42}.AppendFrame(burst, i)
+			burst = svpwire.VL2Req{MAC: mac1, VNetID: 42}.AppendFrame(burst, i)
 		case 1:
-			burst = svp.VL3Req{IP: ip1, Type: svp.L3IPv4, VNetID: 42}.AppendFrame(burst, i)
+			burst = svpwire.VL3Req{IP: ip1, Type: svpwire.L3IPv4, VNetID: 42}.AppendFrame(burst, i)
 		case 2:
-			burst = svp.AppendFrame(burst, svp.OpPing, i, nil)
+			burst = svpwire.AppendFrame(burst, svpwire.OpPing, i, nil)
 		}
 	}
 	c.send(burst)
@@ -268,16 +268,16 @@ func TestHeldLogReq(t *testing.T) {
 	s, st, l := heldServer(t, time.Minute)
 	l.add(42, mac1, hostA)
 	c := dial(t, s.addr)
-	c.send(svp.LogReq{Count: 1024, IP: hostA.IP}.AppendFrame(nil, 100))
+	c.send(svpwire.LogReq{Count: 1024, IP: hostA.IP}.AppendFrame(nil, 100))
 	l.waitTaken(t, hostA.IP)
 
 	// Answered while the LOG_REQ is held: lookups on the reader, and a
 	// LOG_RM on the worker.
-	if a := c.vl2(42, mac1); a != (svp.VL2Ack{Port: 4789, Addr: hostA.IP}) {
+	if a := c.vl2(42, mac1); a != (svpwire.VL2Ack{Port: 4789, Addr: hostA.IP}) {
 		t.Errorf("VL2 while a LOG_REQ is held: %+v", a)
 	}
 	c.ping(3)
-	if st := c.logRm(); st != svp.StatusOK {
+	if st := c.logRm(); st != svpwire.StatusOK {
 		t.Errorf("LOG_RM while a LOG_REQ is held: %v", st)
 	}
 
@@ -286,8 +286,8 @@ func TestHeldLogReq(t *testing.T) {
 	l.notify(hostA.IP)
 	f := c.next()
 	took := time.Since(start)
-	a, err := svp.DecodeLogAck(f.Body)
-	if f.Op != svp.OpLogAck || f.ID != 100 || err != nil || a.Status != svp.StatusOK || len(a.Entries) != 2 {
+	a, err := svpwire.DecodeLogAck(f.Body)
+	if f.Op != svpwire.OpLogAck || f.ID != 100 || err != nil || a.Status != svpwire.StatusOK || len(a.Entries) != 2 {
 		t.Fatalf("held LOG_REQ: %v id %d %+v %v; want its 2 entries", f.Op, f.ID, a, err)
 	}
 	if took > time.Second {
@@ -296,7 +296,7 @@ func TestHeldLogReq(t *testing.T) {
 	t.Logf("held LOG_REQ answered %v after the signal", took)
 
 	// A LOG_REQ that finds entries is answered at once.
-	if a, _ := c.log(hostA.IP, 1024); a.Status != svp.StatusOK || len(a.Entries) != 2 {
+	if a, _ := c.log(hostA.IP, 1024); a.Status != svpwire.StatusOK || len(a.Entries) != 2 {
 		t.Errorf("LOG_REQ with entries waiting: %+v", a)
 	}
 }
@@ -309,12 +309,12 @@ func TestHeldLogReqExpires(t *testing.T) {
 	s, _, l := heldServer(t, hold)
 	c := dial(t, s.addr)
 	start := time.Now()
-	c.send(svp.LogReq{Count: 1024, IP: hostA.IP}.AppendFrame(nil, 100))
+	c.send(svpwire.LogReq{Count: 1024, IP: hostA.IP}.AppendFrame(nil, 100))
 	l.waitTaken(t, hostA.IP)
 	f := c.next()
 	took := time.Since(start)
-	a, err := svp.DecodeLogAck(f.Body)
-	if f.Op != svp.OpLogAck || err != nil || a.Status != svp.StatusOK || len(a.Entries) != 0 {
+	a, err := svpwire.DecodeLogAck(f.Body)
+	if f.Op != svpwire.OpLogAck || err != nil || a.Status != svpwire.StatusOK || len(a.Entries) != 0 {
 		t.Fatalf("held LOG_REQ: %v %+v %v; want OK and empty", f.Op, a, err)
 	}
 	if took < hold || took > hold+2*time.Second {
@@ -329,13 +329,13 @@ func TestHeldLogReqNoHold(t *testing.T) {
 	t.Parallel()
 	s, _, _ := heldServer(t, 0)
 	c := dial(t, s.addr)
-	if a, n := c.log(hostA.IP, 1024); a.Status != svp.StatusOK || n != 4 {
+	if a, n := c.log(hostA.IP, 1024); a.Status != svpwire.StatusOK || n != 4 {
 		t.Errorf("LOG_REQ: %+v, %d bytes", a, n)
 	}
 	s, _, _ = heldServer(t, time.Minute)
 	c = dial(t, s.addr)
-	for _, count := range []uint32{0, svp.LogVL2Size, svp.LogVL3Size - 1} {
-		if a, n := c.log(hostA.IP, count); a.Status != svp.StatusOK || n != 4 {
+	for _, count := range []uint32{0, svpwire.LogVL2Size, svpwire.LogVL3Size - 1} {
+		if a, n := c.log(hostA.IP, count); a.Status != svpwire.StatusOK || n != 4 {
 			t.Errorf("LOG_REQ count %d: %+v, %d bytes", count, a, n)
 		}
 	}
@@ -351,7 +351,7 @@ func TestHeldLogReqClose(t *testing.T) {
 	s, _, l := heldServer(t, time.Minute)
 	held := func() *client {
 		c := dial(t, s.addr)
-		c.send(svp.LogReq{Count: 1024, IP: hostA.IP}.AppendFrame(nil, 100))
+		c.send(svpwire.LogReq{Count: 1024, IP: hostA.IP}.AppendFrame(nil, 100))
 		l.waitTaken(t, hostA.IP)
 		return c
 	}
@@ -365,7 +365,7 @@ func TestHeldLogReqClose(t *testing.T) {
 	c := held()
 	must(t, c.c.(*net.TCPConn).CloseWrite())
 	f := c.next()
-	if a, err := svp.DecodeLogAck(f.Body); f.Op != svp.OpLogAck || err != nil || a.Status != svp.StatusOK {
+	if a, err := svpwire.DecodeLogAck(f.Body); f.Op != svpwire.OpLogAck || err != nil || a.Status != svpwire.StatusOK {
 		t.Errorf("held LOG_REQ after a half close: %v %+v %v", f.Op, a, err)
 	}
 	c.expectClosed()
@@ -402,18 +402,18 @@ func TestLookupsOwnership(t *testing.T) {
 	c := dial(t, s.addr)
 
 	a, _ := c.log(far.IP, 1024)
-	if a.Status != svp.StatusOK || len(a.Entries) == 0 {
+	if a.Status != svpwire.StatusOK || len(a.Entries) == 0 {
 		t.Fatalf("far's log from a source Lookups allows: %+v", a)
 	}
-	if st := c.logRm(a.Entries[0].ID); st != svp.StatusOK {
+	if st := c.logRm(a.Entries[0].ID); st != svpwire.StatusOK {
 		t.Errorf("LOG_RM of far's entry: %v", st)
 	}
-	if a, _ := c.log(hostB.IP, 1024); a.Status != svp.StatusFatal {
+	if a, _ := c.log(hostB.IP, 1024); a.Status != svpwire.StatusFatal {
 		t.Errorf("b's log from a source Lookups does not allow: %+v", a)
 	}
 	if ids := logIDs(t, sql, hostB); len(ids) != 1 {
 		t.Fatalf("b's log holds %d entries, want 1", len(ids))
-	} else if st := c.logRm(ids[0]); st != svp.StatusFatal {
+	} else if st := c.logRm(ids[0]); st != svpwire.StatusFatal {
 		t.Errorf("LOG_RM of b's entry: %v, want FATAL", st)
 	}
 	if n := s.Refused(); n != 2 {
@@ -455,13 +455,13 @@ func TestWorkerBackpressure(t *testing.T) {
 	s := startServer(t, blockingRemove{st, release, &started}, withLookups(l, time.Minute))
 	c := dial(t, s.addr)
 	const n = workQueue + 10 // more than the worker's queue holds
-	burst := svp.VL2Req{MAC: mac1, VNetID: 42}.AppendFrame(nil, 1000)
+	burst := svpwire.VL2Req{MAC: mac1, VNetID: 42}.AppendFrame(nil, 1000)
 	for i := range uint32(n) {
-		burst = svp.LogRm{}.AppendFrame(burst, i)
+		burst = svpwire.LogRm{}.AppendFrame(burst, i)
 	}
-	burst = svp.AppendFrame(burst, svp.OpPing, 1001, nil) // read only once the queue has room
+	burst = svpwire.AppendFrame(burst, svpwire.OpPing, 1001, nil) // read only once the queue has room
 	c.send(burst)
-	if f := c.next(); f.ID != 1000 || f.Op != svp.OpVL2Ack {
+	if f := c.next(); f.ID != 1000 || f.Op != svpwire.OpVL2Ack {
 		t.Fatalf("first reply %v id %d, want the VL2_ACK", f.Op, f.ID)
 	}
 	waitFor(t, func() bool { return started.Load() == 1 })
@@ -469,7 +469,7 @@ func TestWorkerBackpressure(t *testing.T) {
 	seen := map[uint32]bool{}
 	for range n + 1 {
 		f := c.next()
-		if seen[f.ID] || (f.Op != svp.OpLogRmAck || f.ID >= n) && (f.Op != svp.OpPong || f.ID != 1001) {
+		if seen[f.ID] || (f.Op != svpwire.OpLogRmAck || f.ID >= n) && (f.Op != svpwire.OpPong || f.ID != 1001) {
 			t.Fatalf("reply %v id %d", f.Op, f.ID)
 		}
 		seen[f.ID] = true

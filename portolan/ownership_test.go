@@ -11,7 +11,7 @@ import (
 
 	"overlaynet/ether"
 	"overlaynet/portolan/store"
-	"overlaynet/svp"
+	"overlaynet/svpwire"
 )
 
 // Hosts whose underlay IPs are loopback addresses, so that a real TCP
@@ -32,7 +32,7 @@ func dialFrom(t testing.TB, addr string, src netip.Addr) *client {
 	c, err := d.Dial("tcp", addr)
 	must(t, err)
 	t.Cleanup(func() { c.Close() })
-	return &client{t: t, c: c, r: svp.NewReader(c, 0)}
+	return &client{t: t, c: c, r: svpwire.NewReader(c, 0)}
 }
 
 // ownershipStore holds own and far with VNICs on vnetid 42, added own,
@@ -75,16 +75,16 @@ func TestOwnershipRefusesSpoofing(t *testing.T) {
 
 		// LOG_REQ claiming far's underlay IP, and its registered source.
 		for _, claim := range []netip.Addr{far.IP, farAdmin, netip.AddrFrom16(far.IP.As16())} {
-			if a, n := spoofer.log(claim, 1024); a.Status != svp.StatusFatal || n != 4 {
+			if a, n := spoofer.log(claim, 1024); a.Status != svpwire.StatusFatal || n != 4 {
 				t.Errorf("LOG_REQ from %s claiming %s: %+v, %d bytes; want FATAL and no entries", own.IP, claim, a, n)
 			}
 		}
 		// LOG_RM of far's ids, alone and mixed with the spoofer's own.
 		ownIDs := logIDs(t, st, own)
-		if status := spoofer.logRm(farIDs...); status != svp.StatusFatal {
+		if status := spoofer.logRm(farIDs...); status != svpwire.StatusFatal {
 			t.Errorf("LOG_RM of far's entries from %s: %v, want FATAL", own.IP, status)
 		}
-		if status := spoofer.logRm(ownIDs[0], farIDs[1]); status != svp.StatusFatal {
+		if status := spoofer.logRm(ownIDs[0], farIDs[1]); status != svpwire.StatusFatal {
 			t.Errorf("LOG_RM of own and far's entries: %v, want FATAL", status)
 		}
 		if got := s.Refused(); got != 5 {
@@ -108,13 +108,13 @@ func TestOwnershipRefusesSpoofing(t *testing.T) {
 		// A client from an address no host has is refused everything but
 		// lookups.
 		stranger := dialFrom(t, s.addr, netip.MustParseAddr("127.0.0.11"))
-		if a, _ := stranger.log(own.IP, 1024); a.Status != svp.StatusFatal {
+		if a, _ := stranger.log(own.IP, 1024); a.Status != svpwire.StatusFatal {
 			t.Errorf("LOG_REQ from a stranger: %+v", a)
 		}
-		if status := stranger.logRm(farIDs[0]); status != svp.StatusFatal {
+		if status := stranger.logRm(farIDs[0]); status != svpwire.StatusFatal {
 			t.Errorf("LOG_RM from a stranger: %v", status)
 		}
-		if a := stranger.vl2(42, mac2); a.Status != svp.StatusOK || a.Addr != far.IP {
+		if a := stranger.vl2(42, mac2); a.Status != svpwire.StatusOK || a.Addr != far.IP {
 			t.Errorf("VL2 from a stranger: %+v", a)
 		}
 		if ids := logIDs(t, st, far); len(ids) != 2 {
@@ -140,7 +140,7 @@ func TestOwnershipRegisteredSource(t *testing.T) {
 			t.Errorf("far's log after LOG_RM from its source address: %x", ids)
 		}
 		// far's source address does not make it own.
-		if a, _ := c.log(own.IP, 1024); a.Status != svp.StatusFatal {
+		if a, _ := c.log(own.IP, 1024); a.Status != svpwire.StatusFatal {
 			t.Errorf("LOG_REQ for own from far's source: %+v", a)
 		}
 		if got := s.Refused(); got != 1 {
@@ -149,7 +149,7 @@ func TestOwnershipRegisteredSource(t *testing.T) {
 		// Changing far's sources takes effect on the next request, on a
 		// connection already open.
 		must(t, st.SetHost(context.Background(), far, nil))
-		if a, _ := c.log(far.IP, 1024); a.Status != svp.StatusFatal {
+		if a, _ := c.log(far.IP, 1024); a.Status != svpwire.StatusFatal {
 			t.Errorf("LOG_REQ after far's source was removed: %+v", a)
 		}
 	})
@@ -217,10 +217,10 @@ func TestOwnershipMappedSource(t *testing.T) {
 		nc.Close()
 	}
 	c6 := dialFrom(t, v6, netip.IPv6Loopback())
-	if a, _ := c6.log(six.IP, 1024); a.Status != svp.StatusOK {
+	if a, _ := c6.log(six.IP, 1024); a.Status != svpwire.StatusOK {
 		t.Errorf("six's log from ::1: %+v", a)
 	}
-	if a, _ := c6.log(own.IP, 1024); a.Status != svp.StatusFatal {
+	if a, _ := c6.log(own.IP, 1024); a.Status != svpwire.StatusFatal {
 		t.Errorf("own's log from ::1: %+v", a)
 	}
 	if got := srv.Refused(); got != 1 {

@@ -19,7 +19,7 @@ import (
 
 	"overlaynet/ether"
 	"overlaynet/portolan/store"
-	"overlaynet/svp"
+	"overlaynet/svpwire"
 )
 
 // Limits of one connection.
@@ -250,7 +250,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // request is a decoded request that is answered off the reader: one that
 // does I/O.
 type request struct {
-	op  svp.Op
+	op  svpwire.Op
 	id  uint32
 	msg any
 	// counted says the request counts as unanswered (see conn.unanswered)
@@ -327,7 +327,7 @@ func (cn *conn) knownEmpty(ip netip.Addr, sig <-chan struct{}) bool {
 // log (any further entry would have fit), the log is known empty until
 // sig closes, at once when it was empty, or once the client has removed
 // what it was given.
-func (cn *conn) readLog(ctx context.Context, m svp.LogReq, sig <-chan struct{}) ([]store.LogEntry, error) {
+func (cn *conn) readLog(ctx context.Context, m svpwire.LogReq, sig <-chan struct{}) ([]store.LogEntry, error) {
 	limit := min(int(m.Count), maxLogBytes)
 	entries, err := cn.s.storeLog(ctx, m.IP, limit)
 	if err != nil || sig == nil {
@@ -337,7 +337,7 @@ func (cn *conn) readLog(ctx context.Context, m svp.LogReq, sig <-chan struct{}) 
 	for _, e := range entries {
 		total += e.Size()
 	}
-	if limit-total < svp.LogVL3Size {
+	if limit-total < svpwire.LogVL3Size {
 		return entries, nil // there may be more
 	}
 	cn.logMu.Lock()
@@ -411,7 +411,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		slots = make(chan struct{}, maxInFlight)
 	}
 	holdLogs := lk != nil && s.LogHold > 0
-	r := svp.NewReader(c, maxBody)
+	r := svpwire.NewReader(c, maxBody)
 	// The reader's replies, from batchPool while there are any: an idle
 	// connection (most of 10,000 hosts' at any moment) holds no buffer.
 	var bp *[]byte
@@ -472,15 +472,15 @@ loop:
 		if lk != nil {
 			// The hot path: answered here, without an allocation.
 			switch f.Op {
-			case svp.OpVL2Req:
-				if m, err := svp.DecodeVL2Req(f.Body); err == nil {
+			case svpwire.OpVL2Req:
+				if m, err := svpwire.DecodeVL2Req(f.Body); err == nil {
 					reserve()
 					batch = appendVL2(batch, lk, m, f.ID)
 					answered++
 					continue
 				}
-			case svp.OpVL3Req:
-				if m, err := svp.DecodeVL3Req(f.Body); err == nil {
+			case svpwire.OpVL3Req:
+				if m, err := svpwire.DecodeVL3Req(f.Body); err == nil {
 					reserve()
 					batch = appendVL3(batch, lk, m, f.ID)
 					answered++
@@ -488,9 +488,9 @@ loop:
 				}
 			}
 		}
-		if f.Op == svp.OpPing && len(f.Body) == 0 {
+		if f.Op == svpwire.OpPing && len(f.Body) == 0 {
 			reserve()
-			batch = svp.AppendFrame(batch, svp.OpPong, f.ID, nil)
+			batch = svpwire.AppendFrame(batch, svpwire.OpPong, f.ID, nil)
 			answered++
 			continue
 		}
@@ -500,7 +500,7 @@ loop:
 			break loop
 		}
 		s.requests.Add(1)
-		req.counted = !(holdLogs && req.op == svp.OpLogReq)
+		req.counted = !(holdLogs && req.op == svpwire.OpLogReq)
 		if req.counted {
 			cn.unanswered.Add(1)
 		}
@@ -586,7 +586,7 @@ func (cn *conn) work(queue <-chan request) {
 			if !ok {
 				return
 			}
-			if m, ok := req.msg.(svp.LogReq); ok {
+			if m, ok := req.msg.(svpwire.LogReq); ok {
 				cn.logReq(req, m)
 				continue
 			}
@@ -601,7 +601,7 @@ func (cn *conn) work(queue <-chan request) {
 // holding is on, it is held (up to maxHeld at once on the connection) (by a goroutine of its own, so that the
 // worker goes on) until an entry arrives, LogHold passes or the client
 // closes its side.
-func (cn *conn) logReq(req request, m svp.LogReq) {
+func (cn *conn) logReq(req request, m svpwire.LogReq) {
 	s := cn.s
 	ctx, cancel := context.WithTimeout(cn.ctx, requestTimeout)
 	defer cancel()
@@ -611,7 +611,7 @@ func (cn *conn) logReq(req request, m svp.LogReq) {
 	}
 	// With room for the largest entry, an empty read is an empty log;
 	// with less, nothing may ever fit: no use holding.
-	hold := s.LogHold > 0 && m.Count >= svp.LogVL3Size && cn.held.Load() < maxHeld
+	hold := s.LogHold > 0 && m.Count >= svpwire.LogVL3Size && cn.held.Load() < maxHeld
 	select {
 	case <-cn.released:
 		hold = false
@@ -656,46 +656,46 @@ func (cn *conn) logReq(req request, m svp.LogReq) {
 }
 
 // appendVL2 appends the answer to a VL2_REQ from lk.
-func appendVL2(dst []byte, lk Lookups, m svp.VL2Req, id uint32) []byte {
+func appendVL2(dst []byte, lk Lookups, m svpwire.VL2Req, id uint32) []byte {
 	h, ok := lk.VL2(m.VNetID, ether.MAC(m.MAC))
 	if !ok {
-		return svp.VL2Ack{Status: svp.StatusNotFound}.AppendFrame(dst, id)
+		return svpwire.VL2Ack{Status: svpwire.StatusNotFound}.AppendFrame(dst, id)
 	}
-	return svp.VL2Ack{Status: svp.StatusOK, Port: h.Port, Addr: h.IP}.AppendFrame(dst, id)
+	return svpwire.VL2Ack{Status: svpwire.StatusOK, Port: h.Port, Addr: h.IP}.AppendFrame(dst, id)
 }
 
 // appendVL3 appends the answer to a VL3_REQ from lk.
-func appendVL3(dst []byte, lk Lookups, m svp.VL3Req, id uint32) []byte {
-	if m.Type != svp.L3IPv4 && m.Type != svp.L3IPv6 {
-		return svp.VL3Ack{Status: svp.StatusBadL3Type}.AppendFrame(dst, id)
+func appendVL3(dst []byte, lk Lookups, m svpwire.VL3Req, id uint32) []byte {
+	if m.Type != svpwire.L3IPv4 && m.Type != svpwire.L3IPv6 {
+		return svpwire.VL3Ack{Status: svpwire.StatusBadL3Type}.AppendFrame(dst, id)
 	}
 	mac, h, ok := lk.VL3(m.VNetID, m.IP)
 	if !ok {
-		return svp.VL3Ack{Status: svp.StatusNotFound}.AppendFrame(dst, id)
+		return svpwire.VL3Ack{Status: svpwire.StatusNotFound}.AppendFrame(dst, id)
 	}
-	return svp.VL3Ack{Status: svp.StatusOK, MAC: mac, Port: h.Port, Addr: h.IP}.AppendFrame(dst, id)
+	return svpwire.VL3Ack{Status: svpwire.StatusOK, MAC: mac, Port: h.Port, Addr: h.IP}.AppendFrame(dst, id)
 }
 
 // decodeRequest checks a frame is a request a client may send and decodes
 // its body (which is only valid until the next frame is read).
-func decodeRequest(f svp.Frame) (request, error) {
+func decodeRequest(f svpwire.Frame) (request, error) {
 	r := request{op: f.Op, id: f.ID}
 	var err error
 	switch f.Op {
-	case svp.OpPing:
+	case svpwire.OpPing:
 		if len(f.Body) != 0 {
 			err = errors.New("PING with a body")
 		}
-	case svp.OpVL2Req:
-		r.msg, err = svp.DecodeVL2Req(f.Body)
-	case svp.OpVL3Req:
-		r.msg, err = svp.DecodeVL3Req(f.Body)
-	case svp.OpLogReq:
-		r.msg, err = svp.DecodeLogReq(f.Body)
-	case svp.OpLogRm:
-		r.msg, err = svp.DecodeLogRm(f.Body)
-	case svp.OpBulkReq:
-		r.msg, err = svp.DecodeBulkReq(f.Body)
+	case svpwire.OpVL2Req:
+		r.msg, err = svpwire.DecodeVL2Req(f.Body)
+	case svpwire.OpVL3Req:
+		r.msg, err = svpwire.DecodeVL3Req(f.Body)
+	case svpwire.OpLogReq:
+		r.msg, err = svpwire.DecodeLogReq(f.Body)
+	case svpwire.OpLogRm:
+		r.msg, err = svpwire.DecodeLogRm(f.Body)
+	case svpwire.OpBulkReq:
+		r.msg, err = svpwire.DecodeBulkReq(f.Body)
 	default:
 		// Replies, SHOOTDOWN and unknown ops have no answer.
 		err = errors.New("not a request a client sends")
@@ -771,39 +771,39 @@ func (cn *conn) answer(r request) []byte {
 	defer cancel()
 	switch m := r.msg.(type) {
 	case nil: // PING
-		return svp.AppendFrame(nil, svp.OpPong, r.id, nil)
-	case svp.VL2Req:
+		return svpwire.AppendFrame(nil, svpwire.OpPong, r.id, nil)
+	case svpwire.VL2Req:
 		h, ok, err := s.Store.VL2(ctx, m.VNetID, ether.MAC(m.MAC))
-		ack := svp.VL2Ack{Status: svp.StatusOK, Port: h.Port, Addr: h.IP}
+		ack := svpwire.VL2Ack{Status: svpwire.StatusOK, Port: h.Port, Addr: h.IP}
 		switch {
 		case err != nil:
 			log.Error("VL2 lookup failed", "err", err)
-			ack = svp.VL2Ack{Status: svp.StatusFatal}
+			ack = svpwire.VL2Ack{Status: svpwire.StatusFatal}
 		case !ok:
-			ack = svp.VL2Ack{Status: svp.StatusNotFound}
+			ack = svpwire.VL2Ack{Status: svpwire.StatusNotFound}
 		}
 		return ack.AppendFrame(nil, r.id)
-	case svp.VL3Req:
-		if m.Type != svp.L3IPv4 && m.Type != svp.L3IPv6 {
-			return svp.VL3Ack{Status: svp.StatusBadL3Type}.AppendFrame(nil, r.id)
+	case svpwire.VL3Req:
+		if m.Type != svpwire.L3IPv4 && m.Type != svpwire.L3IPv6 {
+			return svpwire.VL3Ack{Status: svpwire.StatusBadL3Type}.AppendFrame(nil, r.id)
 		}
 		mac, h, ok, err := s.Store.VL3(ctx, m.VNetID, m.IP)
-		ack := svp.VL3Ack{Status: svp.StatusOK, MAC: mac, Port: h.Port, Addr: h.IP}
+		ack := svpwire.VL3Ack{Status: svpwire.StatusOK, MAC: mac, Port: h.Port, Addr: h.IP}
 		switch {
 		case err != nil:
 			log.Error("VL3 lookup failed", "err", err)
-			ack = svp.VL3Ack{Status: svp.StatusFatal}
+			ack = svpwire.VL3Ack{Status: svpwire.StatusFatal}
 		case !ok:
-			ack = svp.VL3Ack{Status: svp.StatusNotFound}
+			ack = svpwire.VL3Ack{Status: svpwire.StatusNotFound}
 		}
 		return ack.AppendFrame(nil, r.id)
-	case svp.LogReq:
+	case svpwire.LogReq:
 		if b := cn.checkLogReq(ctx, r.id, m); b != nil {
 			return b
 		}
 		entries, err := s.storeLog(ctx, m.IP, min(int(m.Count), maxLogBytes))
 		return cn.logAck(r.id, m, entries, err)
-	case svp.LogRm:
+	case svpwire.LogRm:
 		var foreign []string
 		var err error
 		if !cn.allGiven(m.IDs) {
@@ -811,56 +811,56 @@ func (cn *conn) answer(r request) []byte {
 		}
 		if err != nil {
 			log.Error("log removal failed", "err", err)
-			return svp.LogRmAck{Status: svp.StatusFatal}.AppendFrame(nil, r.id)
+			return svpwire.LogRmAck{Status: svpwire.StatusFatal}.AppendFrame(nil, r.id)
 		}
 		if len(foreign) > 0 {
 			log.Warn("refused LOG_RM: entries in the log of a host the connection does not come from (register its address with portolan add-host --source)",
 				"hosts", strings.Join(foreign, ","), "source", cn.src.String(), "ids", len(m.IDs), "refused_total", s.refused.Add(1))
-			return svp.LogRmAck{Status: svp.StatusFatal}.AppendFrame(nil, r.id)
+			return svpwire.LogRmAck{Status: svpwire.StatusFatal}.AppendFrame(nil, r.id)
 		}
 		if err := s.removeLog(ctx, m.IDs); err != nil {
 			log.Error("log removal failed", "err", err)
-			return svp.LogRmAck{Status: svp.StatusFatal}.AppendFrame(nil, r.id)
+			return svpwire.LogRmAck{Status: svpwire.StatusFatal}.AppendFrame(nil, r.id)
 		}
 		cn.removed(m.IDs)
-		return svp.LogRmAck{Status: svp.StatusOK}.AppendFrame(nil, r.id)
-	case svp.BulkReq:
-		st := svp.StatusFatal // bulk transfers are not defined in version 1
-		if m.Type != svp.BulkVL2 && m.Type != svp.BulkVL3 {
-			st = svp.StatusBadBulk
+		return svpwire.LogRmAck{Status: svpwire.StatusOK}.AppendFrame(nil, r.id)
+	case svpwire.BulkReq:
+		st := svpwire.StatusFatal // bulk transfers are not defined in version 1
+		if m.Type != svpwire.BulkVL2 && m.Type != svpwire.BulkVL3 {
+			st = svpwire.StatusBadBulk
 		}
-		return svp.BulkAck{Status: st, Type: m.Type}.AppendFrame(nil, r.id)
+		return svpwire.BulkAck{Status: st, Type: m.Type}.AppendFrame(nil, r.id)
 	}
-	return svp.AppendFrame(nil, svp.OpPong, r.id, nil)
+	return svpwire.AppendFrame(nil, svpwire.OpPong, r.id, nil)
 }
 
 // checkLogReq checks the connection may read the log a LOG_REQ asks
 // for; when not (or when that cannot be told) it returns the reply.
-func (cn *conn) checkLogReq(ctx context.Context, id uint32, m svp.LogReq) []byte {
+func (cn *conn) checkLogReq(ctx context.Context, id uint32, m svpwire.LogReq) []byte {
 	ok, err := cn.s.mayReadLog(ctx, cn.src, m.IP)
 	if err != nil {
 		cn.log.Error("log request failed", "err", err)
-		return svp.LogAck{Status: svp.StatusFatal}.AppendFrame(nil, id)
+		return svpwire.LogAck{Status: svpwire.StatusFatal}.AppendFrame(nil, id)
 	}
 	if !ok {
 		cn.log.Warn("refused LOG_REQ: the connection does not come from the claimed host (register its address with portolan add-host --source)",
 			"claimed_ip", m.IP.Unmap().String(), "source", cn.src.String(), "refused_total", cn.s.refused.Add(1))
-		return svp.LogAck{Status: svp.StatusFatal}.AppendFrame(nil, id)
+		return svpwire.LogAck{Status: svpwire.StatusFatal}.AppendFrame(nil, id)
 	}
 	return nil
 }
 
 // logAck is the reply to a LOG_REQ whose log read returned entries, err.
-func (cn *conn) logAck(id uint32, m svp.LogReq, entries []store.LogEntry, err error) []byte {
+func (cn *conn) logAck(id uint32, m svpwire.LogReq, entries []store.LogEntry, err error) []byte {
 	if err != nil {
 		if !errors.Is(err, store.ErrUnknownHost) {
 			cn.log.Error("log request failed", "err", err)
 		} else {
 			cn.log.Warn("log request from an unknown host", "underlay_ip", m.IP.String())
 		}
-		return svp.LogAck{Status: svp.StatusFatal}.AppendFrame(nil, id)
+		return svpwire.LogAck{Status: svpwire.StatusFatal}.AppendFrame(nil, id)
 	}
-	ack := svp.LogAck{Status: svp.StatusOK}
+	ack := svpwire.LogAck{Status: svpwire.StatusOK}
 	if len(entries) > 0 {
 		cn.logMu.Lock()
 		if cn.given == nil {
@@ -874,7 +874,7 @@ func (cn *conn) logAck(id uint32, m svp.LogReq, entries []store.LogEntry, err er
 		cn.logMu.Unlock()
 	}
 	for _, e := range entries {
-		ack.Entries = append(ack.Entries, svp.LogEntry{Type: e.Type, ID: e.ID, MAC: e.MAC,
+		ack.Entries = append(ack.Entries, svpwire.LogEntry{Type: e.Type, ID: e.ID, MAC: e.MAC,
 			IP: e.IP, VLAN: e.VLAN, VNetID: e.VNetID})
 	}
 	return ack.AppendFrame(nil, id)

@@ -23,7 +23,7 @@ import (
 	"overlaynet/ether"
 	"overlaynet/pgtemp"
 	"overlaynet/portolan/store"
-	"overlaynet/svp"
+	"overlaynet/svpwire"
 )
 
 var (
@@ -161,7 +161,7 @@ func startServer(t testing.TB, st store.Store, opts ...func(*Server)) *server {
 type client struct {
 	t testing.TB
 	c net.Conn
-	r *svp.Reader
+	r *svpwire.Reader
 }
 
 func dial(t testing.TB, addr string) *client {
@@ -169,7 +169,7 @@ func dial(t testing.TB, addr string) *client {
 	c, err := net.Dial("tcp", addr)
 	must(t, err)
 	t.Cleanup(func() { c.Close() })
-	return &client{t: t, c: c, r: svp.NewReader(c, 0)}
+	return &client{t: t, c: c, r: svpwire.NewReader(c, 0)}
 }
 
 func (c *client) send(b []byte) {
@@ -180,7 +180,7 @@ func (c *client) send(b []byte) {
 	}
 }
 
-func (c *client) next() svp.Frame {
+func (c *client) next() svpwire.Frame {
 	c.t.Helper()
 	c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	f, err := c.r.Next()
@@ -192,11 +192,11 @@ func (c *client) next() svp.Frame {
 
 // call sends a message and returns the reply, which must carry the same
 // id and the op that answers the message's.
-func (c *client) call(m svp.Message, id uint32) svp.Frame {
+func (c *client) call(m svpwire.Message, id uint32) svpwire.Frame {
 	c.t.Helper()
 	c.send(m.AppendFrame(nil, id))
 	f := c.next()
-	want, _ := svp.ExpectedReply(m.Op())
+	want, _ := svpwire.ExpectedReply(m.Op())
 	if f.ID != id || f.Op != want {
 		c.t.Fatalf("reply to %v id %#x is %v id %#x", m.Op(), id, f.Op, f.ID)
 	}
@@ -205,40 +205,40 @@ func (c *client) call(m svp.Message, id uint32) svp.Frame {
 
 func (c *client) ping(id uint32) {
 	c.t.Helper()
-	c.send(svp.AppendFrame(nil, svp.OpPing, id, nil))
-	if f := c.next(); f.Op != svp.OpPong || f.ID != id || len(f.Body) != 0 {
+	c.send(svpwire.AppendFrame(nil, svpwire.OpPing, id, nil))
+	if f := c.next(); f.Op != svpwire.OpPong || f.ID != id || len(f.Body) != 0 {
 		c.t.Fatalf("reply to PING id %#x: %v id %#x body %d bytes", id, f.Op, f.ID, len(f.Body))
 	}
 }
 
-func (c *client) vl2(vnetid uint32, mac ether.MAC) svp.VL2Ack {
+func (c *client) vl2(vnetid uint32, mac ether.MAC) svpwire.VL2Ack {
 	c.t.Helper()
-	f := c.call(svp.VL2Req{MAC: mac, VNetID: vnetid}, 7)
-	ack, err := svp.DecodeVL2Ack(f.Body)
+	f := c.call(svpwire.VL2Req{MAC: mac, VNetID: vnetid}, 7)
+	ack, err := svpwire.DecodeVL2Ack(f.Body)
 	must(c.t, err)
 	return ack
 }
 
-func (c *client) vl3(vnetid uint32, ip netip.Addr, typ uint32) svp.VL3Ack {
+func (c *client) vl3(vnetid uint32, ip netip.Addr, typ uint32) svpwire.VL3Ack {
 	c.t.Helper()
-	f := c.call(svp.VL3Req{IP: ip, Type: typ, VNetID: vnetid}, 8)
-	ack, err := svp.DecodeVL3Ack(f.Body)
+	f := c.call(svpwire.VL3Req{IP: ip, Type: typ, VNetID: vnetid}, 8)
+	ack, err := svpwire.DecodeVL3Ack(f.Body)
 	must(c.t, err)
 	return ack
 }
 
-func (c *client) log(ip netip.Addr, count uint32) (svp.LogAck, int) {
+func (c *client) log(ip netip.Addr, count uint32) (svpwire.LogAck, int) {
 	c.t.Helper()
-	f := c.call(svp.LogReq{Count: count, IP: ip}, 9)
-	ack, err := svp.DecodeLogAck(f.Body)
+	f := c.call(svpwire.LogReq{Count: count, IP: ip}, 9)
+	ack, err := svpwire.DecodeLogAck(f.Body)
 	must(c.t, err)
 	return ack, len(f.Body)
 }
 
-func (c *client) logRm(ids ...[16]byte) svp.Status {
+func (c *client) logRm(ids ...[16]byte) svpwire.Status {
 	c.t.Helper()
-	f := c.call(svp.LogRm{IDs: ids}, 10)
-	ack, err := svp.DecodeLogRmAck(f.Body)
+	f := c.call(svpwire.LogRm{IDs: ids}, 10)
+	ack, err := svpwire.DecodeLogRmAck(f.Body)
 	must(c.t, err)
 	return ack.Status
 }
@@ -266,16 +266,16 @@ func TestPing(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, openStore(t, newDSN(t, "sqlite")))
 	c := dial(t, s.addr)
-	req := svp.AppendFrame(nil, svp.OpPing, 0x2a000000, nil)
+	req := svpwire.AppendFrame(nil, svpwire.OpPing, 0x2a000000, nil)
 	if !bytes.Equal(req[8:12], []byte{0x2a, 0, 0, 0}) {
 		t.Fatalf("request id bytes % x", req[8:12])
 	}
 	c.send(req)
-	reply := make([]byte, svp.HeaderLen)
+	reply := make([]byte, svpwire.HeaderLen)
 	c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	_, err := io.ReadFull(c.c, reply)
 	must(t, err)
-	want := svp.AppendFrame(nil, svp.OpPong, 0x2a000000, nil)
+	want := svpwire.AppendFrame(nil, svpwire.OpPong, 0x2a000000, nil)
 	if !bytes.Equal(reply, want) {
 		t.Errorf("PONG is % x, want % x", reply, want)
 	}
@@ -294,14 +294,14 @@ func TestLookups(t *testing.T) {
 		c := dial(t, startServer(t, st).addr)
 
 		// VL2.
-		if a := c.vl2(42, mac1); a != (svp.VL2Ack{Status: svp.StatusOK, Port: 4789, Addr: hostA.IP}) {
+		if a := c.vl2(42, mac1); a != (svpwire.VL2Ack{Status: svpwire.StatusOK, Port: 4789, Addr: hostA.IP}) {
 			t.Errorf("VL2 mac1: %+v", a)
 		}
-		if a := c.vl2(42, mac2); a != (svp.VL2Ack{Status: svp.StatusOK, Port: 4790, Addr: hostC.IP}) {
+		if a := c.vl2(42, mac2); a != (svpwire.VL2Ack{Status: svpwire.StatusOK, Port: 4790, Addr: hostC.IP}) {
 			t.Errorf("VL2 mac2: %+v", a)
 		}
 		// IPv4 underlay addresses go out IPv4-mapped.
-		f := c.call(svp.VL2Req{MAC: mac1, VNetID: 42}, 1)
+		f := c.call(svpwire.VL2Req{MAC: mac1, VNetID: 42}, 1)
 		if want := netip.MustParseAddr("::ffff:198.18.0.1").As16(); !bytes.Equal(f.Body[4:20], want[:]) {
 			t.Errorf("VL2 address bytes % x, want % x", f.Body[4:20], want)
 		}
@@ -309,17 +309,17 @@ func TestLookups(t *testing.T) {
 			vnet uint32
 			mac  ether.MAC
 		}{{43, mac1}, {42, ether.MAC{2, 8, 0x20, 0, 0, 9}}} {
-			if a := c.vl2(q.vnet, q.mac); a != (svp.VL2Ack{Status: svp.StatusNotFound, Addr: unset}) {
+			if a := c.vl2(q.vnet, q.mac); a != (svpwire.VL2Ack{Status: svpwire.StatusNotFound, Addr: unset}) {
 				t.Errorf("VL2 %d %v: %+v, want NOTFOUND, port 0, ::", q.vnet, q.mac, a)
 			}
 		}
 
 		// VL3.
-		found := svp.VL3Ack{Status: svp.StatusOK, MAC: mac1, Port: 4789, Addr: hostA.IP}
+		found := svpwire.VL3Ack{Status: svpwire.StatusOK, MAC: mac1, Port: 4789, Addr: hostA.IP}
 		for _, q := range []struct {
 			ip  netip.Addr
 			typ uint32
-		}{{ip1, svp.L3IPv4}, {ip6, svp.L3IPv6}} {
+		}{{ip1, svpwire.L3IPv4}, {ip6, svpwire.L3IPv6}} {
 			if a := c.vl3(42, q.ip, q.typ); a != found {
 				t.Errorf("VL3 %s: %+v, want %+v", q.ip, a, found)
 			}
@@ -329,25 +329,25 @@ func TestLookups(t *testing.T) {
 			ip   netip.Addr
 			typ  uint32
 		}{
-			{42, netip.MustParseAddr("10.0.0.9"), svp.L3IPv4},
-			{42, netip.MustParseAddr("fd00::9"), svp.L3IPv6},
-			{43, ip1, svp.L3IPv4},
-			{43, ip6, svp.L3IPv6},
+			{42, netip.MustParseAddr("10.0.0.9"), svpwire.L3IPv4},
+			{42, netip.MustParseAddr("fd00::9"), svpwire.L3IPv6},
+			{43, ip1, svpwire.L3IPv4},
+			{43, ip6, svpwire.L3IPv6},
 		} {
-			if a := c.vl3(q.vnet, q.ip, q.typ); a != (svp.VL3Ack{Status: svp.StatusNotFound, Addr: unset}) {
+			if a := c.vl3(q.vnet, q.ip, q.typ); a != (svpwire.VL3Ack{Status: svpwire.StatusNotFound, Addr: unset}) {
 				t.Errorf("VL3 %d %s: %+v, want NOTFOUND, zero MAC, port 0, ::", q.vnet, q.ip, a)
 			}
 		}
 		for _, typ := range []uint32{0, 3, 7} {
-			if a := c.vl3(42, ip1, typ); a.Status != svp.StatusBadL3Type {
+			if a := c.vl3(42, ip1, typ); a.Status != svpwire.StatusBadL3Type {
 				t.Errorf("VL3 type %d: %+v, want BADL3TYPE", typ, a)
 			}
 		}
 
 		// BULK: defined, implemented by nobody.
-		for typ, want := range map[uint32]svp.Status{svp.BulkVL2: svp.StatusFatal, svp.BulkVL3: svp.StatusFatal, 0: svp.StatusBadBulk, 3: svp.StatusBadBulk} {
-			f := c.call(svp.BulkReq{Type: typ}, 0x0b000000)
-			a, err := svp.DecodeBulkAck(f.Body)
+		for typ, want := range map[uint32]svpwire.Status{svpwire.BulkVL2: svpwire.StatusFatal, svpwire.BulkVL3: svpwire.StatusFatal, 0: svpwire.StatusBadBulk, 3: svpwire.StatusBadBulk} {
+			f := c.call(svpwire.BulkReq{Type: typ}, 0x0b000000)
+			a, err := svpwire.DecodeBulkAck(f.Body)
 			must(t, err)
 			if a.Status != want || a.Type != typ || len(a.Data) != 0 {
 				t.Errorf("BULK type %d: %+v, want status %v", typ, a, want)
@@ -365,40 +365,40 @@ func TestLog(t *testing.T) {
 		must(t, st.SetHost(ctx, hostB, []netip.Addr{loopback}))
 		c := dial(t, startServer(t, st).addr)
 
-		if a, n := c.log(hostA.IP, 1024); a.Status != svp.StatusOK || n != 4 {
+		if a, n := c.log(hostA.IP, 1024); a.Status != svpwire.StatusOK || n != 4 {
 			t.Errorf("empty log: %+v, body %d bytes", a, n)
 		}
 		must(t, st.AddVNIC(ctx, store.VNIC{VNetID: 42, MAC: mac1, Host: "a", IPs: []netip.Addr{ip1}, VLAN: 5}))
 
 		// 40 bytes hold the VL2 entry (32) but not the VL3 one (44) after it.
 		a, n := c.log(hostA.IP, 40)
-		if a.Status != svp.StatusOK || n != 4+svp.LogVL2Size || len(a.Entries) != 1 ||
-			a.Entries[0].Type != svp.LogVL2 || a.Entries[0].MAC != mac1 || a.Entries[0].VNetID != 42 {
+		if a.Status != svpwire.StatusOK || n != 4+svpwire.LogVL2Size || len(a.Entries) != 1 ||
+			a.Entries[0].Type != svpwire.LogVL2 || a.Entries[0].MAC != mac1 || a.Entries[0].VNetID != 42 {
 			t.Errorf("count 40: %+v, body %d bytes; want one VL2 entry for mac1", a, n)
 		}
-		if a, n := c.log(hostA.IP, 0); a.Status != svp.StatusOK || n != 4 {
+		if a, n := c.log(hostA.IP, 0); a.Status != svpwire.StatusOK || n != 4 {
 			t.Errorf("count 0: %+v, body %d bytes", a, n)
 		}
 		a, n = c.log(hostA.IP, 1024)
-		if n != 4+svp.LogVL2Size+svp.LogVL3Size || len(a.Entries) != 2 {
+		if n != 4+svpwire.LogVL2Size+svpwire.LogVL3Size || len(a.Entries) != 2 {
 			t.Fatalf("count 1024: %+v, body %d bytes; want VL2 and VL3 entries", a, n)
 		}
-		if e := a.Entries[1]; e.Type != svp.LogVL3 || e.IP != ip1 || e.VLAN != 5 || e.VNetID != 42 {
+		if e := a.Entries[1]; e.Type != svpwire.LogVL3 || e.IP != ip1 || e.VLAN != 5 || e.VNetID != 42 {
 			t.Errorf("VL3 entry %+v", e)
 		}
 		if a.Entries[0].ID == a.Entries[1].ID {
 			t.Error("two entries share an id")
 		}
-		if s := c.logRm(a.Entries[0].ID, a.Entries[1].ID); s != svp.StatusOK {
+		if s := c.logRm(a.Entries[0].ID, a.Entries[1].ID); s != svpwire.StatusOK {
 			t.Errorf("LOG_RM: %v", s)
 		}
 		if a, n := c.log(hostA.IP, 1024); n != 4 || len(a.Entries) != 0 {
 			t.Errorf("after LOG_RM: %+v", a)
 		}
-		if s := c.logRm(a.Entries[0].ID); s != svp.StatusOK { // again: at least once
+		if s := c.logRm(a.Entries[0].ID); s != svpwire.StatusOK { // again: at least once
 			t.Errorf("LOG_RM of a removed id: %v", s)
 		}
-		if s := c.logRm(); s != svp.StatusOK {
+		if s := c.logRm(); s != svpwire.StatusOK {
 			t.Errorf("empty LOG_RM: %v", s)
 		}
 
@@ -409,20 +409,20 @@ func TestLog(t *testing.T) {
 		must(t, st.MoveVNIC(ctx, 42, mac1, "b"))
 		for _, h := range []store.Host{hostA, hostB} {
 			es := drainLog(t, c, h.IP)
-			if len(es) != 1 || es[0].Type != svp.LogVL2 || es[0].MAC != mac1 {
+			if len(es) != 1 || es[0].Type != svpwire.LogVL2 || es[0].MAC != mac1 {
 				t.Errorf("after the move, %s got %+v", h.ID, es)
 			}
 		}
 		must(t, st.RemoveVNIC(ctx, 42, mac1))
 		es := drainLog(t, c, hostB.IP)
-		if len(es) != 2 || es[0].Type != svp.LogVL2 || es[0].MAC != mac1 || es[1].Type != svp.LogVL3 || es[1].IP != ip1 {
+		if len(es) != 2 || es[0].Type != svpwire.LogVL2 || es[0].MAC != mac1 || es[1].Type != svpwire.LogVL3 || es[1].IP != ip1 {
 			t.Errorf("after the removal, b got %+v", es)
 		}
 
 		// A host the store does not know.
 		for _, ip := range []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("fd00::99")} {
-			f := c.call(svp.LogReq{Count: 1024, IP: ip}, 0x2a000000)
-			if a, err := svp.DecodeLogAck(f.Body); err != nil || a.Status != svp.StatusFatal || len(f.Body) != 4 {
+			f := c.call(svpwire.LogReq{Count: 1024, IP: ip}, 0x2a000000)
+			if a, err := svpwire.DecodeLogAck(f.Body); err != nil || a.Status != svpwire.StatusFatal || len(f.Body) != 4 {
 				t.Errorf("LOG_REQ from unknown %s: %+v %v", ip, a, err)
 			}
 		}
@@ -431,17 +431,17 @@ func TestLog(t *testing.T) {
 }
 
 // drainLog fetches and removes a host's whole log over SVP.
-func drainLog(t *testing.T, c *client, ip netip.Addr) []svp.LogEntry {
+func drainLog(t *testing.T, c *client, ip netip.Addr) []svpwire.LogEntry {
 	t.Helper()
 	a, _ := c.log(ip, 1<<16)
-	if a.Status != svp.StatusOK {
+	if a.Status != svpwire.StatusOK {
 		t.Fatalf("log of %s: %v", ip, a.Status)
 	}
 	var ids [][16]byte
 	for _, e := range a.Entries {
 		ids = append(ids, e.ID)
 	}
-	if s := c.logRm(ids...); s != svp.StatusOK {
+	if s := c.logRm(ids...); s != svpwire.StatusOK {
 		t.Fatalf("LOG_RM: %v", s)
 	}
 	return a.Entries
@@ -464,20 +464,20 @@ func TestPipelining(t *testing.T) {
 			var reply []byte
 			switch i % 5 {
 			case 0:
-				burst = svp.AppendFrame(burst, svp.OpPing, id, nil)
-				reply = svp.AppendFrame(nil, svp.OpPong, id, nil)
+				burst = svpwire.AppendFrame(burst, svpwire.OpPing, id, nil)
+				reply = svpwire.AppendFrame(nil, svpwire.OpPong, id, nil)
 			case 1:
-				burst = svp.VL2Req{MAC: mac1, VNetID: 42}.AppendFrame(burst, id)
-				reply = svp.VL2Ack{Port: 4789, Addr: hostA.IP}.AppendFrame(nil, id)
+				burst = svpwire.VL2Req{MAC: mac1, VNetID: 42}.AppendFrame(burst, id)
+				reply = svpwire.VL2Ack{Port: 4789, Addr: hostA.IP}.AppendFrame(nil, id)
 			case 2:
-				burst = svp.VL2Req{MAC: mac2, VNetID: 42}.AppendFrame(burst, id)
-				reply = svp.VL2Ack{Status: svp.StatusNotFound}.AppendFrame(nil, id)
+				burst = svpwire.VL2Req{MAC: mac2, VNetID: 42}.AppendFrame(burst, id)
+				reply = svpwire.VL2Ack{Status: svpwire.StatusNotFound}.AppendFrame(nil, id)
 			case 3:
-				burst = svp.VL3Req{IP: ip1, Type: svp.L3IPv4, VNetID: 42}.AppendFrame(burst, id)
-				reply = svp.VL3Ack{MAC: mac1, Port: 4789, Addr: hostA.IP}.AppendFrame(nil, id)
+				burst = svpwire.VL3Req{IP: ip1, Type: svpwire.L3IPv4, VNetID: 42}.AppendFrame(burst, id)
+				reply = svpwire.VL3Ack{MAC: mac1, Port: 4789, Addr: hostA.IP}.AppendFrame(nil, id)
 			case 4:
-				burst = svp.VL3Req{IP: ip6, Type: svp.L3IPv6, VNetID: 42}.AppendFrame(burst, id)
-				reply = svp.VL3Ack{Status: svp.StatusNotFound}.AppendFrame(nil, id)
+				burst = svpwire.VL3Req{IP: ip6, Type: svpwire.L3IPv6, VNetID: 42}.AppendFrame(burst, id)
+				reply = svpwire.VL3Ack{Status: svpwire.StatusNotFound}.AppendFrame(nil, id)
 			}
 			want[id] = reply
 		}
@@ -489,7 +489,7 @@ func TestPipelining(t *testing.T) {
 				t.Fatalf("reply %v with unknown or repeated id %#x", f.Op, f.ID)
 			}
 			delete(want, f.ID)
-			if got := svp.AppendFrame(nil, f.Op, f.ID, f.Body); !bytes.Equal(got, w) {
+			if got := svpwire.AppendFrame(nil, f.Op, f.ID, f.Body); !bytes.Equal(got, w) {
 				t.Errorf("id %#x: reply % x, want % x", f.ID, got, w)
 			}
 		}
@@ -523,15 +523,15 @@ func TestHalfClose(t *testing.T) {
 	c := dial(t, startServer(t, slowStore{st, 100 * time.Millisecond}).addr)
 	var burst []byte
 	for id := range uint32(20) {
-		burst = svp.VL2Req{MAC: mac1, VNetID: 42}.AppendFrame(burst, id)
+		burst = svpwire.VL2Req{MAC: mac1, VNetID: 42}.AppendFrame(burst, id)
 	}
 	c.send(burst)
 	must(t, c.c.(*net.TCPConn).CloseWrite())
 	seen := map[uint32]bool{}
 	for range 20 {
 		f := c.next()
-		a, err := svp.DecodeVL2Ack(f.Body)
-		if f.Op != svp.OpVL2Ack || seen[f.ID] || err != nil || a.Status != svp.StatusOK {
+		a, err := svpwire.DecodeVL2Ack(f.Body)
+		if f.Op != svpwire.OpVL2Ack || seen[f.ID] || err != nil || a.Status != svpwire.StatusOK {
 			t.Fatalf("%v id %#x: %+v %v", f.Op, f.ID, a, err)
 		}
 		seen[f.ID] = true
@@ -570,7 +570,7 @@ func TestManyConnections(t *testing.T) {
 				}
 				defer c.Close()
 				c.SetDeadline(time.Now().Add(10 * time.Second))
-				r := svp.NewReader(c, 0)
+				r := svpwire.NewReader(c, 0)
 				want := hostA
 				if i%2 == 1 {
 					want = hostC
@@ -588,9 +588,9 @@ func TestManyConnections(t *testing.T) {
 						}
 						id := uint32(i<<16 | j)
 						if j%2 == 0 {
-							out = svp.VL2Req{MAC: mac, VNetID: vnet}.AppendFrame(out, id)
+							out = svpwire.VL2Req{MAC: mac, VNetID: vnet}.AppendFrame(out, id)
 						} else {
-							out = svp.VL3Req{IP: netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), Type: svp.L3IPv4, VNetID: vnet}.AppendFrame(out, id)
+							out = svpwire.VL3Req{IP: netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), Type: svpwire.L3IPv4, VNetID: vnet}.AppendFrame(out, id)
 						}
 					}
 					if _, err := c.Write(out); err != nil {
@@ -611,17 +611,17 @@ func TestManyConnections(t *testing.T) {
 						var got, expect any
 						switch {
 						case j%2 == 0 && j%5 == 4:
-							got, _ = svp.DecodeVL2Ack(f.Body)
-							expect = svp.VL2Ack{Status: svp.StatusNotFound, Addr: unset}
+							got, _ = svpwire.DecodeVL2Ack(f.Body)
+							expect = svpwire.VL2Ack{Status: svpwire.StatusNotFound, Addr: unset}
 						case j%2 == 0:
-							got, _ = svp.DecodeVL2Ack(f.Body)
-							expect = svp.VL2Ack{Port: want.Port, Addr: want.IP}
+							got, _ = svpwire.DecodeVL2Ack(f.Body)
+							expect = svpwire.VL2Ack{Port: want.Port, Addr: want.IP}
 						case j%5 == 4:
-							got, _ = svp.DecodeVL3Ack(f.Body)
-							expect = svp.VL3Ack{Status: svp.StatusNotFound, Addr: unset}
+							got, _ = svpwire.DecodeVL3Ack(f.Body)
+							expect = svpwire.VL3Ack{Status: svpwire.StatusNotFound, Addr: unset}
 						default:
-							got, _ = svp.DecodeVL3Ack(f.Body)
-							expect = svp.VL3Ack{MAC: mac, Port: want.Port, Addr: want.IP}
+							got, _ = svpwire.DecodeVL3Ack(f.Body)
+							expect = svpwire.VL3Ack{MAC: mac, Port: want.Port, Addr: want.IP}
 						}
 						if got != expect {
 							errs <- fmt.Errorf("client %d lookup %d: %v %+v, want %+v", i, j, f.Op, got, expect)
@@ -650,16 +650,16 @@ func TestMalformed(t *testing.T) {
 	keeper := dial(t, s.addr) // opened before, used after every case
 	keeper.ping(1)
 
-	ping := svp.AppendFrame(nil, svp.OpPing, 2, nil)
+	ping := svpwire.AppendFrame(nil, svpwire.OpPing, 2, nil)
 	badCRC := bytes.Clone(ping)
 	badCRC[15] ^= 1
 	v2 := bytes.Clone(ping)
 	binary.BigEndian.PutUint16(v2[0:2], 2)
-	binary.BigEndian.PutUint32(v2[12:16], svp.Checksum(v2, nil))
-	huge := svp.Header{Version: 1, Op: svp.OpLogRm, Size: 1 << 20, ID: 3}.Append(nil)
-	binary.BigEndian.PutUint32(huge[12:16], svp.Checksum(huge, nil)) // the CRC of no body
-	vl2 := svp.VL2Req{MAC: mac1, VNetID: 1}.Append(nil)
-	logRm := svp.LogRm{IDs: [][16]byte{{1}}}.Append(nil)
+	binary.BigEndian.PutUint32(v2[12:16], svpwire.Checksum(v2, nil))
+	huge := svpwire.Header{Version: 1, Op: svpwire.OpLogRm, Size: 1 << 20, ID: 3}.Append(nil)
+	binary.BigEndian.PutUint32(huge[12:16], svpwire.Checksum(huge, nil)) // the CRC of no body
+	vl2 := svpwire.VL2Req{MAC: mac1, VNetID: 1}.Append(nil)
+	logRm := svpwire.LogRm{IDs: [][16]byte{{1}}}.Append(nil)
 
 	cases := []struct {
 		name  string
@@ -668,23 +668,23 @@ func TestMalformed(t *testing.T) {
 		{"bad CRC", badCRC},
 		{"version 2", v2},
 		{"1 MiB body announced", huge},
-		{"VL2_REQ body short", svp.AppendFrame(nil, svp.OpVL2Req, 4, vl2[:11])},
-		{"VL2_REQ body long", svp.AppendFrame(nil, svp.OpVL2Req, 4, append(vl2, 0))},
-		{"VL3_REQ body short", svp.AppendFrame(nil, svp.OpVL3Req, 4, make([]byte, 20))},
-		{"LOG_REQ body long", svp.AppendFrame(nil, svp.OpLogReq, 4, make([]byte, 21))},
-		{"LOG_RM count mismatch", svp.AppendFrame(nil, svp.OpLogRm, 4, logRm[:19])},
-		{"BULK_REQ empty", svp.AppendFrame(nil, svp.OpBulkReq, 4, nil)},
-		{"PING with a body", svp.AppendFrame(nil, svp.OpPing, 5, []byte{0})},
-		{"op 99", svp.AppendFrame(nil, 99, 6, nil)},
-		{"op 0", svp.AppendFrame(nil, 0, 6, nil)},
-		{"op 0xffff", svp.AppendFrame(nil, 0xffff, 6, make([]byte, 12))},
-		{"PONG", svp.AppendFrame(nil, svp.OpPong, 7, nil)},
-		{"VL2_ACK", svp.VL2Ack{}.AppendFrame(nil, 7)},
-		{"VL3_ACK", svp.VL3Ack{}.AppendFrame(nil, 7)},
-		{"LOG_ACK", svp.LogAck{}.AppendFrame(nil, 7)},
-		{"LOG_RM_ACK", svp.LogRmAck{}.AppendFrame(nil, 7)},
-		{"BULK_ACK", svp.BulkAck{}.AppendFrame(nil, 7)},
-		{"SHOOTDOWN", svp.Shootdown{MAC: mac1, VNetID: 1}.AppendFrame(nil, 8)},
+		{"VL2_REQ body short", svpwire.AppendFrame(nil, svpwire.OpVL2Req, 4, vl2[:11])},
+		{"VL2_REQ body long", svpwire.AppendFrame(nil, svpwire.OpVL2Req, 4, append(vl2, 0))},
+		{"VL3_REQ body short", svpwire.AppendFrame(nil, svpwire.OpVL3Req, 4, make([]byte, 20))},
+		{"LOG_REQ body long", svpwire.AppendFrame(nil, svpwire.OpLogReq, 4, make([]byte, 21))},
+		{"LOG_RM count mismatch", svpwire.AppendFrame(nil, svpwire.OpLogRm, 4, logRm[:19])},
+		{"BULK_REQ empty", svpwire.AppendFrame(nil, svpwire.OpBulkReq, 4, nil)},
+		{"PING with a body", svpwire.AppendFrame(nil, svpwire.OpPing, 5, []byte{0})},
+		{"op 99", svpwire.AppendFrame(nil, 99, 6, nil)},
+		{"op 0", svpwire.AppendFrame(nil, 0, 6, nil)},
+		{"op 0xffff", svpwire.AppendFrame(nil, 0xffff, 6, make([]byte, 12))},
+		{"PONG", svpwire.AppendFrame(nil, svpwire.OpPong, 7, nil)},
+		{"VL2_ACK", svpwire.VL2Ack{}.AppendFrame(nil, 7)},
+		{"VL3_ACK", svpwire.VL3Ack{}.AppendFrame(nil, 7)},
+		{"LOG_ACK", svpwire.LogAck{}.AppendFrame(nil, 7)},
+		{"LOG_RM_ACK", svpwire.LogRmAck{}.AppendFrame(nil, 7)},
+		{"BULK_ACK", svpwire.BulkAck{}.AppendFrame(nil, 7)},
+		{"SHOOTDOWN", svpwire.Shootdown{MAC: mac1, VNetID: 1}.AppendFrame(nil, 8)},
 		{"truncated header", ping[:10]},
 	}
 	for _, tc := range cases {
@@ -715,17 +715,17 @@ func TestSharedStore(t *testing.T) {
 		stB := openStore(t, dsn)
 		a := dial(t, startServer(t, stA).addr)
 		b := dial(t, startServer(t, stB).addr)
-		if ack := b.vl2(42, mac1); ack.Status != svp.StatusNotFound {
+		if ack := b.vl2(42, mac1); ack.Status != svpwire.StatusNotFound {
 			t.Fatalf("before: %+v", ack)
 		}
 
 		must(t, stA.SetHost(ctx, hostA, []netip.Addr{loopback}))
 		must(t, stA.PutHost(ctx, hostC))
 		must(t, stA.AddVNIC(ctx, store.VNIC{VNetID: 42, MAC: mac1, Host: "a", IPs: []netip.Addr{ip1}}))
-		if ack := b.vl2(42, mac1); ack != (svp.VL2Ack{Port: hostA.Port, Addr: hostA.IP}) {
+		if ack := b.vl2(42, mac1); ack != (svpwire.VL2Ack{Port: hostA.Port, Addr: hostA.IP}) {
 			t.Errorf("server B after the add: %+v", ack)
 		}
-		if ack := b.vl3(42, ip1, svp.L3IPv4); ack != (svp.VL3Ack{MAC: mac1, Port: hostA.Port, Addr: hostA.IP}) {
+		if ack := b.vl3(42, ip1, svpwire.L3IPv4); ack != (svpwire.VL3Ack{MAC: mac1, Port: hostA.Port, Addr: hostA.IP}) {
 			t.Errorf("server B VL3 after the add: %+v", ack)
 		}
 		if es := drainLog(t, b, hostA.IP); len(es) != 2 {
@@ -734,12 +734,12 @@ func TestSharedStore(t *testing.T) {
 
 		must(t, stB.MoveVNIC(ctx, 42, mac1, "c"))
 		for name, c := range map[string]*client{"A": a, "B": b} {
-			if ack := c.vl2(42, mac1); ack != (svp.VL2Ack{Port: hostC.Port, Addr: hostC.IP}) {
+			if ack := c.vl2(42, mac1); ack != (svpwire.VL2Ack{Port: hostC.Port, Addr: hostC.IP}) {
 				t.Errorf("server %s after the move: %+v", name, ack)
 			}
 		}
 		must(t, stA.RemoveVNIC(ctx, 42, mac1))
-		if ack := b.vl2(42, mac1); ack.Status != svp.StatusNotFound {
+		if ack := b.vl2(42, mac1); ack.Status != svpwire.StatusNotFound {
 			t.Errorf("server B after the removal: %+v", ack)
 		}
 	})
@@ -760,7 +760,7 @@ func TestServeCancel(t *testing.T) {
 
 	c1, c2 := dial(t, ln.Addr().String()), dial(t, ln.Addr().String())
 	c1.ping(1)
-	c2.send(svp.AppendFrame(nil, svp.OpPing, 2, nil)[:10]) // half a frame
+	c2.send(svpwire.AppendFrame(nil, svpwire.OpPing, 2, nil)[:10]) // half a frame
 	waitFor(t, func() bool { return srv.Connections() == 2 })
 
 	cancel()

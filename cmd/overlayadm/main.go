@@ -5,10 +5,10 @@ package main
 import (
 	"os"
 
-	"overlaynet/adm"
+	"overlaynet/overlayadm"
 	_ "overlaynet/plugins"
 )
 
 func main() {
-	os.Exit(adm.Main(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(overlayadm.Main(os.Args[1:], os.Stdout, os.Stderr))
 }

@@ -1,6 +1,10 @@
 package userspace
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"overlaynet/ether"
+)
 
 const (
 	ethHeaderLen = 14
@@ -18,7 +22,7 @@ const (
 // VLAN.
 type vnicKey struct {
 	vlan uint16
-	mac  [6]byte
+	mac  ether.MAC
 }
 
 // frameVLAN returns the VLAN id of an 802.1Q-tagged frame and whether it

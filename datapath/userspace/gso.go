@@ -57,21 +57,13 @@ func (ov *overlay) fromVNICOffload(src *vnic, tx *txScratch, buf []byte, n int) 
 	if ov.spoofed(src, frame) {
 		return
 	}
-	dst := ether.MAC(frame[:6])
-	set := ov.vnics.Load()
-	if v := set.byKey[vnicKey{vlan: src.key.vlan, mac: dst}]; v != nil {
-		if v != src {
-			ov.deliverSuper(v, buf[headroom-offload.VnetHdrLen:headroom+n], frame, h, tx)
+	local, dest, ok := ov.unicastTo(st, src.key.vlan, ether.MAC(frame[:6]))
+	if local != nil {
+		if local != src {
+			ov.deliverSuper(local, buf[headroom-offload.VnetHdrLen:headroom+n], frame, h, tx)
 			ov.ctr.Inc(datapath.LocalSwitched)
 		}
 		return
-	}
-	var dest encap.Dest
-	var ok bool
-	if st.cfg.Point != nil {
-		dest, ok = *st.cfg.Point, true
-	} else {
-		dest, ok = ov.targets.valid(dst)
 	}
 	if !ok {
 		// No destination yet: frame by frame through the ordinary path,
@@ -149,12 +141,7 @@ func (ov *overlay) segmentSlow(st *ovState, src *vnic, tx *txScratch, frame []by
 // VNIC takes offloads, else segment by segment.
 func (ov *overlay) deliverSuper(dst *vnic, withHdr, frame []byte, h offload.VnetHdr, tx *txScratch) {
 	if dst.vnet {
-		if err := dst.dev.write(tx.q, withHdr); err != nil {
-			ov.ctr.Inc(datapath.DropVNICWrite)
-			return
-		}
-		ov.ctr.Inc(datapath.OutFrames)
-		ov.ctr.Add(datapath.OutBytes, uint64(len(frame)))
+		ov.write(dst, tx.q, withHdr, len(frame))
 		return
 	}
 	slot, total, _, err := offload.SegmentTCP(tx.segs, frame, h, 0, 0)
@@ -171,12 +158,10 @@ func (ov *overlay) deliverSuper(dst *vnic, withHdr, frame []byte, h offload.Vnet
 // header to a TAP.
 var vnetBufs = sync.Pool{New: func() any { b := make([]byte, offload.VnetHdrLen+maxFrame); return &b }}
 
-// deliverVnet writes a frame in overlay form to a VNIC that takes
-// offloads: behind an empty virtio-net header, without its VLAN tag.
-func (ov *overlay) deliverVnet(dst *vnic, frame []byte, q int) error {
-	bp := vnetBufs.Get().(*[]byte)
-	defer vnetBufs.Put(bp)
-	b := *bp
+// vnetFrame puts a frame in overlay form as a VNIC that takes offloads
+// takes it, into b: behind an empty virtio-net header, without its VLAN
+// tag.
+func vnetFrame(b []byte, dst *vnic, frame []byte) []byte {
 	clear(b[:offload.VnetHdrLen])
 	n := offload.VnetHdrLen
 	if dst.key.vlan != 0 && len(frame) >= ethHeaderLen+vlanTagLen {
@@ -185,7 +170,7 @@ func (ov *overlay) deliverVnet(dst *vnic, frame []byte, q int) error {
 	} else {
 		n += copy(b[n:], frame)
 	}
-	return dst.dev.write(q, b[:n])
+	return b[:n]
 }
 
 // rxBatch is a worker's run of received TCP segments being merged for one
@@ -220,11 +205,6 @@ func (rx *rxBatch) flush() {
 		return
 	}
 	b := rx.c.Flush()
-	if err := rx.dst.dev.write(rx.q, b); err != nil {
-		rx.ov.ctr.Inc(datapath.DropVNICWrite)
-	} else {
-		rx.ov.ctr.Inc(datapath.OutFrames)
-		rx.ov.ctr.Add(datapath.OutBytes, uint64(len(b)-offload.VnetHdrLen))
-	}
+	rx.ov.write(rx.dst, rx.q, b, len(b)-offload.VnetHdrLen)
 	rx.dst, rx.ov = nil, nil
 }

@@ -191,7 +191,7 @@ func (ov *overlay) SetNoSpoof(name string, on bool) error {
 // src's own while src is under mac-nospoof. The frame holds an Ethernet
 // header.
 func (ov *overlay) spoofed(src *vnic, frame []byte) bool {
-	if !src.noSpoof.Load() || [6]byte(frame[6:12]) == src.key.mac {
+	if !src.noSpoof.Load() || ether.MAC(frame[6:12]) == src.key.mac {
 		return false
 	}
 	ov.ctr.Inc(datapath.DropSpoofed)
@@ -347,45 +347,56 @@ func (ov *overlay) forward(st *ovState, src *vnic, buf []byte, off, n int, vlan 
 		frame = insertTag(buf, off, n, vlan)
 		off -= vlanTagLen
 	}
-	set := ov.vnics.Load()
-	dst := ether.MAC(frame[:6])
 	if unicast {
-		if v := set.byKey[vnicKey{vlan: vlan, mac: dst}]; v != nil {
-			if v != src {
-				ov.deliver(v, frame, q)
+		dst := ether.MAC(frame[:6])
+		switch local, dest, ok := ov.unicastTo(st, vlan, dst); {
+		case local != nil:
+			if local != src {
+				ov.deliver(local, frame, q)
 				ov.ctr.Inc(datapath.LocalSwitched)
 			}
-			return
+		case ok:
+			ov.send(st, buf, off, frame, dest)
+		default:
+			ov.hold(st, buf, off, frame, dst, vlan)
 		}
-	} else {
-		for _, v := range set.byVLAN[vlan] {
-			if v != src {
-				ov.deliver(v, frame, q)
-			}
+		return
+	}
+	for _, v := range ov.vnics.Load().byVLAN[vlan] {
+		if v != src {
+			ov.deliver(v, frame, q)
 		}
 	}
 	switch {
 	case !dynamic:
 		ov.send(st, buf, off, frame, *st.cfg.Point)
-	case !unicast:
+	case kind != proxy.None && st.cfg.Handler != nil:
 		// A dynamic overlay never floods: the proxy answers what needs
 		// an answer, the rest stays local.
-		if kind != proxy.None && st.cfg.Handler != nil {
-			st.cfg.Handler.Proxy(vlan, kind, proxied)
-		}
-	default:
-		ov.toTarget(st, buf, off, frame, dst, vlan)
+		st.cfg.Handler.Proxy(vlan, kind, proxied)
 	}
 }
 
-// toTarget sends a unicast frame in overlay form, starting at buf[off],
-// to the destination the target table holds for dst, or holds it while a
-// lookup runs.
-func (ov *overlay) toTarget(st *ovState, buf []byte, off int, frame []byte, dst ether.MAC, vlan uint16) {
-	if d, ok := ov.targets.valid(dst); ok {
-		ov.send(st, buf, off, frame, d)
-		return
+// unicastTo is the switching decision for a unicast frame to dst on vlan,
+// whole frames and super-frames alike: a local VNIC, or the underlay
+// destination (the point, or the target table's valid entry), or
+// neither, when the caller must hold the frame for a lookup (hold).
+func (ov *overlay) unicastTo(st *ovState, vlan uint16, dst ether.MAC) (local *vnic, dest encap.Dest, ok bool) {
+	if v := ov.vnics.Load().byKey[vnicKey{vlan: vlan, mac: dst}]; v != nil {
+		return v, encap.Dest{}, false
 	}
+	if st.cfg.Point != nil {
+		return nil, *st.cfg.Point, true
+	}
+	dest, ok = ov.targets.valid(dst)
+	return nil, dest, ok
+}
+
+// hold hands a unicast frame in overlay form, starting at buf[off], for
+// a MAC without a valid entry to the target table: held while a lookup
+// runs (the first one reports the miss), sent if the answer came
+// meanwhile, or dropped and counted.
+func (ov *overlay) hold(st *ovState, buf []byte, off int, frame []byte, dst ether.MAC, vlan uint16) {
 	res, d := ov.targets.hold(dst, frame, time.Now())
 	switch res {
 	case missSend:
@@ -542,25 +553,33 @@ func (ov *overlay) Resend(vlan uint16, frame []byte) {
 // deliver writes a frame in overlay form (tagged when it belongs to a
 // VLAN) to a local VNIC, whose user sees it untagged.
 func (ov *overlay) deliver(dst *vnic, frame []byte, q int) {
-	var err error
-	if dst.vnet {
-		err = ov.deliverVnet(dst, frame, q)
-	} else if dst.key.vlan != 0 {
+	switch {
+	case dst.vnet:
+		bp := vnetBufs.Get().(*[]byte)
+		ov.write(dst, q, vnetFrame(*bp, dst, frame), len(frame))
+		vnetBufs.Put(bp)
+	case dst.key.vlan != 0:
 		// Remove the tag in place by moving the MAC addresses, and put
 		// it back afterwards: the same buffer may go to more VNICs and
 		// then onto the underlay.
 		var saved [16]byte
 		copy(saved[:], frame[:16])
 		copy(frame[4:16], saved[:12])
-		err = dst.dev.write(q, frame[4:])
+		ov.write(dst, q, frame[4:], len(frame))
 		copy(frame[:16], saved[:])
-	} else {
-		err = dst.dev.write(q, frame)
+	default:
+		ov.write(dst, q, frame, len(frame))
 	}
-	if err != nil {
+}
+
+// write is every write to a VNIC: b as its device takes it (behind a
+// virtio-net header when it has one), counted as n bytes of frame out, or
+// as a drop when the device refuses it.
+func (ov *overlay) write(dst *vnic, q int, b []byte, n int) {
+	if err := dst.dev.write(q, b); err != nil {
 		ov.ctr.Inc(datapath.DropVNICWrite)
 		return
 	}
 	ov.ctr.Inc(datapath.OutFrames)
-	ov.ctr.Add(datapath.OutBytes, uint64(len(frame)))
+	ov.ctr.Add(datapath.OutBytes, uint64(n))
 }

@@ -23,7 +23,7 @@ import (
 
 	"overlaynet/portolan"
 	"overlaynet/portolan/index"
-	"overlaynet/svp"
+	"overlaynet/svpwire"
 )
 
 // maxLogHold is the longest --log-hold: our svp plugin assumes a server
@@ -157,7 +157,7 @@ it warns at start when its limit is below ` + strconv.Itoa(wantConns) + ` connec
 			return err
 		},
 	}
-	c.Flags().StringVar(&listen, "listen", fmt.Sprintf(":%d", svp.DefaultPort), "TCP address to listen on")
+	c.Flags().StringVar(&listen, "listen", fmt.Sprintf(":%d", svpwire.DefaultPort), "TCP address to listen on")
 	c.Flags().StringVar(&admin, "admin", "", "serve /metrics and /index over HTTP on this address (off by default)")
 	c.Flags().DurationVar(&logHold, "log-hold", portolan.DefaultLogHold,
 		fmt.Sprintf("hold a LOG_REQ that finds the log empty this long for an entry (0 to %v; 0 answers at once)", maxLogHold))

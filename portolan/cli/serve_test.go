@@ -20,7 +20,7 @@ import (
 	"overlaynet/ether"
 	"overlaynet/pgtemp"
 	"overlaynet/portolan/store"
-	"overlaynet/svp"
+	"overlaynet/svpwire"
 )
 
 // childEnv makes the test binary run portolan with its arguments instead
@@ -205,7 +205,7 @@ func (s *served) metric(t *testing.T, name string) string {
 }
 
 // vl2 asks the server where (vnetid, mac) is.
-func (s *served) vl2(t *testing.T, vnetid uint32, mac ether.MAC) svp.VL2Ack {
+func (s *served) vl2(t *testing.T, vnetid uint32, mac ether.MAC) svpwire.VL2Ack {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", s.svp, 5*time.Second)
 	if err != nil {
@@ -213,15 +213,15 @@ func (s *served) vl2(t *testing.T, vnetid uint32, mac ether.MAC) svp.VL2Ack {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := c.Write(svp.VL2Req{MAC: mac, VNetID: vnetid}.AppendFrame(nil, 1)); err != nil {
+	if _, err := c.Write(svpwire.VL2Req{MAC: mac, VNetID: vnetid}.AppendFrame(nil, 1)); err != nil {
 		t.Fatal(err)
 	}
-	f, err := svp.NewReader(c, 0).Next()
+	f, err := svpwire.NewReader(c, 0).Next()
 	if err != nil {
 		t.Fatalf("VL2 reply: %v", err)
 	}
-	ack, err := svp.DecodeVL2Ack(f.Body)
-	if err != nil || f.Op != svp.OpVL2Ack || f.ID != 1 {
+	ack, err := svpwire.DecodeVL2Ack(f.Body)
+	if err != nil || f.Op != svpwire.OpVL2Ack || f.ID != 1 {
 		t.Fatalf("VL2 reply: %v id %d: %v", f.Op, f.ID, err)
 	}
 	return ack
@@ -241,9 +241,9 @@ func answers(t *testing.T, since time.Time, vnetid uint32, mac ether.MAC, want n
 	for i, s := range servers {
 		for {
 			ack := s.vl2(t, vnetid, mac)
-			got := ack.Status == svp.StatusOK && ack.Addr == want
+			got := ack.Status == svpwire.StatusOK && ack.Addr == want
 			if !want.IsValid() {
-				got = ack.Status == svp.StatusNotFound
+				got = ack.Status == svpwire.StatusNotFound
 			}
 			if got {
 				t.Logf("server %d answered %v/%v -> %v %v after the commit", i, vnetid, mac, want, time.Since(since).Round(time.Millisecond))
@@ -347,7 +347,7 @@ func TestServeCatchesUpLostNotification(t *testing.T) {
 		t.Fatal(err)
 	}
 	since := time.Now()
-	for ack := s.vl2(t, 7, macA); ack.Status != svp.StatusOK || ack.Addr != ipH1; ack = s.vl2(t, 7, macA) {
+	for ack := s.vl2(t, 7, macA); ack.Status != svpwire.StatusOK || ack.Addr != ipH1; ack = s.vl2(t, 7, macA) {
 		if time.Since(since) > 10*time.Second {
 			t.Fatalf("the change whose notification was lost is not answered 10 s later: %v %v\n%s", ack.Status, ack.Addr, s.log)
 		}

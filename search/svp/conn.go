@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	proto "overlaynet/svp"
+	"overlaynet/svpwire"
 )
 
 // maxPending bounds the requests outstanding on one connection (answered
@@ -42,7 +42,7 @@ type pendingReq struct {
 	// ch gets the reply; nil once the caller gave up, so that a late
 	// answer is dropped quietly rather than taken for a protocol error.
 	ch   chan<- reply
-	want proto.Op
+	want svpwire.Op
 	// idle requests may legitimately stay unanswered for long (a
 	// LOG_REQ held by the server, a long poll): they do not count toward
 	// stall detection until they are overdue (t.logCall after sent).
@@ -153,7 +153,7 @@ func (c *conn) run() {
 		c.gen++
 		// A PING first: a connect succeeds even to a stopped process,
 		// and after a failure only an answer shows the server works.
-		_, err = c.sendLocked(proto.AppendFrame(nil, proto.OpPing, c.nextID+1, nil), nil, proto.OpPong, false, false)
+		_, err = c.sendLocked(svpwire.AppendFrame(nil, svpwire.OpPing, c.nextID+1, nil), nil, svpwire.OpPong, false, false)
 		if err == nil && !carry.IsZero() {
 			c.waitSince = carry
 		}
@@ -209,7 +209,7 @@ func (c *conn) lost(nc net.Conn, err error) {
 	for _, p := range c.pending {
 		if age := time.Since(p.sent); p.idle && age >= c.remote.t.attempt && age < c.remote.t.logCall {
 			n--
-			if p.want == proto.OpLogAck {
+			if p.want == svpwire.OpLogAck {
 				logs--
 			}
 		}
@@ -237,7 +237,7 @@ func (c *conn) lost(nc net.Conn, err error) {
 	// log, and must not back polling off.
 	recentLog := false
 	for _, p := range c.pending {
-		if p.want == proto.OpLogAck && time.Since(p.sent) < c.remote.t.attempt {
+		if p.want == svpwire.OpLogAck && time.Since(p.sent) < c.remote.t.attempt {
 			recentLog = true
 		}
 	}
@@ -247,7 +247,7 @@ func (c *conn) lost(nc net.Conn, err error) {
 	for id, p := range c.pending {
 		if p.ch != nil {
 			var e error = down
-			if onLog && p.want == proto.OpLogAck {
+			if onLog && p.want == svpwire.OpLogAck {
 				e = &lostOnLogError{addr: c.addr, err: fmt.Errorf("%w: %w", errLostOnLog, down)}
 			}
 			p.ch <- reply{c: c, id: id, err: e}
@@ -288,20 +288,20 @@ func (c *conn) sleep(d time.Duration) bool {
 // the wrong op or for no pending request resets the connection, as
 // illumos does; a late reply to a request whose caller gave up is dropped.
 func (c *conn) read(nc net.Conn) (answered bool, err error) {
-	r := proto.NewReader(nc, proto.MaxBody)
+	r := svpwire.NewReader(nc, svpwire.MaxBody)
 	for {
 		f, err := r.Next()
 		if err != nil {
-			var fe *proto.FrameError
+			var fe *svpwire.FrameError
 			if errors.As(err, &fe) && !errors.Is(err, io.ErrUnexpectedEOF) {
 				err = fmt.Errorf("sent a malformed frame: %w", err)
 			}
 			return answered, err
 		}
-		if f.Op == proto.OpShootdown {
+		if f.Op == svpwire.OpShootdown {
 			// One way from server to client; not used by portolan, but
 			// harmless to honour.
-			if m, err := proto.DecodeShootdown(f.Body); err == nil {
+			if m, err := svpwire.DecodeShootdown(f.Body); err == nil {
 				c.remote.shootdown(m.VNetID, m.MAC)
 			}
 			continue
@@ -339,7 +339,7 @@ func (c *conn) read(nc net.Conn) (answered bool, err error) {
 // progressLocked accounts for the answer to p, request id.
 func (c *conn) progressLocked(id uint32, p *pendingReq) {
 	c.lastAnswer = time.Now()
-	if p.want == proto.OpLogAck {
+	if p.want == svpwire.OpLogAck {
 		c.logPending--
 	}
 	if p.idle {
@@ -356,7 +356,7 @@ func (c *conn) progressLocked(id uint32, p *pendingReq) {
 
 // send sends one request whose reply goes to ch, and returns its id and
 // the connection generation it went on.
-func (c *conn) send(build func(dst []byte, id uint32) []byte, ch chan<- reply, want proto.Op, idle bool) (uint32, uint64, error) {
+func (c *conn) send(build func(dst []byte, id uint32) []byte, ch chan<- reply, want svpwire.Op, idle bool) (uint32, uint64, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.c == nil {
@@ -365,12 +365,12 @@ func (c *conn) send(build func(dst []byte, id uint32) []byte, ch chan<- reply, w
 	if len(c.pending) >= maxPending {
 		return 0, c.gen, errBusy
 	}
-	id, err := c.sendLocked(build(nil, c.nextID+1), ch, want, idle, want == proto.OpLogAck)
+	id, err := c.sendLocked(build(nil, c.nextID+1), ch, want, idle, want == svpwire.OpLogAck)
 	return id, c.gen, err
 }
 
 // sendLocked writes frame, built for id c.nextID+1, and registers it.
-func (c *conn) sendLocked(frame []byte, ch chan<- reply, want proto.Op, idle, isLog bool) (uint32, error) {
+func (c *conn) sendLocked(frame []byte, ch chan<- reply, want svpwire.Op, idle, isLog bool) (uint32, error) {
 	c.nextID++
 	id := c.nextID
 	// A server that stops reading must not wedge every caller behind

@@ -15,7 +15,7 @@ import (
 
 	"overlaynet/ether"
 	"overlaynet/search"
-	proto "overlaynet/svp"
+	"overlaynet/svpwire"
 )
 
 // testTimings are the plugin's timings shrunk about twentyfold, with the
@@ -134,7 +134,7 @@ type fakeServer struct {
 
 	// hook, if set, sees each frame first; it returns true when it
 	// dealt with it (answered, closed...).
-	hook func(s *fakeServer, sc *serverConn, f proto.Frame) bool
+	hook func(s *fakeServer, sc *serverConn, f svpwire.Frame) bool
 	// gate, while open (non-nil and not closed), holds every reply.
 	gate  chan struct{}
 	delay time.Duration // before each reply
@@ -257,7 +257,7 @@ func (s *fakeServer) stop() {
 }
 
 func (s *fakeServer) handle(sc *serverConn) {
-	r := proto.NewReader(sc, 0)
+	r := svpwire.NewReader(sc, 0)
 	for {
 		f, err := r.Next()
 		if err != nil {
@@ -267,7 +267,7 @@ func (s *fakeServer) handle(sc *serverConn) {
 			sc.Close()
 			return
 		}
-		if f.Op == proto.OpLogReq {
+		if f.Op == svpwire.OpLogReq {
 			s.mu.Lock()
 			s.logReqs = append(s.logReqs, time.Now())
 			s.mu.Unlock()
@@ -295,21 +295,21 @@ func (s *fakeServer) handle(sc *serverConn) {
 	}
 }
 
-func answer(f proto.Frame) []byte {
+func answer(f svpwire.Frame) []byte {
 	switch f.Op {
-	case proto.OpPing:
-		return proto.AppendFrame(nil, proto.OpPong, f.ID, nil)
-	case proto.OpVL2Req:
-		return proto.VL2Ack{Status: proto.StatusOK, Port: 4789, Addr: netip.MustParseAddr("192.0.2.1")}.AppendFrame(nil, f.ID)
-	case proto.OpVL3Req:
-		return proto.VL3Ack{Status: proto.StatusOK, MAC: [6]byte{2, 8, 32, 0, 0, 2}, Port: 4789,
+	case svpwire.OpPing:
+		return svpwire.AppendFrame(nil, svpwire.OpPong, f.ID, nil)
+	case svpwire.OpVL2Req:
+		return svpwire.VL2Ack{Status: svpwire.StatusOK, Port: 4789, Addr: netip.MustParseAddr("192.0.2.1")}.AppendFrame(nil, f.ID)
+	case svpwire.OpVL3Req:
+		return svpwire.VL3Ack{Status: svpwire.StatusOK, MAC: [6]byte{2, 8, 32, 0, 0, 2}, Port: 4789,
 			Addr: netip.MustParseAddr("192.0.2.1")}.AppendFrame(nil, f.ID)
-	case proto.OpLogReq:
-		return proto.LogAck{Status: proto.StatusOK}.AppendFrame(nil, f.ID)
-	case proto.OpLogRm:
-		return proto.LogRmAck{Status: proto.StatusOK}.AppendFrame(nil, f.ID)
+	case svpwire.OpLogReq:
+		return svpwire.LogAck{Status: svpwire.StatusOK}.AppendFrame(nil, f.ID)
+	case svpwire.OpLogRm:
+		return svpwire.LogRmAck{Status: svpwire.StatusOK}.AppendFrame(nil, f.ID)
 	}
-	return proto.AppendFrame(nil, proto.OpPong, f.ID, nil)
+	return svpwire.AppendFrame(nil, svpwire.OpPong, f.ID, nil)
 }
 
 func (s *fakeServer) setGate(g chan struct{}) {
@@ -505,8 +505,8 @@ func TestCrashOnLogReq(t *testing.T) {
 	s.delay = 20 * time.Millisecond
 	s.mu.Unlock()
 	var crashes atomic.Int32
-	s.hook = func(s *fakeServer, sc *serverConn, f proto.Frame) bool {
-		if f.Op != proto.OpLogReq {
+	s.hook = func(s *fakeServer, sc *serverConn, f svpwire.Frame) bool {
+		if f.Op != svpwire.OpLogReq {
 			return false
 		}
 		crashes.Add(1)
@@ -560,8 +560,8 @@ func TestCrashOnLogReq(t *testing.T) {
 func TestCloseMidFrame(t *testing.T) {
 	s := newFakeServer(t)
 	var once atomic.Bool
-	s.hook = func(s *fakeServer, sc *serverConn, f proto.Frame) bool {
-		if f.Op != proto.OpVL2Req || once.Swap(true) {
+	s.hook = func(s *fakeServer, sc *serverConn, f svpwire.Frame) bool {
+		if f.Op != svpwire.OpVL2Req || once.Swap(true) {
 			return false
 		}
 		b := answer(f)
@@ -593,7 +593,7 @@ func TestGarbage(t *testing.T) {
 	s := newFakeServer(t)
 	var bad atomic.Bool
 	bad.Store(true)
-	s.hook = func(s *fakeServer, sc *serverConn, f proto.Frame) bool {
+	s.hook = func(s *fakeServer, sc *serverConn, f svpwire.Frame) bool {
 		if !bad.Load() {
 			return false
 		}
@@ -625,8 +625,8 @@ func TestGarbage(t *testing.T) {
 func TestUnknownID(t *testing.T) {
 	s := newFakeServer(t)
 	var once atomic.Bool
-	s.hook = func(s *fakeServer, sc *serverConn, f proto.Frame) bool {
-		if f.Op != proto.OpVL2Req || once.Swap(true) {
+	s.hook = func(s *fakeServer, sc *serverConn, f svpwire.Frame) bool {
+		if f.Op != svpwire.OpVL2Req || once.Swap(true) {
 			return false
 		}
 		f.ID += 1000
@@ -687,8 +687,8 @@ func itoa(p uint16) string {
 // LOG_REQ.
 func TestCrashOnLogReqWhileDown(t *testing.T) {
 	s := newFakeServer(t)
-	s.hook = func(s *fakeServer, sc *serverConn, f proto.Frame) bool {
-		if f.Op != proto.OpLogReq {
+	s.hook = func(s *fakeServer, sc *serverConn, f svpwire.Frame) bool {
+		if f.Op != svpwire.OpLogReq {
 			return false
 		}
 		s.crash(time.Hour)
@@ -744,8 +744,8 @@ func TestLogWaitsForServerBack(t *testing.T) {
 // off and the reason does not blame the log.
 func TestOldLogReqNotBlamed(t *testing.T) {
 	s := newFakeServer(t)
-	s.hook = func(s *fakeServer, sc *serverConn, f proto.Frame) bool {
-		return f.Op == proto.OpLogReq // held: never answered
+	s.hook = func(s *fakeServer, sc *serverConn, f svpwire.Frame) bool {
+		return f.Op == svpwire.OpLogReq // held: never answered
 	}
 	tm := testTimings
 	tm.logDelay = 50 * time.Millisecond
@@ -824,7 +824,7 @@ type logHolder struct {
 
 	mu      sync.Mutex
 	held    []*heldLog
-	queued  []proto.LogEntry
+	queued  []svpwire.LogEntry
 	empties []time.Time // when held LOG_REQs were answered empty
 }
 
@@ -835,15 +835,15 @@ type heldLog struct {
 
 func holdLog(s *fakeServer, hold time.Duration) *logHolder {
 	lh := &logHolder{s: s, hold: hold}
-	s.hook = func(s *fakeServer, sc *serverConn, f proto.Frame) bool {
-		if f.Op != proto.OpLogReq {
+	s.hook = func(s *fakeServer, sc *serverConn, f svpwire.Frame) bool {
+		if f.Op != svpwire.OpLogReq {
 			return false
 		}
 		lh.mu.Lock()
 		if q := lh.queued; len(q) > 0 {
 			lh.queued = nil
 			lh.mu.Unlock()
-			lh.write(sc, proto.LogAck{Status: proto.StatusOK, Entries: q}.AppendFrame(nil, f.ID))
+			lh.write(sc, svpwire.LogAck{Status: svpwire.StatusOK, Entries: q}.AppendFrame(nil, f.ID))
 			return true
 		}
 		hr := &heldLog{sc: sc, id: f.ID}
@@ -858,7 +858,7 @@ func holdLog(s *fakeServer, hold time.Duration) *logHolder {
 				return
 			}
 			if lh.take(hr) {
-				lh.write(sc, proto.LogAck{Status: proto.StatusOK}.AppendFrame(nil, hr.id))
+				lh.write(sc, svpwire.LogAck{Status: svpwire.StatusOK}.AppendFrame(nil, hr.id))
 				lh.mu.Lock()
 				lh.empties = append(lh.empties, time.Now())
 				lh.mu.Unlock()
@@ -891,7 +891,7 @@ func (lh *logHolder) take(hr *heldLog) bool {
 // add answers the oldest held LOG_REQ with e, or queues e for the next
 // LOG_REQ if none is held; it reports whether one was held, and when it
 // answered.
-func (lh *logHolder) add(e proto.LogEntry) (held bool, at time.Time) {
+func (lh *logHolder) add(e svpwire.LogEntry) (held bool, at time.Time) {
 	lh.mu.Lock()
 	if len(lh.held) == 0 {
 		lh.queued = append(lh.queued, e)
@@ -902,7 +902,7 @@ func (lh *logHolder) add(e proto.LogEntry) (held bool, at time.Time) {
 	lh.held = lh.held[1:]
 	lh.mu.Unlock()
 	at = time.Now()
-	lh.write(hr.sc, proto.LogAck{Status: proto.StatusOK, Entries: []proto.LogEntry{e}}.AppendFrame(nil, hr.id))
+	lh.write(hr.sc, svpwire.LogAck{Status: svpwire.StatusOK, Entries: []svpwire.LogEntry{e}}.AppendFrame(nil, hr.id))
 	return true, at
 }
 
@@ -946,7 +946,7 @@ func TestHeldLogReqPrompt(t *testing.T) {
 		// waited a poll interval after it would make.
 		time.Sleep(tm.pollInterval * 2 / 5)
 		mac := ether.MAC{2, 8, 32, 0, 1, byte(i)}
-		held, at := lh.add(proto.LogEntry{Type: proto.LogVL2, ID: [16]byte{byte(i + 1)}, MAC: mac, VNetID: 42})
+		held, at := lh.add(svpwire.LogEntry{Type: svpwire.LogVL2, ID: [16]byte{byte(i + 1)}, MAC: mac, VNetID: 42})
 		if !held {
 			t.Errorf("entry %d: no LOG_REQ held by the server when it appeared", i)
 		}
@@ -1014,8 +1014,8 @@ func TestFastEmptyLogNoBusyLoop(t *testing.T) {
 // answered meanwhile.
 func TestHeldLogReqNoStall(t *testing.T) {
 	s := newFakeServer(t)
-	s.hook = func(s *fakeServer, sc *serverConn, f proto.Frame) bool {
-		return f.Op == proto.OpLogReq // held for the whole test
+	s.hook = func(s *fakeServer, sc *serverConn, f svpwire.Frame) bool {
+		return f.Op == svpwire.OpLogReq // held for the whole test
 	}
 	tm := testTimings
 	tm.logDelay = 20 * time.Millisecond
@@ -1049,8 +1049,8 @@ func TestHeldLogReqNoStall(t *testing.T) {
 // for making no progress giveUp later.
 func TestOverdueLogReq(t *testing.T) {
 	s := newFakeServer(t)
-	s.hook = func(s *fakeServer, sc *serverConn, f proto.Frame) bool {
-		return f.Op == proto.OpLogReq // never answered
+	s.hook = func(s *fakeServer, sc *serverConn, f svpwire.Frame) bool {
+		return f.Op == svpwire.OpLogReq // never answered
 	}
 	tm := testTimings
 	tm.logDelay = 20 * time.Millisecond

@@ -14,7 +14,7 @@ import (
 
 	"overlaynet/ether"
 	"overlaynet/search"
-	proto "overlaynet/svp"
+	"overlaynet/svpwire"
 )
 
 // timings of a remote and its connections. Tests shrink them.
@@ -497,7 +497,7 @@ type attempt struct {
 // detection until overdue (t.logCall after it was sent).
 // A LOG_REQ whose connection goes down is not retried; when the server
 // closed it, the error wraps errLostOnLog.
-func (r *remote) call(ctx context.Context, build func(dst []byte, id uint32) []byte, want proto.Op, idle bool) ([]byte, error) {
+func (r *remote) call(ctx context.Context, build func(dst []byte, id uint32) []byte, want svpwire.Op, idle bool) ([]byte, error) {
 	var lastErr error = errConnDown
 	replies := make(chan reply, maxAttempts)
 	var out []attempt
@@ -525,7 +525,7 @@ func (r *remote) call(ctx context.Context, build func(dst []byte, id uint32) []b
 				}
 				out = append(out, attempt{c, id})
 				need = false
-				if !idle && want != proto.OpLogAck {
+				if !idle && want != svpwire.OpLogAck {
 					// A LOG_REQ is not repeated elsewhere: that would
 					// duplicate it to a slow server (and a held, long-poll
 					// one is meant to wait).
@@ -551,7 +551,7 @@ func (r *remote) call(ctx context.Context, build func(dst []byte, id uint32) []b
 				return rep.body, nil
 			}
 			lastErr = rep.err
-			if want == proto.OpLogAck {
+			if want == svpwire.OpLogAck {
 				// Not at once on another connection: that is how a
 				// restarted server without a log is killed again.
 				return nil, rep.err
@@ -731,7 +731,7 @@ func (r *remote) setLogErr(err error) {
 func (r *remote) pollOnce() (more bool, took time.Duration, err error) {
 	sent := time.Now()
 	reqCtx, cancel := context.WithTimeout(context.Background(), r.t.logCall)
-	body, err := r.call(reqCtx, proto.LogReq{Count: logCount, IP: r.key.underlay}.AppendFrame, proto.OpLogAck, true)
+	body, err := r.call(reqCtx, svpwire.LogReq{Count: logCount, IP: r.key.underlay}.AppendFrame, svpwire.OpLogAck, true)
 	cancel()
 	took = time.Since(sent)
 	if err != nil {
@@ -747,11 +747,11 @@ func (r *remote) pollOnce() (more bool, took time.Duration, err error) {
 func (r *remote) applyLog(body []byte) (bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), r.t.logCall)
 	defer cancel()
-	ack, err := proto.DecodeLogAck(body)
+	ack, err := svpwire.DecodeLogAck(body)
 	if err != nil {
 		return false, err
 	}
-	if ack.Status != proto.StatusOK {
+	if ack.Status != svpwire.StatusOK {
 		return false, &logError{fmt.Sprintf("the mapping server refuses this host's log (%s): is svp/underlay_ip %s registered with it (portolan add-host), "+
 			"and does this host reach it from that address or from one registered as the host's (portolan add-host --source; the server gives a host's log only to its own addresses)?",
 			ack.Status, r.key.underlay)}
@@ -771,11 +771,11 @@ func (r *remote) applyLog(body []byte) (bool, error) {
 	applied := len(ids) > 0
 	for len(ids) > 0 {
 		n := min(len(ids), 1000)
-		body, err := r.call(ctx, proto.LogRm{IDs: ids[:n]}.AppendFrame, proto.OpLogRmAck, false)
+		body, err := r.call(ctx, svpwire.LogRm{IDs: ids[:n]}.AppendFrame, svpwire.OpLogRmAck, false)
 		if err != nil {
 			return false, err
 		}
-		if ack, err := proto.DecodeLogRmAck(body); err != nil || ack.Status != proto.StatusOK {
+		if ack, err := svpwire.DecodeLogRmAck(body); err != nil || ack.Status != svpwire.StatusOK {
 			return false, fmt.Errorf("LOG_RM refused: %v %v", ack.Status, err)
 		}
 		ids = ids[n:]
@@ -786,7 +786,7 @@ func (r *remote) applyLog(body []byte) (bool, error) {
 
 // apply acts on one log entry and reports whether it is done (and may be
 // removed from the server's log).
-func (r *remote) apply(ctx context.Context, e proto.LogEntry) bool {
+func (r *remote) apply(ctx context.Context, e svpwire.LogEntry) bool {
 	r.mu.Lock()
 	in := r.instances[e.VNetID]
 	r.mu.Unlock()
@@ -794,11 +794,11 @@ func (r *remote) apply(ctx context.Context, e proto.LogEntry) bool {
 		return true // no overlay here for that network: nothing cached
 	}
 	switch e.Type {
-	case proto.LogVL2:
+	case svpwire.LogVL2:
 		in.host.Invalidate(ether.MAC(e.MAC))
 		in.log.Debug("svp: log: forget MAC", "mac", ether.Short(e.MAC))
 		return true
-	case proto.LogVL3:
+	case svpwire.LogVL3:
 		// Tell local guests where the address is now, as illumos does with
 		// a gratuitous ARP (and, which illumos never did, an unsolicited
 		// neighbour advertisement for IPv6).

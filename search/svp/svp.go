@@ -30,7 +30,7 @@ import (
 	"overlaynet/ether"
 	"overlaynet/prop"
 	"overlaynet/search"
-	proto "overlaynet/svp"
+	"overlaynet/svpwire"
 )
 
 // Property names.
@@ -55,7 +55,7 @@ func props(encap.DestType) []prop.Desc {
 		{Name: PropHost, Type: prop.String, Perm: prop.ReadWrite, Required: true,
 			Check: checkHost, Help: "host name or IP address of the mapping server (all its addresses are used)"},
 		{Name: PropPort, Type: prop.Uint, Perm: prop.ReadWrite, Required: true,
-			Default: strconv.Itoa(proto.DefaultPort), HasRange: true, Min: 1, Max: 65535,
+			Default: strconv.Itoa(svpwire.DefaultPort), HasRange: true, Min: 1, Max: 65535,
 			Help: "TCP port of the mapping server"},
 		{Name: PropUnderlayIP, Type: prop.IP, Perm: prop.ReadWrite, Required: true,
 			Check: prop.CheckUnderlayIP, Help: "this host's underlay address, as the mapping server knows it"},
@@ -129,18 +129,18 @@ func (in *instance) Stop() {
 
 // Lookup implements search.DynamicInstance with a VL2 request.
 func (in *instance) Lookup(ctx context.Context, _ uint16, mac ether.MAC) (encap.Dest, error) {
-	body, err := in.remote.call(ctx, proto.VL2Req{MAC: mac, VNetID: in.vnetid}.AppendFrame, proto.OpVL2Ack, false)
+	body, err := in.remote.call(ctx, svpwire.VL2Req{MAC: mac, VNetID: in.vnetid}.AppendFrame, svpwire.OpVL2Ack, false)
 	if err != nil {
 		return encap.Dest{}, err
 	}
-	ack, err := proto.DecodeVL2Ack(body)
+	ack, err := svpwire.DecodeVL2Ack(body)
 	if err != nil {
 		return encap.Dest{}, err
 	}
 	switch ack.Status {
-	case proto.StatusOK:
+	case svpwire.StatusOK:
 		return encap.Dest{IP: ack.Addr.Unmap(), Port: ack.Port}, nil
-	case proto.StatusNotFound:
+	case svpwire.StatusNotFound:
 		return encap.Dest{}, search.ErrNotFound
 	}
 	return encap.Dest{}, fmt.Errorf("mapping server answered VL2 with %s", ack.Status)
@@ -159,22 +159,22 @@ func (in *instance) ResolveIP(ctx context.Context, _ uint16, ip netip.Addr) (eth
 }
 
 func (in *instance) vl3(ctx context.Context, ip netip.Addr) (ether.MAC, encap.Dest, error) {
-	typ := uint32(proto.L3IPv6)
+	typ := uint32(svpwire.L3IPv6)
 	if ip.Is4() {
-		typ = proto.L3IPv4
+		typ = svpwire.L3IPv4
 	}
-	body, err := in.remote.call(ctx, proto.VL3Req{IP: ip, Type: typ, VNetID: in.vnetid}.AppendFrame, proto.OpVL3Ack, false)
+	body, err := in.remote.call(ctx, svpwire.VL3Req{IP: ip, Type: typ, VNetID: in.vnetid}.AppendFrame, svpwire.OpVL3Ack, false)
 	if err != nil {
 		return ether.MAC{}, encap.Dest{}, err
 	}
-	ack, err := proto.DecodeVL3Ack(body)
+	ack, err := svpwire.DecodeVL3Ack(body)
 	if err != nil {
 		return ether.MAC{}, encap.Dest{}, err
 	}
 	switch ack.Status {
-	case proto.StatusOK:
+	case svpwire.StatusOK:
 		return ether.MAC(ack.MAC), encap.Dest{IP: ack.Addr.Unmap(), Port: ack.Port}, nil
-	case proto.StatusNotFound:
+	case svpwire.StatusNotFound:
 		return ether.MAC{}, encap.Dest{}, search.ErrNotFound
 	}
 	return ether.MAC{}, encap.Dest{}, errors.New("mapping server answered VL3 with " + ack.Status.String())

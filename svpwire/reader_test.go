@@ -1,4 +1,4 @@
-package svp
+package svpwire
 
 import (
 	"bufio"

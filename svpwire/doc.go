@@ -1,4 +1,4 @@
-// Package svp is the wire codec of SVP version 1, the protocol between an
+// Package svpwire is the wire codec of SVP version 1, the protocol between an
 // overlay host's svp search plugin and the portolan mapping server,
 // byte-compatible with the illumos client and the Triton server
 // (spec/SVP.md, reference/illumos.md section 6).
@@ -45,4 +45,4 @@
 //   - Not-found replies carry the address "::": the zero netip.Addr
 //     encodes as 16 zero bytes, and 16 zero bytes decode as "::".
 //     Decoded IPv4-mapped addresses are unmapped to IPv4.
-package svp
+package svpwire

@@ -1,6 +1,6 @@
-// Package adm is the overlayadm command line: dladm's overlay and VNIC
+// Package overlayadm is the overlayadm command line: dladm's overlay and VNIC
 // subcommands, talking to overlayd over its admin socket.
-package adm
+package overlayadm
 
 import (
 	"errors"
