@@ -200,7 +200,7 @@ func (m *Manager) createOverlay(req CreateOverlayRequest, id uint64) error {
 		inst.Stop()
 		return fmt.Errorf("property datapath: %q is not available in this overlayd", dpName)
 	}
-	if err := m.checkPort(req.Name, dpName, cfg.Listen.Port()); err != nil {
+	if err := m.checkPort(req.Name, dpName, enc.Name(), cfg.Listen.Port()); err != nil {
 		inst.Stop()
 		return err
 	}
@@ -848,7 +848,7 @@ func (m *Manager) Metrics(bounds []time.Duration) []OverlayMetrics {
 // the port on every address), so two cannot share one. How overlays on
 // one data path share a port is that data path's rule, enforced by its
 // CreateOverlay.
-func (m *Manager) checkPort(self, dpName string, port uint16) error {
+func (m *Manager) checkPort(self, dpName, encName string, port uint16) error {
 	for _, name := range sortedKeys(m.dps) {
 		if name == dpName {
 			continue
@@ -862,8 +862,8 @@ func (m *Manager) checkPort(self, dpName string, port uint16) error {
 				continue
 			}
 			sort.Strings(others)
-			return fmt.Errorf("UDP port %d is held by overlay %s on the %s data path; a %s overlay cannot share it (choose another vxlan/listen_port)",
-				port, others[0], name, dpName)
+			return fmt.Errorf("UDP port %d is held by overlay %s on the %s data path; a %s overlay cannot share it (choose another %s/listen_port)",
+				port, others[0], name, dpName, encName)
 		}
 	}
 	return nil
