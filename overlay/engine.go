@@ -70,7 +70,14 @@ type attachment struct {
 
 // inflight is a lookup being asked of the plugin.
 type inflight struct {
-	stale bool // the answer being looked up may be out of date: ask again
+	// stale: what the plugin is answering may be out of date (the MAC
+	// was invalidated or learnt, the plugin replaced): ask again, or,
+	// once the answer is given, take it back.
+	stale bool
+	// answering: the answer is being handed to the data path; a miss
+	// then (the entry removed right after it was set) sets missed, and
+	// the lookup runs again for it.
+	answering, missed bool
 }
 
 // instance boxes an interface for atomic.Pointer.
@@ -110,37 +117,70 @@ func (e *engine) instance() search.Instance {
 
 // Miss implements datapath.Handler.
 func (e *engine) Miss(mac ether.MAC, vlan uint16) {
+	if e.data() == nil {
+		return // not attached yet (a kernel device taken over): it asks again
+	}
 	e.mu.Lock()
-	if _, busy := e.inflight[mac]; busy {
+	if l, busy := e.inflight[mac]; busy {
+		if l.answering {
+			l.missed = true
+		}
 		e.mu.Unlock()
 		return
 	}
 	e.inflight[mac] = &inflight{}
 	e.mu.Unlock()
-	e.ctr.Inc(datapath.LookupsStarted)
-	go e.lookup(mac, vlan, time.Now())
+	go e.lookup(mac, vlan)
 }
 
-func (e *engine) lookup(mac ether.MAC, vlan uint16, start time.Time) {
-	var dest encap.Dest
-	var err error
-	for asks := 1; ; asks++ {
-		dest, err = e.ask(mac, vlan, start)
+// lookup asks the plugin where mac is and answers the data path, for as
+// long as the MAC stays in flight: again when the answer went stale while
+// it was asked, and again when a miss came while it was given.
+func (e *engine) lookup(mac ether.MAC, vlan uint16) {
+	for {
+		e.ctr.Inc(datapath.LookupsStarted)
+		start := time.Now()
+		var dest encap.Dest
+		var err error
+		for asks := 1; ; asks++ {
+			dest, err = e.ask(mac, vlan, start)
+			e.mu.Lock()
+			l := e.inflight[mac]
+			again := l.stale && asks < maxAsks && time.Since(start) < e.timeout
+			if again {
+				l.stale = false
+			} else {
+				l.answering = true
+			}
+			e.mu.Unlock()
+			if !again {
+				break
+			}
+		}
+		e.give(mac, vlan, dest, err, start)
 		e.mu.Lock()
 		l := e.inflight[mac]
-		again := l.stale && asks < maxAsks && time.Since(start) < e.timeout
-		l.stale = false
-		if !again {
-			// Done before answering the data path: a miss for this MAC
-			// right after the answer (the entry removed meanwhile) must
-			// start a lookup.
+		stale, again := l.stale, l.missed
+		if again {
+			*l = inflight{}
+		} else {
 			delete(e.inflight, mac)
 		}
 		e.mu.Unlock()
+		if stale {
+			// Invalidated while it was given (its RemoveTarget found the
+			// entry still pending), or still stale after maxAsks: the
+			// next frame asks afresh.
+			e.data().dp.RemoveTarget(mac)
+		}
 		if !again {
-			break
+			return
 		}
 	}
+}
+
+// give hands a lookup's outcome to the data path.
+func (e *engine) give(mac ether.MAC, vlan uint16, dest encap.Dest, err error, start time.Time) {
 	dp := e.data()
 	// Counters are bumped before the data path is told, here and below:
 	// whoever sees the effect (traffic flowing, a frame injected) and then
@@ -177,20 +217,42 @@ func (e *engine) ask(mac ether.MAC, vlan uint16, start time.Time) (encap.Dest, e
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), start.Add(e.timeout))
 	defer cancel()
-	return in.Lookup(ctx, vlan, mac)
+	// The timeout holds even for a plugin that does not heed ctx: every
+	// miss is answered in time, and the data path holds no frames longer.
+	type result struct {
+		dest encap.Dest
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		d, err := in.Lookup(ctx, vlan, mac)
+		res <- result{d, err}
+	}()
+	select {
+	case r := <-res:
+		return r.dest, r.err
+	case <-ctx.Done():
+		return encap.Dest{}, ctx.Err()
+	}
 }
 
 // invalidate forgets mac's answer (search.Host.Invalidate): the next
 // frame for it starts a lookup, and one in flight asks again.
 func (e *engine) invalidate(mac ether.MAC) {
+	e.markStale(mac)
+	if dp := e.data(); dp != nil {
+		dp.dp.RemoveTarget(mac)
+	}
+}
+
+// markStale makes a lookup in flight for mac ask again (or take its
+// answer back): what it is answering may be older than what is known.
+func (e *engine) markStale(mac ether.MAC) {
 	e.mu.Lock()
 	if l := e.inflight[mac]; l != nil {
 		l.stale = true
 	}
 	e.mu.Unlock()
-	if dp := e.data(); dp != nil {
-		dp.dp.RemoveTarget(mac)
-	}
 }
 
 // learn installs what a plugin knows without being asked
@@ -201,6 +263,7 @@ func (e *engine) learn(a search.Answer) {
 		return
 	}
 	if a.Dest.IP.IsValid() {
+		e.markStale(a.MAC) // a slower, older answer must not overwrite this
 		dp.dp.SetTarget(a.MAC, a.Dest)
 	}
 	if n := dp.caps.Neighbors; n != nil {
@@ -263,12 +326,20 @@ func (e *engine) setDrop(mac ether.MAC, dpName string) error {
 
 // Proxy implements datapath.Handler.
 func (e *engine) Proxy(vlan uint16, kind proxy.Kind, frame []byte) {
-	e.proxyAsync(func() bool { return e.answer(vlan, kind, frame) })
+	dp := e.data()
+	if dp == nil || dp.caps.Frames == nil {
+		return // only a FrameInjector hands frames up, once attached
+	}
+	e.proxyAsync(func() bool { return e.answer(dp.caps.Frames, vlan, kind, frame) })
 }
 
 // MissIP implements datapath.Handler: a NeighborTable data path asks which
 // MAC an overlay address is at, to answer ARP or NDP from its table.
 func (e *engine) MissIP(vlan uint16, ip netip.Addr) {
+	dp := e.data()
+	if dp == nil || dp.caps.Neighbors == nil {
+		return // only a NeighborTable asks, once attached
+	}
 	e.proxyAsync(func() bool {
 		r, ok := e.instance().(search.IPResolver)
 		if !ok {
@@ -285,7 +356,7 @@ func (e *engine) MissIP(vlan uint16, ip netip.Addr) {
 		} else {
 			e.ctr.Inc(datapath.ProxyNDP)
 		}
-		e.data().caps.Neighbors.SetNeighbor(ip, mac)
+		dp.caps.Neighbors.SetNeighbor(ip, mac)
 		return true
 	})
 }
@@ -308,9 +379,8 @@ func (e *engine) proxyAsync(answer func() bool) {
 }
 
 // answer handles one proxy frame and reports whether it was answered.
-func (e *engine) answer(vlan uint16, kind proxy.Kind, frame []byte) bool {
+func (e *engine) answer(out datapath.FrameInjector, vlan uint16, kind proxy.Kind, frame []byte) bool {
 	in := e.instance()
-	out := e.data().caps.Frames // Proxy comes from FrameInjectors only
 	ctx, cancel := context.WithTimeout(context.Background(), e.timeout)
 	defer cancel()
 	// resolve answers "who has target?" asked by asker, with reply.

@@ -191,6 +191,125 @@ func TestEngineStaleAnswerAskedAgain(t *testing.T) {
 	}
 }
 
+// waitCounter waits until the engine's counter reaches n.
+func waitCounter(t *testing.T, e *engine, name string, n uint64) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); statMap(e.stats())[name] < n; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %d, want %d", name, statMap(e.stats())[name], n)
+		}
+	}
+}
+
+// gate is a data path overlay whose SetTarget waits until released, so
+// that a test can act while an answer is being given.
+type gate struct {
+	datapath.Overlay
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gate) SetTarget(mac ether.MAC, d encap.Dest) {
+	g.entered <- struct{}{}
+	<-g.release
+	g.Overlay.SetTarget(mac, d)
+}
+
+func newGatedEngine(t *testing.T, p search.Instance) (*engine, *memory.Overlay, *gate) {
+	t.Helper()
+	e := newEngine(slog.New(slog.DiscardHandler))
+	dpo, err := memory.New(memory.Options{}).CreateOverlay(datapath.OverlayConfig{Name: "t", Handler: e})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &gate{Overlay: dpo, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	e.attach(g)
+	e.setInstance(p)
+	return e, dpo.(*memory.Overlay), g
+}
+
+// TestEngineInvalidatedWhileGiven: an invalidation that comes while the
+// answer is being handed over (the entry still pending, so removing it
+// then does nothing) takes the answer back once it is in.
+func TestEngineInvalidatedWhileGiven(t *testing.T) {
+	p := &plugin{dests: map[ether.MAC]encap.Dest{mac1: dest1}}
+	e, o, g := newGatedEngine(t, p)
+	o.Frame(mac1, 0)
+	<-g.entered
+	e.invalidate(mac1)
+	close(g.release)
+	await(t, o, "the answer taken back", func(s memory.State) bool {
+		_, ok := s.Targets[mac1]
+		return !ok && len(s.Sent) == 1
+	})
+}
+
+// TestEngineMissWhileGiven: a miss that comes while an answer is being
+// handed over (its entry removed right after it was set) is not lost.
+func TestEngineMissWhileGiven(t *testing.T) {
+	p := &plugin{dests: map[ether.MAC]encap.Dest{mac1: dest1}}
+	e, o, g := newGatedEngine(t, p)
+	o.Frame(mac1, 0)
+	<-g.entered
+	e.Miss(mac1, 0) // as the data path reports one for a removed entry
+	close(g.release)
+	waitAsked(t, p, 2)
+	await(t, o, "answered", validTo(mac1, dest1))
+	waitCounter(t, e, "lookups-answered", 2)
+}
+
+// TestEngineStaleEveryTime: a plugin whose answers are always stale is
+// asked maxAsks times, and its last answer does not stay.
+func TestEngineStaleEveryTime(t *testing.T) {
+	var e *engine
+	p := &plugin{dests: map[ether.MAC]encap.Dest{mac1: dest1}}
+	churn := &churning{plugin: p, invalidate: func() { e.invalidate(mac1) }}
+	e, o := newTestEngine(t, churn)
+	o.Frame(mac1, 0)
+	waitCounter(t, e, "lookups-answered", 1)
+	await(t, o, "the stale answer taken back", func(s memory.State) bool {
+		_, ok := s.Targets[mac1]
+		return !ok
+	})
+	if n := p.calls.Load(); n != maxAsks {
+		t.Errorf("asked %d times, want %d", n, maxAsks)
+	}
+}
+
+// churning invalidates its MAC while each lookup is being asked.
+type churning struct {
+	*plugin
+	invalidate func()
+}
+
+func (c *churning) Lookup(ctx context.Context, vlan uint16, mac ether.MAC) (encap.Dest, error) {
+	d, err := c.plugin.Lookup(ctx, vlan, mac)
+	c.invalidate()
+	return d, err
+}
+
+// TestEngineTimeoutIgnored: a plugin that ignores its context still gets
+// its miss answered ("drop") at the timeout.
+func TestEngineTimeoutIgnored(t *testing.T) {
+	block := make(chan struct{})
+	defer close(block)
+	e, o := newTestEngine(t, deaf{block})
+	e.timeout = 50 * time.Millisecond
+	o.Frame(mac1, 0)
+	await(t, o, "dropped at the timeout", func(s memory.State) bool { return s.Negative[mac1] != 0 })
+	waitCounter(t, e, "lookups-timed-out", 1)
+}
+
+// deaf is a plugin whose lookups never return until block closes.
+type deaf struct{ block chan struct{} }
+
+func (deaf) Start() error { return nil }
+func (deaf) Stop()        {}
+func (d deaf) Lookup(context.Context, uint16, ether.MAC) (encap.Dest, error) {
+	<-d.block
+	return encap.Dest{}, search.ErrNotFound
+}
+
 func TestEngineTimeout(t *testing.T) {
 	p := &plugin{release: make(chan struct{})}
 	defer close(p.release)
@@ -296,7 +415,7 @@ func TestEngineWithoutCapabilities(t *testing.T) {
 		t.Errorf("state %+v: want the target entry only", st)
 	}
 	e.Miss(mac1, 0) // unknown: no Holder to tell
-	waitAsked(t, p, 1)
+	waitCounter(t, e, "lookups-dropped", 1)
 	err = e.setDrop(mac1, "kernel")
 	if err == nil || !strings.Contains(err.Error(), "kernel data path keeps no drop entries") {
 		t.Errorf("setDrop without a DropTable: %v", err)

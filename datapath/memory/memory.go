@@ -84,7 +84,8 @@ func (d *DataPath) CreateOverlay(cfg datapath.OverlayConfig) (datapath.Overlay, 
 	}
 	o := &Overlay{dp: d, changed: make(chan struct{}), st: State{Config: cfg, VNICs: map[string]datapath.VNICConfig{},
 		Targets: map[ether.MAC]datapath.Target{}, Negative: map[ether.MAC]time.Duration{},
-		Neighbors: map[netip.Addr]ether.MAC{}, DHCP: map[ether.MAC]ether.MAC{}, held: map[ether.MAC][]int{}}}
+		Neighbors: map[netip.Addr]ether.MAC{}, DHCP: map[ether.MAC]ether.MAC{}, held: map[ether.MAC][]int{},
+		negUntil: map[ether.MAC]time.Time{}}}
 	d.open = append(d.open, o)
 	return o, nil
 }
@@ -189,8 +190,9 @@ type State struct {
 	Closed    bool
 	Deleted   bool
 
-	held map[ether.MAC][]int // frames held while a lookup runs
-	seq  int
+	held     map[ether.MAC][]int     // frames held while a lookup runs
+	negUntil map[ether.MAC]time.Time // when each negative answer ends
+	seq      int
 }
 
 // Sent is a frame that left for the underlay.
@@ -243,7 +245,7 @@ func (s State) clone() State {
 	c.Sent = slices.Clone(s.Sent)
 	c.Injected = slices.Clone(s.Injected)
 	c.Resent = slices.Clone(s.Resent)
-	c.held = nil
+	c.held, c.negUntil = nil, nil
 	return c
 }
 
@@ -258,9 +260,9 @@ func (o *Overlay) change(fn func(s *State)) {
 
 // Frame is a unicast frame for dst from a local VNIC on vlan, as the
 // userspace switch handles it: sent when the target is valid, held (and
-// the miss reported once) while a lookup runs, dropped otherwise (a
-// negative answer lasts until the entry is set or removed: this data path
-// keeps no clock). It returns the frame's sequence number.
+// the miss reported once) while a lookup runs, dropped otherwise (while a
+// negative answer stands, or by an operator's drop entry). It returns the
+// frame's sequence number.
 func (o *Overlay) Frame(dst ether.MAC, vlan uint16) int {
 	var miss bool
 	var seq int
@@ -280,10 +282,12 @@ func (o *Overlay) Frame(dst ether.MAC, vlan uint16) int {
 		case ok:
 			s.Dropped++ // an operator's drop entry
 		default:
-			if _, neg := s.Negative[dst]; neg {
+			if until, neg := s.negUntil[dst]; neg && time.Now().Before(until) {
 				s.Dropped++
 				return
 			}
+			delete(s.Negative, dst)
+			delete(s.negUntil, dst)
 			s.Targets[dst] = datapath.Target{MAC: dst, State: datapath.TargetPending}
 			s.held[dst] = []int{seq}
 			miss = true
@@ -382,6 +386,7 @@ func (o *Overlay) SetTarget(mac ether.MAC, dest encap.Dest) {
 		}
 		delete(s.held, mac)
 		delete(s.Negative, mac)
+		delete(s.negUntil, mac)
 		s.Targets[mac] = datapath.Target{MAC: mac, Dest: dest}
 	})
 }
@@ -389,10 +394,11 @@ func (o *Overlay) SetTarget(mac ether.MAC, dest encap.Dest) {
 // RemoveTarget implements datapath.Overlay, leaving a lookup in flight.
 func (o *Overlay) RemoveTarget(mac ether.MAC) {
 	o.change(func(s *State) {
-		if s.Targets[mac].State != datapath.TargetPending {
+		if t, ok := s.Targets[mac]; ok && t.State != datapath.TargetPending {
 			delete(s.Targets, mac)
 		}
 		delete(s.Negative, mac)
+		delete(s.negUntil, mac)
 	})
 }
 
@@ -402,6 +408,7 @@ func (o *Overlay) FlushTargets() {
 		s.Flushes++
 		maps.DeleteFunc(s.Targets, func(_ ether.MAC, t datapath.Target) bool { return t.State != datapath.TargetPending })
 		clear(s.Negative)
+		clear(s.negUntil)
 	})
 }
 
@@ -422,6 +429,7 @@ func (o *Overlay) Drop(mac ether.MAC, ttl time.Duration) {
 		delete(s.held, mac)
 		delete(s.Targets, mac)
 		s.Negative[mac] = ttl
+		s.negUntil[mac] = time.Now().Add(ttl)
 	})
 }
 

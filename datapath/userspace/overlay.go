@@ -397,7 +397,13 @@ func (ov *overlay) unicastTo(st *ovState, vlan uint16, dst ether.MAC) (local *vn
 // runs (the first one reports the miss), sent if the answer came
 // meanwhile, or dropped and counted.
 func (ov *overlay) hold(st *ovState, buf []byte, off int, frame []byte, dst ether.MAC, vlan uint16) {
-	res, d := ov.targets.hold(dst, frame, time.Now())
+	res, d, flush := ov.targets.hold(dst, frame, time.Now())
+	for res == missWait {
+		// The answer's held frames are being sent (a bounded number):
+		// this one goes after them.
+		<-flush
+		res, d, flush = ov.targets.hold(dst, frame, time.Now())
+	}
 	switch res {
 	case missSend:
 		ov.send(st, buf, off, frame, d)
@@ -498,13 +504,14 @@ func (ov *overlay) toLocal(frame []byte, vlan uint16, q int) {
 // SetTarget implements datapath.Overlay. The held frames leave from
 // here, before any newer frame to mac (see targetTable.set).
 func (ov *overlay) SetTarget(mac ether.MAC, dest encap.Dest) {
-	held := ov.targets.set(mac, dest)
-	for len(held) > 0 {
-		st := ov.state.Load()
-		for _, b := range held {
-			ov.send(st, b, headroom, b[headroom:], dest)
-		}
-		held, dest = ov.targets.drained(mac)
+	held, f := ov.targets.set(mac, dest)
+	if f.e == nil {
+		return
+	}
+	defer ov.targets.flushed(mac, f)
+	st := ov.state.Load()
+	for _, b := range held {
+		ov.send(st, b, headroom, b[headroom:], dest)
 	}
 }
 
@@ -519,12 +526,10 @@ func (ov *overlay) SetDrop(mac ether.MAC) {
 }
 
 // RemoveTarget implements datapath.Overlay.
-func (ov *overlay) RemoveTarget(mac ether.MAC) {
-	ov.ctr.Add(datapath.DropNoTarget, uint64(ov.targets.remove(mac)))
-}
+func (ov *overlay) RemoveTarget(mac ether.MAC) { ov.targets.remove(mac) }
 
 // FlushTargets implements datapath.Overlay.
-func (ov *overlay) FlushTargets() { ov.ctr.Add(datapath.DropNoTarget, uint64(ov.targets.flush())) }
+func (ov *overlay) FlushTargets() { ov.targets.flush() }
 
 // Targets implements datapath.Overlay.
 func (ov *overlay) Targets() []datapath.Target { return ov.targets.list() }

@@ -407,7 +407,7 @@ func TestSwitchHoldInOrder(t *testing.T) {
 
 // TestSwitchHoldInOrderRacing: the guest keeps sending while the answer's
 // held frames leave (slowly, here); every frame leaves, each after the
-// ones sent before it.
+// ones sent before it, and the flush ends however fast the guest sends.
 func TestSwitchHoldInOrderRacing(t *testing.T) {
 	for round := range 10 {
 		s := newSwitch(t, false, false)
@@ -431,11 +431,14 @@ func TestSwitchHoldInOrderRacing(t *testing.T) {
 			s.ov.SetTarget(macR, swPeer)
 		}()
 		<-flushing
+		// More than a queue holds (32), sent while the flush is on:
+		// they wait for it rather than queue (and overflow) behind it.
 		for ; i < n; i++ {
-			if i == held+20 { // a queue holds 32
-				<-done
-			}
 			s.guest("a", frame(macR, macA, i, 100))
+		}
+		<-done
+		if c := s.counters(); c["queue-drops"] != 0 {
+			t.Fatalf("round %d: %d queue drops while the flush was on", round, c["queue-drops"])
 		}
 		sent := s.io.takeSent()
 		if len(sent) != n {

@@ -24,9 +24,10 @@ type entryState int
 // A pending entry lasts until the lookup engine answers, which it does
 // for every miss within its timeout: the engine owns the lookup, the
 // table only holds its frames. An answer with held frames makes the entry
-// flushing: frames that arrive while the answer's caller sends the held
-// ones join the queue behind them, so that a MAC's frames leave in the
-// order they came.
+// flushing while the answer's caller sends them (at most maxQueueFrames):
+// a frame for the MAC that arrives meanwhile waits for the flush to end,
+// so that a MAC's frames leave in the order they came. Removing or
+// flushing a flushing entry takes effect when its flush ends.
 const (
 	stateValid entryState = iota
 	stateAdminDrop
@@ -40,12 +41,16 @@ type tentry struct {
 	dest  encap.Dest
 	// queue holds copies of frames in overlay form, each starting at
 	// headroom so that it can be encapsulated in place: frames held for
-	// a pending lookup, or arrived while flushing.
+	// a pending lookup.
 	queue  [][]byte
 	qbytes int
 	// when is the start of a pending lookup, or the expiry of a
 	// negative entry.
 	when time.Time
+	// flushed is closed when the flush of a flushing entry ends; remove
+	// makes its end delete the entry.
+	flushed chan struct{}
+	remove  bool
 }
 
 // targetTable maps destination MACs to underlay destinations.
@@ -77,6 +82,7 @@ type missResult int
 
 const (
 	missSend      missResult = iota // the entry became valid meanwhile: send
+	missWait                        // a flush is on: wait for it, then ask again
 	missQueued                      // held; a lookup is outstanding
 	missNewLookup                   // held; the caller must report the miss
 	missQueueFull
@@ -87,15 +93,26 @@ const (
 )
 
 // hold decides the fate of a frame for mac that found no valid entry,
-// queueing a copy of frame when a lookup is (or is now) outstanding.
-func (tt *targetTable) hold(mac ether.MAC, frame []byte, now time.Time) (missResult, encap.Dest) {
+// queueing a copy of frame when a lookup is (or is now) outstanding. With
+// missWait it returns the channel that closes when the flush ends.
+func (tt *targetTable) hold(mac ether.MAC, frame []byte, now time.Time) (missResult, encap.Dest, <-chan struct{}) {
 	tt.mu.Lock()
 	defer tt.mu.Unlock()
+	r, d := tt.holdLocked(mac, frame, now)
+	if r == missWait {
+		return r, d, tt.m[mac].flushed
+	}
+	return r, d, nil
+}
+
+func (tt *targetTable) holdLocked(mac ether.MAC, frame []byte, now time.Time) (missResult, encap.Dest) {
 	e := tt.m[mac]
 	if e != nil {
 		switch e.state {
 		case stateValid:
 			return missSend, e.dest
+		case stateFlushing:
+			return missWait, encap.Dest{}
 		case stateAdminDrop:
 			return missAdminDrop, encap.Dest{}
 		case stateNegative:
@@ -104,7 +121,7 @@ func (tt *targetTable) hold(mac ether.MAC, frame []byte, now time.Time) (missRes
 			}
 			delete(tt.m, mac)
 			e = nil
-		case statePending, stateFlushing:
+		case statePending:
 			if len(e.queue) >= maxQueueFrames || e.qbytes+len(frame) > maxQueueBytes {
 				return missQueueFull, encap.Dest{}
 			}
@@ -137,49 +154,60 @@ func (tt *targetTable) sweep(now time.Time) {
 	}
 }
 
-// set makes mac valid for dest and returns the frames held for it. The
-// caller sends them, in order, then calls drained until it returns none:
-// until then the entry is flushing and newer frames queue behind.
-func (tt *targetTable) set(mac ether.MAC, dest encap.Dest) [][]byte {
+// set makes mac valid for dest and returns the frames held for it. With
+// frames the entry is flushing: the caller sends them, in order, then
+// calls flushed(mac, f), and until then newer frames for mac wait.
+func (tt *targetTable) set(mac ether.MAC, dest encap.Dest) ([][]byte, flush) {
 	tt.mu.Lock()
 	defer tt.mu.Unlock()
 	e := tt.m[mac]
 	switch {
 	case e == nil:
 		tt.m[mac] = &tentry{state: stateValid, dest: dest}
-		return nil
+		return nil, flush{}
 	case e.state == stateFlushing:
-		// Another answer's caller is sending: it sends the rest here.
+		// Another answer's caller is sending the held frames; the
+		// newer destination holds from the end of that flush.
 		e.dest = dest
-		return nil
+		return nil, flush{}
 	case e.state == statePending:
 		tt.pending--
 	}
 	q := e.queue
 	if len(q) == 0 {
 		*e = tentry{state: stateValid, dest: dest}
-		return nil
+		return nil, flush{}
 	}
-	*e = tentry{state: stateFlushing, dest: dest}
-	return q
+	f := flush{e: e, done: make(chan struct{})}
+	*e = tentry{state: stateFlushing, dest: dest, flushed: f.done}
+	return q, f
 }
 
-// drained returns the frames that queued while the caller of set sent
-// the held ones, and where they go; with none, the entry is valid and
-// the flush is over.
-func (tt *targetTable) drained(mac ether.MAC) ([][]byte, encap.Dest) {
+// flush is one answer's sending of the held frames.
+type flush struct {
+	e    *tentry // nil: nothing to send
+	done chan struct{}
+}
+
+// flushed ends the flush f, which set returned: the entry becomes valid
+// (or goes, when it was removed meanwhile), unless something else
+// overruled it since (an operator's drop entry), and the frames waiting
+// for it go on.
+func (tt *targetTable) flushed(mac ether.MAC, f flush) {
+	if f.e == nil {
+		return
+	}
 	tt.mu.Lock()
-	defer tt.mu.Unlock()
-	e := tt.m[mac]
-	if e == nil || e.state != stateFlushing {
-		return nil, encap.Dest{} // removed or overruled meanwhile
+	if e := f.e; tt.m[mac] == e && e.state == stateFlushing && e.flushed == f.done {
+		e.flushed = nil
+		if e.remove {
+			delete(tt.m, mac)
+		} else {
+			e.state = stateValid
+		}
 	}
-	q := e.queue
-	e.queue, e.qbytes = nil, 0
-	if len(q) == 0 {
-		e.state = stateValid
-	}
-	return q, e.dest
+	tt.mu.Unlock()
+	close(f.done)
 }
 
 // drop answers mac with "no destination" for ttl and returns how many
@@ -192,7 +220,8 @@ func (tt *targetTable) drop(mac ether.MAC, ttl time.Duration, now time.Time) int
 		return 0 // nobody asked: nothing to remember
 	}
 	if e.state != statePending && e.state != stateNegative {
-		// A late "drop" does not overrule a valid or admin entry.
+		// A late "drop" does not overrule a valid, flushing or admin
+		// entry.
 		return 0
 	}
 	if e.state == statePending {
@@ -217,36 +246,37 @@ func (tt *targetTable) setDrop(mac ether.MAC) int {
 		tt.pending--
 	}
 	n := len(e.queue)
+	// A flush in progress still ends (flushed), finding this instead.
 	*e = tentry{state: stateAdminDrop}
 	return n
 }
 
-// remove deletes mac's answer and returns how many frames queued behind
-// a flush it dropped. A lookup in flight is left to finish, as illumos
-// does: its frames are not the operator's to lose.
-func (tt *targetTable) remove(mac ether.MAC) int {
+// remove deletes mac's answer; a flushing one goes when its flush ends.
+// A lookup in flight is left to finish, as illumos does: its frames are
+// not the operator's to lose.
+func (tt *targetTable) remove(mac ether.MAC) {
 	tt.mu.Lock()
 	defer tt.mu.Unlock()
-	if e := tt.m[mac]; e != nil && e.state != statePending {
-		delete(tt.m, mac)
-		return len(e.queue)
-	}
-	return 0
+	tt.removeLocked(mac, tt.m[mac])
 }
 
-// flush deletes every answer, leaving lookups in flight to finish, and
-// returns how many frames queued behind flushes it dropped.
-func (tt *targetTable) flush() int {
+func (tt *targetTable) removeLocked(mac ether.MAC, e *tentry) {
+	switch {
+	case e == nil || e.state == statePending:
+	case e.state == stateFlushing:
+		e.remove = true
+	default:
+		delete(tt.m, mac)
+	}
+}
+
+// flush deletes every answer, leaving lookups in flight to finish.
+func (tt *targetTable) flush() {
 	tt.mu.Lock()
 	defer tt.mu.Unlock()
-	n := 0
 	for mac, e := range tt.m {
-		if e.state != statePending {
-			n += len(e.queue)
-			delete(tt.m, mac)
-		}
+		tt.removeLocked(mac, e)
 	}
-	return n
 }
 
 // list returns the entries an operator sees: valid, admin drop, pending.
