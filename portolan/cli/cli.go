@@ -61,7 +61,7 @@ func MainContext(ctx context.Context, args []string, stdout, stderr io.Writer) i
 func Command() *cobra.Command { return newRoot(io.Discard, io.Discard) }
 
 func newRoot(stdout, stderr io.Writer) *cobra.Command {
-	var dsn string
+	var dsn, server, tokenFile string
 	root := &cobra.Command{
 		Use:   "portolan <subcommand> [--store DSN] [options]",
 		Short: "the SVP mapping server for overlay networks",
@@ -75,11 +75,18 @@ run), or a PostgreSQL database so that several portolan servers serve one
 shared store: --store sqlite:PATH or --store postgres://..., else
 $` + StoreEnv + `, else ` + store.DefaultDSN + `.
 
+With --server URL (and --token-file FILE), add-host, remove-host,
+add-vnic, move-vnic, remove-vnic, show-hosts and show-vnics work through a
+portolan server's network API (portolan serve --api) instead of opening
+the store: for hosts that cannot reach the store itself.
+
 Exit status: 0 on success, 1 when a request fails, 2 on a usage error.`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
 	root.PersistentFlags().StringVar(&dsn, "store", "", "store: sqlite:PATH or postgres://... (default $"+StoreEnv+", then "+store.DefaultDSN+")")
+	root.PersistentFlags().StringVar(&server, "server", "", "administration subcommands: work through this server's API (http[s]://HOST:PORT, portolan serve --api) instead of the store")
+	root.PersistentFlags().StringVar(&tokenFile, "token-file", "", "with --server: file holding the API token")
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	which := func() string {
@@ -118,8 +125,30 @@ Exit status: 0 on success, 1 when a request fails, 2 on a usage error.`,
 		}
 		return s, err
 	}
-	root.AddCommand(serveCmd(open, stderr), initCmd(create, stdout), addHostCmd(create), removeHostCmd(open), showHostsCmd(open, stdout, stderr),
-		addVNICCmd(open), removeVNICCmd(open), moveVNICCmd(open), showVNICsCmd(open, stdout, stderr), checkCmd(open, stdout))
+	// viaServer makes an administration subcommand work through the
+	// server's API when --server is given, else on the store.
+	viaServer := func(o opener) mapOpener {
+		return func(ctx context.Context) (mappings, func(), error) {
+			if server != "" {
+				if dsn != "" {
+					return nil, nil, usageError{errors.New("--server and --store: give one (the server has its own store)")}
+				}
+				r, err := newRemote(server, tokenFile)
+				return r, func() {}, err
+			}
+			if tokenFile != "" {
+				return nil, nil, usageError{errors.New("--token-file goes with --server")}
+			}
+			s, err := o(ctx)
+			if err != nil {
+				return nil, nil, err
+			}
+			return s, func() { s.Close() }, nil
+		}
+	}
+	root.AddCommand(serveCmd(open, stderr), initCmd(create, stdout), addHostCmd(viaServer(create)), removeHostCmd(viaServer(open)),
+		showHostsCmd(viaServer(open), stdout, stderr), addVNICCmd(viaServer(open)), removeVNICCmd(viaServer(open)),
+		moveVNICCmd(viaServer(open)), showVNICsCmd(viaServer(open), stdout, stderr), checkCmd(open, stdout))
 	return root
 }
 
@@ -159,7 +188,7 @@ store; init and add-host create it (and say so on stderr).`,
 	}
 }
 
-func addHostCmd(open opener) *cobra.Command {
+func addHostCmd(open mapOpener) *cobra.Command {
 	var port uint16
 	var sources []string
 	c := &cobra.Command{
@@ -206,7 +235,7 @@ may be a source of several hosts.`,
 				}
 				srcs = append(srcs, a)
 			}
-			return withStore(open, func(ctx context.Context, s *store.SQL) error {
+			return withMappings(open, func(ctx context.Context, s mappings) error {
 				return s.SetHost(ctx, store.Host{ID: args[0], IP: ip, Port: port}, srcs)
 			})
 		},
@@ -216,13 +245,13 @@ may be a source of several hosts.`,
 	return c
 }
 
-func removeHostCmd(open opener) *cobra.Command {
+func removeHostCmd(open mapOpener) *cobra.Command {
 	return &cobra.Command{
 		Use:   "remove-host <host>",
 		Short: "remove a host that holds no VNIC",
 		Args:  exactArgs(1, "<host>"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withStore(open, func(ctx context.Context, s *store.SQL) error { return s.RemoveHost(ctx, args[0]) })
+			return withMappings(open, func(ctx context.Context, s mappings) error { return s.RemoveHost(ctx, args[0]) })
 		},
 	}
 }
@@ -254,7 +283,7 @@ func (f *vnicFlags) parse() (ether.MAC, error) {
 	return ether.MAC(hw), nil
 }
 
-func addVNICCmd(open opener) *cobra.Command {
+func addVNICCmd(open mapOpener) *cobra.Command {
 	var vf vnicFlags
 	var host string
 	var ips []string
@@ -286,7 +315,7 @@ MAC and the addresses.`,
 			if vlan > 4094 {
 				return fmt.Errorf("--vlan %d out of range 0-4094", vlan)
 			}
-			return withStore(open, func(ctx context.Context, s *store.SQL) error { return s.AddVNIC(ctx, v) })
+			return withMappings(open, func(ctx context.Context, s mappings) error { return s.AddVNIC(ctx, v) })
 		},
 	}
 	vf.add(c)
@@ -297,7 +326,7 @@ MAC and the addresses.`,
 	return c
 }
 
-func removeVNICCmd(open opener) *cobra.Command {
+func removeVNICCmd(open mapOpener) *cobra.Command {
 	var vf vnicFlags
 	c := &cobra.Command{
 		Use:   "remove-vnic --vnetid N --mac MAC",
@@ -308,14 +337,14 @@ func removeVNICCmd(open opener) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return withStore(open, func(ctx context.Context, s *store.SQL) error { return s.RemoveVNIC(ctx, vf.vnetid, mac) })
+			return withMappings(open, func(ctx context.Context, s mappings) error { return s.RemoveVNIC(ctx, vf.vnetid, mac) })
 		},
 	}
 	vf.add(c)
 	return c
 }
 
-func moveVNICCmd(open opener) *cobra.Command {
+func moveVNICCmd(open mapOpener) *cobra.Command {
 	var vf vnicFlags
 	var host string
 	c := &cobra.Command{
@@ -330,7 +359,7 @@ for it is looked up again and goes to the new host.`,
 			if err != nil {
 				return err
 			}
-			return withStore(open, func(ctx context.Context, s *store.SQL) error { return s.MoveVNIC(ctx, vf.vnetid, mac, host) })
+			return withMappings(open, func(ctx context.Context, s mappings) error { return s.MoveVNIC(ctx, vf.vnetid, mac, host) })
 		},
 	}
 	vf.add(c)
@@ -339,7 +368,7 @@ for it is looked up again and goes to the new host.`,
 	return c
 }
 
-func showHostsCmd(open opener, stdout, stderr io.Writer) *cobra.Command {
+func showHostsCmd(open mapOpener, stdout, stderr io.Writer) *cobra.Command {
 	var parsable bool
 	var output string
 	c := &cobra.Command{
@@ -355,7 +384,7 @@ comma-separated.`,
 			if err != nil {
 				return usageError{err}
 			}
-			return withStore(open, func(ctx context.Context, s *store.SQL) error {
+			return withMappings(open, func(ctx context.Context, s mappings) error {
 				srcs, err := s.Sources(ctx)
 				if err != nil {
 					return err
@@ -381,7 +410,7 @@ comma-separated.`,
 	return c
 }
 
-func showVNICsCmd(open opener, stdout, stderr io.Writer) *cobra.Command {
+func showVNICsCmd(open mapOpener, stdout, stderr io.Writer) *cobra.Command {
 	var parsable bool
 	var output string
 	var vnetid int64
@@ -395,7 +424,7 @@ func showVNICsCmd(open opener, stdout, stderr io.Writer) *cobra.Command {
 			if err != nil {
 				return usageError{err}
 			}
-			return withStore(open, func(ctx context.Context, s *store.SQL) error {
+			return withMappings(open, func(ctx context.Context, s mappings) error {
 				vs, err := s.VNICs(ctx, uint32(vnetid), vnetid < 0)
 				for _, v := range vs {
 					var ips []string

@@ -22,6 +22,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"overlaynet/portolan"
+	"overlaynet/portolan/api"
 	"overlaynet/portolan/index"
 	"overlaynet/svpwire"
 )
@@ -38,10 +39,11 @@ const wantConns = 10000
 
 func serveCmd(open opener, stderr io.Writer) *cobra.Command {
 	var listen, admin, logFormat, logLevel string
-	var noOwnership bool
+	var apiAddr, apiTokenFile, apiCert, apiKey string
+	var noOwnership, apiOpenReads bool
 	var logHold time.Duration
 	c := &cobra.Command{
-		Use:   "serve [--listen ADDR:PORT] [--admin ADDR:PORT] [--log-hold DURATION] [--store DSN]",
+		Use:   "serve [--listen ADDR:PORT] [--admin ADDR:PORT] [--api ADDR:PORT --api-token-file FILE] [--log-hold DURATION] [--store DSN]",
 		Short: "run the SVP server",
 		Long: `Run the SVP server in the foreground, logging to stderr. It answers many
 concurrent connections, each with many requests in flight, in any order. A
@@ -69,6 +71,14 @@ underlay IP, a host's log is given (LOG_REQ) and its entries removed
 of its --source addresses (add-host); other requests are refused with
 status FATAL, logged with the claimed IP and the source address, and
 counted. --no-ownership-check turns this off.
+
+--api serves the network admin API on that address: the add-host,
+remove-host, add-vnic, move-vnic, remove-vnic, show-hosts and show-vnics
+commands as HTTP/JSON requests (portolan --server URL uses it), making the
+same changes and log entries as the commands do. Every request must carry
+the token in --api-token-file (Authorization: Bearer TOKEN); reads without
+it are refused too unless --api-open-reads. --api-tls-cert and
+--api-tls-key serve it over HTTPS.
 
 --admin serves, over HTTP on that address, /metrics (Prometheus), /index
 (the index in the dump format, for 'portolan check --dump URL') and
@@ -98,6 +108,16 @@ it warns at start when its limit is below ` + strconv.Itoa(wantConns) + ` connec
 			if logHold < 0 || logHold > maxLogHold {
 				return usageError{fmt.Errorf("--log-hold %v: want 0 (answer at once) to %v (the longest hold clients allow for)", logHold, maxLogHold)}
 			}
+			if err := checkAPIFlags(apiAddr, apiTokenFile, apiCert, apiKey, apiOpenReads); err != nil {
+				return usageError{err}
+			}
+			var token string
+			if apiAddr != "" {
+				var err error
+				if token, err = readToken(apiTokenFile); err != nil {
+					return err
+				}
+			}
 			log := slog.New(h)
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
@@ -120,6 +140,13 @@ it warns at start when its limit is below ` + strconv.Itoa(wantConns) + ` connec
 					return fmt.Errorf("--admin %s: %w", admin, err)
 				}
 				defer aln.Close()
+			}
+			var apiLn net.Listener
+			if apiAddr != "" {
+				if apiLn, err = net.Listen("tcp", apiAddr); err != nil {
+					return fmt.Errorf("--api %s: %w", apiAddr, err)
+				}
+				defer apiLn.Close()
 			}
 			checkLimits(log)
 
@@ -152,6 +179,23 @@ it warns at start when its limit is below ` + strconv.Itoa(wantConns) + ` connec
 				defer hs.Close()
 				log.Info("admin endpoint", "listen", aln.Addr().String(), "paths", "/metrics /index /debug/pprof/")
 			}
+			if apiLn != nil {
+				as := &api.Server{Store: st, Token: token, OpenReads: apiOpenReads, Log: log}
+				hs := &http.Server{Handler: as.Handler(), ReadHeaderTimeout: 10 * time.Second}
+				wg.Go(func() {
+					var err error
+					if apiCert != "" {
+						err = hs.ServeTLS(apiLn, apiCert, apiKey)
+					} else {
+						err = hs.Serve(apiLn)
+					}
+					if err != nil && !errors.Is(err, http.ErrServerClosed) {
+						log.Error("API listener failed", "err", err)
+					}
+				})
+				defer hs.Close()
+				log.Info("API endpoint", "listen", apiLn.Addr().String(), "tls", apiCert != "", "open_reads", apiOpenReads)
+			}
 			err = srv.Serve(ctx, ln)
 			log.Info("portolan stopping", "requests", srv.Requests(), "refused", srv.Refused(), "seq", ix.Seq())
 			return err
@@ -159,6 +203,11 @@ it warns at start when its limit is below ` + strconv.Itoa(wantConns) + ` connec
 	}
 	c.Flags().StringVar(&listen, "listen", fmt.Sprintf(":%d", svpwire.DefaultPort), "TCP address to listen on")
 	c.Flags().StringVar(&admin, "admin", "", "serve /metrics and /index over HTTP on this address (off by default)")
+	c.Flags().StringVar(&apiAddr, "api", "", "serve the network admin API (HTTP/JSON) on this address (off by default)")
+	c.Flags().StringVar(&apiTokenFile, "api-token-file", "", "file holding the token every API request must carry (required with --api)")
+	c.Flags().BoolVar(&apiOpenReads, "api-open-reads", false, "let API reads (show-hosts, show-vnics) through without the token")
+	c.Flags().StringVar(&apiCert, "api-tls-cert", "", "serve the API over HTTPS with this certificate (PEM; with --api-tls-key)")
+	c.Flags().StringVar(&apiKey, "api-tls-key", "", "the certificate's private key (PEM)")
 	c.Flags().DurationVar(&logHold, "log-hold", portolan.DefaultLogHold,
 		fmt.Sprintf("hold a LOG_REQ that finds the log empty this long for an entry (0 to %v; 0 answers at once)", maxLogHold))
 	c.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")
@@ -225,4 +274,32 @@ func adminMux(srv *portolan.Server, ix *index.Index, log *slog.Logger) *http.Ser
 		}
 	})
 	return mux
+}
+
+// checkAPIFlags refuses API flags that do not hold together.
+func checkAPIFlags(addr, tokenFile, cert, key string, openReads bool) error {
+	switch {
+	case addr == "" && (tokenFile != "" || cert != "" || key != "" || openReads):
+		return errors.New("--api-token-file, --api-open-reads and --api-tls-* need --api ADDR:PORT")
+	case addr != "" && tokenFile == "":
+		return errors.New("--api needs --api-token-file FILE: a file holding the token clients send (e.g. head -c 32 /dev/urandom | base64 > FILE)")
+	case (cert == "") != (key == ""):
+		return errors.New("--api-tls-cert and --api-tls-key go together")
+	}
+	return nil
+}
+
+// readToken reads an API token file: its first line, which must not be
+// empty.
+func readToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("--api-token-file: %w", err)
+	}
+	tok, _, _ := strings.Cut(string(b), "\n")
+	tok = strings.TrimSpace(tok)
+	if tok == "" {
+		return "", fmt.Errorf("--api-token-file %s: the file holds no token (write one on its first line)", path)
+	}
+	return tok, nil
 }

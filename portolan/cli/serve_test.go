@@ -11,7 +11,9 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -121,25 +123,27 @@ func (l *lockedBuffer) String() string {
 
 // served is a running 'portolan serve'.
 type served struct {
-	svp, admin string // addresses
-	log        *lockedBuffer
+	svp, admin, api string // addresses
+	log             *lockedBuffer
 }
 
 var (
 	servingRE = regexp.MustCompile(`msg="portolan serving SVP" listen=(\S+)`)
 	adminRE   = regexp.MustCompile(`msg="admin endpoint" listen=(\S+)`)
+	apiRE     = regexp.MustCompile(`msg="API endpoint" listen=(\S+)`)
 )
 
 // serve runs 'portolan serve' on dsn in-process, on loopback ports of its
 // own, until the test ends; then it must stop cleanly.
-func serve(t *testing.T, dsn string) *served {
+func serve(t *testing.T, dsn string, extra ...string) *served {
 	t.Helper()
+	withAPI := slices.Contains(extra, "--api")
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &served{log: new(lockedBuffer)}
 	done := make(chan int, 1)
 	go func() {
-		done <- MainContext(ctx, []string{"serve", "--store", dsn, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
-			"--log-level", "debug"}, io.Discard, s.log)
+		done <- MainContext(ctx, append([]string{"serve", "--store", dsn, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+			"--log-level", "debug"}, extra...), io.Discard, s.log)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -155,9 +159,12 @@ func serve(t *testing.T, dsn string) *served {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		out := s.log.String()
-		m, a := servingRE.FindStringSubmatch(out), adminRE.FindStringSubmatch(out)
-		if m != nil && a != nil {
+		m, a, p := servingRE.FindStringSubmatch(out), adminRE.FindStringSubmatch(out), apiRE.FindStringSubmatch(out)
+		if m != nil && a != nil && (p != nil || !withAPI) {
 			s.svp, s.admin = m[1], a[1]
+			if p != nil {
+				s.api = p[1]
+			}
 			return s
 		}
 		select {
@@ -408,4 +415,59 @@ func TestServeAdmin(t *testing.T) {
 		t.Errorf("check --dump of a wrong URL: exit %d, stderr %q", code, errs)
 	}
 	s.check(t, dsn)
+}
+
+// TestServeAPI: serve --api takes the administration subcommands over the
+// network (portolan --server), with the token; without it they are
+// refused and change nothing; the changes reach the index like any other.
+func TestServeAPI(t *testing.T) {
+	t.Parallel()
+	dsn := newDSN(t)
+	ok(t, dsn, "add-host", "h1", ipH1.String())
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte("tok-123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := serve(t, dsn, "--api", "127.0.0.1:0", "--api-token-file", tokenFile)
+	url := "http://" + s.api
+	remote := func(args ...string) (int, string, string) {
+		return run(t, append([]string{args[0], "--server", url, "--token-file", tokenFile}, args[1:]...)...)
+	}
+	if code, _, errs := remote("add-vnic", "--vnetid", "7", "--mac", macS, "--host", "h1", "--ip", "10.7.0.1"); code != 0 {
+		t.Fatalf("add-vnic --server: exit %d, %s", code, errs)
+	}
+	for _, show := range [][]string{{"show-vnics", "-p", "-o", "all"}, {"show-hosts", "-p", "-o", "all"}} {
+		code, out, errs := remote(show...)
+		if want := ok(t, dsn, show[0], show[1:]...); code != 0 || out != want || !strings.Contains(out, "h1") {
+			t.Errorf("%s --server: exit %d, %q %s; the store says %q", show[0], code, out, errs, want)
+		}
+	}
+	if out := ok(t, dsn, "show-vnics", "-p", "-o", "host"); out != "h1\n" {
+		t.Errorf("the store after add-vnic --server: %q", out)
+	}
+	// Without the token: refused, nothing changed.
+	code, _, errs := run(t, "remove-vnic", "--server", url, "--vnetid", "7", "--mac", macS)
+	if code != 1 || !strings.Contains(errs, "missing token") {
+		t.Errorf("remove-vnic without the token: exit %d, %q", code, errs)
+	}
+	if out := ok(t, dsn, "show-vnics", "-p", "-o", "host"); out != "h1\n" {
+		t.Errorf("a refused request changed the store: %q", out)
+	}
+	// Errors come back as the command's would.
+	if code, _, errs := remote("move-vnic", "--vnetid", "7", "--mac", macS, "--host", "nohost"); code != 1 || errs == "" {
+		t.Errorf("move-vnic to an unknown host: exit %d, %q", code, errs)
+	}
+	s.check(t, dsn)
+
+	// Flags that do not go together are usage errors.
+	for _, args := range [][]string{
+		{"serve", "--store", dsn, "--api", "127.0.0.1:0"},
+		{"serve", "--store", dsn, "--api-open-reads"},
+		{"show-hosts", "--server", url, "--store", dsn},
+		{"show-hosts", "--server", "portolan:1297"},
+	} {
+		if code, _, errs := run(t, args...); code != 2 {
+			t.Errorf("%q: exit %d (%q), want a usage error", args, code, errs)
+		}
+	}
 }
