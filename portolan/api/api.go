@@ -75,12 +75,23 @@ const MaxVNetID = 1<<24 - 1
 // ErrInvalid is matched (errors.Is) by errors about bad input.
 var ErrInvalid = errors.New("invalid")
 
-type invalidError struct{ msg string }
+// InvalidError is bad input. Field, when set, is the request field it is
+// about, which the error's text starts with (the command line prefixes
+// "--": its flags have the fields' names).
+type InvalidError struct {
+	Field string
+	Msg   string // the rest of the text, after Field
+}
 
-func (e *invalidError) Error() string        { return e.msg }
-func (e *invalidError) Is(target error) bool { return target == ErrInvalid }
+func (e *InvalidError) Error() string        { return e.Field + e.Msg }
+func (e *InvalidError) Is(target error) bool { return target == ErrInvalid }
 
-func invalid(format string, a ...any) error { return &invalidError{fmt.Sprintf(format, a...)} }
+func invalid(format string, a ...any) error { return &InvalidError{Msg: fmt.Sprintf(format, a...)} }
+
+// invalidField is bad input in field; format continues its name.
+func invalidField(field, format string, a ...any) error {
+	return &InvalidError{Field: field, Msg: fmt.Sprintf(format, a...)}
+}
 
 // ParseHost checks a host's underlay address, port and source addresses
 // as add-host does, and returns them for store.SetHost.
@@ -96,22 +107,22 @@ func ParseHost(id, ip string, port uint16, sources []string) (store.Host, []neti
 		return store.Host{}, nil, invalid("underlay address %s: %v", addr, err)
 	}
 	if port == 0 {
-		return store.Host{}, nil, invalid("port 0: a host receives VXLAN on a UDP port from 1 to 65535 (4789 when omitted)")
+		return store.Host{}, nil, invalidField("port", " 0: a host receives VXLAN on a UDP port from 1 to 65535 (4789 when omitted)")
 	}
 	var srcs []netip.Addr
 	for _, s := range sources {
 		a, err := netip.ParseAddr(s)
 		if err != nil || a.Zone() != "" {
-			return store.Host{}, nil, invalid("source %q is not an IP address", s)
+			return store.Host{}, nil, invalidField("source", " %q is not an IP address", s)
 		}
 		a = a.Unmap()
 		switch {
 		case a.IsUnspecified() || a.IsMulticast():
-			return store.Host{}, nil, invalid("source %s: no connection comes from an unspecified or multicast address", a)
+			return store.Host{}, nil, invalidField("source", " %s: no connection comes from an unspecified or multicast address", a)
 		case a == addr.Unmap():
-			return store.Host{}, nil, invalid("source %s is the underlay address; give only other addresses", a)
+			return store.Host{}, nil, invalidField("source", " %s is the underlay address; give only other addresses", a)
 		case slices.Contains(srcs, a):
-			return store.Host{}, nil, invalid("source %s given twice", a)
+			return store.Host{}, nil, invalidField("source", " %s given twice", a)
 		}
 		srcs = append(srcs, a)
 	}
@@ -126,21 +137,21 @@ func ParseVNIC(vnetid uint32, mac, host string, ips []string, vlan uint16) (stor
 		return store.VNIC{}, err
 	}
 	if host == "" {
-		return store.VNIC{}, invalid("missing host")
+		return store.VNIC{}, invalidField("host", ": missing")
 	}
 	v := store.VNIC{VNetID: vnetid, MAC: m, VLAN: vlan, Host: host}
 	for _, s := range ips {
 		a, err := netip.ParseAddr(s)
 		if err != nil || a.Zone() != "" {
-			return store.VNIC{}, invalid("ip %q is not an IP address", s)
+			return store.VNIC{}, invalidField("ip", " %q is not an IP address", s)
 		}
 		if slices.Contains(v.IPs, a.Unmap()) {
-			return store.VNIC{}, invalid("ip %s given twice", a.Unmap())
+			return store.VNIC{}, invalidField("ip", " %s given twice", a.Unmap())
 		}
 		v.IPs = append(v.IPs, a.Unmap())
 	}
 	if vlan > 4094 {
-		return store.VNIC{}, invalid("vlan %d out of range 0-4094", vlan)
+		return store.VNIC{}, invalidField("vlan", " %d out of range 0-4094", vlan)
 	}
 	return v, nil
 }
@@ -148,14 +159,14 @@ func ParseVNIC(vnetid uint32, mac, host string, ips []string, vlan uint16) (stor
 // ParseVNICKey checks the network and MAC that name a VNIC.
 func ParseVNICKey(vnetid uint32, mac string) (ether.MAC, error) {
 	if vnetid > MaxVNetID {
-		return ether.MAC{}, invalid("vnetid %d out of range 0-%d", vnetid, MaxVNetID)
+		return ether.MAC{}, invalidField("vnetid", " %d out of range 0-%d", vnetid, MaxVNetID)
 	}
 	m, err := ether.ParseMAC(mac)
 	if err != nil {
-		return ether.MAC{}, invalid("mac: %v", err)
+		return ether.MAC{}, invalidField("mac", ": %v", err)
 	}
 	if !ether.IsUnicast(m) {
-		return ether.MAC{}, invalid("mac %s is not a unicast address", mac)
+		return ether.MAC{}, invalidField("mac", " %s is not a unicast address", mac)
 	}
 	return m, nil
 }

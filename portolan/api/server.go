@@ -234,7 +234,7 @@ func (s *Server) moveVNIC(ctx context.Context, r *http.Request) (any, error) {
 		return nil, err
 	}
 	if req.Host == "" {
-		return nil, invalid("missing host")
+		return nil, invalidField("host", ": missing")
 	}
 	return nil, s.Store.MoveVNIC(ctx, vnetid, mac, req.Host)
 }

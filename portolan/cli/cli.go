@@ -8,9 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/netip"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -19,9 +17,9 @@ import (
 
 	"overlaynet/ether"
 	"overlaynet/ofmt"
+	"overlaynet/portolan/api"
 	"overlaynet/portolan/index"
 	"overlaynet/portolan/store"
-	"overlaynet/prop"
 )
 
 // StoreEnv names the environment variable holding the default --store.
@@ -208,35 +206,15 @@ as when hosts reach portolan over a separate admin network. An address
 may be a source of several hosts.`,
 		Args: exactArgs(2, "<host> <underlay-ip>"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ip, err := prop.ParseIP(args[1])
-			if err != nil {
-				return fmt.Errorf("invalid underlay address %q", args[1])
-			}
-			if err := prop.CheckUnderlayIP(ip.String()); err != nil {
-				return fmt.Errorf("underlay address %s: %v", ip, err)
-			}
 			if port == 0 {
 				return usageError{errors.New("--port 0: a host receives VXLAN on a UDP port from 1 to 65535 (omit --port for 4789)")}
 			}
-			var srcs []netip.Addr
-			for _, s := range sources {
-				a, err := netip.ParseAddr(s)
-				if err != nil || a.Zone() != "" {
-					return fmt.Errorf("--source %q is not an IP address", s)
-				}
-				a = a.Unmap()
-				switch {
-				case a.IsUnspecified() || a.IsMulticast():
-					return fmt.Errorf("--source %s: no connection comes from an unspecified or multicast address", a)
-				case a == ip.Unmap():
-					return fmt.Errorf("--source %s is the underlay address; give only other addresses", a)
-				case slices.Contains(srcs, a):
-					return fmt.Errorf("--source %s given twice", a)
-				}
-				srcs = append(srcs, a)
+			h, srcs, err := api.ParseHost(args[0], args[1], port, sources)
+			if err != nil {
+				return flagError(err)
 			}
 			return withMappings(open, func(ctx context.Context, s mappings) error {
-				return s.SetHost(ctx, store.Host{ID: args[0], IP: ip, Port: port}, srcs)
+				return s.SetHost(ctx, h, srcs)
 			})
 		},
 	}
@@ -270,17 +248,19 @@ func (f *vnicFlags) add(c *cobra.Command) {
 }
 
 func (f *vnicFlags) parse() (ether.MAC, error) {
-	if f.vnetid > 1<<24-1 {
-		return ether.MAC{}, fmt.Errorf("--vnetid %d out of range 0-16777215", f.vnetid)
+	mac, err := api.ParseVNICKey(f.vnetid, f.mac)
+	return mac, flagError(err)
+}
+
+// flagError words an input error of the API's checks (which the
+// subcommands share) as the command line's: a field is the flag of that
+// name.
+func flagError(err error) error {
+	var ie *api.InvalidError
+	if errors.As(err, &ie) && ie.Field != "" {
+		return errors.New("--" + ie.Error())
 	}
-	hw, err := ether.ParseMAC(f.mac)
-	if err != nil {
-		return ether.MAC{}, fmt.Errorf("--mac: %w", err)
-	}
-	if !ether.IsUnicast(hw) {
-		return ether.MAC{}, fmt.Errorf("--mac %s is not a unicast address", f.mac)
-	}
-	return ether.MAC(hw), nil
+	return err
 }
 
 func addVNICCmd(open mapOpener) *cobra.Command {
@@ -297,23 +277,9 @@ host with a VNIC on that network is told to forget what it cached about the
 MAC and the addresses.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			mac, err := vf.parse()
+			v, err := api.ParseVNIC(vf.vnetid, vf.mac, host, ips, vlan)
 			if err != nil {
-				return err
-			}
-			v := store.VNIC{VNetID: vf.vnetid, MAC: mac, VLAN: vlan, Host: host}
-			for _, s := range ips {
-				a, err := netip.ParseAddr(s)
-				if err != nil || a.Zone() != "" {
-					return fmt.Errorf("--ip %q is not an IP address", s)
-				}
-				if slices.Contains(v.IPs, a.Unmap()) {
-					return fmt.Errorf("--ip %s given twice", a.Unmap())
-				}
-				v.IPs = append(v.IPs, a.Unmap())
-			}
-			if vlan > 4094 {
-				return fmt.Errorf("--vlan %d out of range 0-4094", vlan)
+				return flagError(err)
 			}
 			return withMappings(open, func(ctx context.Context, s mappings) error { return s.AddVNIC(ctx, v) })
 		},
