@@ -27,6 +27,7 @@ type plugin struct {
 	ips     map[netip.Addr]ether.MAC
 	release chan struct{}
 	calls   atomic.Int32
+	called  chan struct{} // when set (waitAsked), told of every call
 }
 
 func (p *plugin) Start() error { return nil }
@@ -37,8 +38,15 @@ func (p *plugin) Stop()        {}
 func (p *plugin) Lookup(ctx context.Context, vlan uint16, mac ether.MAC) (encap.Dest, error) {
 	p.mu.Lock()
 	d, ok := p.dests[mac]
+	called := p.called
 	p.mu.Unlock()
 	p.calls.Add(1)
+	if called != nil {
+		select {
+		case called <- struct{}{}:
+		default:
+		}
+	}
 	if p.release != nil {
 		select {
 		case <-p.release:
@@ -117,8 +125,17 @@ func TestEngineAnswersAndDrops(t *testing.T) {
 // waitAsked waits until p has been asked n times.
 func waitAsked(t *testing.T, p *plugin, n int32) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); p.calls.Load() < n; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
+	p.mu.Lock()
+	if p.called == nil {
+		p.called = make(chan struct{}, 16)
+	}
+	called := p.called
+	p.mu.Unlock()
+	deadline := time.After(5 * time.Second)
+	for p.calls.Load() < n {
+		select {
+		case <-called:
+		case <-deadline:
 			t.Fatalf("the plugin was asked %d times, want %d", p.calls.Load(), n)
 		}
 	}
@@ -191,15 +208,6 @@ func TestEngineStaleAnswerAskedAgain(t *testing.T) {
 	}
 }
 
-// waitCounter waits until the engine's counter reaches n.
-func waitCounter(t *testing.T, e *engine, name string, n uint64) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); statMap(e.stats())[name] < n; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s = %d, want %d", name, statMap(e.stats())[name], n)
-		}
-	}
-}
 
 // gate is a data path overlay whose SetTarget waits until released, so
 // that a test can act while an answer is being given.
@@ -253,9 +261,11 @@ func TestEngineMissWhileGiven(t *testing.T) {
 	<-g.entered
 	e.Miss(mac1, 0) // as the data path reports one for a removed entry
 	close(g.release)
-	waitAsked(t, p, 2)
-	await(t, o, "answered", validTo(mac1, dest1))
-	waitCounter(t, e, "lookups-answered", 2)
+	// Counters are bumped before the data path is told: the second
+	// answer's SetTarget finds the count at 2.
+	await(t, o, "answered twice", func(s memory.State) bool {
+		return validTo(mac1, dest1)(s) && statMap(e.stats())["lookups-answered"] == 2
+	})
 }
 
 // TestEngineStaleEveryTime: a plugin whose answers are always stale is
@@ -266,10 +276,9 @@ func TestEngineStaleEveryTime(t *testing.T) {
 	churn := &churning{plugin: p, invalidate: func() { e.invalidate(mac1) }}
 	e, o := newTestEngine(t, churn)
 	o.Frame(mac1, 0)
-	waitCounter(t, e, "lookups-answered", 1)
-	await(t, o, "the stale answer taken back", func(s memory.State) bool {
+	await(t, o, "the stale answer given, then taken back", func(s memory.State) bool {
 		_, ok := s.Targets[mac1]
-		return !ok
+		return !ok && statMap(e.stats())["lookups-answered"] == 1
 	})
 	if n := p.calls.Load(); n != maxAsks {
 		t.Errorf("asked %d times, want %d", n, maxAsks)
@@ -297,7 +306,9 @@ func TestEngineTimeoutIgnored(t *testing.T) {
 	e.timeout = 50 * time.Millisecond
 	o.Frame(mac1, 0)
 	await(t, o, "dropped at the timeout", func(s memory.State) bool { return s.Negative[mac1] != 0 })
-	waitCounter(t, e, "lookups-timed-out", 1)
+	if c := statMap(e.stats()); c["lookups-timed-out"] != 1 {
+		t.Errorf("counters %v", c)
+	}
 }
 
 // deaf is a plugin whose lookups never return until block closes.
@@ -414,8 +425,13 @@ func TestEngineWithoutCapabilities(t *testing.T) {
 	if !validTo(mac2, dest2)(st) || len(st.Neighbors) != 0 || len(st.DHCP) != 0 || len(st.Injected) != 0 {
 		t.Errorf("state %+v: want the target entry only", st)
 	}
-	e.Miss(mac1, 0) // unknown: no Holder to tell
-	waitCounter(t, e, "lookups-dropped", 1)
+	// An unknown MAC, with no Holder to tell: the lookup runs here, so
+	// that a fault in it fails this test.
+	e.inflight[mac1] = &inflight{}
+	e.lookup(mac1, 0)
+	if c := statMap(e.stats()); c["lookups-dropped"] != 1 || len(e.inflight) != 0 {
+		t.Errorf("counters %v, in flight %d", c, len(e.inflight))
+	}
 	err = e.setDrop(mac1, "kernel")
 	if err == nil || !strings.Contains(err.Error(), "kernel data path keeps no drop entries") {
 		t.Errorf("setDrop without a DropTable: %v", err)
