@@ -397,12 +397,12 @@ func (ov *overlay) unicastTo(st *ovState, vlan uint16, dst ether.MAC) (local *vn
 // runs (the first one reports the miss), sent if the answer came
 // meanwhile, or dropped and counted.
 func (ov *overlay) hold(st *ovState, buf []byte, off int, frame []byte, dst ether.MAC, vlan uint16) {
-	res, d, flush := ov.targets.hold(dst, frame, time.Now())
+	res, d, flushed := ov.targets.hold(dst, frame, time.Now())
 	for res == missWait {
 		// The answer's held frames are being sent (a bounded number):
 		// this one goes after them.
-		<-flush
-		res, d, flush = ov.targets.hold(dst, frame, time.Now())
+		<-flushed
+		res, d, flushed = ov.targets.hold(dst, frame, time.Now())
 	}
 	switch res {
 	case missSend:

@@ -157,34 +157,34 @@ func (tt *targetTable) sweep(now time.Time) {
 // set makes mac valid for dest and returns the frames held for it. With
 // frames the entry is flushing: the caller sends them, in order, then
 // calls flushed(mac, f), and until then newer frames for mac wait.
-func (tt *targetTable) set(mac ether.MAC, dest encap.Dest) ([][]byte, flush) {
+func (tt *targetTable) set(mac ether.MAC, dest encap.Dest) ([][]byte, heldFlush) {
 	tt.mu.Lock()
 	defer tt.mu.Unlock()
 	e := tt.m[mac]
 	switch {
 	case e == nil:
 		tt.m[mac] = &tentry{state: stateValid, dest: dest}
-		return nil, flush{}
+		return nil, heldFlush{}
 	case e.state == stateFlushing:
 		// Another answer's caller is sending the held frames; the
 		// newer destination holds from the end of that flush.
 		e.dest = dest
-		return nil, flush{}
+		return nil, heldFlush{}
 	case e.state == statePending:
 		tt.pending--
 	}
 	q := e.queue
 	if len(q) == 0 {
 		*e = tentry{state: stateValid, dest: dest}
-		return nil, flush{}
+		return nil, heldFlush{}
 	}
-	f := flush{e: e, done: make(chan struct{})}
+	f := heldFlush{e: e, done: make(chan struct{})}
 	*e = tentry{state: stateFlushing, dest: dest, flushed: f.done}
 	return q, f
 }
 
-// flush is one answer's sending of the held frames.
-type flush struct {
+// heldFlush is one answer's sending of the held frames.
+type heldFlush struct {
 	e    *tentry // nil: nothing to send
 	done chan struct{}
 }
@@ -193,7 +193,7 @@ type flush struct {
 // (or goes, when it was removed meanwhile), unless something else
 // overruled it since (an operator's drop entry), and the frames waiting
 // for it go on.
-func (tt *targetTable) flushed(mac ether.MAC, f flush) {
+func (tt *targetTable) flushed(mac ether.MAC, f heldFlush) {
 	if f.e == nil {
 		return
 	}
