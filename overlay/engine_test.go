@@ -208,7 +208,6 @@ func TestEngineStaleAnswerAskedAgain(t *testing.T) {
 	}
 }
 
-
 // gate is a data path overlay whose SetTarget waits until released, so
 // that a test can act while an answer is being given.
 type gate struct {
