@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/bits"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -23,6 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"overlaynet/epoll"
 	"overlaynet/ether"
 	"overlaynet/pgtemp"
 	"overlaynet/portolan/store"
@@ -154,28 +153,6 @@ func Scale(o ScaleOptions) ([]ScaleResult, error) {
 	return out, nil
 }
 
-// simHost is one simulated host: a connection that behaves as the plugin
-// does (one LOG_REQ outstanding, entries removed with LOG_RM) and carries
-// its share of the lookups.
-type simHost struct {
-	i, srv int
-	ip     netip.Addr
-	nc     net.Conn
-	r      *svpwire.Reader
-
-	mu      sync.Mutex // writes, and the lookup slots
-	used    uint64     // lookup slots in flight
-	ids     [64]uint32
-	sent    [64]int64
-	seq     uint32
-	logSeq  uint32
-	logSent atomic.Int64 // nanotime of the LOG_REQ outstanding
-	wbuf    []byte
-
-	got   uint64 // changes seen, a bit each (reader only)
-	ready bool
-}
-
 // scaleRun is the shared state of one configuration's hosts.
 type scaleRun struct {
 	o        ScaleOptions
@@ -197,6 +174,10 @@ type scaleRun struct {
 	remaining                              [64]atomic.Int64
 	done                                   [64]chan struct{}
 	readers                                sync.WaitGroup
+	// paceStart is when the lookups began to be offered (nanotime), 0
+	// while none are.
+	paceStart atomic.Int64
+	started   bool // the loops own the hosts' sockets
 }
 
 func (sr *scaleRun) fail(err error) {
@@ -299,15 +280,19 @@ func scaleConfig(o ScaleOptions, config string) (ScaleResult, error) {
 		for _, c := range cmds {
 			c.Process.Kill()
 		}
+		sr.readers.Wait() // the loops close their hosts
 		for _, h := range sr.hosts {
-			if h.nc != nil {
-				h.nc.Close()
+			if h.fd >= 0 && !sr.started {
+				unix.Close(h.fd)
 			}
 		}
-		sr.readers.Wait()
 	}()
 	fmt.Fprintf(o.Log, "scale %s: connecting %d hosts\n", config, o.Hosts)
 	sr.connect(&res, addrs)
+	if err := sr.startLoops(); err != nil {
+		return res, err
+	}
+	sr.started = true
 	fmt.Fprintf(o.Log, "scale %s: connected in %v (%d failed attempts, %d hosts without a connection, %d listen drops)\n",
 		config, res.Connect.Round(time.Millisecond), res.ConnectErrors, res.ConnectFailed, res.ListenDrops)
 	waitTimeout(&sr.readyWG, 60*time.Second)
@@ -330,9 +315,7 @@ func scaleConfig(o ScaleOptions, config string) (ScaleResult, error) {
 	self0 := selfCPU()
 	w0 := time.Now()
 	sr.measure.Store(true)
-	stopPacers := make(chan struct{})
-	var pacers sync.WaitGroup
-	sr.startPacers(stopPacers, &pacers)
+	sr.paceStart.Store(nanotime())
 	end := w0.Add(o.Duration)
 	time.Sleep(min(time.Second, o.Duration/4))
 	for k := 0; k < o.Changes; k++ {
@@ -367,8 +350,7 @@ func scaleConfig(o ScaleOptions, config string) (ScaleResult, error) {
 	if d := time.Until(end); d > 0 {
 		time.Sleep(d)
 	}
-	close(stopPacers)
-	pacers.Wait()
+	sr.paceStart.Store(0)
 	res.Window = time.Since(w0)
 	sr.measure.Store(false)
 	for i := range cmds {
@@ -504,7 +486,7 @@ func (sr *scaleRun) connect(res *ScaleResult, addrs []string) {
 	for start := 0; start < sr.o.Hosts; start += wave {
 		var wg sync.WaitGroup
 		for i := start; i < min(start+wave, sr.o.Hosts); i++ {
-			h := &simHost{i: i, srv: i % len(addrs), ip: simHostIP(i)}
+			h := &simHost{i: i, srv: i % len(addrs), ip: simHostIP(i), fd: -1}
 			sr.hosts = append(sr.hosts, h)
 			wg.Add(1)
 			go func() {
@@ -543,227 +525,29 @@ func (sr *scaleRun) connect(res *ScaleResult, addrs []string) {
 						nc.Close()
 						continue
 					}
-					h.nc, h.r = nc, r
+					fd, err := epoll.Take(nc)
+					if err != nil {
+						mu.Lock()
+						res.ConnectErrors++
+						mu.Unlock()
+						sr.fail(fmt.Errorf("host %v: %w", h.ip, err))
+						nc.Close()
+						return
+					}
+					h.fd = fd
 					return
 				}
 			}()
 		}
 		wg.Wait()
 		for _, h := range sr.hosts[start:] {
-			if h.nc == nil {
+			if h.fd < 0 {
 				res.ConnectFailed++
-				continue
 			}
-			sr.readyWG.Add(1)
-			sr.readers.Add(1)
-			go sr.read(h)
-			// Real hosts start at random times, and so poll out of
-			// phase: the first LOG_REQ goes at a random point of a
-			// poll interval, not all together.
-			time.AfterFunc(rand.N(500*time.Millisecond), func() { sr.sendLogReq(h) })
 		}
 	}
 	res.Connect = time.Since(t0)
 	res.ListenDrops = listenDrops() - drops0
-}
-
-func (sr *scaleRun) write(h *simHost, b []byte) {
-	if _, err := h.nc.Write(b); err != nil && !sr.stopping.Load() {
-		sr.fail(fmt.Errorf("host %v: write: %w", h.ip, err))
-	}
-}
-
-const logCount = 16 << 10 // what the plugin asks for
-
-func (sr *scaleRun) sendLogReq(h *simHost) {
-	if sr.stopping.Load() {
-		return
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.logSeq++
-	h.logSent.Store(nanotime())
-	h.wbuf = svpwire.LogReq{Count: logCount, IP: h.ip}.AppendFrame(h.wbuf[:0], 1<<31|h.logSeq&0x7fffffff)
-	sr.logReqs.Add(1)
-	sr.write(h, h.wbuf)
-}
-
-// lookup sends one VL2 lookup on h, in a free slot (the low 6 bits of
-// the id).
-func (sr *scaleRun) lookup(h *simHost, target int, buf []byte) []byte {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.used == ^uint64(0) {
-		sr.skipped.Add(1)
-		return buf
-	}
-	slot := bits.TrailingZeros64(^h.used)
-	h.used |= 1 << slot
-	h.seq++
-	id := (h.seq<<6 | uint32(slot)) & 0x7fffffff
-	h.ids[slot] = id
-	buf = svpwire.VL2Req{MAC: simMAC(target), VNetID: scaleVNet}.AppendFrame(buf[:0], id)
-	h.sent[slot] = nanotime()
-	sr.write(h, buf)
-	return buf
-}
-
-// startPacers offers LookupRate lookups a second, spread round robin
-// over the hosts by a few goroutines each owning a share of them.
-func (sr *scaleRun) startPacers(stop <-chan struct{}, wg *sync.WaitGroup) {
-	const pacers = 4
-	var live []*simHost
-	for _, h := range sr.hosts {
-		if h.nc != nil {
-			live = append(live, h)
-		}
-	}
-	if len(live) == 0 || sr.o.LookupRate <= 0 {
-		return
-	}
-	for p := 0; p < pacers; p++ {
-		var mine []*simHost
-		for j := p; j < len(live); j += pacers {
-			mine = append(mine, live[j])
-		}
-		if len(mine) == 0 {
-			continue
-		}
-		rate := float64(sr.o.LookupRate) / pacers
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			t := time.NewTicker(time.Millisecond)
-			defer t.Stop()
-			t0 := time.Now()
-			var sent int64
-			next := 0
-			rnd := uint64(p)*0x9e3779b97f4a7c15 + 1
-			var buf []byte
-			for {
-				select {
-				case <-stop:
-					return
-				case <-t.C:
-				}
-				due := int64(rate*time.Since(t0).Seconds()) - sent
-				for ; due > 0; due-- {
-					rnd ^= rnd << 13
-					rnd ^= rnd >> 7
-					rnd ^= rnd << 17
-					buf = sr.lookup(mine[next], int(rnd%uint64(sr.o.Hosts)), buf)
-					next = (next + 1) % len(mine)
-					sent++
-				}
-			}
-		}()
-	}
-}
-
-// read handles everything h's server sends.
-func (sr *scaleRun) read(h *simHost) {
-	defer sr.readers.Done()
-	r := h.r
-	var rmBuf []byte
-	for {
-		f, err := r.Next()
-		if err != nil {
-			if !sr.stopping.Load() {
-				sr.connErrs.Add(1)
-				sr.fail(fmt.Errorf("host %v: %w", h.ip, err))
-			}
-			if !h.ready {
-				h.ready = true
-				sr.readyWG.Done()
-			}
-			return
-		}
-		now := nanotime()
-		switch f.Op {
-		case svpwire.OpVL2Ack:
-			slot := f.ID & 63
-			h.mu.Lock()
-			ok := f.ID&(1<<31) == 0 && h.used&(1<<slot) != 0 && h.ids[slot] == f.ID
-			t := h.sent[slot]
-			if ok {
-				h.used &^= 1 << slot
-			}
-			h.mu.Unlock()
-			ack, err := svpwire.DecodeVL2Ack(f.Body)
-			if !ok || err != nil || ack.Status != svpwire.StatusOK {
-				sr.lookupErrs.Add(1)
-				continue
-			}
-			if sr.measure.Load() {
-				sr.lat.add(h.i, time.Duration(now-t))
-			}
-		case svpwire.OpLogAck:
-			elapsed := time.Duration(now - h.logSent.Load())
-			ack, err := svpwire.DecodeLogAck(f.Body)
-			if !h.ready {
-				h.ready = true
-				if err == nil && ack.Status == svpwire.StatusOK {
-					sr.readyOK.Add(1)
-				}
-				sr.readyWG.Done()
-			}
-			if err != nil || ack.Status != svpwire.StatusOK {
-				sr.logErrs.Add(1)
-				if err == nil {
-					err = fmt.Errorf("status %v", ack.Status)
-				}
-				sr.fail(fmt.Errorf("host %v: LOG_ACK: %w", h.ip, err))
-				time.AfterFunc(500*time.Millisecond, func() { sr.sendLogReq(h) })
-				continue
-			}
-			if len(ack.Entries) == 0 {
-				if sr.measure.Load() {
-					sr.emptyLat.add(h.i, elapsed)
-				}
-				// A server that holds LOG_REQs answers an empty log only
-				// after a while: ask again at once. One that answers at
-				// once is polled every half second, as the plugin does.
-				if elapsed >= 500*time.Millisecond {
-					sr.held.Add(1)
-					sr.sendLogReq(h)
-				} else {
-					sr.quick.Add(1)
-					time.AfterFunc(500*time.Millisecond, func() { sr.sendLogReq(h) })
-				}
-				continue
-			}
-			sr.entries.Add(uint64(len(ack.Entries)))
-			ids := make([][16]byte, 0, len(ack.Entries))
-			for _, e := range ack.Entries {
-				ids = append(ids, e.ID)
-				if k := moverIndex(e.MAC); e.Type == svpwire.LogVL2 && e.VNetID == scaleVNet && k >= 0 && k < sr.o.Changes && h.got&(1<<k) == 0 {
-					h.got |= 1 << k
-					if ts := sr.changeStart[k].Load(); ts != 0 {
-						atomic.StoreInt64(&sr.arrive[k][h.i], max(1, now-ts))
-						if sr.remaining[k].Add(-1) == 0 {
-							close(sr.done[k])
-						}
-					}
-				}
-			}
-			// The LOG_RM, then (on its ack) the next LOG_REQ.
-			h.mu.Lock()
-			h.logSeq++
-			rmBuf = svpwire.LogRm{IDs: ids}.AppendFrame(rmBuf[:0], 1<<31|h.logSeq&0x7fffffff)
-			sr.write(h, rmBuf)
-			h.mu.Unlock()
-		case svpwire.OpLogRmAck:
-			if ack, err := svpwire.DecodeLogRmAck(f.Body); err != nil || ack.Status != svpwire.StatusOK {
-				sr.logErrs.Add(1)
-				sr.fail(fmt.Errorf("host %v: LOG_RM refused", h.ip))
-				time.AfterFunc(500*time.Millisecond, func() { sr.sendLogReq(h) })
-				continue
-			}
-			sr.sendLogReq(h)
-		default:
-			sr.lookupErrs.Add(1)
-		}
-	}
 }
 
 // PrintScale writes the scale simulation's results.

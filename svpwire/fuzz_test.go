@@ -140,6 +140,7 @@ func FuzzReader(f *testing.F) {
 		for off := 0; ; {
 			f, err := r.Next()
 			want, n, wantErr := refNext(data, off, maxBody)
+			checkParse(t, data[off:], maxBody, want, n, wantErr)
 			if wantErr != nil {
 				if !errors.Is(err, wantErr) {
 					t.Fatalf("at %d: Next = %+v, %v; want %v", off, f, err, wantErr)
@@ -168,6 +169,32 @@ func FuzzReader(f *testing.F) {
 			off += n
 		}
 	})
+}
+
+// checkParse checks that Parse, an event loop's reader, agrees with
+// refNext on the same bytes: a truncated frame is "not yet" (n 0, no
+// error), not an error.
+func checkParse(t *testing.T, rest []byte, maxBody int, want Frame, wantN int, wantErr error) {
+	t.Helper()
+	f, n, err := Parse(rest, maxBody)
+	switch {
+	case errors.Is(wantErr, io.EOF) || errors.Is(wantErr, io.ErrUnexpectedEOF):
+		if err != nil || n != 0 {
+			t.Fatalf("Parse of %d bytes = n %d, %v; want a frame not yet whole", len(rest), n, err)
+		}
+	case wantErr != nil:
+		if !errors.Is(err, wantErr) || n != 0 {
+			t.Fatalf("Parse = n %d, %v; want %v", n, err, wantErr)
+		}
+	case err != nil || n != wantN || f.Op != want.Op || f.ID != want.ID || !bytes.Equal(f.Body, want.Body):
+		t.Fatalf("Parse = %+v, n %d, %v; want %+v, n %d", f, n, err, want, wantN)
+	}
+	// Every prefix of a whole frame is "not yet".
+	if wantErr == nil && wantN > 0 {
+		if _, n, err := Parse(rest[:wantN-1], maxBody); n != 0 || (err != nil && !errors.Is(err, ErrVersion) && !errors.Is(err, ErrTooBig)) {
+			t.Fatalf("Parse of a frame less its last byte = n %d, %v", n, err)
+		}
+	}
 }
 
 // FuzzClientDecode is the client side: reply bodies from a server go

@@ -85,12 +85,8 @@ func (r *Reader) next() (Frame, error) {
 		}
 	}
 	h, _ := DecodeHeader(hb)
-	if h.Version != Version {
-		return Frame{}, frameErr(h, fmt.Errorf("%w %d", ErrVersion, h.Version))
-	}
-	// uint64: a 32-bit int cannot hold every size a header can announce.
-	if uint64(h.Size) > uint64(r.max) {
-		return Frame{}, frameErr(h, fmt.Errorf("%w (limit %d)", ErrTooBig, r.max))
+	if err := checkHeader(h, r.max); err != nil {
+		return Frame{}, err
 	}
 	n := int(h.Size)
 	var body []byte
@@ -111,10 +107,59 @@ func (r *Reader) next() (Frame, error) {
 			return Frame{}, frameErr(h, err)
 		}
 	}
-	if c := Checksum(hb, body); c != h.CRC {
-		return Frame{}, frameErr(h, fmt.Errorf("%w (header %#08x, computed %#08x)", ErrCRC, h.CRC, c))
+	if err := checkCRC(h, hb, body); err != nil {
+		return Frame{}, err
 	}
 	return Frame{Op: h.Op, ID: h.ID, Body: body}, nil
+}
+
+// checkHeader checks what a header alone tells: the version, and the size
+// against the limit, before any of the body is read.
+func checkHeader(h Header, maxBody int) error {
+	if h.Version != Version {
+		return frameErr(h, fmt.Errorf("%w %d", ErrVersion, h.Version))
+	}
+	// uint64: a 32-bit int cannot hold every size a header can announce.
+	if uint64(h.Size) > uint64(maxBody) {
+		return frameErr(h, fmt.Errorf("%w (limit %d)", ErrTooBig, maxBody))
+	}
+	return nil
+}
+
+// checkCRC checks a whole frame's CRC.
+func checkCRC(h Header, hb, body []byte) error {
+	if c := Checksum(hb, body); c != h.CRC {
+		return frameErr(h, fmt.Errorf("%w (header %#08x, computed %#08x)", ErrCRC, h.CRC, c))
+	}
+	return nil
+}
+
+// Parse returns the frame at the start of b and its length n on the
+// wire, for a caller that does its own reading (an event loop reading
+// many connections into one buffer). n is 0, with no error, when b does
+// not yet hold the whole frame; a header that fails the checks is an
+// error as soon as it is whole, as with Reader.Next. maxBody <= 0 means
+// MaxBody. The body aliases b.
+func Parse(b []byte, maxBody int) (f Frame, n int, err error) {
+	if maxBody <= 0 {
+		maxBody = MaxBody
+	}
+	if len(b) < HeaderLen {
+		return Frame{}, 0, nil
+	}
+	h, _ := DecodeHeader(b)
+	if err := checkHeader(h, maxBody); err != nil {
+		return Frame{}, 0, err
+	}
+	n = HeaderLen + int(h.Size)
+	if len(b) < n {
+		return Frame{}, 0, nil
+	}
+	body := b[HeaderLen:n:n]
+	if err := checkCRC(h, b[:HeaderLen], body); err != nil {
+		return Frame{}, 0, err
+	}
+	return Frame{Op: h.Op, ID: h.ID, Body: body}, n, nil
 }
 
 // readBody reads an n-byte body that does not fit in the bufio buffer. It
@@ -173,7 +218,7 @@ func (r *Reader) Ready() bool {
 	}
 	hb, _ := r.br.Peek(HeaderLen)
 	h, _ := DecodeHeader(hb)
-	if h.Version != Version || uint64(h.Size) > uint64(r.max) {
+	if checkHeader(h, r.max) != nil {
 		return true // Next fails on the header alone
 	}
 	return HeaderLen+int(h.Size) <= r.br.Buffered()
