@@ -54,7 +54,20 @@ type loop struct {
 
 	buf   []byte
 	batch []byte
+
+	// pending are the connections with replies from other goroutines
+	// to write (lconn.send): the loop alone writes to its sockets, so
+	// that no goroutine holds a connection's lock across a system call,
+	// and so that a burst of log replies is written between reads, a
+	// slice at a time, instead of by thousands of goroutines at once.
+	pmu     sync.Mutex
+	pending []*lconn
+	flushes []*lconn // the loop's own: taken from pending
 }
+
+// flushSlice is how many connections' queued replies the loop writes
+// between two looks at its sockets.
+const flushSlice = 64
 
 // lconn is a connection served by a loop.
 type lconn struct {
@@ -69,6 +82,7 @@ type lconn struct {
 	mu       sync.Mutex // everything below
 	detached bool       // no longer in the loop's poller
 	closed   bool       // fd is closed, or about to be
+	queued   bool       // in the loop's pending
 	out      []byte     // replies the socket has not taken
 	outSince time.Time  // when out began to wait
 	events   uint32     // watched
@@ -152,7 +166,11 @@ func (l *loop) run(stop <-chan struct{}) {
 	}
 	var ready []readyConn
 	for {
-		evs, err := l.ep.Wait(sweepEvery)
+		wait := sweepEvery
+		if len(l.flushes) > 0 {
+			wait = 0
+		}
+		evs, err := l.ep.Wait(wait)
 		if err != nil {
 			l.s.logger().Error("event loop failed", "err", err)
 		}
@@ -184,6 +202,7 @@ func (l *loop) run(stop <-chan struct{}) {
 				l.read(r.lc, r.events&(unix.EPOLLHUP|unix.EPOLLERR) != 0)
 			}
 		}
+		l.flushSome()
 		if now := time.Now(); now.Sub(lastSweep) >= sweepEvery {
 			lastSweep = now
 			l.sweep(now)
@@ -260,7 +279,7 @@ func (l *loop) read(lc *lconn, hup bool) {
 	}
 	l.s.requests.Add(answered)
 	if len(batch) > 0 {
-		lc.send(batch)
+		lc.sendNow(batch)
 	}
 	l.batch = batch[:0]
 	if bad != nil {
@@ -344,10 +363,42 @@ func (lc *lconn) drain() {
 	}
 }
 
-// send writes b, or queues what the socket does not take for EPOLLOUT;
-// false when the connection is closed or failed. Any goroutine may call
-// it; replies leave in the order of the calls.
+// send queues b for the loop to write; false when the connection is
+// closed or failed. Any goroutine but the loop's may call it; replies
+// leave in the order of the calls.
 func (lc *lconn) send(b []byte) bool {
+	lc.mu.Lock()
+	if lc.closed {
+		lc.mu.Unlock()
+		return false
+	}
+	lc.s.writes.Add(1)
+	if len(lc.out) == 0 {
+		lc.outSince = time.Now()
+	}
+	lc.out = append(lc.out, b...)
+	if len(lc.out) >= maxOut {
+		lc.setEventsLocked() // read no further
+	}
+	queue := !lc.queued && !lc.detached // detached: finish writes it
+	lc.queued = lc.queued || queue
+	lc.mu.Unlock()
+	if queue {
+		l := lc.l
+		l.pmu.Lock()
+		wake := len(l.pending) == 0
+		l.pending = append(l.pending, lc)
+		l.pmu.Unlock()
+		if wake {
+			l.ep.Wake()
+		}
+	}
+	return true
+}
+
+// sendNow writes b from the loop itself, after what is queued; what the
+// socket does not take waits for EPOLLOUT.
+func (lc *lconn) sendNow(b []byte) bool {
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
 	if lc.closed {
@@ -368,14 +419,40 @@ func (lc *lconn) send(b []byte) bool {
 		lc.outSince = time.Now()
 	}
 	lc.out = append(lc.out, b...)
-	lc.setEventsLocked()
+	lc.flushLocked()
 	return true
+}
+
+// flushSome writes the queued replies of up to flushSlice connections.
+func (l *loop) flushSome() {
+	if len(l.flushes) == 0 {
+		l.pmu.Lock()
+		l.flushes, l.pending = l.pending, l.flushes[:0]
+		l.pmu.Unlock()
+	}
+	n := min(len(l.flushes), flushSlice)
+	for _, lc := range l.flushes[:n] {
+		lc.mu.Lock()
+		lc.queued = false
+		lc.flushLocked()
+		lc.mu.Unlock()
+	}
+	clear(l.flushes[:n])
+	l.flushes = l.flushes[n:]
+	if len(l.flushes) == 0 {
+		l.flushes = l.flushes[:0:0]
+	}
 }
 
 // flush writes what waited for EPOLLOUT.
 func (lc *lconn) flush() {
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
+	lc.flushLocked()
+}
+
+// flushLocked writes what waits in out, from the loop.
+func (lc *lconn) flushLocked() {
 	if lc.closed || len(lc.out) == 0 {
 		return
 	}

@@ -195,16 +195,23 @@ func (ix *Index) apply(ctx context.Context, cs []store.Change) error {
 		ix.st.setVL3(k.vnet, k.ip, mac, ok)
 		ix.mu.Unlock()
 	}
+	// The signals are swapped under the lock and closed after it: a
+	// change that logs for 10,000 hosts wakes 10,000 held LOG_REQs, and
+	// lookups, which take the read lock, must not wait for that.
+	old := make([]chan struct{}, 0, len(logs))
 	ix.mu.Lock()
 	for id := range logs {
 		if i, ok := ix.st.byID[id]; ok {
 			sl := &ix.st.hosts[i]
-			close(sl.sig)
+			old = append(old, sl.sig)
 			sl.sig = make(chan struct{})
 		}
 	}
 	ix.seq = cs[len(cs)-1].Seq
 	ix.mu.Unlock()
+	for _, c := range old {
+		close(c)
+	}
 	return nil
 }
 
