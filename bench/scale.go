@@ -21,7 +21,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"overlaynet/epoll"
 	"overlaynet/ether"
 	"overlaynet/pgtemp"
 	"overlaynet/portolan/store"
@@ -525,7 +524,7 @@ func (sr *scaleRun) connect(res *ScaleResult, addrs []string) {
 						nc.Close()
 						continue
 					}
-					fd, err := epoll.Take(nc)
+					fd, err := takeFD(nc)
 					if err != nil {
 						mu.Lock()
 						res.ConnectErrors++

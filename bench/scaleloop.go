@@ -12,7 +12,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"overlaynet/epoll"
 	"overlaynet/svpwire"
 )
 
@@ -52,7 +51,7 @@ type simHost struct {
 // simLoop runs a share of the hosts.
 type simLoop struct {
 	sr    *scaleRun
-	ep    *epoll.Poller
+	ep    *poller
 	hosts []*simHost // by epoll key
 	rate  float64    // lookups a second offered by this loop
 	buf   []byte     // read buffer
@@ -74,10 +73,10 @@ const simLoops = 2
 func (sr *scaleRun) startLoops() error {
 	var loops []*simLoop
 	for k := range simLoops {
-		ep, err := epoll.New(256)
+		ep, err := newPoller(256)
 		if err != nil {
 			for _, l := range loops {
-				l.ep.Close()
+				l.ep.close()
 			}
 			return err
 		}
@@ -93,7 +92,7 @@ func (sr *scaleRun) startLoops() error {
 		l := loops[n%simLoops]
 		n++
 		h.key = int32(len(l.hosts))
-		if err := l.ep.Add(h.fd, epoll.In, h.key); err != nil {
+		if err := l.ep.add(h.fd, pollIn, h.key); err != nil {
 			return err
 		}
 		l.hosts = append(l.hosts, h)
@@ -116,7 +115,7 @@ func (l *simLoop) run() {
 		for _, h := range l.hosts {
 			l.close(h)
 		}
-		l.ep.Close()
+		l.ep.close()
 	}()
 	for !sr.stopping.Load() {
 		now := nanotime()
@@ -135,7 +134,7 @@ func (l *simLoop) run() {
 		if len(l.due) > 0 {
 			wait = min(wait, time.Duration(max(0, l.due[0].at-now)))
 		}
-		evs, err := l.ep.Wait(wait)
+		evs, err := l.ep.wait(wait)
 		if err != nil {
 			sr.fail(err)
 			return
@@ -244,14 +243,14 @@ func (l *simLoop) write(h *simHost, b []byte) {
 	if n == len(b) {
 		if h.outOn {
 			h.outOn = false
-			l.ep.Mod(h.fd, epoll.In, h.key)
+			l.ep.mod(h.fd, pollIn, h.key)
 		}
 		return
 	}
 	h.out = append(h.out[:0], b[n:]...) // copy handles b aliasing h.out
 	if !h.outOn {
 		h.outOn = true
-		l.ep.Mod(h.fd, epoll.In|epoll.Out, h.key)
+		l.ep.mod(h.fd, pollIn|pollOut, h.key)
 	}
 }
 
@@ -306,7 +305,7 @@ func (l *simLoop) close(h *simHost) {
 	if h.fd < 0 {
 		return
 	}
-	l.ep.Del(h.fd)
+	l.ep.del(h.fd)
 	unix.Close(h.fd)
 	h.fd = -1
 	if !h.ready {

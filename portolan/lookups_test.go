@@ -31,7 +31,7 @@ type vl3Val struct {
 }
 
 // mapLookups is a Lookups from maps, which a test may fill while the
-// server runs (its event loops start with it).
+// server runs.
 type mapLookups struct {
 	mapMu   sync.RWMutex
 	vl2     map[vl2Key]store.Host
@@ -217,63 +217,46 @@ func (c countedConn) Write(b []byte) (int, error) {
 }
 
 // TestLookupsBatched: the answers to requests pipelined in one write
-// leave in a few writes, not one each: from an event loop (a TCP
-// connection) and from a goroutine reading its connection (a wrapped one,
-// whose socket the loop cannot take).
+// leave in a few writes, not one each.
 func TestLookupsBatched(t *testing.T) {
 	t.Parallel()
-	for _, mode := range []string{"loop", "goroutine"} {
-		t.Run(mode, func(t *testing.T) {
-			t.Parallel()
-			l := newMapLookups()
-			l.add(42, mac1, hostA, ip1)
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			must(t, err)
-			wc := &writeCounter{Listener: ln}
-			var serveOn net.Listener = ln
-			if mode == "goroutine" {
-				serveOn = wc
-			}
-			srv := &Server{Lookups: l, Log: testLogger(t)}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- srv.Serve(ctx, serveOn) }()
-			t.Cleanup(func() { cancel(); <-done })
+	l := newMapLookups()
+	l.add(42, mac1, hostA, ip1)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	wc := &writeCounter{Listener: ln}
+	srv := &Server{Lookups: l, Log: testLogger(t)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, wc) }()
+	t.Cleanup(func() { cancel(); <-done })
 
-			c := dial(t, ln.Addr().String())
-			const n = 120 // 120 x 28 to 40 bytes: a few KiB, one segment on loopback
-			var burst []byte
-			for i := range uint32(n) {
-				switch i % 3 {
-				case 0:
-					burst = svpwire.VL2Req{MAC: mac1, VNetID: 42}.AppendFrame(burst, i)
-				case 1:
-					burst = svpwire.VL3Req{IP: ip1, Type: svpwire.L3IPv4, VNetID: 42}.AppendFrame(burst, i)
-				case 2:
-					burst = svpwire.AppendFrame(burst, svpwire.OpPing, i, nil)
-				}
-			}
-			c.send(burst)
-			seen := map[uint32]bool{}
-			for range n {
-				f := c.next()
-				if seen[f.ID] || f.ID >= n {
-					t.Fatalf("reply %v id %d: unknown or repeated", f.Op, f.ID)
-				}
-				seen[f.ID] = true
-			}
-			w := srv.Writes()
-			if mode == "goroutine" {
-				if ww := uint64(wc.writes.Load()); ww != w || ww == 0 {
-					t.Errorf("the connection saw %d writes, the server counted %d", ww, w)
-				}
-			}
-			if w > 4 {
-				t.Errorf("%d requests in one write answered in %d writes, want at most 4", n, w)
-			} else {
-				t.Logf("%d requests answered in %d writes", n, w)
-			}
-		})
+	c := dial(t, ln.Addr().String())
+	const n = 120 // 120 x 28 to 40 bytes: a few KiB, one segment on loopback
+	var burst []byte
+	for i := range uint32(n) {
+		switch i % 3 {
+		case 0:
+			burst = svpwire.VL2Req{MAC: mac1, VNetID: 42}.AppendFrame(burst, i)
+		case 1:
+			burst = svpwire.VL3Req{IP: ip1, Type: svpwire.L3IPv4, VNetID: 42}.AppendFrame(burst, i)
+		case 2:
+			burst = svpwire.AppendFrame(burst, svpwire.OpPing, i, nil)
+		}
+	}
+	c.send(burst)
+	seen := map[uint32]bool{}
+	for range n {
+		f := c.next()
+		if seen[f.ID] || f.ID >= n {
+			t.Fatalf("reply %v id %d: unknown or repeated", f.Op, f.ID)
+		}
+		seen[f.ID] = true
+	}
+	if w := wc.writes.Load(); w > 4 {
+		t.Errorf("%d requests in one write answered in %d writes, want at most 4", n, w)
+	} else {
+		t.Logf("%d requests answered in %d writes", n, w)
 	}
 }
 

@@ -96,16 +96,12 @@ type Server struct {
 
 	conns    atomic.Int64
 	requests atomic.Uint64
-	writes   atomic.Uint64
 	refused  atomic.Uint64
 	// closedInFlight counts connections their client closed while
 	// requests on them were unanswered: Triton's portolan dies writing
 	// into such a socket, so clients should not do it. LOG_REQs do not
 	// count when they may be held: a client keeps one outstanding.
 	closedInFlight atomic.Uint64
-
-	loopsMu sync.Mutex
-	loops   []*loop // of the running Serve, for tests
 
 	batchOnce sync.Once
 	removes   batcher[removal]
@@ -219,14 +215,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		<-ctx.Done()
 		ln.Close()
 	}()
-	loops, err := s.startLoops(ctx.Done())
-	if err != nil {
-		return err
-	}
-	s.loopsMu.Lock()
-	s.loops = loops
-	s.loopsMu.Unlock()
-	var next atomic.Uint64
 	var pause time.Duration
 	for {
 		c, err := ln.Accept()
@@ -251,14 +239,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			continue
 		}
 		pause = 0
-		cn := s.newConn(ctx, c)
-		if loopFor(loops, &next).add(cn, c, &wg) {
-			continue
-		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.serveConn(cn)
+			s.serveConn(ctx, c)
 		}()
 	}
 }
@@ -296,10 +280,6 @@ type conn struct {
 	released chan struct{}
 	held     atomic.Int32   // LOG_REQs being held
 	tasks    sync.WaitGroup // the goroutines answering requests
-	// lc is the connection's event-loop side, nil when a goroutine of
-	// its own reads it (serveConn); done tells Serve it has ended.
-	lc   *lconn
-	done func()
 
 	// logMu guards what spares the store a query on the log path.
 	logMu sync.Mutex
@@ -410,12 +390,14 @@ func (cn *conn) allGiven(ids [][16]byte) bool {
 // each (without: every lookup is a store query), bounded either way so
 // that a client that sends faster than they are answered is read no
 // further.
-func (s *Server) serveConn(cn *conn) {
+func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	s.conns.Add(1)
 	defer s.conns.Add(-1)
-	ctx, cancel, c := cn.ctx, cn.cancel, cn.c
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	context.AfterFunc(ctx, func() { c.Close() }) // at the latest when cancel runs on return
+	cn := &conn{s: s, c: c, log: s.logger().With("peer", c.RemoteAddr().String()), src: sourceAddr(c),
+		ctx: ctx, cancel: cancel, released: make(chan struct{})}
 	cn.log.Debug("connection opened")
 
 	lk := s.Lookups
@@ -428,6 +410,7 @@ func (s *Server) serveConn(cn *conn) {
 	} else {
 		slots = make(chan struct{}, maxInFlight)
 	}
+	holdLogs := lk != nil && s.LogHold > 0
 	r := svpwire.NewReader(c, maxBody)
 	// The reader's replies, from batchPool while there are any: an idle
 	// connection (most of 10,000 hosts' at any moment) holds no buffer.
@@ -486,16 +469,40 @@ loop:
 			}
 			break loop
 		}
-		reserve()
-		if b, ok := cn.hot(batch, f); ok {
-			batch = b
+		if lk != nil {
+			// The hot path: answered here, without an allocation.
+			switch f.Op {
+			case svpwire.OpVL2Req:
+				if m, err := svpwire.DecodeVL2Req(f.Body); err == nil {
+					reserve()
+					batch = appendVL2(batch, lk, m, f.ID)
+					answered++
+					continue
+				}
+			case svpwire.OpVL3Req:
+				if m, err := svpwire.DecodeVL3Req(f.Body); err == nil {
+					reserve()
+					batch = appendVL3(batch, lk, m, f.ID)
+					answered++
+					continue
+				}
+			}
+		}
+		if f.Op == svpwire.OpPing && len(f.Body) == 0 {
+			reserve()
+			batch = svpwire.AppendFrame(batch, svpwire.OpPong, f.ID, nil)
 			answered++
 			continue
 		}
-		req, err := cn.prepare(f)
+		req, err := decodeRequest(f)
 		if err != nil {
 			cn.log.Warn("closing connection: bad request", "op", f.Op.String(), "err", err)
 			break loop
+		}
+		s.requests.Add(1)
+		req.counted = !(holdLogs && req.op == svpwire.OpLogReq)
+		if req.counted {
+			cn.unanswered.Add(1)
 		}
 		if queue != nil {
 			select {
@@ -545,51 +552,6 @@ loop:
 	cn.log.Debug("connection closed")
 }
 
-// newConn is the state of an accepted connection.
-func (s *Server) newConn(ctx context.Context, c net.Conn) *conn {
-	ctx, cancel := context.WithCancel(ctx)
-	return &conn{s: s, c: c, log: s.logger().With("peer", c.RemoteAddr().String()), src: sourceAddr(c),
-		ctx: ctx, cancel: cancel, released: make(chan struct{})}
-}
-
-// hot appends the answer to f to batch when the reader answers f in
-// place, with no I/O and no allocation: PING, and with Lookups VL2_REQ
-// and VL3_REQ. The hot path.
-func (cn *conn) hot(batch []byte, f svpwire.Frame) ([]byte, bool) {
-	lk := cn.s.Lookups
-	switch {
-	case f.Op == svpwire.OpPing && len(f.Body) == 0:
-		return svpwire.AppendFrame(batch, svpwire.OpPong, f.ID, nil), true
-	case lk == nil:
-		return batch, false
-	case f.Op == svpwire.OpVL2Req:
-		if m, err := svpwire.DecodeVL2Req(f.Body); err == nil {
-			return appendVL2(batch, lk, m, f.ID), true
-		}
-	case f.Op == svpwire.OpVL3Req:
-		if m, err := svpwire.DecodeVL3Req(f.Body); err == nil {
-			return appendVL3(batch, lk, m, f.ID), true
-		}
-	}
-	return batch, false
-}
-
-// prepare decodes a request answered off the reader and counts it.
-func (cn *conn) prepare(f svpwire.Frame) (request, error) {
-	req, err := decodeRequest(f)
-	if err != nil {
-		return req, err
-	}
-	s := cn.s
-	s.requests.Add(1)
-	holdLogs := s.Lookups != nil && s.LogHold > 0
-	req.counted = !(holdLogs && req.op == svpwire.OpLogReq)
-	if req.counted {
-		cn.unanswered.Add(1)
-	}
-	return req, nil
-}
-
 // write writes b, one reply or a batch of them, under the write lock with
 // a deadline. A reply that counted as unanswered stops counting as it is
 // written: the client can have it only after this. false when the write
@@ -603,10 +565,6 @@ func (cn *conn) write(b []byte, counted bool) bool {
 	if cn.ctx.Err() != nil {
 		return false
 	}
-	if cn.lc != nil {
-		return cn.lc.send(b)
-	}
-	cn.s.writes.Add(1)
 	cn.c.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if _, err := cn.c.Write(b); err != nil {
 		cn.cancel()
@@ -628,20 +586,15 @@ func (cn *conn) work(queue <-chan request) {
 			if !ok {
 				return
 			}
-			cn.work1(req)
+			if m, ok := req.msg.(svpwire.LogReq); ok {
+				cn.logReq(req, m)
+				continue
+			}
+			cn.reply(cn.answer(req), req.counted)
 		case <-cn.ctx.Done():
 			return
 		}
 	}
-}
-
-// work1 answers one request that does I/O, with Lookups set.
-func (cn *conn) work1(req request) {
-	if m, ok := req.msg.(svpwire.LogReq); ok {
-		cn.logReq(req, m)
-		return
-	}
-	cn.reply(cn.answer(req), req.counted)
 }
 
 // logReq answers a LOG_REQ with Lookups set: when the log is empty and
@@ -941,10 +894,6 @@ func (s *Server) Connections() int64 { return s.conns.Load() }
 // ClosedInFlight returns how many connections their client closed while
 // requests on them were unanswered.
 func (s *Server) ClosedInFlight() uint64 { return s.closedInFlight.Load() }
-
-// Writes returns the number of writes of replies so far: a batch of
-// replies to the requests of one read is one.
-func (s *Server) Writes() uint64 { return s.writes.Load() }
 
 // Requests returns the number of requests answered so far.
 func (s *Server) Requests() uint64 { return s.requests.Load() }
