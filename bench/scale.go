@@ -176,7 +176,6 @@ type scaleRun struct {
 	// paceStart is when the lookups began to be offered (nanotime), 0
 	// while none are.
 	paceStart atomic.Int64
-	started   bool // the loops own the hosts' sockets
 }
 
 func (sr *scaleRun) fail(err error) {
@@ -281,7 +280,7 @@ func scaleConfig(o ScaleOptions, config string) (ScaleResult, error) {
 		}
 		sr.readers.Wait() // the loops close their hosts
 		for _, h := range sr.hosts {
-			if h.fd >= 0 && !sr.started {
+			if h.fd >= 0 { // no loop ran for it
 				unix.Close(h.fd)
 			}
 		}
@@ -291,7 +290,6 @@ func scaleConfig(o ScaleOptions, config string) (ScaleResult, error) {
 	if err := sr.startLoops(); err != nil {
 		return res, err
 	}
-	sr.started = true
 	fmt.Fprintf(o.Log, "scale %s: connected in %v (%d failed attempts, %d hosts without a connection, %d listen drops)\n",
 		config, res.Connect.Round(time.Millisecond), res.ConnectErrors, res.ConnectFailed, res.ListenDrops)
 	waitTimeout(&sr.readyWG, 60*time.Second)
@@ -476,7 +474,8 @@ func somaxconn() int {
 // connect connects every host to its server (host i to server i mod
 // servers) from its own address, in waves of at most half the listen
 // backlog, each wave answered a PING before the next, so that no SYN
-// meets a full queue, and starts its reader.
+// meets a full queue. Each connected host's socket is then its own
+// (simHost.fd), for startLoops.
 func (sr *scaleRun) connect(res *ScaleResult, addrs []string) {
 	wave := max(1, min(1000, somaxconn()/2))
 	drops0 := listenDrops()

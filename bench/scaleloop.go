@@ -72,12 +72,15 @@ const simLoops = 2
 // second, as real hosts started at random times poll out of phase.
 func (sr *scaleRun) startLoops() error {
 	var loops []*simLoop
+	closeAll := func() {
+		for _, l := range loops {
+			l.ep.close()
+		}
+	}
 	for k := range simLoops {
 		ep, err := newPoller(256)
 		if err != nil {
-			for _, l := range loops {
-				l.ep.close()
-			}
+			closeAll()
 			return err
 		}
 		loops = append(loops, &simLoop{sr: sr, ep: ep, rate: float64(sr.o.LookupRate) / simLoops,
@@ -93,6 +96,7 @@ func (sr *scaleRun) startLoops() error {
 		n++
 		h.key = int32(len(l.hosts))
 		if err := l.ep.add(h.fd, pollIn, h.key); err != nil {
+			closeAll() // the hosts' sockets are closed by the caller
 			return err
 		}
 		l.hosts = append(l.hosts, h)

@@ -30,10 +30,9 @@ type vl3Val struct {
 	host store.Host
 }
 
-// mapLookups is a Lookups from maps, which a test may fill while the
-// server runs.
+// mapLookups is a Lookups from maps filled before it is used; only its
+// log signals change afterwards.
 type mapLookups struct {
-	mapMu   sync.RWMutex
 	vl2     map[vl2Key]store.Host
 	vl3     map[vl3Key]vl3Val
 	sources map[netip.Addr][]store.Host
@@ -51,8 +50,6 @@ func newMapLookups() *mapLookups {
 
 // add maps mac, and each of ips to it, on vnetid to h.
 func (l *mapLookups) add(vnetid uint32, mac ether.MAC, h store.Host, ips ...netip.Addr) {
-	l.mapMu.Lock()
-	defer l.mapMu.Unlock()
 	l.vl2[vl2Key{vnetid, mac}] = h
 	for _, ip := range ips {
 		l.vl3[vl3Key{vnetid, ip}] = vl3Val{mac, h}
@@ -60,24 +57,16 @@ func (l *mapLookups) add(vnetid uint32, mac ether.MAC, h store.Host, ips ...neti
 }
 
 func (l *mapLookups) VL2(vnetid uint32, mac ether.MAC) (store.Host, bool) {
-	l.mapMu.RLock()
-	defer l.mapMu.RUnlock()
 	h, ok := l.vl2[vl2Key{vnetid, mac}]
 	return h, ok
 }
 
 func (l *mapLookups) VL3(vnetid uint32, ip netip.Addr) (ether.MAC, store.Host, bool) {
-	l.mapMu.RLock()
-	defer l.mapMu.RUnlock()
 	v, ok := l.vl3[vl3Key{vnetid, ip}]
 	return v.mac, v.host, ok
 }
 
-func (l *mapLookups) HostsFrom(src netip.Addr) []store.Host {
-	l.mapMu.RLock()
-	defer l.mapMu.RUnlock()
-	return l.sources[src]
-}
+func (l *mapLookups) HostsFrom(src netip.Addr) []store.Host { return l.sources[src] }
 
 func (l *mapLookups) LogSignal(ip netip.Addr) <-chan struct{} {
 	l.mu.Lock()
