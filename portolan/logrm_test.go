@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,110 +13,185 @@ import (
 	"overlaynet/svpwire"
 )
 
-// gatedStore holds its first RemoveLog until released, and counts calls.
+// gatedStore holds its RemoveLogs until released (or fails them while
+// fail is set), and counts calls.
 type gatedStore struct {
 	store.Store
 	calls   atomic.Int32
-	entered chan struct{}
+	entered chan struct{} // closed by the first call
 	release chan struct{}
-	fail    error
+	fail    atomic.Bool
+}
+
+func newGatedStore(st store.Store) *gatedStore {
+	return &gatedStore{Store: st, entered: make(chan struct{}), release: make(chan struct{})}
 }
 
 func (g *gatedStore) RemoveLog(ctx context.Context, ids [][16]byte) error {
 	if g.calls.Add(1) == 1 {
 		close(g.entered)
-		<-g.release
 	}
-	if g.fail != nil {
-		return g.fail
+	select {
+	case <-g.release:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if g.fail.Load() {
+		return errors.New("disk on fire")
 	}
 	return g.Store.RemoveLog(ctx, ids)
 }
 
-// TestLogRmGroupCommit: LOG_RMs arriving while one commits are committed
-// together in the next transaction, each answered OK once its own ids
-// are gone; a failed transaction answers FATAL to every LOG_RM in it.
-func TestLogRmGroupCommit(t *testing.T) {
-	for _, fail := range []bool{false, true} {
-		t.Run(fmt.Sprintf("fail=%v", fail), func(t *testing.T) {
-			ctx := context.Background()
+// logHosts registers n hosts, all from loopback, each with a VNIC on
+// vnetid 42, then empties their logs and moves one VNIC: every host's log
+// then holds one entry.
+func logHosts(t *testing.T, st *store.SQL, n int) []store.Host {
+	t.Helper()
+	ctx := context.Background()
+	var hosts []store.Host
+	for i := range n {
+		h := store.Host{ID: fmt.Sprintf("h%d", i), IP: netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}), Port: 4789}
+		must(t, st.SetHost(ctx, h, []netip.Addr{loopback}))
+		hosts = append(hosts, h)
+	}
+	for i, h := range hosts {
+		must(t, st.AddVNIC(ctx, store.VNIC{VNetID: 42, MAC: [6]byte{2, 8, 0x20, 0, 1, byte(i)}, Host: h.ID}))
+	}
+	for _, h := range hosts {
+		es, err := st.Log(ctx, h.IP, 1<<20)
+		must(t, err)
+		for _, e := range es {
+			must(t, st.RemoveLog(ctx, [][16]byte{e.ID}))
+		}
+	}
+	must(t, st.MoveVNIC(ctx, 42, [6]byte{2, 8, 0x20, 0, 1, 0}, hosts[min(1, n-1)].ID))
+	return hosts
+}
+
+// storeLogLen is how many entries the store holds for h.
+func storeLogLen(t *testing.T, st store.Store, h store.Host) int {
+	t.Helper()
+	es, err := st.Log(context.Background(), h.IP, 1<<20)
+	must(t, err)
+	return len(es)
+}
+
+// TestLogRmInBackground: a LOG_RM is answered OK at once, while the
+// store's removal waits (here, held); meanwhile a LOG_REQ does not give
+// the entry again; the LOG_RMs of many hosts are removed together, in a
+// transaction or two, once the store lets them.
+func TestLogRmInBackground(t *testing.T) {
+	t.Parallel()
+	for _, lookups := range []bool{false, true} {
+		t.Run(fmt.Sprintf("lookups=%v", lookups), func(t *testing.T) {
+			t.Parallel()
 			st := openStore(t, newDSN(t, "sqlite"))
 			const n = 20
-			var hosts []store.Host
-			for i := range n {
-				h := store.Host{ID: fmt.Sprintf("h%d", i), IP: netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}), Port: 4789}
-				must(t, st.SetHost(ctx, h, []netip.Addr{loopback}))
-				hosts = append(hosts, h)
+			hosts := logHosts(t, st, n)
+			g := newGatedStore(st)
+			var opts []func(*Server)
+			if lookups {
+				l := newMapLookups()
+				l.sources[loopback] = hosts
+				opts = append(opts, withLookups(l, 0))
 			}
-			// Every host has a VNIC on the network, so a move there logs
-			// an entry for every host.
+			srv := startServer(t, g, opts...)
 			for i, h := range hosts {
-				must(t, st.AddVNIC(ctx, store.VNIC{VNetID: 42, MAC: [6]byte{2, 8, 0x20, 0, 1, byte(i)}, Host: h.ID}))
-			}
-			for _, h := range hosts {
-				es, err := st.Log(ctx, h.IP, 1<<20)
-				must(t, err)
-				for _, e := range es {
-					must(t, st.RemoveLog(ctx, [][16]byte{e.ID}))
-				}
-			}
-			must(t, st.MoveVNIC(ctx, 42, [6]byte{2, 8, 0x20, 0, 1, 0}, "h1"))
-			g := &gatedStore{Store: st, entered: make(chan struct{}), release: make(chan struct{})}
-			if fail {
-				g.fail = errors.New("disk on fire")
-			}
-			srv := startServer(t, g)
-			clients := make([]*client, n)
-			ids := make([][16]byte, n)
-			for i := range clients {
-				clients[i] = dial(t, srv.addr)
-				a, _ := clients[i].log(hosts[i].IP, 1024)
+				c := dial(t, srv.addr)
+				a, _ := c.log(h.IP, 1024)
 				if a.Status != svpwire.StatusOK || len(a.Entries) != 1 {
 					t.Fatalf("host %d's log: %+v", i, a)
 				}
-				ids[i] = a.Entries[0].ID
-			}
-			want := svpwire.StatusOK
-			if fail {
-				want = svpwire.StatusFatal
-			}
-			var wg sync.WaitGroup
-			// The first LOG_RM holds the transaction open...
-			wg.Go(func() {
-				if s := clients[0].logRm(ids[0]); s != want {
-					t.Errorf("LOG_RM 0: %v, want %v", s, want)
+				if s := c.logRm(a.Entries[0].ID); s != svpwire.StatusOK {
+					t.Errorf("LOG_RM %d: %v, want OK at once", i, s)
 				}
-			})
+				if a, _ := c.log(h.IP, 1024); a.Status != svpwire.StatusOK || len(a.Entries) != 0 {
+					t.Errorf("host %d's log after its LOG_RM, the store's removal pending: %+v, want empty", i, a)
+				}
+			}
 			<-g.entered
-			// ... while the others queue behind it.
-			for i := 1; i < n; i++ {
-				clients[i].send(svpwire.LogRm{IDs: [][16]byte{ids[i]}}.AppendFrame(nil, 10))
+			if left := storeLogLen(t, st, hosts[n-1]); left != 1 {
+				t.Errorf("the store lost the entry before its removal ran: %d left", left)
 			}
-			waitFor(t, func() bool {
-				srv.removes.mu.Lock()
-				defer srv.removes.mu.Unlock()
-				return len(srv.removes.pending) == n-1
-			})
+			if p := srv.RemovalsPending(); p != n {
+				t.Errorf("%d removals pending, want %d", p, n)
+			}
 			close(g.release)
-			for i := 1; i < n; i++ {
-				f := clients[i].next()
-				ack, err := svpwire.DecodeLogRmAck(f.Body)
-				if err != nil || f.Op != svpwire.OpLogRmAck || ack.Status != want {
-					t.Errorf("LOG_RM %d: %v %+v %v, want %v", i, f.Op, ack, err, want)
-				}
-			}
-			wg.Wait()
-			if got := g.calls.Load(); got != 2 {
-				t.Errorf("%d transactions for %d LOG_RMs, want 2 (the first, then the rest together)", got, n)
-			}
+			waitFor(t, func() bool { return srv.RemovalsPending() == 0 })
 			for i, h := range hosts {
-				es, err := st.Log(ctx, h.IP, 1024)
-				must(t, err)
-				if left := len(es); left != map[bool]int{false: 0, true: 1}[fail] {
-					t.Errorf("host %d: %d entries left", i, left)
+				if left := storeLogLen(t, st, h); left != 0 {
+					t.Errorf("host %d: %d entries left in the store", i, left)
 				}
+			}
+			if got := g.calls.Load(); got > 2 {
+				t.Errorf("%d transactions for %d LOG_RMs, want 2 at most (the first, then the rest together)", got, n)
 			}
 		})
+	}
+}
+
+// TestLogRmStoreFails: while the store fails removals, LOG_RMs are still
+// answered OK and their entries not given again; the removals are retried
+// and land once the store works again.
+func TestLogRmStoreFails(t *testing.T) {
+	t.Parallel()
+	st := openStore(t, newDSN(t, "sqlite"))
+	hosts := logHosts(t, st, 2)
+	g := newGatedStore(st)
+	g.fail.Store(true)
+	close(g.release)
+	srv := startServer(t, g)
+	c := dial(t, srv.addr)
+	a, _ := c.log(hosts[0].IP, 1024)
+	if len(a.Entries) != 1 {
+		t.Fatalf("host's log: %+v", a)
+	}
+	if s := c.logRm(a.Entries[0].ID); s != svpwire.StatusOK {
+		t.Errorf("LOG_RM while the store fails: %v, want OK", s)
+	}
+	waitFor(t, func() bool { return g.calls.Load() >= 2 }) // retried
+	if a, _ := c.log(hosts[0].IP, 1024); a.Status != svpwire.StatusOK || len(a.Entries) != 0 {
+		t.Errorf("log after its LOG_RM, the store failing: %+v, want empty", a)
+	}
+	if p := srv.RemovalsPending(); p != 1 {
+		t.Errorf("%d removals pending, want 1", p)
+	}
+	g.fail.Store(false)
+	waitFor(t, func() bool { return srv.RemovalsPending() == 0 })
+	if left := storeLogLen(t, st, hosts[0]); left != 0 {
+		t.Errorf("%d entries left once the store works again", left)
+	}
+}
+
+// TestLogRmDrainedAtShutdown: a removal the store has not taken yet when
+// the server is stopped is written before Serve returns.
+func TestLogRmDrainedAtShutdown(t *testing.T) {
+	t.Parallel()
+	st := openStore(t, newDSN(t, "sqlite"))
+	hosts := logHosts(t, st, 2)
+	g := newGatedStore(st)
+	g.fail.Store(true) // the background removal fails, and backs off
+	close(g.release)
+	srv := startServer(t, g)
+	c := dial(t, srv.addr)
+	a, _ := c.log(hosts[0].IP, 1024)
+	if len(a.Entries) != 1 {
+		t.Fatalf("host's log: %+v", a)
+	}
+	if s := c.logRm(a.Entries[0].ID); s != svpwire.StatusOK {
+		t.Fatalf("LOG_RM: %v", s)
+	}
+	waitFor(t, func() bool { return g.calls.Load() >= 1 })
+	g.fail.Store(false)
+	srv.cancel()
+	select {
+	case err := <-srv.done:
+		srv.done <- err // for the cleanup
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+	if left := storeLogLen(t, st, hosts[0]); left != 0 {
+		t.Errorf("%d entries left in the store after Serve returned, want the removal written", left)
 	}
 }
 
@@ -191,6 +265,7 @@ func TestIdleLogReqsQueryNothing(t *testing.T) {
 	if n := q.owners.Load(); n != 0 {
 		t.Errorf("LOG_RM of entries given on the connection asked the store for owners %d times", n)
 	}
+	waitFor(t, func() bool { return srv.RemovalsPending() == 0 })
 	if es, _ := st.Log(ctx, hostA.IP, 1024); len(es) != 0 {
 		t.Errorf("%d entries left after LOG_RM", len(es))
 	}

@@ -424,22 +424,22 @@ func TestLookupsOwnership(t *testing.T) {
 	}
 }
 
-// blockingRemove holds every RemoveLog until release is closed, counting
+// blockingOwners holds every LogOwners until release is closed, counting
 // those that started.
-type blockingRemove struct {
+type blockingOwners struct {
 	store.Store
 	release chan struct{}
 	started *atomic.Int64
 }
 
-func (s blockingRemove) RemoveLog(ctx context.Context, ids [][16]byte) error {
+func (s blockingOwners) LogOwners(ctx context.Context, ids [][16]byte) ([]string, error) {
 	s.started.Add(1)
 	select {
 	case <-s.release:
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, ctx.Err()
 	}
-	return s.Store.RemoveLog(ctx, ids)
+	return s.Store.LogOwners(ctx, ids)
 }
 
 // TestWorkerBackpressure: while the worker is stuck on a store call and
@@ -452,12 +452,13 @@ func TestWorkerBackpressure(t *testing.T) {
 	l.add(42, mac1, hostA)
 	release := make(chan struct{})
 	var started atomic.Int64
-	s := startServer(t, blockingRemove{st, release, &started}, withLookups(l, time.Minute))
+	s := startServer(t, blockingOwners{st, release, &started}, withLookups(l, time.Minute))
 	c := dial(t, s.addr)
 	const n = workQueue + 10 // more than the worker's queue holds
 	burst := svpwire.VL2Req{MAC: mac1, VNetID: 42}.AppendFrame(nil, 1000)
 	for i := range uint32(n) {
-		burst = svpwire.LogRm{}.AppendFrame(burst, i)
+		// Of an id never given: the worker asks the store who owns it.
+		burst = svpwire.LogRm{IDs: [][16]byte{{9}}}.AppendFrame(burst, i)
 	}
 	burst = svpwire.AppendFrame(burst, svpwire.OpPing, 1001, nil) // read only once the queue has room
 	c.send(burst)

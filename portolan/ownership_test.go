@@ -136,6 +136,7 @@ func TestOwnershipRegisteredSource(t *testing.T) {
 		if es := drainLog(t, c, far.IP); len(es) != 2 {
 			t.Errorf("far's log from %s: %+v, want 2 entries", farAdmin, es)
 		}
+		waitFor(t, func() bool { return s.RemovalsPending() == 0 })
 		if ids := logIDs(t, st, far); len(ids) != 0 {
 			t.Errorf("far's log after LOG_RM from its source address: %x", ids)
 		}
@@ -165,6 +166,7 @@ func TestOwnershipOff(t *testing.T) {
 		if es := drainLog(t, c, far.IP); len(es) != 2 {
 			t.Errorf("far's log with the check off: %+v", es)
 		}
+		waitFor(t, func() bool { return s.RemovalsPending() == 0 })
 		if ids := logIDs(t, st, far); len(ids) != 0 {
 			t.Errorf("far's log after LOG_RM with the check off: %x", ids)
 		}

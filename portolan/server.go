@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"overlaynet/ether"
 	"overlaynet/portolan/store"
 	"overlaynet/svpwire"
@@ -104,14 +106,9 @@ type Server struct {
 	closedInFlight atomic.Uint64
 
 	batchOnce sync.Once
-	removes   batcher[removal]
 	reads     batcher[logRead]
-}
-
-// removal is one LOG_RM's ids, waiting for the batch that removes them.
-type removal struct {
-	ids  [][16]byte
-	done chan error
+	holds     holds
+	removals  remover
 }
 
 // logRead is one LOG_REQ's read, waiting for the batch that reads it.
@@ -120,35 +117,18 @@ type logRead struct {
 	done chan struct{}
 }
 
-// maxRemoveBatch bounds the ids one transaction removes, and
-// maxReadBatch the logs one batch reads, so that no batch is long.
-const (
-	maxRemoveBatch = 20_000
-	maxReadBatch   = 1_000
-)
+// maxReadBatch bounds the logs one batch reads, so that no batch is
+// long.
+const maxReadBatch = 1_000
 
 // batchLogs is the store's capability of reading many logs at once.
 type batchLogs interface {
 	Logs(ctx context.Context, reads []store.LogRead) error
 }
 
-// initBatches sets up the batchers, once.
+// initBatches sets up the batcher, once.
 func (s *Server) initBatches() {
 	s.batchOnce.Do(func() {
-		s.removes = batcher[removal]{max: maxRemoveBatch,
-			weight: func(r *removal) int { return len(r.ids) },
-			run: func(batch []*removal) {
-				var all [][16]byte
-				for _, r := range batch {
-					all = append(all, r.ids...)
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
-				err := s.Store.RemoveLog(ctx, all)
-				cancel()
-				for _, r := range batch {
-					r.done <- err
-				}
-			}}
 		s.reads = batcher[logRead]{max: maxReadBatch,
 			weight: func(*logRead) int { return 1 },
 			run: func(batch []*logRead) {
@@ -170,35 +150,30 @@ func (s *Server) initBatches() {
 	})
 }
 
-// removeLog removes ids from the store's log, in one transaction with
-// the LOG_RMs that arrive meanwhile.
-func (s *Server) removeLog(ctx context.Context, ids [][16]byte) error {
-	s.initBatches()
-	r := &removal{ids: ids, done: make(chan error, 1)}
-	s.removes.add(r)
-	select {
-	case err := <-r.done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // storeLog reads a host's log, with the reads that arrive meanwhile when
-// the store can read many at once.
-func (s *Server) storeLog(ctx context.Context, ip netip.Addr, maxBytes int) ([]store.LogEntry, error) {
+// the store can read many at once, leaving out the entries being
+// removed; whole says the read held the whole log.
+func (s *Server) storeLog(ctx context.Context, ip netip.Addr, maxBytes int) (entries []store.LogEntry, whole bool, err error) {
+	since := s.readBegin()
+	defer s.readEnd(since)
 	if _, ok := s.Store.(batchLogs); !ok {
-		return s.Store.Log(ctx, ip, maxBytes)
+		entries, err = s.Store.Log(ctx, ip, maxBytes)
+	} else {
+		s.initBatches()
+		r := &logRead{LogRead: store.LogRead{IP: ip, MaxBytes: maxBytes}, done: make(chan struct{})}
+		s.reads.add(r)
+		select {
+		case <-r.done:
+			entries, err = r.Entries, r.Err
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
+		}
 	}
-	s.initBatches()
-	r := &logRead{LogRead: store.LogRead{IP: ip, MaxBytes: maxBytes}, done: make(chan struct{})}
-	s.reads.add(r)
-	select {
-	case <-r.done:
-		return r.Entries, r.Err
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	if err != nil {
+		return nil, false, err
 	}
+	entries, whole = s.unremoved(entries, maxBytes, since)
+	return entries, whole, nil
 }
 
 // Serve accepts connections until ctx ends or ln is closed, then closes
@@ -207,6 +182,11 @@ func (s *Server) storeLog(ctx context.Context, ip netip.Addr, maxBytes int) ([]s
 // connection aborted before it was accepted) are logged and retried after
 // a pause: they must not stop the server.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+		defer cancel()
+		s.drainRemovals(ctx)
+	}()
 	var wg sync.WaitGroup
 	defer wg.Wait() // runs after cancel below: connections end first
 	ctx, cancel := context.WithCancel(ctx)
@@ -279,7 +259,22 @@ type conn struct {
 	// held LOG_REQs are answered at once, and no more are held.
 	released chan struct{}
 	held     atomic.Int32   // LOG_REQs being held
-	tasks    sync.WaitGroup // the goroutines answering requests
+	tasks    sync.WaitGroup // the goroutines answering requests, and held LOG_REQs
+	// raw writes without blocking (send), when the connection has a
+	// file descriptor.
+	raw syscall.RawConn
+	// holding and holdState are the server's holds registry's, under
+	// its lock: the LOG_REQs held, and whether more may be.
+	holding   []*held
+	holdState int
+	// trip is when the holds' deliverer last answered this connection,
+	// in Unix nanoseconds, until its client sends its next LOG_REQ or
+	// LOG_RM (0: none out).
+	trip atomic.Int64
+	// queued counts the requests given to the worker and not yet done:
+	// while it is 0, the reader may answer LOG_REQ and LOG_RM itself
+	// when that needs no store read (quickLog).
+	queued atomic.Int64
 
 	// logMu guards what spares the store a query on the log path.
 	logMu sync.Mutex
@@ -323,35 +318,35 @@ func (cn *conn) knownEmpty(ip netip.Addr, sig <-chan struct{}) bool {
 }
 
 // readLog reads the log a LOG_REQ asks for. sig, when not nil, is the
-// host's log signal taken before the read: if the read holds the whole
-// log (any further entry would have fit), the log is known empty until
-// sig closes, at once when it was empty, or once the client has removed
-// what it was given.
+// host's log signal taken before the read (see noteRead).
 func (cn *conn) readLog(ctx context.Context, m svpwire.LogReq, sig <-chan struct{}) ([]store.LogEntry, error) {
-	limit := min(int(m.Count), maxLogBytes)
-	entries, err := cn.s.storeLog(ctx, m.IP, limit)
-	if err != nil || sig == nil {
-		return entries, err
+	entries, whole, err := cn.s.storeLog(ctx, m.IP, min(int(m.Count), maxLogBytes))
+	if err == nil && sig != nil {
+		cn.noteRead(m, sig, entries, whole)
 	}
-	total := 0
-	for _, e := range entries {
-		total += e.Size()
-	}
-	if limit-total < svpwire.LogVL3Size {
-		return entries, nil // there may be more
+	return entries, err
+}
+
+// noteRead records what a read of the log a LOG_REQ asks for found:
+// sig is the host's log signal taken before the read. If the read held
+// the whole log (whole), the log is known empty until sig closes, at
+// once when it was empty, or once the client has removed what it was
+// given.
+func (cn *conn) noteRead(m svpwire.LogReq, sig <-chan struct{}, entries []store.LogEntry, whole bool) {
+	if !whole {
+		return // there may be more
 	}
 	cn.logMu.Lock()
 	defer cn.logMu.Unlock()
 	if len(entries) == 0 {
 		cn.emptyIP, cn.emptySig = m.IP, sig
-		return entries, nil
+		return
 	}
 	cn.drainIP, cn.drainSig = m.IP, sig
 	cn.drainLeft = make(map[[16]byte]struct{}, len(entries))
 	for _, e := range entries {
 		cn.drainLeft[e.ID] = struct{}{}
 	}
-	return entries, nil
 }
 
 // removed records that ids are gone from the store's log.
@@ -398,6 +393,9 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	context.AfterFunc(ctx, func() { c.Close() }) // at the latest when cancel runs on return
 	cn := &conn{s: s, c: c, log: s.logger().With("peer", c.RemoteAddr().String()), src: sourceAddr(c),
 		ctx: ctx, cancel: cancel, released: make(chan struct{})}
+	if sc, ok := c.(syscall.Conn); ok {
+		cn.raw, _ = sc.SyscallConn()
+	}
 	cn.log.Debug("connection opened")
 
 	lk := s.Lookups
@@ -488,6 +486,17 @@ loop:
 				}
 			}
 		}
+		if holdLogs && (f.Op == svpwire.OpLogReq || f.Op == svpwire.OpLogRm) {
+			s.holds.endTrip(cn)
+		}
+		if holdLogs && cn.queued.Load() == 0 {
+			reserve()
+			var ok bool
+			if batch, ok = cn.quickLog(f, batch); ok {
+				answered++
+				continue
+			}
+		}
 		if f.Op == svpwire.OpPing && len(f.Body) == 0 {
 			reserve()
 			batch = svpwire.AppendFrame(batch, svpwire.OpPong, f.ID, nil)
@@ -505,6 +514,7 @@ loop:
 			cn.unanswered.Add(1)
 		}
 		if queue != nil {
+			cn.queued.Add(1)
 			select {
 			case queue <- req:
 				continue
@@ -542,13 +552,22 @@ loop:
 	}
 	if clean {
 		close(cn.released)
+		if holdLogs {
+			s.holds.release(cn)
+		}
 		if queue != nil {
 			close(queue) // the worker answers what is queued, then returns
 		}
 	} else {
 		cancel() // drop what is in flight and close now
+		if holdLogs {
+			s.holds.drop(cn)
+		}
 	}
 	cn.tasks.Wait()
+	if holdLogs {
+		s.holds.endTrip(cn)
+	}
 	cn.log.Debug("connection closed")
 }
 
@@ -562,6 +581,11 @@ func (cn *conn) write(b []byte, counted bool) bool {
 	if counted {
 		cn.unanswered.Add(-1)
 	}
+	return cn.writeLocked(b)
+}
+
+// writeLocked writes b with cn.wmu held.
+func (cn *conn) writeLocked(b []byte) bool {
 	if cn.ctx.Err() != nil {
 		return false
 	}
@@ -571,6 +595,53 @@ func (cn *conn) write(b []byte, counted bool) bool {
 		return false
 	}
 	return true
+}
+
+// send writes b as write does, without blocking the caller: what the
+// socket does not take at once (or all of it, when another write is
+// under way) is written by a goroutine of the connection. The deliverer
+// of held LOG_REQs writes to thousands of connections with it, and a
+// client that does not read must delay no other. The caller must be one
+// of the connection's tasks, or its reader.
+func (cn *conn) send(b []byte, counted bool) {
+	if cn.raw != nil && cn.wmu.TryLock() {
+		if counted {
+			cn.unanswered.Add(-1)
+			counted = false
+		}
+		if cn.ctx.Err() != nil {
+			cn.wmu.Unlock()
+			return
+		}
+		n := 0
+		var werr error
+		err := cn.raw.Write(func(fd uintptr) bool {
+			n, werr = unix.Write(int(fd), b)
+			return true // one try: never wait for the socket here
+		})
+		switch {
+		case err == nil && werr == nil && n == len(b):
+			cn.wmu.Unlock()
+			return
+		case err != nil || (werr != nil && werr != unix.EAGAIN && werr != unix.EINTR):
+			cn.cancel()
+			cn.wmu.Unlock()
+			return
+		}
+		rest := b[max(n, 0):]
+		cn.tasks.Add(1)
+		go func() {
+			defer cn.tasks.Done()
+			defer cn.wmu.Unlock() // taken by the caller, handed over
+			cn.writeLocked(rest)
+		}()
+		return
+	}
+	cn.tasks.Add(1)
+	go func() {
+		defer cn.tasks.Done()
+		cn.write(b, counted)
+	}()
 }
 
 // reply writes the reply to a request answered off the reader.
@@ -588,9 +659,10 @@ func (cn *conn) work(queue <-chan request) {
 			}
 			if m, ok := req.msg.(svpwire.LogReq); ok {
 				cn.logReq(req, m)
-				continue
+			} else {
+				cn.reply(cn.answer(req), req.counted)
 			}
-			cn.reply(cn.answer(req), req.counted)
+			cn.queued.Add(-1)
 		case <-cn.ctx.Done():
 			return
 		}
@@ -598,9 +670,9 @@ func (cn *conn) work(queue <-chan request) {
 }
 
 // logReq answers a LOG_REQ with Lookups set: when the log is empty and
-// holding is on, it is held (up to maxHeld at once on the connection) (by a goroutine of its own, so that the
-// worker goes on) until an entry arrives, LogHold passes or the client
-// closes its side.
+// holding is on, it is held (up to maxHeld at once on the connection; the
+// server's registry, holds, answers it) until an entry arrives, LogHold
+// passes or the client closes its side. The worker goes on meanwhile.
 func (cn *conn) logReq(req request, m svpwire.LogReq) {
 	s := cn.s
 	ctx, cancel := context.WithTimeout(cn.ctx, requestTimeout)
@@ -630,29 +702,7 @@ func (cn *conn) logReq(req request, m svpwire.LogReq) {
 		}
 	}
 	cn.held.Add(1)
-	cn.tasks.Add(1)
-	go func() {
-		defer cn.tasks.Done()
-		defer cn.held.Add(-1)
-		t := time.NewTimer(s.LogHold)
-		defer t.Stop()
-		select {
-		case <-signal:
-		case <-t.C:
-		case <-cn.released:
-		case <-cn.ctx.Done():
-			return
-		}
-		if cn.knownEmpty(m.IP, signal) {
-			// Nothing appended while held: empty, without a query.
-			cn.reply(cn.logAck(req.id, m, nil, nil), req.counted)
-			return
-		}
-		ctx, cancel := context.WithTimeout(cn.ctx, requestTimeout)
-		defer cancel()
-		entries, err := cn.readLog(ctx, m, s.Lookups.LogSignal(m.IP))
-		cn.reply(cn.logAck(req.id, m, entries, err), req.counted)
-	}()
+	s.holds.hold(cn, req, m, signal)
 }
 
 // appendVL2 appends the answer to a VL2_REQ from lk.
@@ -801,7 +851,7 @@ func (cn *conn) answer(r request) []byte {
 		if b := cn.checkLogReq(ctx, r.id, m); b != nil {
 			return b
 		}
-		entries, err := s.storeLog(ctx, m.IP, min(int(m.Count), maxLogBytes))
+		entries, _, err := s.storeLog(ctx, m.IP, min(int(m.Count), maxLogBytes))
 		return cn.logAck(r.id, m, entries, err)
 	case svpwire.LogRm:
 		var foreign []string
@@ -818,10 +868,7 @@ func (cn *conn) answer(r request) []byte {
 				"hosts", strings.Join(foreign, ","), "source", cn.src.String(), "ids", len(m.IDs), "refused_total", s.refused.Add(1))
 			return svpwire.LogRmAck{Status: svpwire.StatusFatal}.AppendFrame(nil, r.id)
 		}
-		if err := s.removeLog(ctx, m.IDs); err != nil {
-			log.Error("log removal failed", "err", err)
-			return svpwire.LogRmAck{Status: svpwire.StatusFatal}.AppendFrame(nil, r.id)
-		}
+		s.forget(m.IDs)
 		cn.removed(m.IDs)
 		return svpwire.LogRmAck{Status: svpwire.StatusOK}.AppendFrame(nil, r.id)
 	case svpwire.BulkReq:

@@ -65,6 +65,12 @@ outstanding (overlayd's svp plugin does) learns of a change in
 milliseconds, and an idle host costs one request every --log-hold. 0
 answers at once, as Triton's portolan does.
 
+A LOG_RM is answered as soon as the server has its ids; they are removed
+from the store in the background (one transaction every 20 ms for all
+hosts), and never given again meanwhile. Should the server die first, its
+hosts get those entries again, which does no harm; on SIGINT or SIGTERM it
+writes them before exiting.
+
 SVP has no authentication. So that no client can claim another host's
 underlay IP, a host's log is given (LOG_REQ) and its entries removed
 (LOG_RM) only over a connection from that host's underlay IP or from one
@@ -248,6 +254,8 @@ func adminMux(srv *portolan.Server, ix *index.Index, log *slog.Logger) *http.Ser
 	counter("refused_total", "LOG_REQ and LOG_RM refused by the ownership check.", func() float64 { return float64(srv.Refused()) })
 	counter("closed_in_flight_total", "Connections their client closed with requests unanswered.",
 		func() float64 { return float64(srv.ClosedInFlight()) })
+	gauge("log_removals_pending", "Log entries LOG_RMs removed that the store still holds (written in the background; growing while the store fails).",
+		func() float64 { return float64(srv.RemovalsPending()) })
 	gauge("index_seq", "The last change of the store applied to the index.", func() float64 { return float64(ix.Seq()) })
 	gauge("index_hosts", "Hosts in the index.", func() float64 { return float64(ix.Status().Hosts) })
 	gauge("index_vl2", "VL2 mappings in the index.", func() float64 { return float64(ix.Status().VL2) })

@@ -399,6 +399,9 @@ func TestServeAdmin(t *testing.T) {
 	if got := s.metric(t, "portolan_index_store_failing"); got != "0" {
 		t.Errorf("portolan_index_store_failing %s, want 0", got)
 	}
+	if got := s.metric(t, "portolan_log_removals_pending"); got != "0" {
+		t.Errorf("portolan_log_removals_pending %s, want 0", got)
+	}
 	// An execution trace, for finding where goroutines wait under load.
 	resp, err := http.Get("http://" + s.admin + "/debug/pprof/trace?seconds=0.05")
 	if err != nil {

@@ -274,6 +274,7 @@ func ReadDump(r io.Reader) (*Index, error) {
 		return nil, errors.New("dump: no seq line")
 	}
 	st.setHosts(hosts, srcs)
+	st.takeClosed() // a new state's signals: nobody waits on them
 	for _, v := range vl2s {
 		i, ok := st.byID[v.host]
 		if !ok {

@@ -134,6 +134,7 @@ func (ix *Index) reload(ctx context.Context) error {
 	ix.st, ix.seq = st, seq
 	ix.mu.Unlock()
 	old.wakeAll()
+	ix.report(old.takeClosed())
 	ix.statMu.Lock()
 	ix.reloads++
 	ix.statMu.Unlock()
@@ -209,9 +210,12 @@ func (ix *Index) apply(ctx context.Context, cs []store.Change) error {
 	}
 	ix.seq = cs[len(cs)-1].Seq
 	ix.mu.Unlock()
-	for _, c := range old {
+	closed := make([]<-chan struct{}, len(old))
+	for i, c := range old {
 		close(c)
+		closed[i] = c
 	}
+	ix.report(closed)
 	return nil
 }
 
@@ -255,6 +259,8 @@ func (ix *Index) rereadHosts(ctx context.Context) error {
 	}
 	ix.mu.Lock()
 	ix.st.setHosts(hosts, srcs)
+	closed := ix.st.takeClosed()
 	ix.mu.Unlock()
+	ix.report(closed)
 	return nil
 }

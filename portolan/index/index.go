@@ -28,6 +28,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"overlaynet/ether"
@@ -83,6 +84,9 @@ type state struct {
 	// anySig is closed whenever the hosts are re-read: what LogSignal
 	// gives for an address no host has (yet).
 	anySig chan struct{}
+	// closed holds the signals closed under the Index's lock, for it to
+	// report (OnLogSignals) once the lock is released.
+	closed []<-chan struct{}
 
 	vl2 *table[vl2K, hostRef]
 	vl4 *table[vl4K, ether.MAC]
@@ -124,6 +128,23 @@ type Index struct {
 	errSince time.Time
 	failures int
 	reloads  int
+
+	// onSigs is called with the log signals closed (OnLogSignals).
+	onSigs atomic.Pointer[func(closed []<-chan struct{})]
+}
+
+// OnLogSignals sets fn, called with the log signals (LogSignal's
+// channels) each time the index closes some, once they are closed: a
+// server holding thousands of LOG_REQs wakes those concerned from this
+// one call, with no goroutine waiting on each signal. fn must not block
+// or call the index.
+func (ix *Index) OnLogSignals(fn func(closed []<-chan struct{})) { ix.onSigs.Store(&fn) }
+
+// report passes closed signals to the OnLogSignals function.
+func (ix *Index) report(closed []<-chan struct{}) {
+	if fn := ix.onSigs.Load(); fn != nil && len(closed) > 0 {
+		(*fn)(closed)
+	}
 }
 
 // Load reads the store through feed: the latest change sequence number
@@ -162,6 +183,7 @@ func (ix *Index) load(ctx context.Context, nvl2, nvl4, nvl6 int) (*state, int64,
 	}
 	st := newState(nvl2, nvl4, nvl6)
 	st.setHosts(hosts, srcs)
+	st.takeClosed() // a new state's signals: nobody waits on them
 	err = ix.feed.ScanVL2(ctx, func(vnetid uint32, mac ether.MAC, host string) error {
 		// A host unknown here was added after Hosts read: the
 		// changes after seq name this VNIC again.
@@ -201,7 +223,7 @@ func (st *state) setHosts(hosts []store.Host, srcs map[string][]netip.Addr) {
 		if i, ok := st.byID[h.ID]; ok {
 			sl := &st.hosts[i]
 			if sl.h.IP != h.IP || !sl.alive {
-				close(sl.sig)
+				st.closeSig(sl.sig)
 				sl.sig = make(chan struct{})
 			}
 			sl.h, sl.sources, sl.alive = h, srcs[h.ID], true
@@ -214,7 +236,7 @@ func (st *state) setHosts(hosts []store.Host, srcs map[string][]netip.Addr) {
 		sl := &st.hosts[i]
 		if sl.alive && !seen[sl.h.ID] {
 			sl.alive = false
-			close(sl.sig)
+			st.closeSig(sl.sig)
 			sl.sig = make(chan struct{})
 		}
 	}
@@ -235,8 +257,21 @@ func (st *state) setHosts(hosts []store.Host, srcs map[string][]netip.Addr) {
 		slices.SortFunc(hs, func(x, y store.Host) int { return cmp.Compare(x.ID, y.ID) })
 		st.from[a] = slices.Clip(hs)
 	}
-	close(st.anySig)
+	st.closeSig(st.anySig)
 	st.anySig = make(chan struct{})
+}
+
+// closeSig closes a log signal, to be reported.
+func (st *state) closeSig(c chan struct{}) {
+	close(c)
+	st.closed = append(st.closed, c)
+}
+
+// takeClosed returns the signals closed since it was last called.
+func (st *state) takeClosed() []<-chan struct{} {
+	c := st.closed
+	st.closed = nil
+	return c
 }
 
 // addFrom adds h to the hosts a connection from a may act for, once.
@@ -250,9 +285,9 @@ func (st *state) addFrom(a netip.Addr, h store.Host) {
 // have missed log changes.
 func (st *state) wakeAll() {
 	for i := range st.hosts {
-		close(st.hosts[i].sig)
+		st.closeSig(st.hosts[i].sig)
 	}
-	close(st.anySig)
+	st.closeSig(st.anySig)
 }
 
 // setVL3 sets (ok) or deletes the VL3 mapping of (vnetid, ip).

@@ -96,6 +96,35 @@ func sameAsFresh(t *testing.T, ix *Index, f store.Feed) {
 	}
 }
 
+// reported records the log signals an index reports closed
+// (OnLogSignals).
+type reported struct {
+	mu  sync.Mutex
+	set map[<-chan struct{}]bool
+}
+
+func report(ix *Index) *reported {
+	r := &reported{set: map[<-chan struct{}]bool{}}
+	ix.OnLogSignals(func(cs []<-chan struct{}) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, c := range cs {
+			if !closed(c) {
+				panic("OnLogSignals reported a signal not closed yet")
+			}
+			r.set[c] = true
+		}
+	})
+	return r
+}
+
+// has reports whether c was reported closed.
+func (r *reported) has(c <-chan struct{}) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.set[c]
+}
+
 func closed(c <-chan struct{}) bool {
 	select {
 	case <-c:
@@ -257,6 +286,7 @@ func TestChangeVNICAndIP(t *testing.T) {
 func TestChangeLog(t *testing.T) {
 	f := sample()
 	ix := load(t, f)
+	rep := report(ix)
 	s1, s2 := ix.LogSignal(h1.IP), ix.LogSignal(h2.IP)
 	if ix.LogSignal(ip("::ffff:198.18.0.1")) != s1 {
 		t.Error("LogSignal of the IPv4-mapped address is not the host's")
@@ -264,8 +294,8 @@ func TestChangeLog(t *testing.T) {
 	unknown := ix.LogSignal(ip("198.18.0.99"))
 	f.appendLog("h1")
 	update(t, ix)
-	if !closed(s1) {
-		t.Error("h1's log signal not closed after its log changed")
+	if !closed(s1) || !rep.has(s1) {
+		t.Errorf("h1's log signal after its log changed: closed %v, reported %v; want both", closed(s1), rep.has(s1))
 	}
 	if closed(s2) || closed(unknown) {
 		t.Error("another host's log signal closed after h1's log changed")
@@ -277,14 +307,14 @@ func TestChangeLog(t *testing.T) {
 	f.appendLog("h2")
 	f.appendLog("h2")
 	update(t, ix)
-	if closed(n1) || !closed(s2) {
-		t.Error("after h2's log changed: h1's signal closed, or h2's not")
+	if closed(n1) || !closed(s2) || !rep.has(s2) {
+		t.Error("after h2's log changed: h1's signal closed, or h2's not closed and reported")
 	}
 	// A new host: waiters on its address wake when it appears.
 	f.putHost(store.Host{ID: "h9", IP: ip("198.18.0.99"), Port: 4789})
 	update(t, ix)
-	if !closed(unknown) {
-		t.Error("the signal of an unknown address not closed when hosts changed")
+	if !closed(unknown) || !rep.has(unknown) {
+		t.Error("the signal of an unknown address not closed and reported when hosts changed")
 	}
 }
 
@@ -335,6 +365,7 @@ func TestReload(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			f := sample()
 			ix := load(t, f)
+			rep := report(ix)
 			sig := ix.LogSignal(h2.IP)
 			f.silently(func(f *fakeFeed) {
 				delete(f.vnics, vl2Key{7, m2})
@@ -353,8 +384,8 @@ func TestReload(t *testing.T) {
 			wantVL2(t, ix, 7, m2, store.Host{}, false)
 			wantVL2(t, ix, 7, m3, f.hosts["h3"], true)
 			wantVL3(t, ix, 7, ip("10.1.0.2"), ether.MAC{}, store.Host{}, false)
-			if !closed(sig) {
-				t.Error("a log signal not closed by a reload")
+			if !closed(sig) || !rep.has(sig) {
+				t.Error("a log signal not closed and reported by a reload")
 			}
 			if s := ix.Status(); s.Reloads != 1 || s.Seq != f.seq {
 				t.Errorf("Status = %+v, want 1 reload at seq %d", s, f.seq)
