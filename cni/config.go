@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"regexp"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -37,9 +38,25 @@ type NetConf struct {
 	// VLAN puts the VNIC on a VLAN of the overlay (1-4094).
 	VLAN int `json:"vlan,omitempty"`
 
+	// Portolan, for an svp overlay, registers the container's MAC and
+	// addresses with portolan's network API at ADD and removes them at
+	// DEL, so that other hosts find it.
+	Portolan *PortolanConf `json:"portolan,omitempty"`
+
 	RuntimeConfig struct {
 		MAC string `json:"mac,omitempty"`
 	} `json:"runtimeConfig,omitempty"`
+}
+
+// PortolanConf is where and as whom to register VNICs with portolan.
+type PortolanConf struct {
+	// URL is portolan's network API (portolan serve --api), such as
+	// https://portolan.example:1297.
+	URL string `json:"url"`
+	// TokenFile holds the API token (portolan serve --api-token-file).
+	TokenFile string `json:"tokenFile"`
+	// Host is this host's ID in portolan (portolan add-host).
+	Host string `json:"host"`
 }
 
 // overlayRef is what an overlay may be called: a name, or rule/vnetid.
@@ -76,6 +93,17 @@ func parseConf(stdin []byte) (*NetConf, error) {
 		m, err := ether.ParseMAC(mac)
 		if err != nil || !ether.IsUnicast(m) || ether.IsZero(m) {
 			return nil, configError(`%s %q is not a unicast MAC address (like 02:08:20:aa:bb:cc)`, field, mac)
+		}
+	}
+	if p := conf.Portolan; p != nil {
+		if u, err := url.Parse(p.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, configError(`"portolan": "url" %q is not an http or https URL (portolan serve --api's address)`, p.URL)
+		}
+		if p.TokenFile == "" {
+			return nil, configError(`"portolan": "tokenFile" is missing: the file holding the API token (portolan serve --api-token-file)`)
+		}
+		if p.Host == "" {
+			return nil, configError(`"portolan": "host" is missing: this host's ID in portolan (portolan show-hosts)`)
 		}
 	}
 	if conf.Socket == "" {

@@ -34,6 +34,9 @@ func TestParseConf(t *testing.T) {
 		{`{"overlay": "ov0", "vlan": 4095}`, types.ErrInvalidNetworkConfig, `"vlan" 4095`},
 		{`{"overlay": "ov0", "mac": "01:00:5e:00:00:01"}`, types.ErrInvalidNetworkConfig, `"mac"`},
 		{`{"overlay": "ov0", "runtimeConfig": {"mac": "zz"}}`, types.ErrInvalidNetworkConfig, `"runtimeConfig": "mac"`},
+		{`{"overlay": "ov0", "portolan": {"url": "portolan:1297", "tokenFile": "t", "host": "h"}}`, types.ErrInvalidNetworkConfig, `"portolan": "url"`},
+		{`{"overlay": "ov0", "portolan": {"url": "https://p:1297", "host": "h"}}`, types.ErrInvalidNetworkConfig, `"portolan": "tokenFile"`},
+		{`{"overlay": "ov0", "portolan": {"url": "https://p:1297", "tokenFile": "t"}}`, types.ErrInvalidNetworkConfig, `"portolan": "host"`},
 	} {
 		_, err := parseConf([]byte(tc.conf))
 		var e *types.Error

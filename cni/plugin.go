@@ -62,7 +62,8 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if conf.MTU != 0 {
 		req.Props = []overlay.Assignment{{Name: overlay.PropMTU, Value: strconv.Itoa(conf.MTU)}}
 	}
-	if err := c.Call(admin.MethodCreateVNIC, req, nil); err != nil {
+	var info overlay.VNICInfo
+	if err := c.Call(admin.MethodCreateVNIC, req, &info); err != nil {
 		return adminError(fmt.Sprintf("create VNIC %s on overlay %s", name, conf.Overlay), err)
 	}
 	done := false
@@ -126,6 +127,17 @@ func cmdAdd(args *skel.CmdArgs) error {
 		// removes it wherever it is.
 		return types.NewError(types.ErrInternal, fmt.Sprintf("in %s: %v", args.Netns, err), "")
 	}
+	if conf.Portolan != nil {
+		// Last: should it fail, the VNIC and the addresses go (above)
+		// and nothing is left registered.
+		vnetid, err := vnetID(c, info.Overlay)
+		if err != nil {
+			return err
+		}
+		if err := register(conf, vnetid, ether.MAC(link.Attrs().HardwareAddr), uint16(conf.VLAN), res.IPs); err != nil {
+			return err
+		}
+	}
 	done = true
 	return types.PrintResult(res, conf.CNIVersion)
 }
@@ -142,6 +154,28 @@ func cmdDel(args *skel.CmdArgs) error {
 	}
 	c := &admin.Client{Socket: conf.Socket}
 	name := vnicName(conf.Name, args.ContainerID, args.IfName)
+	if conf.Portolan != nil {
+		// Before the VNIC: while it exists, its MAC and overlay say
+		// which mapping is the container's.
+		var vnics []overlay.VNICInfo
+		err := c.Call(admin.MethodShowVNIC, admin.ShowVNICParams{Name: name}, &vnics)
+		if err != nil && !errors.Is(err, admin.ErrNotFound) {
+			return adminError(fmt.Sprintf("show VNIC %s", name), err)
+		}
+		if len(vnics) == 1 {
+			mac, err := ether.ParseMAC(vnics[0].MAC)
+			if err != nil {
+				return types.NewError(types.ErrInternal, fmt.Sprintf("overlayd's MAC of VNIC %s: %v", name, err), "")
+			}
+			vnetid, err := vnetID(c, vnics[0].Overlay)
+			if err != nil {
+				return err
+			}
+			if err := unregister(conf, vnetid, mac); err != nil {
+				return err
+			}
+		}
+	}
 	// The VNIC's interface goes with it, wherever it is; gone already
 	// (a second DEL) is done.
 	if err := c.Call(admin.MethodDeleteVNIC, admin.NameParams{Name: name}, nil); err != nil && !errors.Is(err, admin.ErrNotFound) {

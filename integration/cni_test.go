@@ -270,3 +270,91 @@ func testCNI(t *testing.T, dp string) {
 		t.Errorf("the container's namespace is gone after refused ADDs: %v", err)
 	}
 }
+
+// TestCNIPortolan: on an svp overlay, ADD registers the container's MAC
+// and address with portolan's network API, so that the other host's
+// container reaches it with nothing more done; DEL removes the mapping;
+// a wrong token refuses ADD and leaves nothing behind.
+func TestCNIPortolan(t *testing.T) {
+	need(t, "ping")
+	l := newLab(t)
+	h1, h2, err := l.TwoHosts()
+	must(t, err)
+	dsn := "sqlite:" + filepath.Join(l.Dir, "portolan.db")
+	token := filepath.Join(l.Dir, "api.token")
+	must(t, os.WriteFile(token, []byte("s3cret\n"), 0o600))
+	_, err = l.StartPortolan(h1, "p", netlab.Host1IP+":1296", dsn,
+		"--api", netlab.Host1IP+":1297", "--api-token-file", token)
+	must(t, err)
+	for i, ip := range []string{netlab.Host1IP, netlab.Host2IP} {
+		_, err := l.PortolanAdm(dsn, "add-host", fmt.Sprintf("h%d", i+1), ip)
+		must(t, err)
+	}
+	var rs []*cniHost
+	for i, h := range []*netlab.NS{h1, h2} {
+		d, err := l.StartDaemon(h)
+		must(t, err)
+		must(t, d.SVPOverlay("ov0", 42, netlab.HostIP(i+1), netlab.Host1IP))
+		r := newCNIHost(t, l, d, fmt.Sprintf("10.9.0.%d0", i+1), fmt.Sprintf("10.9.0.%d9", i+1))
+		r.list.Plugins[0] = withPortolan(t, r.list.Plugins[0], "http://"+netlab.Host1IP+":1297", token, fmt.Sprintf("h%d", i+1))
+		rs = append(rs, r)
+	}
+	mappings := func() []string {
+		out, err := l.PortolanAdm(dsn, "show-vnics", "-p", "-o", "host,ips")
+		must(t, err)
+		m := strings.Fields(out)
+		slices.Sort(m)
+		return m
+	}
+
+	c1, err := l.Namespace("c1")
+	must(t, err)
+	c2, err := l.Namespace("c2")
+	must(t, err)
+	ip1 := rs[0].add("ctr1", c1)
+	ip2 := rs[1].add("ctr2", c2)
+	if got, want := mappings(), []string{"h1:" + ip1, "h2:" + ip2}; !slices.Equal(got, want) {
+		t.Errorf("portolan's mappings after ADD: %v, want %v", got, want)
+	}
+	if err := c1.PingAll(ip2, 3); err != nil {
+		t.Errorf("container on host 1 to the one on host 2 over svp: %v", err)
+	}
+
+	ctx := context.Background()
+	must(t, rs[1].cni.DelNetworkList(ctx, rs[1].list, rs[1].rt("ctr2", c2)))
+	if got, want := mappings(), []string{"h1:" + ip1}; !slices.Equal(got, want) {
+		t.Errorf("portolan's mappings after DEL: %v, want %v", got, want)
+	}
+
+	// A wrong token: ADD is refused, and neither a VNIC nor a mapping is
+	// left.
+	bad := filepath.Join(l.Dir, "bad.token")
+	must(t, os.WriteFile(bad, []byte("wrong"), 0o600))
+	rs[1].list.Plugins[0] = withPortolan(t, rs[1].list.Plugins[0], "http://"+netlab.Host1IP+":1297", bad, "h2")
+	c3, err := l.Namespace("c3")
+	must(t, err)
+	_, err = rs[1].cni.AddNetworkList(ctx, rs[1].list, rs[1].rt("ctr3", c3))
+	if cniCode(err) != int(types.ErrInvalidNetworkConfig) || !strings.Contains(err.Error(), "portolan") {
+		t.Errorf("ADD with a wrong token: %v (code %d), want code 7 naming portolan", err, cniCode(err))
+	}
+	if vs := rs[1].vnics(); len(vs) != 0 {
+		t.Errorf("VNICs left after the refused ADD: %v", vs)
+	}
+	if got, want := mappings(), []string{"h1:" + ip1}; !slices.Equal(got, want) {
+		t.Errorf("portolan's mappings after the refused ADD: %v, want %v", got, want)
+	}
+}
+
+// withPortolan returns the plugin configuration p with a portolan
+// section.
+func withPortolan(t *testing.T, p *libcni.PluginConfig, url, tokenFile, host string) *libcni.PluginConfig {
+	t.Helper()
+	var m map[string]any
+	must(t, json.Unmarshal(p.Bytes, &m))
+	m["portolan"] = map[string]string{"url": url, "tokenFile": tokenFile, "host": host}
+	b, err := json.Marshal(m)
+	must(t, err)
+	np, err := libcni.NetworkPluginConfFromBytes(b)
+	must(t, err)
+	return np
+}

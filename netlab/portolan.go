@@ -18,14 +18,14 @@ type Portolan struct {
 }
 
 // StartPortolan starts "portolan serve" in ns on listen (ip:port) over the
-// store dsn and waits until it accepts connections.
-func (l *Lab) StartPortolan(ns *NS, name, listen, dsn string) (*Portolan, error) {
+// store dsn, with extra arguments, and waits until it accepts connections.
+func (l *Lab) StartPortolan(ns *NS, name, listen, dsn string, extra ...string) (*Portolan, error) {
 	// serve refuses a store that does not exist: a lab's may be new.
 	if out, err := exec.Command(filepath.Join(l.Bin, "portolan"), "init", "--store", dsn).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("portolan init --store %s: %v: %s", dsn, err, out)
 	}
-	p, err := l.Start(ns, "portolan-"+name, filepath.Join(l.Bin, "portolan"), "serve",
-		"--listen", listen, "--store", dsn, "--log-level", "debug")
+	p, err := l.Start(ns, "portolan-"+name, append([]string{filepath.Join(l.Bin, "portolan"), "serve",
+		"--listen", listen, "--store", dsn, "--log-level", "debug"}, extra...)...)
 	if err != nil {
 		return nil, err
 	}
