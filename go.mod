@@ -60,6 +60,7 @@ require (
 )
 
 tool (
+	github.com/containernetworking/cni/cnitool
 	github.com/containernetworking/plugins/plugins/ipam/host-local
 	honnef.co/go/tools/cmd/staticcheck
 )

@@ -163,16 +163,17 @@ func cmdDel(args *skel.CmdArgs) error {
 			return adminError(fmt.Sprintf("show VNIC %s", name), err)
 		}
 		if len(vnics) == 1 {
-			mac, err := ether.ParseMAC(vnics[0].MAC)
-			if err != nil {
-				return types.NewError(types.ErrInternal, fmt.Sprintf("overlayd's MAC of VNIC %s: %v", name, err), "")
-			}
-			vnetid, err := vnetID(c, vnics[0].Overlay)
-			if err != nil {
+			if err := unregisterVNIC(c, conf, vnics[0]); err != nil {
 				return err
 			}
-			if err := unregister(conf, vnetid, mac); err != nil {
-				return err
+		} else if mac, ok := prevMAC(conf, args.IfName); ok {
+			// The VNIC is gone, but a mapping may be left (a DEL
+			// that failed between the two): ADD's result names the
+			// MAC. Best effort: the overlay may be gone too.
+			if vnetid, err := confVNetID(c, conf); err == nil {
+				if err := unregister(conf, vnetid, mac); err != nil {
+					return err
+				}
 			}
 		}
 	}
@@ -282,8 +283,17 @@ func cmdGC(args *skel.CmdArgs) error {
 	prefix := vnicPrefix(conf.Name)
 	var failed []string
 	for _, v := range vnics {
-		if len(v.Name) != len(prefix)+10 || !strings.HasPrefix(v.Name, prefix) || valid[v.Name] {
+		// The network's VNICs: its name's prefix, on its overlay (a
+		// rule's overlay is named rule and vnetid together).
+		if len(v.Name) != len(prefix)+10 || !strings.HasPrefix(v.Name, prefix) || valid[v.Name] ||
+			v.Overlay != strings.Replace(conf.Overlay, "/", "", 1) {
 			continue
+		}
+		if conf.Portolan != nil {
+			if err := unregisterVNIC(c, conf, v); err != nil {
+				failed = append(failed, fmt.Sprintf("%s: %v", v.Name, err))
+				continue
+			}
 		}
 		if err := c.Call(admin.MethodDeleteVNIC, admin.NameParams{Name: v.Name}, nil); err != nil && !errors.Is(err, admin.ErrNotFound) {
 			failed = append(failed, fmt.Sprintf("%s: %v", v.Name, err))

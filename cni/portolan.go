@@ -11,6 +11,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 
 	"overlaynet/admin"
 	"overlaynet/ether"
@@ -70,8 +71,8 @@ func register(conf *NetConf, vnetid uint32, mac ether.MAC, vlan uint16, ips []*c
 	return nil
 }
 
-// unregister removes the VNIC's mapping from portolan; one already gone
-// is done.
+// unregister removes the VNIC's mapping from portolan when it is this
+// host's; one already gone is done.
 func unregister(conf *NetConf, vnetid uint32, mac ether.MAC) error {
 	pc, err := portolanClient(conf.Portolan)
 	if err != nil {
@@ -79,6 +80,21 @@ func unregister(conf *NetConf, vnetid uint32, mac ether.MAC) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), portolanTimeout)
 	defer cancel()
+	// Only this host's: a MAC that moved (a migrated container) is
+	// another host's now, and its mapping is not this DEL's to remove.
+	vnics, err := pc.VNICs(ctx, vnetid, false)
+	if err != nil {
+		return portolanError(fmt.Sprintf("list vnetid %d's VNICs at portolan %s", vnetid, conf.Portolan.URL), err)
+	}
+	mine := false
+	for _, v := range vnics {
+		if m, err := ether.ParseMAC(v.MAC); err == nil && m == mac {
+			mine = v.Host == conf.Portolan.Host
+		}
+	}
+	if !mine {
+		return nil
+	}
 	if err := pc.RemoveVNIC(ctx, vnetid, mac); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return portolanError(fmt.Sprintf("remove MAC %s on vnetid %d from portolan at %s", ether.Short(mac), vnetid, conf.Portolan.URL), err)
 	}
@@ -94,4 +110,47 @@ func portolanError(what string, err error) *types.Error {
 		return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("%s: %v", what, err), "")
 	}
 	return types.NewError(types.ErrTryAgainLater, fmt.Sprintf("%s: %v", what, err), "")
+}
+
+// unregisterVNIC removes the mapping of an existing VNIC.
+func unregisterVNIC(c *admin.Client, conf *NetConf, v overlay.VNICInfo) error {
+	mac, err := ether.ParseMAC(v.MAC)
+	if err != nil {
+		return types.NewError(types.ErrInternal, fmt.Sprintf("overlayd's MAC of VNIC %s: %v", v.Name, err), "")
+	}
+	vnetid, err := vnetID(c, v.Overlay)
+	if err != nil {
+		return err
+	}
+	return unregister(conf, vnetid, mac)
+}
+
+// confVNetID is the vnetid of the configuration's overlay: a rule's is
+// in its name; a named overlay's, overlayd says.
+func confVNetID(c *admin.Client, conf *NetConf) (uint32, error) {
+	if _, id, ok := strings.Cut(conf.Overlay, "/"); ok {
+		v, err := strconv.ParseUint(id, 10, 32)
+		return uint32(v), err
+	}
+	return vnetID(c, conf.Overlay)
+}
+
+// prevMAC returns the MAC that ADD's result (prevResult) gives the
+// container's interface ifName.
+func prevMAC(conf *NetConf, ifName string) (ether.MAC, bool) {
+	if conf.RawPrevResult == nil || version.ParsePrevResult(&conf.PluginConf) != nil {
+		return ether.MAC{}, false
+	}
+	res, err := current.NewResultFromResult(conf.PrevResult)
+	if err != nil {
+		return ether.MAC{}, false
+	}
+	for _, i := range res.Interfaces {
+		if i.Name == ifName && i.Sandbox != "" {
+			if mac, err := ether.ParseMAC(i.Mac); err == nil {
+				return mac, true
+			}
+		}
+	}
+	return ether.MAC{}, false
 }

@@ -68,7 +68,7 @@ func newCNIHost(t *testing.T, l *netlab.Lab, d *netlab.Daemon, first, last strin
 	list, err := libcni.ConfListFromBytes([]byte(conf))
 	must(t, err)
 	return &cniHost{t: t, d: d, list: list,
-		cni: libcni.NewCNIConfigWithCacheDir([]string{l.Bin}, filepath.Join(l.Dir, "cni-cache"), hostExec{d.Host.Name})}
+		cni: libcni.NewCNIConfigWithCacheDir([]string{l.Bin}, filepath.Join(l.Dir, "cni-cache-"+d.Host.Name), hostExec{d.Host.Name})}
 }
 
 func (h *cniHost) rt(id string, c *netlab.NS) *libcni.RuntimeConf {
@@ -326,6 +326,25 @@ func TestCNIPortolan(t *testing.T) {
 		t.Errorf("portolan's mappings after DEL: %v, want %v", got, want)
 	}
 
+	// GC of an attachment the runtime no longer lists removes its
+	// mapping with its VNIC (added through a runtime with a cache of its
+	// own: libcni would DEL what its own cache holds).
+	c4, err := l.Namespace("c4")
+	must(t, err)
+	other := *rs[1]
+	other.cni = libcni.NewCNIConfigWithCacheDir([]string{l.Bin}, filepath.Join(l.Dir, "cni-cache-other"), hostExec{h2.Name})
+	ip4 := other.add("ctr4", c4)
+	if got, want := mappings(), []string{"h1:" + ip1, "h2:" + ip4}; !slices.Equal(got, want) {
+		t.Errorf("portolan's mappings after ADD of ctr4: %v, want %v", got, want)
+	}
+	must(t, rs[1].cni.GCNetworkList(ctx, rs[1].list, &libcni.GCArgs{}))
+	if got, want := mappings(), []string{"h1:" + ip1}; !slices.Equal(got, want) {
+		t.Errorf("portolan's mappings after GC: %v, want %v", got, want)
+	}
+	if vs := rs[1].vnics(); len(vs) != 0 {
+		t.Errorf("VNICs on host 2 after GC: %v", vs)
+	}
+
 	// A wrong token: ADD is refused, and neither a VNIC nor a mapping is
 	// left.
 	bad := filepath.Join(l.Dir, "bad.token")
@@ -357,4 +376,43 @@ func withPortolan(t *testing.T, p *libcni.PluginConfig, url, tokenFile, host str
 	np, err := libcni.NetworkPluginConfFromBytes(b)
 	must(t, err)
 	return np
+}
+
+// TestCNITool: the README's cnitool example works as written, but for
+// the lab's socket and the IPAM's data directory.
+func TestCNITool(t *testing.T) {
+	need(t, "ping")
+	mainPassOnly(t)
+	l := newLab(t)
+	h1, _, err := l.TwoHosts()
+	must(t, err)
+	d, err := l.StartDaemon(h1)
+	must(t, err)
+	must(t, d.DirectOverlay("ov0", 42, netlab.Host1IP, netlab.Host2IP))
+	netd := filepath.Join(l.Dir, "net.d")
+	must(t, os.MkdirAll(netd, 0o755))
+	must(t, os.WriteFile(filepath.Join(netd, "10-tenant-a.conf"), fmt.Appendf(nil, `{"cniVersion": "1.0.0", "name": "tenant-a", "type": "overlay-cni", "overlay": "ov0", "socket": %q,
+  "ipam": {"type": "host-local", "dataDir": %q, "ranges": [[{"subnet": "10.9.0.0/24"}]]}}`, d.Socket, filepath.Join(l.Dir, "ipam")), 0o644))
+	c, err := l.Namespace("ctr1")
+	must(t, err)
+	cnitool := func(verb string) string {
+		t.Helper()
+		out, err := h1.Exec("env", "CNI_PATH="+l.Bin+":/usr/lib/cni", "NETCONFPATH="+netd,
+			filepath.Join(l.Bin, "cnitool"), verb, "tenant-a", "/var/run/netns/"+c.Name)
+		if err != nil {
+			t.Fatalf("cnitool %s: %v: %s", verb, err, out)
+		}
+		return out
+	}
+	if out := cnitool("add"); !strings.Contains(out, `"10.9.0.2/24"`) {
+		t.Errorf("cnitool add printed %s, want the address 10.9.0.2/24", out)
+	}
+	if out, err := c.IP("-br", "addr", "show", "eth0"); err != nil || !strings.Contains(out, "10.9.0.2/24") {
+		t.Errorf("the container's eth0: %q %v", out, err)
+	}
+	cnitool("check")
+	cnitool("del")
+	if out, _ := d.Adm("show-vnic", "-p", "-o", "link"); out != "" {
+		t.Errorf("VNICs after cnitool del: %q", out)
+	}
 }

@@ -154,7 +154,8 @@ func (hs *holds) signalled(closed []<-chan struct{}) {
 	defer hs.mu.Unlock()
 	n := len(hs.ready)
 	for _, sig := range closed {
-		for _, h := range hs.bySig[sig] {
+		// A copy: unregister edits the list.
+		for _, h := range slices.Clone(hs.bySig[sig]) {
 			hs.unregister(h)
 			hs.ready = append(hs.ready, h)
 		}
@@ -398,7 +399,9 @@ func (hs *holds) waitWindow() {
 			q = hs.tripq[:0]
 		}
 		hs.tripq = q
-		if hs.trips.Load() < maxTrips {
+		// An empty queue with trips counted: their ends are being
+		// counted down (endTrip) right now.
+		if hs.trips.Load() < maxTrips || len(q) == 0 {
 			return
 		}
 		wait := tripTimeout - now.Sub(time.Unix(0, q[0].stamp))
@@ -435,4 +438,11 @@ func (q *heldHeap) Pop() any {
 	h.idx = -1
 	*q = old[:len(old)-1]
 	return h
+}
+
+// count returns how many LOG_REQs are registered.
+func (hs *holds) count() int {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	return len(hs.timeouts)
 }

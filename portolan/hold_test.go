@@ -75,3 +75,34 @@ func TestHeldWakeTogether(t *testing.T) {
 		}
 	}
 }
+
+// TestHeldManyOnOneSignal: several LOG_REQs of one connection held on
+// the same host's signal are each answered once when it closes, and the
+// connection goes on.
+func TestHeldManyOnOneSignal(t *testing.T) {
+	t.Parallel()
+	s, _, l := heldServer(t, time.Minute)
+	c := dial(t, s.addr)
+	const n = 3
+	for id := range uint32(n) {
+		c.send(svpwire.LogReq{Count: 1024, IP: hostA.IP}.AppendFrame(nil, 100+id))
+	}
+	waitFor(t, func() bool {
+		s.holds.mu.Lock()
+		defer s.holds.mu.Unlock()
+		return len(s.holds.timeouts) == n
+	})
+	l.notify(hostA.IP)
+	seen := map[uint32]bool{}
+	for range n {
+		f := c.next()
+		if f.Op != svpwire.OpLogAck || f.ID < 100 || f.ID >= 100+n || seen[f.ID] {
+			t.Fatalf("reply %v id %d (seen %v)", f.Op, f.ID, seen)
+		}
+		seen[f.ID] = true
+	}
+	c.ping(7)
+	if h := s.holds.count(); h != 0 {
+		t.Errorf("%d LOG_REQs still registered after all were answered", h)
+	}
+}

@@ -21,6 +21,13 @@ type gatedStore struct {
 	entered chan struct{} // closed by the first call
 	release chan struct{}
 	fail    atomic.Bool
+	reads   atomic.Int32
+}
+
+// Logs counts the log reads (a batch each) and passes them on.
+func (g *gatedStore) Logs(ctx context.Context, reads []store.LogRead) error {
+	g.reads.Add(1)
+	return g.Store.(batchLogs).Logs(ctx, reads)
 }
 
 func newGatedStore(st store.Store) *gatedStore {
@@ -310,5 +317,46 @@ func TestIdleLogReqsQueryNothing(t *testing.T) {
 	}
 	if a, _ := c.log(hostA.IP, 1024); len(a.Entries) == 0 {
 		t.Error("the entries appended before the LOG_RM were not given: the log was wrongly taken as empty")
+	}
+}
+
+// TestLogRmNextPage: a host whose log is longer than one LOG_ACK removes
+// the page it got and asks for the next while that removal is still
+// being written: it gets the next page at once, not a hold (the removal
+// is written first, then the log read again).
+func TestLogRmNextPage(t *testing.T) {
+	t.Parallel()
+	st := openStore(t, newDSN(t, "sqlite"))
+	hosts := logHosts(t, st, 2)
+	for _, to := range []string{"h0", "h1", "h0"} {
+		must(t, st.MoveVNIC(context.Background(), 42, [6]byte{2, 8, 0x20, 0, 1, 0}, to))
+	}
+	g := newGatedStore(st)
+	l := newMapLookups()
+	l.sources[loopback] = hosts
+	srv := startServer(t, g, withLookups(l, time.Minute))
+	c := dial(t, srv.addr)
+	page := uint32(2 * svpwire.LogVL2Size)
+	a, _ := c.log(hosts[0].IP, page)
+	if len(a.Entries) != 2 {
+		t.Fatalf("first page: %+v", a)
+	}
+	if s := c.logRm(a.Entries[0].ID, a.Entries[1].ID); s != svpwire.StatusOK {
+		t.Fatalf("LOG_RM: %v", s)
+	}
+	<-g.entered // the removal is being written, and waits
+	reads := g.reads.Load()
+	c.send(svpwire.LogReq{Count: page, IP: hosts[0].IP}.AppendFrame(nil, 200))
+	waitFor(t, func() bool { return g.reads.Load() > reads }) // read while the removal is pending
+	close(g.release)
+	f := c.next()
+	next, err := svpwire.DecodeLogAck(f.Body)
+	if err != nil || f.ID != 200 || len(next.Entries) == 0 {
+		t.Fatalf("next page: %v id %d %+v %v", f.Op, f.ID, next, err)
+	}
+	for _, e := range next.Entries {
+		if e.ID == a.Entries[0].ID || e.ID == a.Entries[1].ID {
+			t.Errorf("next page gives again an entry removed: %x", e.ID)
+		}
 	}
 }

@@ -26,8 +26,8 @@ const (
 	removeDelay = 20 * time.Millisecond
 	// maxRemoveBatch bounds the ids of one transaction.
 	maxRemoveBatch = 20_000
-	// removeBackoff bounds the wait between attempts while the store
-	// fails.
+	// minRemoveBackoff and maxRemoveBackoff bound the wait between
+	// attempts while the store fails.
 	minRemoveBackoff, maxRemoveBackoff = 100 * time.Millisecond, 5 * time.Second
 )
 
@@ -51,7 +51,7 @@ type remover struct {
 	failing time.Time
 }
 
-// add takes ids for removal.
+// forget takes ids for removal: LOG_RMs, answered at once.
 func (s *Server) forget(ids [][16]byte) {
 	r := &s.removals
 	r.mu.Lock()

@@ -317,14 +317,23 @@ func (cn *conn) knownEmpty(ip netip.Addr, sig <-chan struct{}) bool {
 	}
 }
 
-// readLog reads the log a LOG_REQ asks for. sig, when not nil, is the
-// host's log signal taken before the read (see noteRead).
-func (cn *conn) readLog(ctx context.Context, m svpwire.LogReq, sig <-chan struct{}) ([]store.LogEntry, error) {
-	entries, whole, err := cn.s.storeLog(ctx, m.IP, min(int(m.Count), maxLogBytes))
+// readLog reads the log a LOG_REQ asks for; whole says it is all of it.
+// sig, when not nil, is the host's log signal taken before the read (see
+// noteRead). A read that found only entries being removed, with more
+// beyond, writes the removals and reads again: the client would be
+// given nothing until they are.
+func (cn *conn) readLog(ctx context.Context, m svpwire.LogReq, sig <-chan struct{}) (entries []store.LogEntry, whole bool, err error) {
+	limit := min(int(m.Count), maxLogBytes)
+	entries, whole, err = cn.s.storeLog(ctx, m.IP, limit)
+	if err == nil && len(entries) == 0 && !whole && cn.s.RemovalsPending() > 0 {
+		if rmErr := cn.s.removeSome(); rmErr == nil {
+			entries, whole, err = cn.s.storeLog(ctx, m.IP, limit)
+		}
+	}
 	if err == nil && sig != nil {
 		cn.noteRead(m, sig, entries, whole)
 	}
-	return entries, err
+	return entries, whole, err
 }
 
 // noteRead records what a read of the log a LOG_REQ asks for found:
@@ -613,6 +622,9 @@ func (cn *conn) send(b []byte, counted bool) {
 			cn.wmu.Unlock()
 			return
 		}
+		// The raw write heeds the deadline too: one long past (set by
+		// the last write) would fail it.
+		cn.c.SetWriteDeadline(time.Now().Add(writeTimeout))
 		n := 0
 		var werr error
 		err := cn.raw.Write(func(fd uintptr) bool {
@@ -695,8 +707,9 @@ func (cn *conn) logReq(req request, m svpwire.LogReq) {
 		signal = s.Lookups.LogSignal(m.IP)
 	}
 	if !hold || !cn.knownEmpty(m.IP, signal) {
-		entries, err := cn.readLog(ctx, m, signal)
-		if err != nil || len(entries) > 0 || !hold {
+		entries, whole, err := cn.readLog(ctx, m, signal)
+		// Held only when the log is all read and empty.
+		if err != nil || len(entries) > 0 || !whole || !hold {
 			cn.reply(cn.logAck(req.id, m, entries, err), req.counted)
 			return
 		}
