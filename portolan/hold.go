@@ -303,7 +303,6 @@ func (hs *holds) answer(batch []*held) {
 		}
 		hs.finish(h)
 	}
-	_, batchable := s.Store.(batchLogs)
 	for len(reads) > 0 {
 		chunk := reads[:min(len(reads), maxReadBatch)]
 		reads = reads[len(chunk):]
@@ -317,17 +316,7 @@ func (hs *holds) answer(batch []*held) {
 			lr[i] = store.LogRead{IP: h.m.IP, MaxBytes: min(int(h.m.Count), maxLogBytes)}
 		}
 		since := s.readBegin()
-		if batchable {
-			if err := s.Store.(batchLogs).Logs(ctx, lr); err != nil {
-				for i := range lr {
-					lr[i].Err = err
-				}
-			}
-		} else {
-			for i := range lr {
-				lr[i].Entries, lr[i].Err = s.Store.Log(ctx, lr[i].IP, lr[i].MaxBytes)
-			}
-		}
+		s.readLogs(ctx, lr)
 		cancel()
 		for i, h := range chunk {
 			if lr[i].Err == nil {

@@ -138,16 +138,30 @@ func (s *Server) initBatches() {
 				for i, r := range batch {
 					reads[i] = r.LogRead
 				}
-				err := s.Store.(batchLogs).Logs(ctx, reads)
+				s.readLogs(ctx, reads)
 				for i, r := range batch {
 					r.LogRead = reads[i]
-					if err != nil {
-						r.Err = err
-					}
 					close(r.done)
 				}
 			}}
 	})
+}
+
+// readLogs does many log reads, in a few queries when the store can,
+// one each otherwise; each read gets its entries or its error.
+func (s *Server) readLogs(ctx context.Context, reads []store.LogRead) {
+	b, ok := s.Store.(batchLogs)
+	if !ok {
+		for i := range reads {
+			reads[i].Entries, reads[i].Err = s.Store.Log(ctx, reads[i].IP, reads[i].MaxBytes)
+		}
+		return
+	}
+	if err := b.Logs(ctx, reads); err != nil {
+		for i := range reads {
+			reads[i].Err = err
+		}
+	}
 }
 
 // storeLog reads a host's log, with the reads that arrive meanwhile when
