@@ -280,16 +280,8 @@ func TestCNIPortolan(t *testing.T) {
 	l := newLab(t)
 	h1, h2, err := l.TwoHosts()
 	must(t, err)
-	dsn := "sqlite:" + filepath.Join(l.Dir, "portolan.db")
-	token := filepath.Join(l.Dir, "api.token")
-	must(t, os.WriteFile(token, []byte("s3cret\n"), 0o600))
-	_, err = l.StartPortolan(h1, "p", netlab.Host1IP+":1296", dsn,
-		"--api", netlab.Host1IP+":1297", "--api-token-file", token)
-	must(t, err)
-	for i, ip := range []string{netlab.Host1IP, netlab.Host2IP} {
-		_, err := l.PortolanAdm(dsn, "add-host", fmt.Sprintf("h%d", i+1), ip)
-		must(t, err)
-	}
+	pl := startAPIPortolan(t, l, h1)
+	token := pl.token
 	var rs []*cniHost
 	for i, h := range []*netlab.NS{h1, h2} {
 		d, err := l.StartDaemon(h)
@@ -299,13 +291,7 @@ func TestCNIPortolan(t *testing.T) {
 		r.list.Plugins[0] = withPortolan(t, r.list.Plugins[0], "http://"+netlab.Host1IP+":1297", token, fmt.Sprintf("h%d", i+1))
 		rs = append(rs, r)
 	}
-	mappings := func() []string {
-		out, err := l.PortolanAdm(dsn, "show-vnics", "-p", "-o", "host,ips")
-		must(t, err)
-		m := strings.Fields(out)
-		slices.Sort(m)
-		return m
-	}
+	mappings := func() []string { return pl.mappings(t) }
 
 	c1, err := l.Namespace("c1")
 	must(t, err)
@@ -415,4 +401,35 @@ func TestCNITool(t *testing.T) {
 	if out, _ := d.Adm("show-vnic", "-p", "-o", "link"); out != "" {
 		t.Errorf("VNICs after cnitool del: %q", out)
 	}
+}
+
+// apiPortolan is portolan on host 1 of TwoHosts, with its network API
+// on port 1297 and the hosts h1 and h2 registered.
+type apiPortolan struct {
+	l     *netlab.Lab
+	dsn   string
+	token string // the API token's file
+}
+
+func startAPIPortolan(t *testing.T, l *netlab.Lab, h1 *netlab.NS) *apiPortolan {
+	t.Helper()
+	p := &apiPortolan{l: l, dsn: "sqlite:" + filepath.Join(l.Dir, "portolan.db"), token: filepath.Join(l.Dir, "api.token")}
+	must(t, os.WriteFile(p.token, []byte("s3cret\n"), 0o600))
+	_, err := l.StartPortolan(h1, "p", netlab.Host1IP+":1296", p.dsn, "--api", netlab.Host1IP+":1297", "--api-token-file", p.token)
+	must(t, err)
+	for i, ip := range []string{netlab.Host1IP, netlab.Host2IP} {
+		_, err := l.PortolanAdm(p.dsn, "add-host", fmt.Sprintf("h%d", i+1), ip)
+		must(t, err)
+	}
+	return p
+}
+
+// mappings lists portolan's VNICs as host:ips, sorted.
+func (p *apiPortolan) mappings(t *testing.T) []string {
+	t.Helper()
+	out, err := p.l.PortolanAdm(p.dsn, "show-vnics", "-p", "-o", "host,ips")
+	must(t, err)
+	m := strings.Fields(out)
+	slices.Sort(m)
+	return m
 }

@@ -107,11 +107,8 @@ func TestPodman(t *testing.T) {
 	l := newLab(t)
 	h1, h2, err := l.TwoHosts()
 	must(t, err)
-	dsn := "sqlite:" + filepath.Join(l.Dir, "portolan.db")
-	token := filepath.Join(l.Dir, "api.token")
-	must(t, os.WriteFile(token, []byte("s3cret\n"), 0o600))
-	_, err = l.StartPortolan(h1, "p", netlab.Host1IP+":1296", dsn, "--api", netlab.Host1IP+":1297", "--api-token-file", token)
-	must(t, err)
+	pl := startAPIPortolan(t, l, h1)
+	token := pl.token
 	// The files overlay's map: each host's container, its MAC (fixed in
 	// the network configuration) and its address.
 	filesMap := filepath.Join(l.Dir, "files.json")
@@ -123,8 +120,6 @@ func TestPodman(t *testing.T) {
 	var ds []*netlab.Daemon
 	for i, h := range []*netlab.NS{h1, h2} {
 		n := i + 1
-		_, err := l.PortolanAdm(dsn, "add-host", fmt.Sprintf("h%d", n), netlab.HostIP(n))
-		must(t, err)
 		d, err := l.StartDaemon(h)
 		must(t, err)
 		must(t, d.FilesOverlay("fov", 51, netlab.HostIP(n), filesMap))
@@ -140,13 +135,7 @@ func TestPodman(t *testing.T) {
 		ps = append(ps, p)
 		ds = append(ds, d)
 	}
-	mappings := func() []string {
-		out, err := l.PortolanAdm(dsn, "show-vnics", "-p", "-o", "host,ips")
-		must(t, err)
-		m := strings.Fields(out)
-		slices.Sort(m)
-		return m
-	}
+	mappings := func() []string { return pl.mappings(t) }
 
 	// Containers on host 2, waiting.
 	for _, net := range []string{"ovfiles", "ovsvp"} {

@@ -137,25 +137,34 @@ func TestLogRmInBackground(t *testing.T) {
 	}
 }
 
-// TestLogRmStoreFails: while the store fails removals, LOG_RMs are still
-// answered OK and their entries not given again; the removals are retried
-// and land once the store works again.
-func TestLogRmStoreFails(t *testing.T) {
-	t.Parallel()
-	st := openStore(t, newDSN(t, "sqlite"))
-	hosts := logHosts(t, st, 2)
-	g := newGatedStore(st)
+// removedWhileFailing serves a store whose removals fail (and back off)
+// until g.fail is cleared; host 0 has read its one log entry and removed
+// it with a LOG_RM, answered OK.
+func removedWhileFailing(t *testing.T) (st *store.SQL, hosts []store.Host, g *gatedStore, srv *server, c *client) {
+	t.Helper()
+	st = openStore(t, newDSN(t, "sqlite"))
+	hosts = logHosts(t, st, 2)
+	g = newGatedStore(st)
 	g.fail.Store(true)
 	close(g.release)
-	srv := startServer(t, g)
-	c := dial(t, srv.addr)
+	srv = startServer(t, g)
+	c = dial(t, srv.addr)
 	a, _ := c.log(hosts[0].IP, 1024)
 	if len(a.Entries) != 1 {
 		t.Fatalf("host's log: %+v", a)
 	}
 	if s := c.logRm(a.Entries[0].ID); s != svpwire.StatusOK {
-		t.Errorf("LOG_RM while the store fails: %v, want OK", s)
+		t.Fatalf("LOG_RM while the store fails: %v, want OK", s)
 	}
+	return st, hosts, g, srv, c
+}
+
+// TestLogRmStoreFails: while the store fails removals, LOG_RMs are still
+// answered OK and their entries not given again; the removals are retried
+// and land once the store works again.
+func TestLogRmStoreFails(t *testing.T) {
+	t.Parallel()
+	st, hosts, g, srv, c := removedWhileFailing(t)
 	waitFor(t, func() bool { return g.calls.Load() >= 2 }) // retried
 	if a, _ := c.log(hosts[0].IP, 1024); a.Status != svpwire.StatusOK || len(a.Entries) != 0 {
 		t.Errorf("log after its LOG_RM, the store failing: %+v, want empty", a)
@@ -174,20 +183,7 @@ func TestLogRmStoreFails(t *testing.T) {
 // the server is stopped is written before Serve returns.
 func TestLogRmDrainedAtShutdown(t *testing.T) {
 	t.Parallel()
-	st := openStore(t, newDSN(t, "sqlite"))
-	hosts := logHosts(t, st, 2)
-	g := newGatedStore(st)
-	g.fail.Store(true) // the background removal fails, and backs off
-	close(g.release)
-	srv := startServer(t, g)
-	c := dial(t, srv.addr)
-	a, _ := c.log(hosts[0].IP, 1024)
-	if len(a.Entries) != 1 {
-		t.Fatalf("host's log: %+v", a)
-	}
-	if s := c.logRm(a.Entries[0].ID); s != svpwire.StatusOK {
-		t.Fatalf("LOG_RM: %v", s)
-	}
+	st, hosts, g, srv, _ := removedWhileFailing(t)
 	waitFor(t, func() bool { return g.calls.Load() >= 1 })
 	g.fail.Store(false)
 	srv.cancel()
