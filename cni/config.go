@@ -38,6 +38,13 @@ type NetConf struct {
 	// VLAN puts the VNIC on a VLAN of the overlay (1-4094).
 	VLAN int `json:"vlan,omitempty"`
 
+	// IsGateway gives this host an interface on the overlay, the
+	// network's gateway VNIC, with the gateway addresses IPAM gives, and
+	// turns on IP forwarding, as the bridge plugin's isGateway does its
+	// bridge: the host then routes to its containers, so that portmap's
+	// DNAT reaches them and they reach past the overlay through it.
+	IsGateway bool `json:"isGateway,omitempty"`
+
 	// Portolan, for an svp overlay, registers the container's MAC and
 	// addresses with portolan's network API at ADD and removes them at
 	// DEL, so that other hosts find it.
@@ -95,6 +102,9 @@ func parseConf(stdin []byte) (*NetConf, error) {
 			return nil, configError(`%s %q is not a unicast MAC address (like 02:08:20:aa:bb:cc)`, field, mac)
 		}
 	}
+	if conf.IsGateway && conf.IPAM.Type == "" {
+		return nil, configError(`"isGateway" needs an "ipam" section that gives a gateway address (host-local: "gateway" in a range)`)
+	}
 	if p := conf.Portolan; p != nil {
 		if u, err := url.Parse(p.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return nil, configError(`"portolan": "url" %q is not an http or https URL (portolan serve --api's address)`, p.URL)
@@ -126,6 +136,12 @@ func (c *NetConf) mac() string {
 func vnicPrefix(network string) string {
 	h := sha256.Sum256([]byte(network))
 	return "c" + hex.EncodeToString(h[:])[:4]
+}
+
+// gatewayName is the name of a network's gateway VNIC on this host: "g"
+// and the hash of vnicPrefix, which GC leaves alone.
+func gatewayName(network string) string {
+	return "g" + vnicPrefix(network)[1:]
 }
 
 // vnicName is the name of the VNIC of one attachment (container and

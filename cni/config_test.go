@@ -34,6 +34,7 @@ func TestParseConf(t *testing.T) {
 		{`{"overlay": "ov0", "vlan": 4095}`, types.ErrInvalidNetworkConfig, `"vlan" 4095`},
 		{`{"overlay": "ov0", "mac": "01:00:5e:00:00:01"}`, types.ErrInvalidNetworkConfig, `"mac"`},
 		{`{"overlay": "ov0", "runtimeConfig": {"mac": "zz"}}`, types.ErrInvalidNetworkConfig, `"runtimeConfig": "mac"`},
+		{`{"overlay": "ov0", "isGateway": true}`, types.ErrInvalidNetworkConfig, `"isGateway" needs an "ipam" section`},
 		{`{"overlay": "ov0", "portolan": {"url": "portolan:1297", "tokenFile": "t", "host": "h"}}`, types.ErrInvalidNetworkConfig, `"portolan": "url"`},
 		{`{"overlay": "ov0", "portolan": {"url": "https://p:1297", "host": "h"}}`, types.ErrInvalidNetworkConfig, `"portolan": "tokenFile"`},
 		{`{"overlay": "ov0", "portolan": {"url": "https://p:1297", "tokenFile": "t"}}`, types.ErrInvalidNetworkConfig, `"portolan": "host"`},
@@ -62,5 +63,9 @@ func TestVNICName(t *testing.T) {
 	}
 	if strings.HasPrefix(a, vnicPrefix("net2")) {
 		t.Error("another network's prefix matches")
+	}
+	// GC deletes the network's VNICs not in use; the gateway is not one.
+	if g := gatewayName("net"); strings.HasPrefix(g, vnicPrefix("net")) || len(g) > 15 || g != gatewayName("net") || g == gatewayName("net2") {
+		t.Errorf("gatewayName = %q", g)
 	}
 }

@@ -106,6 +106,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	for _, ipc := range res.IPs {
 		ipc.Interface = current.Int(0)
 	}
+	peer := 0
 	err = netns.Do(func(ns.NetNS) error {
 		if err := ip.RenameLink(name, args.IfName); err != nil {
 			return fmt.Errorf("rename %s to %s: %w", name, args.IfName, err)
@@ -117,6 +118,9 @@ func cmdAdd(args *skel.CmdArgs) error {
 		if err := netlink.LinkSetUp(l); err != nil {
 			return fmt.Errorf("set %s up: %w", args.IfName, err)
 		}
+		// A veth (the kernel data path) has its other end on the
+		// overlay's bridge; a TAP (userspace) has none.
+		_, peer, _ = ip.GetVethPeerIfindex(args.IfName)
 		if len(res.IPs) > 0 {
 			return ipam.ConfigureIface(args.IfName, res)
 		}
@@ -126,6 +130,18 @@ func cmdAdd(args *skel.CmdArgs) error {
 		// The interface may be in the container now: deleting the VNIC
 		// removes it wherever it is.
 		return types.NewError(types.ErrInternal, fmt.Sprintf("in %s: %v", args.Netns, err), "")
+	}
+	// The host's side of the interface, as the bridge plugin reports
+	// its veth's: the bandwidth plugin shapes there.
+	if peer > 0 {
+		if l, err := netlink.LinkByIndex(peer); err == nil {
+			res.Interfaces = append(res.Interfaces, &current.Interface{Name: l.Attrs().Name, Mac: l.Attrs().HardwareAddr.String(), Mtu: l.Attrs().MTU})
+		}
+	}
+	if conf.IsGateway {
+		if err := ensureGateway(c, conf, res); err != nil {
+			return err
+		}
 	}
 	if conf.Portolan != nil {
 		// Last: should it fail, the VNIC and the addresses go (above)
@@ -223,6 +239,11 @@ func cmdCheck(args *skel.CmdArgs) error {
 		return types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("container network namespace %s: %v", args.Netns, err), "")
 	}
 	defer netns.Close()
+	if conf.IsGateway {
+		if err := checkGateway(conf, prev); err != nil {
+			return err
+		}
+	}
 	return netns.Do(func(ns.NetNS) error {
 		l, err := netlink.LinkByName(args.IfName)
 		if err != nil {
@@ -286,7 +307,7 @@ func cmdGC(args *skel.CmdArgs) error {
 		// The network's VNICs: its name's prefix, on its overlay (a
 		// rule's overlay is named rule and vnetid together).
 		if len(v.Name) != len(prefix)+10 || !strings.HasPrefix(v.Name, prefix) || valid[v.Name] ||
-			v.Overlay != strings.Replace(conf.Overlay, "/", "", 1) {
+			v.Overlay != overlayName(conf.Overlay) {
 			continue
 		}
 		if conf.Portolan != nil {

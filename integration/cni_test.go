@@ -84,8 +84,11 @@ func (h *cniHost) add(id string, c *netlab.NS) string {
 	}
 	res, err := current.NewResultFromResult(r)
 	must(h.t, err)
-	if len(res.Interfaces) != 1 || res.Interfaces[0].Name != "eth0" || len(res.IPs) != 1 {
+	if len(res.IPs) != 1 || res.IPs[0].Interface == nil || *res.IPs[0].Interface >= len(res.Interfaces) {
 		h.t.Fatalf("ADD %s: result %+v", id, res)
+	}
+	if i := res.Interfaces[*res.IPs[0].Interface]; i.Name != "eth0" || i.Sandbox != h.rt(id, c).NetNS {
+		h.t.Fatalf("ADD %s: the address is on interface %+v, want eth0 in the container", id, i)
 	}
 	return res.IPs[0].Address.IP.String()
 }
@@ -331,6 +334,28 @@ func TestCNIPortolan(t *testing.T) {
 		t.Errorf("VNICs on host 2 after GC: %v", vs)
 	}
 
+	// A gateway (isGateway) on host 1 is registered like a container,
+	// once, so that host 2's containers find it: host 2's container
+	// pings it.
+	rs[0].list.Plugins[0] = editPlugin(t, rs[0].list.Plugins[0], func(m map[string]any) {
+		m["isGateway"] = true
+		m["ipam"].(map[string]any)["ranges"].([]any)[0].([]any)[0].(map[string]any)["gateway"] = "10.9.0.1"
+	})
+	c5, err := l.Namespace("c5")
+	must(t, err)
+	c6, err := l.Namespace("c6")
+	must(t, err)
+	rs[0].add("ctr5", c5)
+	rs[0].add("ctr6", c6)
+	ip2 = rs[1].add("ctr2", c2)
+	if got, want := mappings(), []string{"h1:10.9.0.1", "h1:" + ip1, "h1:10.9.0.11", "h1:10.9.0.12", "h2:" + ip2}; !slices.Equal(got, sorted(want)) {
+		t.Errorf("portolan's mappings with the gateway: %v, want %v", got, sorted(want))
+	}
+	if err := c2.PingAll("10.9.0.1", 2); err != nil {
+		t.Errorf("container on host 2 to host 1's gateway over svp: %v", err)
+	}
+	must(t, rs[1].cni.DelNetworkList(ctx, rs[1].list, rs[1].rt("ctr2", c2)))
+
 	// A wrong token: ADD is refused, and neither a VNIC nor a mapping is
 	// left.
 	bad := filepath.Join(l.Dir, "bad.token")
@@ -345,8 +370,8 @@ func TestCNIPortolan(t *testing.T) {
 	if vs := rs[1].vnics(); len(vs) != 0 {
 		t.Errorf("VNICs left after the refused ADD: %v", vs)
 	}
-	if got, want := mappings(), []string{"h1:" + ip1}; !slices.Equal(got, want) {
-		t.Errorf("portolan's mappings after the refused ADD: %v, want %v", got, want)
+	if got, want := mappings(), []string{"h1:10.9.0.1", "h1:" + ip1, "h1:10.9.0.11", "h1:10.9.0.12"}; !slices.Equal(got, sorted(want)) {
+		t.Errorf("portolan's mappings after the refused ADD: %v, want %v", got, sorted(want))
 	}
 }
 
@@ -354,9 +379,23 @@ func TestCNIPortolan(t *testing.T) {
 // section.
 func withPortolan(t *testing.T, p *libcni.PluginConfig, url, tokenFile, host string) *libcni.PluginConfig {
 	t.Helper()
+	return editPlugin(t, p, func(m map[string]any) {
+		m["portolan"] = map[string]string{"url": url, "tokenFile": tokenFile, "host": host}
+	})
+}
+
+func sorted(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s
+}
+
+// editPlugin returns the plugin configuration p as edit leaves it.
+func editPlugin(t *testing.T, p *libcni.PluginConfig, edit func(map[string]any)) *libcni.PluginConfig {
+	t.Helper()
 	var m map[string]any
 	must(t, json.Unmarshal(p.Bytes, &m))
-	m["portolan"] = map[string]string{"url": url, "tokenFile": tokenFile, "host": host}
+	edit(m)
 	b, err := json.Marshal(m)
 	must(t, err)
 	np, err := libcni.NetworkPluginConfFromBytes(b)

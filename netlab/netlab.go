@@ -51,16 +51,17 @@ func New(bin string) (*Lab, error) {
 }
 
 // Build compiles overlayd, overlayadm, portolan and overlay-cni into dir,
-// with the CNI host-local IPAM plugin of the containernetworking/plugins
-// module (a tool of this module: Debian's is too old for spec 1.1) and
-// cnitool, and returns dir. It runs from the module that holds this package.
+// with the CNI host-local IPAM plugin and the portmap and bandwidth
+// plugins of the containernetworking/plugins module (tools of this
+// module: Debian's are too old for spec 1.1) and cnitool, and returns dir. It runs from the module that holds this package.
 func Build(dir string) (string, error) {
 	root, err := moduleRoot()
 	if err != nil {
 		return "", err
 	}
 	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/overlayd", "./cmd/overlayadm", "./cmd/portolan", "./cmd/overlay-cni",
-		"github.com/containernetworking/plugins/plugins/ipam/host-local", "github.com/containernetworking/cni/cnitool")
+		"github.com/containernetworking/plugins/plugins/ipam/host-local", "github.com/containernetworking/plugins/plugins/meta/portmap",
+		"github.com/containernetworking/plugins/plugins/meta/bandwidth", "github.com/containernetworking/cni/cnitool")
 	cmd.Dir = root
 	// Without cgo, as deployed: overlayd can then drop capabilities in
 	// every thread.
