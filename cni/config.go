@@ -102,8 +102,8 @@ func parseConf(stdin []byte) (*NetConf, error) {
 			return nil, configError(`%s %q is not a unicast MAC address (like 02:08:20:aa:bb:cc)`, field, mac)
 		}
 	}
-	if conf.IsGateway && conf.IPAM.Type == "" {
-		return nil, configError(`"isGateway" needs an "ipam" section that gives a gateway address (host-local: "gateway" in a range)`)
+	if conf.IsGateway && (conf.IPAM.Type == "" || conf.IPAM.Type == "dhcp") {
+		return nil, configError(`"isGateway" needs an "ipam" section that gives this host's gateway address (host-local: "gateway" in a range; not dhcp, whose router is another host)`)
 	}
 	if p := conf.Portolan; p != nil {
 		if u, err := url.Parse(p.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

@@ -1,9 +1,13 @@
 package cni
 
 import (
+	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -16,6 +20,8 @@ import (
 	"overlaynet/admin"
 	"overlaynet/ether"
 	"overlaynet/overlay"
+	"overlaynet/portolan/api"
+	"overlaynet/portolan/store"
 )
 
 // gatewayAddrs are the gateway addresses IPAM gave, each with its
@@ -33,21 +39,25 @@ func gatewayAddrs(ips []*current.IPConfig) []*net.IPNet {
 // ensureGateway makes sure this host has the network's gateway VNIC, up,
 // with IPAM's gateway addresses, and that the host forwards: what
 // isGateway asks. The VNIC is the network's, shared by its containers:
-// DEL leaves it, as the bridge plugin leaves its bridge. One ADD creates
-// it; an ADD that finds it (another's, or one racing) adds to it only
-// what is missing.
+// DEL leaves it, as the bridge plugin leaves its bridge, and so does an
+// ADD that fails after making it (others may use it by then). One ADD
+// creates it; an ADD that finds it (another's, or one racing) adds what
+// is missing, its portolan mapping included.
 func ensureGateway(c *admin.Client, conf *NetConf, res *current.Result) error {
 	gws := gatewayAddrs(res.IPs)
 	if len(gws) == 0 {
 		return configError(`"isGateway": IPAM plugin %s gave no gateway address: set one ("gateway" in a host-local range)`, conf.IPAM.Type)
 	}
 	name := gatewayName(conf.Name)
-	created := false
+	mac, err := gatewayMAC(conf)
+	if err != nil {
+		return types.NewError(types.ErrInternal, fmt.Sprintf("gateway VNIC %s: %v", name, err), "")
+	}
 	var vnics []overlay.VNICInfo
-	err := c.Call(admin.MethodShowVNIC, admin.ShowVNICParams{Name: name}, &vnics)
+	err = c.Call(admin.MethodShowVNIC, admin.ShowVNICParams{Name: name}, &vnics)
 	switch {
 	case errors.Is(err, admin.ErrNotFound) || err == nil && len(vnics) == 0:
-		req := overlay.CreateVNICRequest{Name: name, Overlay: conf.Overlay, VLAN: uint16(conf.VLAN)}
+		req := overlay.CreateVNICRequest{Name: name, Overlay: conf.Overlay, MAC: ether.Long(mac), VLAN: uint16(conf.VLAN)}
 		if conf.MTU != 0 {
 			req.Props = []overlay.Assignment{{Name: overlay.PropMTU, Value: strconv.Itoa(conf.MTU)}}
 		}
@@ -58,19 +68,17 @@ func ensureGateway(c *admin.Client, conf *NetConf, res *current.Result) error {
 				return adminError(fmt.Sprintf("create gateway VNIC %s on overlay %s", name, conf.Overlay), err)
 			}
 		} else {
-			created = true
 			vnics = []overlay.VNICInfo{info}
 		}
 	case err != nil:
 		return adminError(fmt.Sprintf("show gateway VNIC %s", name), err)
 	}
-	if ov := vnics[0].Overlay; ov != overlayName(conf.Overlay) {
-		return configError(`"isGateway": the gateway VNIC %s is on overlay %s, not %s: delete it (overlayadm delete-vnic %s) to have it made again`, name, ov, conf.Overlay, name)
+	v := vnics[0]
+	if v.Overlay != overlayName(conf.Overlay) || int(v.VLAN) != conf.VLAN {
+		return configError(`"isGateway": the gateway VNIC %s is on overlay %s VLAN %d, not %s VLAN %d: delete it (overlayadm delete-vnic %s) to have it made again`,
+			name, v.Overlay, v.VLAN, conf.Overlay, conf.VLAN, name)
 	}
 	fail := func(err error) error {
-		if created {
-			c.Call(admin.MethodDeleteVNIC, admin.NameParams{Name: name}, nil)
-		}
 		return types.NewError(types.ErrInternal, fmt.Sprintf("gateway VNIC %s: %v", name, err), "")
 	}
 	link, err := netlink.LinkByName(name)
@@ -94,25 +102,94 @@ func ensureGateway(c *admin.Client, conf *NetConf, res *current.Result) error {
 	if err := ip.EnableForward(res.IPs); err != nil {
 		return fail(fmt.Errorf("turn on IP forwarding: %w", err))
 	}
-	if created && conf.Portolan != nil {
-		// Others on the overlay find the gateway as they find
-		// containers (proxy ARP asks portolan).
-		mac, err := ether.ParseMAC(vnics[0].MAC)
+	if conf.Portolan == nil {
+		return nil
+	}
+	// Others on the overlay find the gateway as they find containers
+	// (proxy ARP asks portolan). Checked on every ADD, so that one that
+	// failed or was cut short after making the VNIC is finished by the
+	// next.
+	vmac, err := ether.ParseMAC(v.MAC)
+	if err != nil {
+		return fail(fmt.Errorf("overlayd's MAC %q: %w", v.MAC, err))
+	}
+	vnetid, err := vnetID(c, v.Overlay)
+	if err != nil {
+		return err
+	}
+	return registerGateway(conf, vnetid, vmac, v.VLAN, gws)
+}
+
+// gatewayMAC is the MAC of a network's gateway VNIC on this host: the
+// same whenever it is made again, so that its portolan mapping (or a
+// files entry) stays true; another for each host and network.
+func gatewayMAC(conf *NetConf) (ether.MAC, error) {
+	host := ""
+	if conf.Portolan != nil {
+		host = conf.Portolan.Host
+	} else {
+		h, err := os.Hostname()
 		if err != nil {
-			return fail(fmt.Errorf("overlayd's MAC %q: %w", vnics[0].MAC, err))
+			return ether.MAC{}, fmt.Errorf("this host's name, for the gateway's MAC: %w", err)
 		}
-		vnetid, err := vnetID(c, vnics[0].Overlay)
-		if err == nil {
-			var addrs []*current.IPConfig
-			for _, gw := range gws {
-				addrs = append(addrs, &current.IPConfig{Address: *gw})
+		host = h
+	}
+	h := sha256.Sum256([]byte(conf.Name + "\x00" + host))
+	var m ether.MAC
+	copy(m[1:], h[:5])
+	m[0] = 0x02 // locally administered, unicast
+	return m, nil
+}
+
+// registerGateway makes portolan's mapping of the gateway this host's,
+// with the gateway addresses: added when missing, replaced when it says
+// something else, left alone when right (or when a racing ADD has just
+// made it right).
+func registerGateway(conf *NetConf, vnetid uint32, mac ether.MAC, vlan uint16, gws []*net.IPNet) error {
+	pc, err := portolanClient(conf.Portolan)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), portolanTimeout)
+	defer cancel()
+	want := make([]string, 0, len(gws))
+	for _, gw := range gws {
+		want = append(want, gw.IP.String())
+	}
+	slices.Sort(want)
+	where := fmt.Sprintf("gateway MAC %s on vnetid %d at portolan %s", ether.Short(mac), vnetid, conf.Portolan.URL)
+	current := func() (found, right bool, err error) {
+		vnics, err := pc.VNICs(ctx, vnetid, false)
+		if err != nil {
+			return false, false, portolanError("list the VNICs of "+where, err)
+		}
+		for _, v := range vnics {
+			if m, err := ether.ParseMAC(v.MAC); err != nil || m != mac {
+				continue
 			}
-			err = register(conf, vnetid, mac, uint16(conf.VLAN), addrs)
+			ips := slices.Clone(v.IPs)
+			slices.Sort(ips)
+			return true, v.Host == conf.Portolan.Host && v.VLAN == vlan && slices.Equal(ips, want), nil
 		}
-		if err != nil {
-			fail(err)
-			return err
+		return false, false, nil
+	}
+	found, right, err := current()
+	if err != nil || right {
+		return err
+	}
+	if found {
+		if err := pc.RemoveVNIC(ctx, vnetid, mac); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return portolanError("replace "+where, err)
 		}
+	}
+	err = pc.AddVNIC(ctx, vnetid, mac, api.VNICRequest{Host: conf.Portolan.Host, VLAN: vlan, IPs: want})
+	if errors.Is(err, store.ErrExists) {
+		if _, right, e := current(); e == nil && right {
+			return nil // a racing ADD registered it
+		}
+	}
+	if err != nil {
+		return portolanError("register "+where+" (each host needs its own gateway address)", err)
 	}
 	return nil
 }

@@ -34,6 +34,7 @@ const (
 	DropVNICWrite  // the VNIC refused the frame (down, queue full)
 	DropShort      // underlay packet shorter than the encapsulation header
 	DropBadHeader  // encapsulation header invalid (VXLAN: I flag not set)
+	DropCritical   // a Geneve option marked critical (C bit): none is understood
 	DropUnknownVNI // no overlay with that VNI on the listen address
 	DropAdmin      // the target entry says drop (set by an operator)
 	DropTableFull  // the target table is full
@@ -70,6 +71,7 @@ var counterNames = [numCounters]string{
 	DropVNICWrite:   "drop-vnic-write",
 	DropShort:       "drop-short",
 	DropBadHeader:   "drop-bad-header",
+	DropCritical:    "drop-critical-option",
 	DropUnknownVNI:  "drop-unknown-vni",
 	DropAdmin:       "drop-admin",
 	DropTableFull:   "drop-table-full",
@@ -109,7 +111,7 @@ func (cs *Counters) Snapshot(which ...Counter) Stats {
 }
 
 // ListenerCounters are the counters a listener reports.
-var ListenerCounters = []Counter{Decapsulated, DecapBytes, DropShort, DropBadHeader, DropUnknownVNI}
+var ListenerCounters = []Counter{Decapsulated, DecapBytes, DropShort, DropBadHeader, DropCritical, DropUnknownVNI}
 
 // OverlayCounters are the counters a data path keeps per overlay.
 var OverlayCounters = []Counter{

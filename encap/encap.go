@@ -4,6 +4,7 @@
 package encap
 
 import (
+	"errors"
 	"net/netip"
 	"strings"
 
@@ -62,6 +63,12 @@ type Codec interface {
 	// virtual network id and the inner frame (a sub-slice, not a copy).
 	Decap(pkt []byte) (vnetid uint32, inner []byte, err error)
 }
+
+// ErrCritical is what Decap returns for a packet that carries something
+// the receiver must understand to forward it and does not (Geneve's
+// critical-option bit): the data path drops it and counts it apart from
+// malformed headers.
+var ErrCritical = errors.New("critical option not understood")
 
 // Plugin is an encapsulation: a Codec and what the control plane needs of
 // it (its properties, and what a destination needs).

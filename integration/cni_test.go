@@ -354,6 +354,45 @@ func TestCNIPortolan(t *testing.T) {
 	if err := c2.PingAll("10.9.0.1", 2); err != nil {
 		t.Errorf("container on host 2 to host 1's gateway over svp: %v", err)
 	}
+	// The gateway deleted by hand, or its mapping lost: the next ADD
+	// makes both again, with the same MAC.
+	var gw string
+	for _, v := range rs[0].vnics() {
+		if v[0] == 'g' {
+			gw = v
+		}
+	}
+	gwMAC := func() string {
+		out, err := rs[0].d.Adm("show-vnic", "-p", "-o", "macaddress", gw)
+		must(t, err)
+		return strings.TrimSpace(out)
+	}
+	mac := gwMAC()
+	_, err = rs[0].d.Adm("delete-vnic", gw)
+	must(t, err)
+	c7, err := l.Namespace("c7")
+	must(t, err)
+	rs[0].add("ctr7", c7)
+	_, err = pl.l.PortolanAdm(pl.dsn, "remove-vnic", "--vnetid", "42", "--mac", mac)
+	must(t, err)
+	c8, err := l.Namespace("c8")
+	must(t, err)
+	rs[0].add("ctr8", c8)
+	if got := gwMAC(); got != mac {
+		t.Errorf("the gateway made again has MAC %s, was %s", got, mac)
+	}
+	if got, want := mappings(), []string{"h1:10.9.0.1", "h1:" + ip1, "h1:10.9.0.11", "h1:10.9.0.12", "h1:10.9.0.13", "h1:10.9.0.14", "h2:" + ip2}; !slices.Equal(got, sorted(want)) {
+		t.Errorf("portolan's mappings with the gateway made again: %v, want %v", got, sorted(want))
+	}
+	if err := c2.PingAll("10.9.0.1", 2); err != nil {
+		t.Errorf("container on host 2 to host 1's gateway made again: %v", err)
+	}
+	for _, c := range []struct {
+		id string
+		ns *netlab.NS
+	}{{"ctr7", c7}, {"ctr8", c8}} {
+		must(t, rs[0].cni.DelNetworkList(ctx, rs[0].list, rs[0].rt(c.id, c.ns)))
+	}
 	must(t, rs[1].cni.DelNetworkList(ctx, rs[1].list, rs[1].rt("ctr2", c2)))
 
 	// A wrong token: ADD is refused, and neither a VNIC nor a mapping is

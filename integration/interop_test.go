@@ -53,52 +53,7 @@ func TestTsharkDecodesVXLAN(t *testing.T) {
 	l, _, d2, g1, _ := twoHostsDirect(t)
 	must(t, g1.PingAll("10.9.0.2", 1)) // ARP settled: the capture sees ICMP
 	pcap := filepath.Join(l.Dir, "ul0.pcap")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	capture := d2.Host.Command(ctx, "tshark", "-q", "-i", "ul0", "-f", "udp port 4789", "-c", "6", "-w", pcap)
-	errPipe, err := capture.StderrPipe()
-	must(t, err)
-	must(t, capture.Start())
-	ready := make(chan struct{})
-	stderrDone := make(chan string, 1)
-	go func() {
-		var all strings.Builder
-		started := false
-		sc := bufio.NewScanner(errPipe)
-		for sc.Scan() {
-			all.WriteString(sc.Text() + "\n")
-			if !started && strings.Contains(sc.Text(), "Capturing on") {
-				started = true
-				close(ready)
-			}
-		}
-		stderrDone <- all.String()
-	}()
-	select {
-	case <-ready:
-	case <-time.After(10 * time.Second):
-		t.Fatal("tshark did not start capturing")
-	}
-	// "Capturing on" comes before tshark's filter is in place: rather
-	// than guess how long that takes, ping until tshark has its six
-	// packets and exits.
-	var stderr string
-	for deadline := time.Now().Add(20 * time.Second); stderr == ""; {
-		select {
-		case stderr = <-stderrDone:
-			continue
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("tshark did not capture six packets in 20 s of pings")
-		}
-		if _, err := g1.Ping("10.9.0.2", 2); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := capture.Wait(); err != nil {
-		t.Fatalf("tshark capture: %v: %s", err, stderr)
-	}
+	tsharkCapture(t, d2.Host, pcap, "udp port 4789", 6, func() error { _, err := g1.Ping("10.9.0.2", 2); return err })
 	out, err := d2.Host.Exec("tshark", "-r", pcap, "-T", "fields", "-E", "separator=|",
 		"-e", "vxlan.flags", "-e", "vxlan.flag_i", "-e", "vxlan.vni", "-e", "eth.type", "-e", "ip.src", "-e", "icmp.type", "-e", "_ws.malformed")
 	must(t, err)
@@ -138,5 +93,56 @@ func TestTsharkDecodesVXLAN(t *testing.T) {
 	if t.Failed() {
 		full, _ := d2.Host.Exec("tshark", "-r", pcap, "-V", "-c", "1")
 		fmt.Fprintln(os.Stderr, full)
+	}
+}
+
+// tsharkCapture captures n packets matching filter on host's ul0 into
+// pcap, running traffic until tshark has them (its "Capturing on" comes
+// before its filter is in place: rather than guess how long that takes,
+// traffic runs until tshark has its packets and exits).
+func tsharkCapture(t *testing.T, host *netlab.NS, pcap, filter string, n int, traffic func() error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	capture := host.Command(ctx, "tshark", "-q", "-i", "ul0", "-f", filter, "-c", fmt.Sprint(n), "-w", pcap)
+	errPipe, err := capture.StderrPipe()
+	must(t, err)
+	must(t, capture.Start())
+	ready := make(chan struct{})
+	stderrDone := make(chan string, 1)
+	go func() {
+		var all strings.Builder
+		started := false
+		sc := bufio.NewScanner(errPipe)
+		for sc.Scan() {
+			all.WriteString(sc.Text() + "\n")
+			if !started && strings.Contains(sc.Text(), "Capturing on") {
+				started = true
+				close(ready)
+			}
+		}
+		stderrDone <- all.String()
+	}()
+	select {
+	case <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("tshark did not start capturing")
+	}
+	var stderr string
+	for deadline := time.Now().Add(20 * time.Second); stderr == ""; {
+		select {
+		case stderr = <-stderrDone:
+			continue
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tshark did not capture %d packets (%s) in 20 s", n, filter)
+		}
+		if err := traffic(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := capture.Wait(); err != nil {
+		t.Fatalf("tshark capture: %v: %s", err, stderr)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 )
 
 // Underlay addresses of the two-host topology.
@@ -28,11 +29,26 @@ func (l *Lab) TwoHosts() (h1, h2 *NS, err error) {
 }
 
 // DirectOverlay creates a VXLAN overlay with the direct plugin on d,
-// listening on listenIP:4789 and sending to peerIP:4789.
+// listening on listenIP:4789 and sending to peerIP:4789; or, with "-e",
+// "geneve" or "nvgre" in extra, an overlay of that encapsulation on its
+// own port (Geneve's 6081) or none (NVGRE's).
 func (d *Daemon) DirectOverlay(name string, vnetid int, listenIP, peerIP string, extra ...string) error {
-	args := []string{"create-overlay", "-e", "vxlan", "-s", "direct", "-v", fmt.Sprint(vnetid),
-		"-p", "vxlan/listen_ip=" + listenIP,
-		"-p", "direct/dest_ip=" + peerIP + ",direct/dest_port=4789"}
+	// extra may choose another encapsulation ("-e", "geneve"): the
+	// listen and destination properties follow it.
+	enc := "vxlan"
+	for i, a := range extra {
+		if a == "-e" && i+1 < len(extra) {
+			enc = extra[i+1]
+			extra = append(slices.Clone(extra[:i]), extra[i+2:]...)
+			break
+		}
+	}
+	dest := "direct/dest_ip=" + peerIP
+	if port, ok := map[string]int{"vxlan": 4789, "geneve": 6081}[enc]; ok {
+		dest += fmt.Sprintf(",direct/dest_port=%d", port)
+	}
+	args := []string{"create-overlay", "-e", enc, "-s", "direct", "-v", fmt.Sprint(vnetid),
+		"-p", enc + "/listen_ip=" + listenIP, "-p", dest}
 	args = append(args, extra...)
 	_, err := d.Adm(append(args, name)...)
 	return err

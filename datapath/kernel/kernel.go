@@ -65,6 +65,51 @@ const Name = "kernel"
 // devices are the encapsulations this data path has a kernel device for.
 var devices = map[string]bool{"vxlan": true}
 
+// otherDevices are the kernel devices of encapsulations this data path
+// does not carry, with the kernel option that builds each.
+var otherDevices = map[string]struct{ kind, config string }{
+	"geneve": {"geneve", "CONFIG_GENEVE"},
+	"nvgre":  {"gretap", "CONFIG_NET_IPGRE"},
+}
+
+// refuseEncap says why the kernel data path cannot carry an
+// encapsulation, from what the running kernel has: no device at all, or
+// a device without the forwarding database that sends each MAC to its
+// own host (vxlan's, which this data path's target table is).
+func refuseEncap(enc string) error {
+	other, ok := otherDevices[enc]
+	if !ok {
+		return fmt.Errorf("the kernel data path has no device for the %s encapsulation (it has: %s); create the overlay with -p datapath=userspace",
+			enc, strings.Join(slices.Sorted(maps.Keys(devices)), ", "))
+	}
+	if err := probeLink(other.kind); err != nil {
+		return fmt.Errorf("the kernel data path cannot carry %s: this kernel has no %s device (module %s, %s: %v); create the overlay with -p datapath=userspace, which carries it in overlayd",
+			enc, other.kind, other.kind, other.config, err)
+	}
+	return fmt.Errorf("the kernel data path cannot carry %s: the kernel's %s device has no forwarding database to send each MAC to its own host, as vxlan's has; create the overlay with -p datapath=userspace, which carries it in overlayd",
+		enc, other.kind)
+}
+
+// probeLink finds out at run time whether the kernel makes links of a
+// kind, by making one (aimed at a documentation address) and deleting it.
+func probeLink(kind string) error {
+	attrs := netlink.LinkAttrs{Name: fmt.Sprintf("ovq%d", os.Getpid()%1000000)}
+	remote := net.IPv4(192, 0, 2, 1)
+	var l netlink.Link
+	switch kind {
+	case "geneve":
+		l = &netlink.Geneve{LinkAttrs: attrs, ID: 1, Remote: remote}
+	case "gretap":
+		l = &netlink.Gretap{LinkAttrs: attrs, Remote: remote}
+	default:
+		return fmt.Errorf("no probe for %s", kind)
+	}
+	if err := netlink.LinkAdd(l); err != nil {
+		return err
+	}
+	return netlink.LinkDel(l)
+}
+
 func init() {
 	datapath.Register(datapath.Driver{Name: Name,
 		Help: "frames left to the Linux kernel: a vxlan device and a bridge per overlay, a veth pair per VNIC",
@@ -166,8 +211,7 @@ func vxNames(name string) [2]string {
 // when they do not.
 func (dp *DataPath) CreateOverlay(cfg datapath.OverlayConfig) (datapath.Overlay, error) {
 	if !devices[cfg.Encap.Name()] {
-		return nil, fmt.Errorf("the kernel data path has no device for the %s encapsulation (it has: %s); create the overlay with -p datapath=userspace",
-			cfg.Encap.Name(), strings.Join(slices.Sorted(maps.Keys(devices)), ", "))
+		return nil, refuseEncap(cfg.Encap.Name())
 	}
 	ov := &overlay{dp: dp, name: cfg.Name, brName: shortName("ovb", cfg.Name), vnics: map[string]*kvnic{},
 		log: dp.log.With("overlay", cfg.Name), stop: make(chan struct{}), done: make(chan struct{})}

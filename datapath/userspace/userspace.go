@@ -279,9 +279,12 @@ func (ln *listener) packet(pkt []byte, rx *rxBatch) {
 	ln.ctr.Add(datapath.DecapBytes, uint64(len(pkt)))
 	vni, inner, err := ln.encap.Decap(pkt)
 	if err != nil {
-		if len(pkt) < ln.encap.HeaderLen() {
+		switch {
+		case len(pkt) < ln.encap.HeaderLen():
 			ln.ctr.Inc(datapath.DropShort)
-		} else {
+		case errors.Is(err, encap.ErrCritical):
+			ln.ctr.Inc(datapath.DropCritical)
+		default:
 			ln.ctr.Inc(datapath.DropBadHeader)
 		}
 		return
