@@ -104,9 +104,9 @@ so guests keep their interfaces. A second overlayd on the same state
 directory or socket refuses to start.
 
 After restoring its configuration overlayd drops every capability but
-CAP_NET_ADMIN (TAP devices, netlink, socket buffers) and
-CAP_NET_BIND_SERVICE (underlay ports below 1024), unless
---keep-privileges is given.
+CAP_NET_ADMIN (TAP devices, netlink, socket buffers),
+CAP_NET_BIND_SERVICE (underlay ports below 1024) and CAP_NET_RAW
+(NVGRE's raw IP socket), unless --keep-privileges is given.
 
 --rules names a SmartOS overlay_rules.json: 'create-vnic -l rule/42'
 then creates the overlay rule42 from the rule "rule" on first use.
@@ -273,7 +273,7 @@ func run(o Options, stderr io.Writer) error {
 		if err := dropPrivileges(); err != nil {
 			log.Warn("cannot drop privileges; running with all of root's", "why", explainDrop(err))
 		} else {
-			log.Info("privileges dropped", "kept", "CAP_NET_ADMIN,CAP_NET_BIND_SERVICE")
+			log.Info("privileges dropped", "kept", "CAP_NET_ADMIN,CAP_NET_BIND_SERVICE,CAP_NET_RAW")
 		}
 	}
 	log.Info("overlayd started", "socket", o.Socket, "state_dir", o.StateDir, "default_datapath", o.DefaultDataPath, "pid", os.Getpid())

@@ -18,14 +18,16 @@ import (
 //     TUNSETPERSIST, netlink link changes) and raise socket buffers past
 //     the sysctl limits (SO_RCVBUFFORCE);
 //   - CAP_NET_BIND_SERVICE: bind an underlay port below 1024, should an
-//     operator choose one.
+//     operator choose one;
+//   - CAP_NET_RAW: open the raw IP socket an NVGRE overlay (GRE straight
+//     over IP, no ports) sends and receives on.
 //
 // Everything else goes, from the effective, permitted and bounding sets,
 // and no_new_privs is set: notably CAP_SYS_ADMIN, which overlayd needs
 // only at startup to enter other network namespaces and take over the
 // VNICs a previous overlayd left there, and CAP_DAC_OVERRIDE, so files
 // are read and written with the permissions of root's own uid.
-var keptCapabilities = []uint{unix.CAP_NET_ADMIN, unix.CAP_NET_BIND_SERVICE}
+var keptCapabilities = []uint{unix.CAP_NET_ADMIN, unix.CAP_NET_BIND_SERVICE, unix.CAP_NET_RAW}
 
 // dropPrivileges drops every capability but keptCapabilities, in every
 // thread. It reports why it could not, for example in a build with cgo,

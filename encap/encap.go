@@ -64,6 +64,15 @@ type Codec interface {
 	Decap(pkt []byte) (vnetid uint32, inner []byte, err error)
 }
 
+// IPProtocol is a Plugin carried straight over IP rather than UDP
+// (NVGRE's GRE): the data path then sends and receives on a raw IP socket
+// for that protocol, and a destination has no port (Dest without
+// DestPort).
+type IPProtocol interface {
+	// IPProto is the IP protocol number.
+	IPProto() int
+}
+
 // ErrCritical is what Decap returns for a packet that carries something
 // the receiver must understand to forward it and does not (Geneve's
 // critical-option bit): the data path drops it and counts it apart from

@@ -849,6 +849,9 @@ func (m *Manager) Metrics(bounds []time.Duration) []OverlayMetrics {
 // one data path share a port is that data path's rule, enforced by its
 // CreateOverlay.
 func (m *Manager) checkPort(self, dpName, encName string, port uint16) error {
+	if port == 0 {
+		return nil // straight over IP (NVGRE): no port to share
+	}
 	for _, name := range sortedKeys(m.dps) {
 		if name == dpName {
 			continue

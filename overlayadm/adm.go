@@ -81,7 +81,7 @@ func newRoot(e *env) *cobra.Command {
 		Long: `overlayadm administers the overlay networks of one host, as dladm does on
 illumos. An overlay is a virtual switch spanning hosts, identified by a
 virtual network id (vnetid) and carried over the underlay IP network by an
-encapsulation (vxlan). Its search plugin says where frames for MACs that
+encapsulation (vxlan, geneve or nvgre). Its search plugin says where frames for MACs that
 are not on this host go: direct sends everything to one peer. VNICs are
 network interfaces on an overlay.
 

@@ -365,7 +365,7 @@ func TestCreateAndShowOverlay(t *testing.T) {
 	want := [][]string{
 		{"ov0", "mtu", "rw", "-", "1400", "1400", "576-8900"},
 		{"ov0", "vnetid", "rw", "y", "42", "--", "0-16777215"},
-		{"ov0", "encap", "r-", "y", "vxlan", "--", "vxlan"},
+		{"ov0", "encap", "r-", "y", "vxlan", "--", "geneve,nvgre,vxlan"},
 		{"ov0", "varpd/id", "r-", "-", "1", "--", "--"},
 		{"ov0", "vxlan/listen_ip", "rw", "y", listenIP, "--", "--"},
 		{"ov0", "vxlan/listen_port", "rw", "y", "4789", "4789", "1-65535"},

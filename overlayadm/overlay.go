@@ -24,8 +24,19 @@ func createOverlayCmd(e *env) *cobra.Command {
 		Long: `Create an overlay: a virtual switch spanning hosts.
 
 -e names the encapsulation (` + strings.Join(encap.Names(), ", ") + `), -s the search plugin
-(` + strings.Join(search.Names(), ", ") + `), -v the virtual network id (VXLAN: 0-16777215).
-A host holds one overlay per encapsulation and vnetid.
+(` + strings.Join(search.Names(), ", ") + `), -v the virtual network id (0-16777215: VXLAN's and
+Geneve's VNI, NVGRE's VSID). A host holds one overlay per encapsulation
+and vnetid.
+
+vxlan (RFC 7348) is UDP, port 4789 by default. geneve (RFC 8926) is UDP,
+port 6081 by default; it sends no options, skips the options it receives
+by their length, and drops (and counts, drop-critical-option) a packet
+marked critical. nvgre (RFC 7637) is GRE straight over IP, protocol 47:
+no port anywhere, so direct/dest_port is not asked for, a files entry
+needs no "port", and svp answers are used without theirs. The source port
+of UDP encapsulations follows the inner flow, for the underlay's ECMP.
+The kernel data path carries vxlan only: it refuses geneve and nvgre,
+naming the kernel device it lacks; the userspace path carries all three.
 
 Properties (-p, repeatable, or comma-joined), by encapsulation and search
 plugin:
@@ -51,7 +62,12 @@ have at most 31 characters. Without -t the overlay is persistent.`,
       -p vxlan/listen_ip=192.0.2.1 \
       -p direct/dest_ip=192.0.2.2,direct/dest_port=4789 overlay0
   overlayadm create-overlay -e vxlan -s files -v 43 \
-      -p vxlan/listen_ip=192.0.2.1 -p files/config=/etc/overlay/overlay1.json overlay1`,
+      -p vxlan/listen_ip=192.0.2.1 -p files/config=/etc/overlay/overlay1.json overlay1
+  overlayadm create-overlay -e geneve -s direct -v 44 \
+      -p geneve/listen_ip=192.0.2.1 \
+      -p direct/dest_ip=192.0.2.2,direct/dest_port=6081 overlay2
+  overlayadm create-overlay -e nvgre -s direct -v 45 \
+      -p nvgre/listen_ip=192.0.2.1 -p direct/dest_ip=192.0.2.2 overlay3`,
 		Args: oneOperand("overlay"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch {

@@ -6,6 +6,7 @@ import (
 	_ "overlaynet/datapath/kernel"    // the Linux vxlan driver and a bridge
 	_ "overlaynet/datapath/userspace" // TAP devices and UDP sockets, in Go
 	_ "overlaynet/encap/geneve"       // Geneve encapsulation
+	_ "overlaynet/encap/nvgre"        // NVGRE encapsulation
 	_ "overlaynet/encap/vxlan"        // VXLAN encapsulation
 	_ "overlaynet/search/direct"      // point-to-point search
 	_ "overlaynet/search/files"       // MAC map from a JSON file

@@ -191,6 +191,9 @@ func (s *udpSocket) close() error {
 type recvMsg struct {
 	msg unix.Msghdr
 	iov unix.Iovec
+	// A raw IPv4 socket's read puts the IP header apart (rawSocket).
+	iovs  [2]unix.Iovec
+	ipHdr [ipv4HeaderMin]byte
 }
 
 // recv reads one datagram (with UDP GRO, a run of them) into buf and its

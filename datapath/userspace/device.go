@@ -70,9 +70,12 @@ type ioSystem interface {
 	// senders opens the send sockets of a listen address on ip, one per
 	// source port flows are spread over.
 	senders(ip netip.Addr) ([]underlaySocket, error)
+	// listenRaw opens the one socket, receiving and sending, of an
+	// encapsulation carried straight over IP protocol proto on ip.
+	listenRaw(ip netip.Addr, proto int) (underlaySocket, error)
 }
 
-// hostIO is the host's: TAP devices and UDP sockets.
+// hostIO is the host's: TAP devices, UDP sockets and raw IP sockets.
 type hostIO struct{}
 
 func (hostIO) openVNIC(s vnicSpec) (vnicDevice, error) {
@@ -91,6 +94,14 @@ func (hostIO) listen(addr netip.AddrPort, gro bool, n int) ([]underlaySocket, er
 func (hostIO) senders(ip netip.Addr) ([]underlaySocket, error) {
 	socks, err := openSenders(ip)
 	return sockets(socks), err
+}
+
+func (hostIO) listenRaw(ip netip.Addr, proto int) (underlaySocket, error) {
+	s, err := openRaw(ip, proto)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 func sockets(socks []*udpSocket) []underlaySocket {

@@ -76,6 +76,14 @@ func (f *fakeIO) senders(ip netip.Addr) ([]underlaySocket, error) {
 	return out, nil
 }
 
+func (f *fakeIO) listenRaw(ip netip.Addr, proto int) (underlaySocket, error) {
+	socks, err := f.listen(netip.AddrPortFrom(ip, 0), false, 1)
+	if err != nil {
+		return nil, err
+	}
+	return socks[0], nil
+}
+
 func (f *fakeIO) vnic(name string) *fakeVNIC {
 	f.mu.Lock()
 	defer f.mu.Unlock()

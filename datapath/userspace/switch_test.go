@@ -90,11 +90,17 @@ type switchHarness struct {
 // recording handler.
 func newSwitch(t *testing.T, point, offloads bool) *switchHarness {
 	t.Helper()
+	return newSwitchEncap(t, point, offloads, vxlan.Plugin{})
+}
+
+// newSwitchEncap is newSwitch with another encapsulation.
+func newSwitchEncap(t *testing.T, point, offloads bool, enc encap.Codec) *switchHarness {
+	t.Helper()
 	fio := newFakeIO()
 	dp := newWithIO(slog.New(slog.NewTextHandler(io.Discard, nil)), Options{Offloads: offloads, Workers: 1}, fio)
 	t.Cleanup(func() { dp.Close() })
 	h := &recHandler{}
-	cfg := datapath.OverlayConfig{Name: "sw", VNetID: swVNI, Encap: vxlan.Plugin{}, Listen: swListen, MTU: 1400, Handler: h}
+	cfg := datapath.OverlayConfig{Name: "sw", VNetID: swVNI, Encap: enc, Listen: swListen, MTU: 1400, Handler: h}
 	if point {
 		p := swPeer
 		cfg.Point, cfg.Handler = &p, nil

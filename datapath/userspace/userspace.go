@@ -89,7 +89,7 @@ const Name = "userspace"
 
 func init() {
 	datapath.Register(datapath.Driver{Name: Name,
-		Help: "frames moved in Go: a TAP device per VNIC, UDP sockets on the underlay, proxy ARP/NDP/DHCP, TCP offloads",
+		Help: "frames moved in Go: a TAP device per VNIC, UDP (or raw IP, NVGRE) sockets on the underlay, proxy ARP/NDP/DHCP, TCP offloads",
 		New: func(env datapath.Env) (datapath.DataPath, error) {
 			return New(env.Log.With("datapath", Name), Options{Offloads: env.Offloads, Sched: env.Sched, Workers: env.Workers, Owner: env.Owner}), nil
 		}})
@@ -145,15 +145,26 @@ func (dp *DataPath) acquire(addr netip.AddrPort, enc encap.Codec, vni uint32, ov
 		ov.ws = dp.ws // before the overlay is visible to the workers
 	}
 	if ln == nil {
-		conns, err := dp.io.listen(addr, dp.offloads, len(dp.ws))
-		if err != nil {
-			return nil, err
+		ln = &listener{addr: addr, encap: enc, log: dp.log.With("listen", addr.String())}
+		if ipp, ok := enc.(encap.IPProtocol); ok {
+			// Straight over IP: one raw socket receives and sends.
+			raw, err := dp.io.listenRaw(addr.Addr(), ipp.IPProto())
+			if err != nil {
+				return nil, err
+			}
+			ln.conns, ln.senders = []underlaySocket{raw}, []underlaySocket{raw}
+		} else {
+			conns, err := dp.io.listen(addr, dp.offloads, len(dp.ws))
+			if err != nil {
+				return nil, err
+			}
+			ln.conns = conns
+			if ln.senders, err = dp.io.senders(addr.Addr()); err != nil {
+				ln.closeSockets()
+				return nil, err
+			}
 		}
-		ln = &listener{addr: addr, encap: enc, conns: conns, log: dp.log.With("listen", addr.String())}
-		if ln.senders, err = dp.io.senders(addr.Addr()); err != nil {
-			ln.closeSockets()
-			return nil, err
-		}
+		conns := ln.conns
 		ln.byVNI.Store(&map[uint32]*overlay{})
 		for q, c := range conns {
 			if c.fd() < 0 {
@@ -261,6 +272,10 @@ func (ln *listener) drain(conn underlaySocket, sc *scratch, budget int) bool {
 			}
 			ln.log.Warn("underlay receive failed", "err", err)
 			return true
+		}
+		if n == 0 {
+			ln.packet(sc.buf[:0], sc.rx) // counted short
+			continue
 		}
 		seg := groSize(sc.oob[:oobn])
 		if seg <= 0 {

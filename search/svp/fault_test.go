@@ -13,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"overlaynet/encap"
 	"overlaynet/ether"
+	"overlaynet/prop"
 	"overlaynet/search"
 	"overlaynet/svpwire"
 )
@@ -1066,5 +1068,28 @@ func TestOverdueLogReq(t *testing.T) {
 	s.mu.Unlock()
 	if d := second.Sub(first); d < tm.logCall+tm.giveUp {
 		t.Errorf("closed %v after the LOG_REQ, before logCall + giveUp %v", d, tm.logCall+tm.giveUp)
+	}
+}
+
+// TestNoPortDest: on an encapsulation whose destinations have no port
+// (NVGRE), VL2 and VL3 answers are used without the server's port; on
+// one with ports, with it.
+func TestNoPortDest(t *testing.T) {
+	s := newFakeServer(t)
+	in, _ := start(t, s, current)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if d, err := in.Lookup(ctx, 0, ether.MAC{2, 8, 32, 0, 0, 2}); err != nil || d.Port != 4789 {
+		t.Errorf("with ports: %v, %v; want port 4789", d, err)
+	}
+	in.noPort = true
+	if d, err := in.Lookup(ctx, 0, ether.MAC{2, 8, 32, 0, 0, 2}); err != nil || d.Port != 0 || d.IP != netip.MustParseAddr("192.0.2.1") {
+		t.Errorf("VL2 without ports: %v, %v; want 192.0.2.1 and no port", d, err)
+	}
+	if _, d, err := in.vl3(ctx, netip.MustParseAddr("10.9.0.2")); err != nil || d.Port != 0 {
+		t.Errorf("VL3 without ports: %v, %v; want no port", d, err)
+	}
+	if _, err := newInstance(search.Config{Dest: encap.DestIP, Props: prop.NewSet(props(encap.DestIP))}); err != nil {
+		t.Errorf("an ip-only destination refused: %v", err)
 	}
 }

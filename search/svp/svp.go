@@ -87,6 +87,9 @@ var errNotFound = search.ErrNotFound
 type instance struct {
 	key    remoteKey
 	vnetid uint32
+	// noPort: the encapsulation has no ports (NVGRE), so answers are
+	// used without theirs.
+	noPort bool
 	host   search.Host
 	log    *slog.Logger
 	// remote is set by Start and never cleared: a lookup that raced Stop
@@ -96,12 +99,12 @@ type instance struct {
 }
 
 func newInstance(cfg search.Config) (search.Instance, error) {
-	if cfg.Dest != encap.DestIP|encap.DestPort {
-		return nil, fmt.Errorf("svp plugin can only supply an ip+port destination, not %s", cfg.Dest)
+	if cfg.Dest&encap.DestIP == 0 || cfg.Dest&^(encap.DestIP|encap.DestPort) != 0 {
+		return nil, fmt.Errorf("svp plugin can only supply an ip or ip+port destination, not %s", cfg.Dest)
 	}
 	key := remoteKey{host: cfg.Props.Get(PropHost), port: uint16(cfg.Props.Uint(PropPort)),
 		underlay: cfg.Props.IP(PropUnderlayIP)}
-	return &instance{key: key, vnetid: cfg.VNetID, host: cfg.Host, log: cfg.Log}, nil
+	return &instance{key: key, vnetid: cfg.VNetID, host: cfg.Host, log: cfg.Log, noPort: cfg.Dest&encap.DestPort == 0}, nil
 }
 
 // Start joins (or starts) the remote for svp/host, svp/port and
@@ -127,6 +130,14 @@ func (in *instance) Stop() {
 	}
 }
 
+// dest is the destination of an answer.
+func (in *instance) dest(addr netip.Addr, port uint16) encap.Dest {
+	if in.noPort {
+		port = 0
+	}
+	return encap.Dest{IP: addr.Unmap(), Port: port}
+}
+
 // Lookup implements search.DynamicInstance with a VL2 request.
 func (in *instance) Lookup(ctx context.Context, _ uint16, mac ether.MAC) (encap.Dest, error) {
 	body, err := in.remote.call(ctx, svpwire.VL2Req{MAC: mac, VNetID: in.vnetid}.AppendFrame, svpwire.OpVL2Ack, false)
@@ -139,7 +150,7 @@ func (in *instance) Lookup(ctx context.Context, _ uint16, mac ether.MAC) (encap.
 	}
 	switch ack.Status {
 	case svpwire.StatusOK:
-		return encap.Dest{IP: ack.Addr.Unmap(), Port: ack.Port}, nil
+		return in.dest(ack.Addr, ack.Port), nil
 	case svpwire.StatusNotFound:
 		return encap.Dest{}, search.ErrNotFound
 	}
@@ -173,7 +184,7 @@ func (in *instance) vl3(ctx context.Context, ip netip.Addr) (ether.MAC, encap.De
 	}
 	switch ack.Status {
 	case svpwire.StatusOK:
-		return ether.MAC(ack.MAC), encap.Dest{IP: ack.Addr.Unmap(), Port: ack.Port}, nil
+		return ether.MAC(ack.MAC), in.dest(ack.Addr, ack.Port), nil
 	case svpwire.StatusNotFound:
 		return ether.MAC{}, encap.Dest{}, search.ErrNotFound
 	}

@@ -1,0 +1,111 @@
+package userspace
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// rawSocket is the underlay socket of an encapsulation carried straight
+// over IP (NVGRE's GRE, encap.IPProtocol): one raw IP socket, bound to
+// the listen address, receives every packet of the protocol sent to it
+// and sends to peers, the kernel writing the IP header. There are no
+// ports, so no SO_REUSEPORT group and no per-flow source ports: one
+// socket, drained by one worker; and no GSO or GRO for it in the kernel,
+// so super-frames are cut in overlayd and sent one packet at a time.
+type rawSocket struct {
+	*udpSocket // the descriptor, its lock, buffers and sendmsg
+}
+
+// openRaw opens and binds a raw socket for IP protocol proto on ip.
+func openRaw(ip netip.Addr, proto int) (*rawSocket, error) {
+	family := unix.AF_INET6
+	if ip.Is4() {
+		family = unix.AF_INET
+	}
+	fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, proto)
+	if err != nil {
+		return nil, fmt.Errorf("raw IP socket for protocol %d on %s (overlayd needs CAP_NET_RAW): %w", proto, ip, err)
+	}
+	var sa unix.Sockaddr
+	if family == unix.AF_INET {
+		sa = &unix.SockaddrInet4{Addr: ip.As4()}
+	} else {
+		sa6 := &unix.SockaddrInet6{Addr: ip.As16()}
+		if z := ip.Zone(); z != "" {
+			if ifi, err := netInterfaceIndex(z); err == nil {
+				sa6.ZoneId = uint32(ifi)
+			}
+		}
+		sa = sa6
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("cannot listen for IP protocol %d on %s: %w", proto, ip, err)
+	}
+	s := &rawSocket{&udpSocket{family: family, sfd: fd}}
+	s.setBuffers(sockBuf, sockBuf)
+	return s, nil
+}
+
+// ipv4HeaderMin is the length of an IPv4 header without options.
+const ipv4HeaderMin = 20
+
+// recv reads one packet's payload into buf. An IPv4 raw socket hands
+// over the IP header too: it lands in m's own space (a first buffer of
+// the minimum header's size), so the payload lands at buf[0] without a
+// copy, unless the header has options.
+func (s *rawSocket) recv(m *recvMsg, buf, oob []byte) (n, oobn int, err error) {
+	if s.family != unix.AF_INET {
+		return s.udpSocket.recv(m, buf, oob)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return 0, 0, os.ErrClosed
+	}
+	m.iovs[0].Base = &m.ipHdr[0]
+	m.iovs[0].SetLen(ipv4HeaderMin)
+	m.iovs[1].Base = &buf[0]
+	m.iovs[1].SetLen(len(buf))
+	m.msg = unix.Msghdr{Iov: &m.iovs[0]}
+	m.msg.SetIovlen(2)
+	for {
+		r, _, e := unix.Syscall(unix.SYS_RECVMSG, uintptr(s.sfd), uintptr(unsafe.Pointer(&m.msg)), 0)
+		switch e {
+		case 0:
+		case unix.EINTR:
+			continue
+		default:
+			return 0, 0, e
+		}
+		n := int(r) - ipv4HeaderMin
+		if n < 0 {
+			return 0, 0, nil // a runt: counted short by the listener
+		}
+		if opts := int(m.ipHdr[0]&0x0f)*4 - ipv4HeaderMin; opts > 0 {
+			// Options: they came first in buf.
+			if opts > n {
+				return 0, 0, nil
+			}
+			copy(buf, buf[opts:n])
+			n -= opts
+		}
+		return n, 0, nil
+	}
+}
+
+// send sends b to dest's address alone. A GSO run (a UDP_SEGMENT size in
+// oob) is refused with EINVAL, as the kernel refuses one it cannot send:
+// the caller then sends the run one packet at a time.
+func (s *rawSocket) send(b, oob []byte, dest netip.AddrPort) error {
+	if len(oob) > 0 {
+		return unix.EINVAL
+	}
+	return s.udpSocket.send(b, nil, netip.AddrPortFrom(dest.Addr(), 0))
+}
+
+var _ underlaySocket = (*rawSocket)(nil)
