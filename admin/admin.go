@@ -29,6 +29,9 @@ const (
 	MethodShowListeners = "show-listeners"
 	MethodModify        = "modify-overlay"
 	MethodRefresh       = "refresh-overlay"
+	MethodShowDefaults  = "show-defaults"
+	MethodSetDefaults   = "set-default"
+	MethodResetDefaults = "reset-default"
 )
 
 // Request is what a client sends.

@@ -170,6 +170,20 @@ func (s *Server) dispatch(req Request) (any, error) {
 			return nil, err
 		}
 		return nil, m.ModifyTargets(p)
+	case MethodShowDefaults:
+		return m.Defaults(), nil
+	case MethodSetDefaults:
+		var p overlay.SetDefaultsRequest
+		if err := decode(req, &p); err != nil {
+			return nil, err
+		}
+		return nil, m.SetDefaults(p)
+	case MethodResetDefaults:
+		var p overlay.ResetDefaultsRequest
+		if err := decode(req, &p); err != nil {
+			return nil, err
+		}
+		return nil, m.ResetDefaults(p)
 	case MethodRefresh:
 		var p NameParams
 		if err := decode(req, &p); err != nil {

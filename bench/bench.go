@@ -149,7 +149,28 @@ func Run(o Options) ([]Result, error) {
 		return nil, err
 	}
 
-	for _, ns := range []*netlab.NS{h2, g2, g4, gds[1]} {
+	// The other encapsulations on the userspace path, each its own
+	// overlay: Geneve on its port, NVGRE on IP protocol 47.
+	var encGuests [2][2]*netlab.NS // [geneve, nvgre][host]
+	for e, enc := range []string{"geneve", "nvgre"} {
+		for i, d := range []struct {
+			d           *netlab.Daemon
+			self, other string
+		}{{d1, netlab.Host1IP, netlab.Host2IP}, {d2, netlab.Host2IP, netlab.Host1IP}} {
+			ov, vnic := "ov"+enc, fmt.Sprintf("v%s%d", enc, i+1)
+			if err := d.d.DirectOverlay(ov, 45+e, d.self, d.other, "-e", enc, "-p", "datapath=userspace"); err != nil {
+				return nil, err
+			}
+			if _, err := d.d.Adm("create-vnic", "-l", ov, vnic); err != nil {
+				return nil, err
+			}
+			if encGuests[e][i], err = d.d.Guest(fmt.Sprintf("g%s%d", enc, i+1), vnic, fmt.Sprintf("10.%d.0.%d/24", 12+e, i+1)); err != nil {
+				return nil, err
+			}
+		}
+	}
+
+	for _, ns := range []*netlab.NS{h2, g2, g4, gds[1], encGuests[0][1], encGuests[1][1]} {
 		if _, err := l.Start(ns, "iperf3-"+ns.Name, "iperf3", "-s"); err != nil {
 			return nil, err
 		}
@@ -160,6 +181,8 @@ func Run(o Options) ([]Result, error) {
 		{"kernel vxlan + bridge/veth", gds[0], "10.11.0.2"},
 		{"overlayd userspace", g1, "10.9.0.2"},
 		{"overlayd kernel", g3, "10.10.0.2"},
+		{"overlayd userspace geneve", encGuests[0][0], "10.12.0.2"},
+		{"overlayd userspace nvgre", encGuests[1][0], "10.13.0.2"},
 	}
 	for _, p := range paths { // warm up: ARP, server readiness
 		if err := waitIperf(p); err != nil {

@@ -75,6 +75,9 @@ type overlay struct {
 	vnics     map[string]*vnic
 	engine    *engine
 	log       *slog.Logger
+	// site marks the properties whose values came from a site default
+	// at creation (show-overlay's SOURCE site), until set otherwise.
+	site map[string]bool
 
 	// Plugins report trouble from their own goroutines, so the state
 	// they change has its own lock rather than the manager's.
@@ -118,7 +121,7 @@ func (m *Manager) CreateOverlay(req CreateOverlayRequest) error {
 	if _, dup := m.overlays[req.Name]; dup {
 		return fmt.Errorf("overlay %s already exists", req.Name)
 	}
-	if err := m.createOverlay(req, 0); err != nil {
+	if err := m.createOverlay(req, 0, m.saved.Defaults, nil); err != nil {
 		return fmt.Errorf("overlay %s: %w", req.Name, err)
 	}
 	if req.Temporary {
@@ -132,8 +135,10 @@ func (m *Manager) CreateOverlay(req CreateOverlayRequest) error {
 }
 
 // createOverlay creates an overlay with the given varpd/id, or the next
-// free one when id is 0.
-func (m *Manager) createOverlay(req CreateOverlayRequest, id uint64) error {
+// free one when id is 0. A new overlay takes the site defaults (site) of
+// its properties that req does not set; a restored one has its values
+// already, and fromSite says which came from site defaults.
+func (m *Manager) createOverlay(req CreateOverlayRequest, id uint64, site map[string]string, fromSite []string) error {
 	if id == 0 {
 		id = m.nextID
 	}
@@ -171,6 +176,13 @@ func (m *Manager) createOverlay(req CreateOverlayRequest, id uint64) error {
 			return fmt.Errorf("property vnetid is given with -v, not -p")
 		}
 	}
+	marks, err := applySiteDefaults(props, site, req.Props)
+	if err != nil {
+		return err
+	}
+	for _, name := range fromSite {
+		marks[name] = true
+	}
 	if err := applyAssignments(props, req.Props, sp.Name); err != nil {
 		return err
 	}
@@ -181,7 +193,7 @@ func (m *Manager) createOverlay(req CreateOverlayRequest, id uint64) error {
 		return err
 	}
 	ov := &overlay{name: req.Name, temporary: req.Temporary, id: id, props: props,
-		enc: enc, sp: sp, vnics: map[string]*vnic{},
+		enc: enc, sp: sp, vnics: map[string]*vnic{}, site: marks,
 		log: m.log.With("overlay", req.Name)}
 	ov.engine = newEngine(ov.log)
 	props.SetCanonical(PropVarpdID, strconv.FormatUint(ov.id, 10))
@@ -409,6 +421,7 @@ func (m *Manager) setProps(ov *overlay, req SetPropsRequest) error {
 	mtuChanged := props.Uint(PropMTU) != ov.props.Uint(PropMTU)
 	ov.props = props
 	for _, a := range req.Props {
+		delete(ov.site, a.Name) // the operator's now
 		ov.log.Info("property set", "prop", a.Name, "value", props.Get(a.Name))
 	}
 	if mtuChanged {
@@ -609,7 +622,7 @@ func (m *Manager) Overlays(name string) ([]OverlayInfo, error) {
 		for _, d := range ov.props.Descs() {
 			info.Props = append(info.Props, PropInfo{Name: d.Name, Perm: d.Perm.String(),
 				Required: d.Required, Value: ov.props.Get(d.Name), Default: d.Default,
-				Possible: d.PossibleText()})
+				Possible: d.PossibleText(), Source: ov.source(d)})
 		}
 		out = append(out, info)
 	}

@@ -48,7 +48,7 @@ func (m *Manager) Restore(d *state.Dir, cfg state.Config) []error {
 				req.Props = append(req.Props, Assignment{Name: k, Value: o.Props[k]})
 			}
 		}
-		if err := m.createOverlay(req, o.ID); err != nil {
+		if err := m.createOverlay(req, o.ID, nil, o.Site); err != nil {
 			errs = append(errs, fmt.Errorf("overlay %s did not come back: %w", o.Name, err))
 		}
 	}
@@ -83,7 +83,8 @@ func (m *Manager) keepOverlay(ov *overlay) {
 	for _, k := range []string{PropEncap, PropSearch, PropVarpdID} {
 		delete(props, k)
 	}
-	o := state.Overlay{Name: ov.name, Encap: ov.enc.Name(), Search: ov.sp.Name, Props: props, ID: ov.id}
+	o := state.Overlay{Name: ov.name, Encap: ov.enc.Name(), Search: ov.sp.Name, Props: props, ID: ov.id,
+		Site: sortedKeys(ov.site)}
 	m.saved.Overlays = upsert(m.saved.Overlays, o, func(x state.Overlay) bool { return x.Name == ov.name })
 }
 

@@ -170,7 +170,7 @@ func (m *Manager) overlayFromRule(ref string) (*overlay, error) {
 	if err := checkName("overlay", name, MaxOverlayName); err != nil {
 		return nil, err
 	}
-	if err := m.createOverlay(req, 0); err != nil {
+	if err := m.createOverlay(req, 0, m.saved.Defaults, nil); err != nil {
 		return nil, fmt.Errorf("overlay %s from rule %s: %w", name, sm[1], err)
 	}
 	ov := m.overlays[name]

@@ -50,6 +50,10 @@ type PropInfo struct {
 	Value    string `json:"value"`
 	Default  string `json:"default"`
 	Possible string `json:"possible"`
+	// Source says where a read-write property's value comes from:
+	// "set" (by the operator), "site" (a site default, at creation),
+	// "default" (the built-in default); "" when read-only or unset.
+	Source string `json:"source,omitempty"`
 }
 
 // OverlayInfo describes one overlay.

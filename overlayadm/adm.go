@@ -108,6 +108,7 @@ Exit status: 0 on success, 1 when a request fails, 2 on a usage error.`,
 		createOverlayCmd(e), deleteOverlayCmd(e), showOverlayCmd(e), setLinkpropCmd(e),
 		modifyOverlayCmd(e), refreshOverlayCmd(e),
 		createVNICCmd(e), deleteVNICCmd(e), showVNICCmd(e), showListenerCmd(e),
+		showDefaultsCmd(e), setDefaultCmd(e), resetDefaultCmd(e),
 	)
 	root.PersistentPreRun = func(*cobra.Command, []string) { e.resolveSocket() }
 	e.addCompletion(root)

@@ -359,20 +359,20 @@ func TestCreateAndShowOverlay(t *testing.T) {
 
 	out := h.ok("show-overlay", "ov0")
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
-	if got, want := strings.Fields(lines[0]), []string{"LINK", "PROPERTY", "PERM", "REQ", "VALUE", "DEFAULT", "POSSIBLE"}; !slices.Equal(got, want) {
+	if got, want := strings.Fields(lines[0]), []string{"LINK", "PROPERTY", "PERM", "REQ", "VALUE", "DEFAULT", "POSSIBLE", "SOURCE"}; !slices.Equal(got, want) {
 		t.Errorf("header %q, want fields %q", lines[0], want)
 	}
 	want := [][]string{
-		{"ov0", "mtu", "rw", "-", "1400", "1400", "576-8900"},
-		{"ov0", "vnetid", "rw", "y", "42", "--", "0-16777215"},
-		{"ov0", "encap", "r-", "y", "vxlan", "--", "geneve,nvgre,vxlan"},
-		{"ov0", "varpd/id", "r-", "-", "1", "--", "--"},
-		{"ov0", "vxlan/listen_ip", "rw", "y", listenIP, "--", "--"},
-		{"ov0", "vxlan/listen_port", "rw", "y", "4789", "4789", "1-65535"},
-		{"ov0", "search", "r-", "y", "direct", "--", "direct,files,svp"},
-		{"ov0", "direct/dest_ip", "rw", "y", destIP, "--", "--"},
-		{"ov0", "direct/dest_port", "rw", "y", "4789", "--", "1-65535"},
-		{"ov0", "datapath", "r-", "-", "memory", "memory", "memory"},
+		{"ov0", "mtu", "rw", "-", "1400", "1400", "576-8900", "default"},
+		{"ov0", "vnetid", "rw", "y", "42", "--", "0-16777215", "set"},
+		{"ov0", "encap", "r-", "y", "vxlan", "--", "geneve,nvgre,vxlan", "--"},
+		{"ov0", "varpd/id", "r-", "-", "1", "--", "--", "--"},
+		{"ov0", "vxlan/listen_ip", "rw", "y", listenIP, "--", "--", "set"},
+		{"ov0", "vxlan/listen_port", "rw", "y", "4789", "4789", "1-65535", "default"},
+		{"ov0", "search", "r-", "y", "direct", "--", "direct,files,svp", "--"},
+		{"ov0", "direct/dest_ip", "rw", "y", destIP, "--", "--", "set"},
+		{"ov0", "direct/dest_port", "rw", "y", "4789", "--", "1-65535", "set"},
+		{"ov0", "datapath", "r-", "-", "memory", "memory", "memory", "--"},
 	}
 	if len(lines)-1 != len(want) {
 		t.Fatalf("show-overlay printed %d rows, want %d:\n%s", len(lines)-1, len(want), out)
@@ -758,5 +758,53 @@ func TestCompletion(t *testing.T) {
 		if code != 0 || !strings.Contains(out, "overlayadm") || errs != "" {
 			t.Errorf("completion %s: exit %d, %d bytes, stderr %q", sh, code, len(out), errs)
 		}
+	}
+}
+
+// TestSiteDefaults: show-defaults lists every plugin property with its
+// built-in default; set-default refuses a bad value with the property's
+// own error (exit 1, nothing set); a set default shows in show-defaults,
+// and an overlay created without the property takes it, marked SOURCE
+// site in show-overlay; reset-default takes it away.
+func TestSiteDefaults(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	out := h.ok("show-defaults")
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if got, want := strings.Fields(lines[0]), []string{"PROPERTY", "PLUGIN", "REQ", "DEFAULT", "SITE", "POSSIBLE"}; !slices.Equal(got, want) {
+		t.Errorf("header %q, want %q", lines[0], want)
+	}
+	for _, w := range [][]string{
+		{"mtu", "overlay", "-", "1400", "--", "576-8900"},
+		{"geneve/listen_port", "encap", "geneve", "y", "6081", "--", "1-65535"},
+		{"nvgre/listen_ip", "encap", "nvgre", "y", "--", "--", "--"},
+		{"svp/port", "search", "svp", "y", "1296", "--", "1-65535"},
+	} {
+		if !slices.ContainsFunc(lines, func(l string) bool { return slices.Equal(strings.Fields(l), w) }) {
+			t.Errorf("show-defaults has no row %q:\n%s", w, out)
+		}
+	}
+
+	h.fails([]string{"mtu", "576-8900"}, "set-default", "-p", "mtu=100")
+	h.fails([]string{"vnetid"}, "set-default", "-p", "vnetid=3")
+	h.usage([]string{"no property"}, "set-default")
+	h.usage([]string{"no property"}, "reset-default")
+	if got := h.ok("show-defaults", "-p", "-o", "site"); strings.Trim(got, "\n") != "" {
+		t.Errorf("a refused set-default set something: %q", got)
+	}
+
+	h.ok("set-default", "-p", "mtu=1300,vxlan/listen_port=4790")
+	if got := h.ok("show-defaults", "-p", "-o", "property,site"); !strings.Contains(got, "mtu:1300\n") || !strings.Contains(got, "vxlan/listen_port:4790\n") {
+		t.Errorf("show-defaults after set-default:\n%s", got)
+	}
+	h.ok(createArgs("ov0", "42")...)
+	if got := h.ok("show-overlay", "-p", "-o", "property,value,source", "ov0"); !strings.Contains(got, "mtu:1300:site\n") ||
+		!strings.Contains(got, "vxlan/listen_port:4790:site\n") || !strings.Contains(got, "vnetid:42:set\n") {
+		t.Errorf("show-overlay of an overlay made with site defaults:\n%s", got)
+	}
+	h.ok("reset-default", "mtu", "vxlan/listen_port")
+	h.ok(createArgs("ov1", "43")...)
+	if got := h.ok("show-overlay", "-p", "-o", "property,value,source", "ov1"); !strings.Contains(got, "mtu:1400:default\n") {
+		t.Errorf("show-overlay after reset-default:\n%s", got)
 	}
 }

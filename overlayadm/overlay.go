@@ -218,7 +218,7 @@ until a good file is loaded.`,
 }
 
 var (
-	propFields   = []ofmt.Field{{Name: "LINK", Width: 19}, {Name: "PROPERTY", Width: 19}, {Name: "PERM", Width: 5}, {Name: "REQ", Width: 4}, {Name: "VALUE", Width: 11}, {Name: "DEFAULT", Width: 10}, {Name: "POSSIBLE", Width: 10}}
+	propFields   = []ofmt.Field{{Name: "LINK", Width: 19}, {Name: "PROPERTY", Width: 19}, {Name: "PERM", Width: 5}, {Name: "REQ", Width: 4}, {Name: "VALUE", Width: 11}, {Name: "DEFAULT", Width: 10}, {Name: "POSSIBLE", Width: 10}, {Name: "SOURCE", Width: 8}}
 	faultFields  = []ofmt.Field{{Name: "LINK", Width: 20}, {Name: "STATUS", Width: 9}, {Name: "DETAILS", Width: 52}}
 	targetFields = []ofmt.Field{{Name: "LINK", Width: 20}, {Name: "TARGET", Width: 18}, {Name: "DESTINATION", Width: 42}}
 	statFields   = []ofmt.Field{{Name: "LINK", Width: 20}, {Name: "STATISTIC", Width: 20}, {Name: "VALUE", Width: 20}}
@@ -233,8 +233,11 @@ func showOverlayCmd(e *env) *cobra.Command {
 		Long: `Show the named overlay, or all overlays.
 
 By default one row per property:
-  LINK PROPERTY PERM REQ VALUE DEFAULT POSSIBLE
-PERM is rw or r-, REQ y when required; -- marks a missing value.
+  LINK PROPERTY PERM REQ VALUE DEFAULT POSSIBLE SOURCE
+PERM is rw or r-, REQ y when required; -- marks a missing value. SOURCE
+says where a read-write value came from: set (given at creation or by
+set-linkprop), site (a site default, set-default, when the overlay was
+created), default (the built-in default).
 
 -f (--fault)     LINK STATUS DETAILS: ONLINE, or DEGRADED with the reason.
 -t (--targets)   LINK TARGET DESTINATION: the target table. A point-mode
@@ -321,7 +324,7 @@ func showProps(e *env, name, output string, parsable bool) error {
 					req = "y"
 				}
 				rows = append(rows, row{"LINK": ov.Name, "PROPERTY": pr.Name, "PERM": pr.Perm,
-					"REQ": req, "VALUE": pr.Value, "DEFAULT": pr.Default, "POSSIBLE": pr.Possible})
+					"REQ": req, "VALUE": pr.Value, "DEFAULT": pr.Default, "POSSIBLE": pr.Possible, "SOURCE": pr.Source})
 			}
 			return rows
 		})

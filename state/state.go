@@ -35,6 +35,8 @@ type Overlay struct {
 	Props map[string]string `json:"props"`
 	// ID is the overlay's varpd/id, kept so that it survives restarts.
 	ID uint64 `json:"id"`
+	// Site names the properties of Props that came from site defaults.
+	Site []string `json:"site,omitempty"`
 }
 
 // VNIC is a persistent VNIC.
@@ -53,6 +55,9 @@ type VNIC struct {
 type Config struct {
 	Overlays []Overlay `json:"overlays"`
 	VNICs    []VNIC    `json:"vnics"`
+	// Defaults are the site's defaults of overlay properties
+	// (overlayadm set-default): new overlays take them.
+	Defaults map[string]string `json:"defaults,omitempty"`
 	// ID is the state directory's identity (see Dir.ID), a copy of the
 	// id file kept here so that the identity survives losing that file.
 	// Save fills it in once ID has been called; files written before it
