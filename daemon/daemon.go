@@ -27,6 +27,7 @@ import (
 	"overlaynet/overlay"
 	"overlaynet/search/svp"
 	"overlaynet/state"
+	"overlaynet/underlayns"
 )
 
 // DefaultStateDir is where overlayd keeps its state.
@@ -48,6 +49,7 @@ type Options struct {
 	WorkerSched     string
 	Workers         int
 	SVPLogDelay     time.Duration
+	UnderlayNetNS   []string
 }
 
 // Main runs overlayd with args (without the program name) and returns the
@@ -139,6 +141,7 @@ The admin socket is mode 0600 (root only), or 0660 owned by
 	f.BoolVar(&o.Offloads, "offloads", true, "move TCP in 64 KB super-frames (TAP TSO, UDP GSO/GRO); --offloads=false for one frame per system call")
 	f.IntVar(&o.Workers, "workers", max(1, runtime.NumCPU()/2), "worker threads of the userspace data path, each with a queue of every TAP and a socket of every listen address: more carry more flows at once (one flow never goes faster); the default is half the CPUs")
 	f.DurationVar(&o.SVPLogDelay, "svp-log-delay", svp.DefaultLogDelay, "svp overlays: wait this long after starting before the first LOG_REQ to a mapping server (illumos: 5-10 s), so that a server without a log (Triton's json store dies of a LOG_REQ) answers lookups first; a server that closes the connection on LOG_REQ gets them ever more rarely, from this doubling up to 5m")
+	f.StringArrayVar(&o.UnderlayNetNS, "underlay-netns", nil, "network namespace (ip netns name, or path) that overlays created later may have as underlay_netns: entered at startup, before CAP_SYS_ADMIN is dropped (repeatable; restored overlays' are entered anyway)")
 	f.StringVar(&o.WorkerSched, "worker-sched", userspace.SchedBatch, "scheduling policy of the userspace data path's worker thread: batch (more throughput on busy CPUs) or normal (a woken worker preempts at once: lower latency under load)")
 	return c
 }
@@ -254,6 +257,13 @@ func run(o Options, stderr io.Writer) error {
 	}
 	mgr := overlay.NewManager(log, dps, o.DefaultDataPath)
 	defer mgr.Close()
+	// Threads in the underlay namespaces overlays may ask for later,
+	// while entering one is still allowed.
+	for _, ref := range o.UnderlayNetNS {
+		if _, err := underlayns.Get(ref); err != nil {
+			return fmt.Errorf("--underlay-netns %s: %w", ref, err)
+		}
+	}
 	start := time.Now()
 	for _, err := range mgr.Restore(dir, cfg) {
 		log.Error("restore: "+err.Error(), "state_dir", o.StateDir)

@@ -43,6 +43,7 @@ import (
 	"overlaynet/ether"
 	"overlaynet/proxy"
 	"overlaynet/registry"
+	"overlaynet/underlayns"
 )
 
 // OverlayConfig is what a data path needs to carry one overlay.
@@ -56,6 +57,10 @@ type OverlayConfig struct {
 	// Listen is the underlay address to receive on. Several overlays may
 	// share one; they are told apart by VNetID.
 	Listen netip.AddrPort
+	// Underlay is the network namespace the underlay sockets (or the
+	// kernel's vxlan device's) live in; nil for overlayd's own. It is set
+	// at creation: Update never changes it.
+	Underlay *underlayns.NS
 	// MTU is the largest frame payload (without the Ethernet header) the
 	// overlay carries; larger frames are dropped and counted.
 	MTU int
@@ -299,7 +304,9 @@ func Names() []string { return drivers.Names() }
 
 // Listener describes one underlay listen address.
 type Listener struct {
-	Addr     netip.AddrPort
+	Addr netip.AddrPort
+	// NetNS is the underlay's network namespace, "" for overlayd's own.
+	NetNS    string
 	Overlays []string
 	Stats    Stats
 }

@@ -23,6 +23,7 @@ import (
 	"overlaynet/prop"
 	"overlaynet/search"
 	"overlaynet/state"
+	"overlaynet/underlayns"
 )
 
 // ErrNotFound is matched (errors.Is) by errors about objects that do not
@@ -153,11 +154,12 @@ func (m *Manager) createOverlay(req CreateOverlayRequest, id uint64, site map[st
 	props := overlayProps(enc, sp, m.defaultDP, sortedKeys(m.dps))
 	props.SetCanonical(PropEncap, enc.Name())
 	props.SetCanonical(PropSearch, sp.Name)
-	// The data path is chosen at creation only, so it is read-only after.
+	// The data path and the underlay's namespace are chosen at creation
+	// only, so they are read-only after.
 	var rest []Assignment
 	for _, a := range req.Props {
-		if a.Name == PropDataPath {
-			if err := props.Set(PropDataPath, a.Value); err != nil {
+		if a.Name == PropDataPath || a.Name == PropUnderlayNetNS {
+			if err := props.Set(a.Name, a.Value); err != nil {
 				return err
 			}
 			continue
@@ -212,7 +214,7 @@ func (m *Manager) createOverlay(req CreateOverlayRequest, id uint64, site map[st
 		inst.Stop()
 		return fmt.Errorf("property datapath: %q is not available in this overlayd", dpName)
 	}
-	if err := m.checkPort(req.Name, dpName, enc.Name(), cfg.Listen.Port()); err != nil {
+	if err := m.checkPort(req.Name, dpName, enc.Name(), cfg.Underlay.Path(), cfg.Listen.Port()); err != nil {
 		inst.Stop()
 		return err
 	}
@@ -264,12 +266,17 @@ func dataConfig(ov *overlay, props *prop.Set, inst search.Instance) (datapath.Ov
 	if err != nil {
 		return datapath.OverlayConfig{}, err
 	}
+	ns, err := underlayns.Get(props.Get(PropUnderlayNetNS))
+	if err != nil {
+		return datapath.OverlayConfig{}, fmt.Errorf("%s: %w", PropUnderlayNetNS, err)
+	}
 	cfg := datapath.OverlayConfig{
-		Name:   ov.name,
-		VNetID: uint32(props.Uint(PropVNetID)),
-		Encap:  ov.enc,
-		Listen: listen,
-		MTU:    int(props.Uint(PropMTU)),
+		Name:     ov.name,
+		VNetID:   uint32(props.Uint(PropVNetID)),
+		Encap:    ov.enc,
+		Listen:   listen,
+		MTU:      int(props.Uint(PropMTU)),
+		Underlay: ns,
 	}
 	if pi, ok := inst.(search.PointInstance); ok {
 		p := pi.Point()
@@ -712,9 +719,14 @@ func (m *Manager) Listeners() []ListenerInfo {
 	}
 	for _, l := range ls {
 		sort.Strings(l.Overlays)
-		out = append(out, ListenerInfo{Listen: l.Addr.String(), Overlays: l.Overlays, Stats: convStats(l.Stats)})
+		out = append(out, ListenerInfo{Listen: l.Addr.String(), NetNS: l.NetNS, Overlays: l.Overlays, Stats: convStats(l.Stats)})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Listen < out[j].Listen })
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].NetNS != out[j].NetNS {
+			return out[i].NetNS < out[j].NetNS
+		}
+		return out[i].Listen < out[j].Listen
+	})
 	return out
 }
 
@@ -861,7 +873,7 @@ func (m *Manager) Metrics(bounds []time.Duration) []OverlayMetrics {
 // the port on every address), so two cannot share one. How overlays on
 // one data path share a port is that data path's rule, enforced by its
 // CreateOverlay.
-func (m *Manager) checkPort(self, dpName, encName string, port uint16) error {
+func (m *Manager) checkPort(self, dpName, encName, netns string, port uint16) error {
 	if port == 0 {
 		return nil // straight over IP (NVGRE): no port to share
 	}
@@ -870,8 +882,8 @@ func (m *Manager) checkPort(self, dpName, encName string, port uint16) error {
 			continue
 		}
 		for _, l := range m.dps[name].Listeners() {
-			if l.Addr.Port() != port {
-				continue
+			if l.Addr.Port() != port || l.NetNS != netns {
+				continue // another port, or another namespace's
 			}
 			others := slices.DeleteFunc(slices.Clone(l.Overlays), func(o string) bool { return o == self })
 			if len(others) == 0 {

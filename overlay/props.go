@@ -8,6 +8,7 @@ import (
 	"overlaynet/encap"
 	"overlaynet/prop"
 	"overlaynet/search"
+	"overlaynet/underlayns"
 )
 
 // Generic property names.
@@ -18,6 +19,9 @@ const (
 	PropSearch   = "search"
 	PropVarpdID  = "varpd/id"
 	PropDataPath = "datapath"
+	// PropUnderlayNetNS is the network namespace of the overlay's
+	// underlay socket, set at creation ("" is overlayd's own).
+	PropUnderlayNetNS = "underlay_netns"
 	// PropProtection is a VNIC's illumos link protection: mac-nospoof
 	// (the default) or none.
 	PropProtection = "protection"
@@ -59,9 +63,15 @@ func overlayProps(enc encap.Plugin, sp *search.Plugin, defaultDP string, dps []s
 	tail := []prop.Desc{
 		{Name: PropDataPath, Type: prop.String, Perm: prop.ReadOnly, Default: defaultDP, Possible: dps,
 			Help: "what carries the frames (overlayd --help lists the data paths); set at creation"},
+		underlayNetNSDesc,
 	}
 	return prop.NewSet(head, enc.Props(), searchDesc, sp.Props(enc.Dest()), tail)
 }
+
+// underlayNetNSDesc describes underlay_netns.
+var underlayNetNSDesc = prop.Desc{Name: PropUnderlayNetNS, Type: prop.String, Perm: prop.ReadOnly,
+	Check: func(v string) error { _, err := underlayns.Path(v); return err },
+	Help:  "network namespace of the underlay socket (a name from ip netns, or a path such as /proc/PID/ns/net); overlayd's own by default; set at creation"}
 
 // applyAssignments sets operator-given properties on s. With create set,
 // read-only properties are refused too, since they come from -e, -s or
@@ -146,6 +156,8 @@ func PropertyHelp() string {
 		Help: "largest frame payload carried"})
 	line(prop.Desc{Name: PropDataPath, Type: prop.String, Possible: datapath.Names(),
 		Default: "overlayd --default-datapath", Help: "what carries the frames, set at creation"})
+	line(prop.Desc{Name: PropUnderlayNetNS, Type: prop.String, Default: "overlayd's own",
+		Help: "network namespace of the underlay socket (ip netns name or path), set at creation"})
 	for _, name := range datapath.Names() {
 		d, _ := datapath.Lookup(name)
 		fmt.Fprintf(&b, "  %-28s   %s: %s\n", "", name, d.Help)

@@ -117,7 +117,10 @@ type Stat struct {
 
 // ListenerInfo describes one underlay listen address (show-listener).
 type ListenerInfo struct {
-	Listen   string   `json:"listen"`
+	Listen string `json:"listen"`
+	// NetNS is the underlay's network namespace (underlay_netns), ""
+	// for overlayd's own.
+	NetNS    string   `json:"netns,omitempty"`
 	Overlays []string `json:"overlays"`
 	Stats    []Stat   `json:"stats"`
 }

@@ -373,6 +373,7 @@ func TestCreateAndShowOverlay(t *testing.T) {
 		{"ov0", "direct/dest_ip", "rw", "y", destIP, "--", "--", "set"},
 		{"ov0", "direct/dest_port", "rw", "y", "4789", "--", "1-65535", "set"},
 		{"ov0", "datapath", "r-", "-", "memory", "memory", "memory", "--"},
+		{"ov0", "underlay_netns", "r-", "-", "--", "--", "--", "--"},
 	}
 	if len(lines)-1 != len(want) {
 		t.Fatalf("show-overlay printed %d rows, want %d:\n%s", len(lines)-1, len(want), out)
@@ -394,7 +395,7 @@ func TestCreateAndShowOverlay(t *testing.T) {
 
 	got := h.ok("show-overlay", "-p", "-o", "property,value", "ov0")
 	wantP := "mtu:1400\nvnetid:42\nencap:vxlan\nvarpd/id:1\nvxlan/listen_ip:" + listenIP +
-		"\nvxlan/listen_port:4789\nsearch:direct\ndirect/dest_ip:" + destIP + "\ndirect/dest_port:4789\ndatapath:memory\n"
+		"\nvxlan/listen_port:4789\nsearch:direct\ndirect/dest_ip:" + destIP + "\ndirect/dest_port:4789\ndatapath:memory\nunderlay_netns:\n"
 	if got != wantP {
 		t.Errorf("show-overlay -p -o property,value:\n%s\nwant:\n%s", got, wantP)
 	}

@@ -368,7 +368,7 @@ func statRows(keyField, key string, stats []overlay.Stat, extra ...string) []row
 	return rows
 }
 
-var listenerFields = []ofmt.Field{{Name: "LISTEN", Width: 24}, {Name: "OVERLAYS", Width: 24}, {Name: "STATISTIC", Width: 20}, {Name: "VALUE", Width: 20}}
+var listenerFields = []ofmt.Field{{Name: "LISTEN", Width: 24}, {Name: "OVERLAYS", Width: 24}, {Name: "STATISTIC", Width: 20}, {Name: "VALUE", Width: 20}, {Name: "NETNS", Width: 16}}
 
 func showListenerCmd(e *env) *cobra.Command {
 	var parsable bool
@@ -378,14 +378,16 @@ func showListenerCmd(e *env) *cobra.Command {
 		Short: "show the underlay addresses overlayd receives on",
 		Long: `Show each underlay address (listen_ip:listen_port) overlayd receives on,
 the overlays sharing it, and its counters: packets received, and packets
-dropped before they reach an overlay (too short, bad header, unknown VNI).
+dropped before they reach an overlay (too short, bad header, a Geneve
+option marked critical, unknown VNI). NETNS is the network namespace of
+an underlay that is not overlayd's own (underlay_netns).
 
-  LISTEN OVERLAYS STATISTIC VALUE`,
+  LISTEN OVERLAYS STATISTIC VALUE NETNS`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return show(e, listenerFields, output, parsable, admin.MethodShowListeners, nil,
 				func(l overlay.ListenerInfo) []row {
-					return statRows("LISTEN", l.Listen, l.Stats, "OVERLAYS", strings.Join(l.Overlays, ","))
+					return statRows("LISTEN", l.Listen, l.Stats, "OVERLAYS", strings.Join(l.Overlays, ","), "NETNS", l.NetNS)
 				})
 		},
 	}

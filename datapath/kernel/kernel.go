@@ -38,6 +38,7 @@ import (
 	"overlaynet/datapath"
 	"overlaynet/encap"
 	"overlaynet/ether"
+	"overlaynet/underlayns"
 )
 
 // Alias prefixes tagging the kernel objects overlayd makes.
@@ -313,8 +314,24 @@ func newVxlan(name string, cfg datapath.OverlayConfig) (*netlink.Vxlan, error) {
 		L3miss:    cfg.Point == nil,
 		Proxy:     cfg.Point == nil,
 	}
-	if err := netlink.LinkAdd(vx); err != nil {
-		return nil, fmt.Errorf("create vxlan device %s (vnetid %d, %s): %w", name, cfg.VNetID, cfg.Listen, err)
+	add := func() error { return netlink.LinkAdd(vx) }
+	if ns := cfg.Underlay; ns != nil {
+		// The vxlan driver opens its socket in the namespace the device
+		// is created from: create it from the underlay's, right into
+		// ours, where the bridge and the VNICs are.
+		own, err := underlayns.Own()
+		if err != nil {
+			return nil, fmt.Errorf("overlayd's own network namespace: %w", err)
+		}
+		vx.Namespace = netlink.NsFd(own)
+		add = func() error { return ns.Do(func() error { return netlink.LinkAdd(vx) }) }
+	}
+	if err := add(); err != nil {
+		where := ""
+		if cfg.Underlay != nil {
+			where = " in " + cfg.Underlay.Path()
+		}
+		return nil, fmt.Errorf("create vxlan device %s (vnetid %d, %s%s): %w", name, cfg.VNetID, cfg.Listen, where, err)
 	}
 	l, err := netlink.LinkByName(name)
 	if err == nil {
@@ -354,7 +371,21 @@ func (ov *overlay) attach(st *kstate) error {
 // matches reports whether an existing vxlan device is what cfg asks for.
 func matches(vx *netlink.Vxlan, cfg datapath.OverlayConfig) bool {
 	return vx.VxlanId == int(cfg.VNetID) && vx.Port == int(cfg.Listen.Port()) &&
-		vx.SrcAddr.Equal(net.IP(cfg.Listen.Addr().AsSlice())) && vx.L2miss == (cfg.Point == nil)
+		vx.SrcAddr.Equal(net.IP(cfg.Listen.Addr().AsSlice())) && vx.L2miss == (cfg.Point == nil) &&
+		vx.NetNsID == underlayID(cfg.Underlay)
+}
+
+// underlayID is the id overlayd's namespace gives an underlay namespace,
+// as a device's link namespace (NetNsID) shows it: -1 for our own.
+func underlayID(ns *underlayns.NS) int {
+	if ns == nil {
+		return -1
+	}
+	id, err := netlink.GetNetNsIdByFd(ns.FD())
+	if err != nil {
+		return -2 // matches no device
+	}
+	return id
 }
 
 // destroy removes the overlay's objects in st (any may be missing).
@@ -780,14 +811,19 @@ func (ov *overlay) Delete() error {
 func (dp *DataPath) Listeners() []datapath.Listener {
 	dp.mu.Lock()
 	defer dp.mu.Unlock()
-	byAddr := map[netip.AddrPort][]string{}
+	type key struct {
+		ns   string
+		addr netip.AddrPort
+	}
+	byAddr := map[key][]string{}
 	for _, ov := range dp.overlays {
-		l := ov.st.Load().cfg.Listen
-		byAddr[l] = append(byAddr[l], ov.name)
+		cfg := ov.st.Load().cfg
+		k := key{cfg.Underlay.Path(), cfg.Listen}
+		byAddr[k] = append(byAddr[k], ov.name)
 	}
 	var out []datapath.Listener
-	for a, names := range byAddr {
-		out = append(out, datapath.Listener{Addr: a, Overlays: names, Stats: new(datapath.Counters).Snapshot(datapath.ListenerCounters...)})
+	for k, names := range byAddr {
+		out = append(out, datapath.Listener{Addr: k.addr, NetNS: k.ns, Overlays: names, Stats: new(datapath.Counters).Snapshot(datapath.ListenerCounters...)})
 	}
 	return out
 }

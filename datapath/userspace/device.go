@@ -4,6 +4,7 @@ import (
 	"net/netip"
 
 	"overlaynet/ether"
+	"overlaynet/underlayns"
 )
 
 // The switch's I/O seams, as wireguard-go has tun.Device and conn.Bind:
@@ -66,13 +67,13 @@ type ioSystem interface {
 	openVNIC(s vnicSpec) (vnicDevice, error)
 	// listen binds n receive sockets to addr (one per worker), with UDP
 	// GRO when gro is set.
-	listen(addr netip.AddrPort, gro bool, n int) ([]underlaySocket, error)
+	listen(ns *underlayns.NS, addr netip.AddrPort, gro bool, n int) ([]underlaySocket, error)
 	// senders opens the send sockets of a listen address on ip, one per
 	// source port flows are spread over.
-	senders(ip netip.Addr) ([]underlaySocket, error)
+	senders(ns *underlayns.NS, ip netip.Addr) ([]underlaySocket, error)
 	// listenRaw opens the one socket, receiving and sending, of an
 	// encapsulation carried straight over IP protocol proto on ip.
-	listenRaw(ip netip.Addr, proto int) (underlaySocket, error)
+	listenRaw(ns *underlayns.NS, ip netip.Addr, proto int) (underlaySocket, error)
 }
 
 // hostIO is the host's: TAP devices, UDP sockets and raw IP sockets.
@@ -86,19 +87,24 @@ func (hostIO) openVNIC(s vnicSpec) (vnicDevice, error) {
 	return t, nil
 }
 
-func (hostIO) listen(addr netip.AddrPort, gro bool, n int) ([]underlaySocket, error) {
-	socks, err := listenUDP(addr, gro, n)
+// The sockets of an underlay in another network namespace are made on
+// its thread (underlayns), and used from anywhere.
+
+func (hostIO) listen(ns *underlayns.NS, addr netip.AddrPort, gro bool, n int) ([]underlaySocket, error) {
+	var socks []*udpSocket
+	err := ns.Do(func() (err error) { socks, err = listenUDP(addr, gro, n); return err })
 	return sockets(socks), err
 }
 
-func (hostIO) senders(ip netip.Addr) ([]underlaySocket, error) {
-	socks, err := openSenders(ip)
+func (hostIO) senders(ns *underlayns.NS, ip netip.Addr) ([]underlaySocket, error) {
+	var socks []*udpSocket
+	err := ns.Do(func() (err error) { socks, err = openSenders(ip); return err })
 	return sockets(socks), err
 }
 
-func (hostIO) listenRaw(ip netip.Addr, proto int) (underlaySocket, error) {
-	s, err := openRaw(ip, proto)
-	if err != nil {
+func (hostIO) listenRaw(ns *underlayns.NS, ip netip.Addr, proto int) (underlaySocket, error) {
+	var s *rawSocket
+	if err := ns.Do(func() (err error) { s, err = openRaw(ip, proto); return err }); err != nil {
 		return nil, err
 	}
 	return s, nil

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"overlaynet/ether"
+	"overlaynet/underlayns"
 )
 
 // The in-memory I/O of the switch's tests: a fakeIO opens fakeVNICs and
@@ -53,7 +54,7 @@ func (f *fakeIO) openVNIC(s vnicSpec) (vnicDevice, error) {
 	return v, nil
 }
 
-func (f *fakeIO) listen(addr netip.AddrPort, gro bool, n int) ([]underlaySocket, error) {
+func (f *fakeIO) listen(_ *underlayns.NS, addr netip.AddrPort, gro bool, n int) ([]underlaySocket, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(f.sockets[addr]) > 0 {
@@ -68,7 +69,7 @@ func (f *fakeIO) listen(addr netip.AddrPort, gro bool, n int) ([]underlaySocket,
 	return out, nil
 }
 
-func (f *fakeIO) senders(ip netip.Addr) ([]underlaySocket, error) {
+func (f *fakeIO) senders(_ *underlayns.NS, ip netip.Addr) ([]underlaySocket, error) {
 	var out []underlaySocket
 	for range numSenders {
 		out = append(out, &fakeSocket{io: f})
@@ -76,8 +77,8 @@ func (f *fakeIO) senders(ip netip.Addr) ([]underlaySocket, error) {
 	return out, nil
 }
 
-func (f *fakeIO) listenRaw(ip netip.Addr, proto int) (underlaySocket, error) {
-	socks, err := f.listen(netip.AddrPortFrom(ip, 0), false, 1)
+func (f *fakeIO) listenRaw(_ *underlayns.NS, ip netip.Addr, proto int) (underlaySocket, error) {
+	socks, err := f.listen(nil, netip.AddrPortFrom(ip, 0), false, 1)
 	if err != nil {
 		return nil, err
 	}

@@ -71,7 +71,7 @@ func (dp *DataPath) CreateOverlay(cfg datapath.OverlayConfig) (datapath.Overlay,
 	// yet, so nothing needs the listener before it is stored.
 	ov.state.Store(&ovState{cfg: cfg})
 	ov.vnics.Store(&vnicSet{byKey: map[vnicKey]*vnic{}, byName: map[string]*vnic{}, byVLAN: map[uint16][]*vnic{}})
-	ln, err := dp.acquire(cfg.Listen, cfg.Encap, cfg.VNetID, ov)
+	ln, err := dp.acquire(cfg.Underlay, cfg.Listen, cfg.Encap, cfg.VNetID, ov)
 	if err != nil {
 		return nil, err
 	}
@@ -94,7 +94,7 @@ func (ov *overlay) Update(cfg datapath.OverlayConfig) error {
 		// Take the new registration before dropping the old one so a
 		// failure leaves the overlay as it was.
 		var err error
-		if ln, err = ov.dp.acquire(cfg.Listen, cfg.Encap, cfg.VNetID, ov); err != nil {
+		if ln, err = ov.dp.acquire(old.cfg.Underlay, cfg.Listen, cfg.Encap, cfg.VNetID, ov); err != nil {
 			return err
 		}
 		ov.dp.release(old.ln, old.cfg.VNetID)

@@ -20,6 +20,7 @@ import (
 
 	"overlaynet/datapath"
 	"overlaynet/encap"
+	"overlaynet/underlayns"
 )
 
 // DataPath is the userspace data path.
@@ -31,7 +32,7 @@ type DataPath struct {
 	owner    string
 
 	mu        sync.Mutex
-	listeners map[netip.AddrPort]*listener
+	listeners map[lnKey]*listener
 	nworkers  int
 	ws        []*worker // started with the first overlay
 }
@@ -81,7 +82,7 @@ func New(log *slog.Logger, o Options) *DataPath {
 // newWithIO returns a userspace data path on the given devices and
 // sockets (tests: in memory).
 func newWithIO(log *slog.Logger, o Options, io ioSystem) *DataPath {
-	return &DataPath{io: io, log: log, offloads: o.Offloads, batch: o.Sched != SchedNormal, nworkers: max(o.Workers, 1), owner: o.Owner, listeners: map[netip.AddrPort]*listener{}}
+	return &DataPath{io: io, log: log, offloads: o.Offloads, batch: o.Sched != SchedNormal, nworkers: max(o.Workers, 1), owner: o.Owner, listeners: map[lnKey]*listener{}}
 }
 
 // Name is this data path's name, the value of the datapath property.
@@ -103,9 +104,17 @@ var (
 	_ datapath.FrameInjector = (*overlay)(nil)
 )
 
+// lnKey is what a listener is found by: a listen address in an underlay
+// network namespace (its path, "" for overlayd's own).
+type lnKey struct {
+	ns   string
+	addr netip.AddrPort
+}
+
 // listener is one underlay listen address, shared by every overlay that
 // listens there; overlays are told apart by VNI.
 type listener struct {
+	key     lnKey
 	addr    netip.AddrPort
 	encap   encap.Codec
 	conns   []underlaySocket // one per worker
@@ -134,10 +143,11 @@ func (dp *DataPath) startWorkers() error {
 
 // acquire returns the listener for addr, binding it if needed, with the
 // overlay registered under vni.
-func (dp *DataPath) acquire(addr netip.AddrPort, enc encap.Codec, vni uint32, ov *overlay) (*listener, error) {
+func (dp *DataPath) acquire(ns *underlayns.NS, addr netip.AddrPort, enc encap.Codec, vni uint32, ov *overlay) (*listener, error) {
 	dp.mu.Lock()
 	defer dp.mu.Unlock()
-	ln := dp.listeners[addr]
+	key := lnKey{ns.Path(), addr}
+	ln := dp.listeners[key]
 	if err := dp.startWorkers(); err != nil {
 		return nil, err
 	}
@@ -145,21 +155,25 @@ func (dp *DataPath) acquire(addr netip.AddrPort, enc encap.Codec, vni uint32, ov
 		ov.ws = dp.ws // before the overlay is visible to the workers
 	}
 	if ln == nil {
-		ln = &listener{addr: addr, encap: enc, log: dp.log.With("listen", addr.String())}
+		log := dp.log.With("listen", addr.String())
+		if ns != nil {
+			log = log.With("netns", ns.Path())
+		}
+		ln = &listener{key: key, addr: addr, encap: enc, log: log}
 		if ipp, ok := enc.(encap.IPProtocol); ok {
 			// Straight over IP: one raw socket receives and sends.
-			raw, err := dp.io.listenRaw(addr.Addr(), ipp.IPProto())
+			raw, err := dp.io.listenRaw(ns, addr.Addr(), ipp.IPProto())
 			if err != nil {
 				return nil, err
 			}
 			ln.conns, ln.senders = []underlaySocket{raw}, []underlaySocket{raw}
 		} else {
-			conns, err := dp.io.listen(addr, dp.offloads, len(dp.ws))
+			conns, err := dp.io.listen(ns, addr, dp.offloads, len(dp.ws))
 			if err != nil {
 				return nil, err
 			}
 			ln.conns = conns
-			if ln.senders, err = dp.io.senders(addr.Addr()); err != nil {
+			if ln.senders, err = dp.io.senders(ns, addr.Addr()); err != nil {
 				ln.closeSockets()
 				return nil, err
 			}
@@ -179,7 +193,7 @@ func (dp *DataPath) acquire(addr netip.AddrPort, enc encap.Codec, vni uint32, ov
 			}
 			ln.ids = append(ln.ids, id)
 		}
-		dp.listeners[addr] = ln
+		dp.listeners[key] = ln
 		ln.log.Info("listening on the underlay")
 	}
 	if ln.encap.Name() != enc.Name() {
@@ -216,7 +230,7 @@ func (dp *DataPath) release(ln *listener, vni uint32) {
 	if ln.refs > 0 {
 		return
 	}
-	delete(dp.listeners, ln.addr)
+	delete(dp.listeners, ln.key)
 	dp.unwatch(ln)
 	ln.closeSockets()
 	ln.log.Info("stopped listening on the underlay")
@@ -317,8 +331,8 @@ func (dp *DataPath) Listeners() []datapath.Listener {
 	dp.mu.Lock()
 	defer dp.mu.Unlock()
 	var out []datapath.Listener
-	for addr, ln := range dp.listeners {
-		l := datapath.Listener{Addr: addr, Stats: ln.ctr.Snapshot(datapath.ListenerCounters...)}
+	for key, ln := range dp.listeners {
+		l := datapath.Listener{Addr: key.addr, NetNS: key.ns, Stats: ln.ctr.Snapshot(datapath.ListenerCounters...)}
 		for _, ov := range *ln.byVNI.Load() {
 			l.Overlays = append(l.Overlays, ov.name())
 		}
@@ -332,7 +346,7 @@ func (dp *DataPath) Listeners() []datapath.Listener {
 func (dp *DataPath) Close() error {
 	dp.mu.Lock()
 	lns := dp.listeners
-	dp.listeners = map[netip.AddrPort]*listener{}
+	dp.listeners = map[lnKey]*listener{}
 	dp.mu.Unlock()
 	for _, ln := range lns {
 		dp.unwatch(ln)
