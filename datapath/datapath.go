@@ -70,6 +70,27 @@ type OverlayConfig struct {
 	Point *encap.Dest
 	// Handler receives misses and proxy frames in dynamic mode.
 	Handler Handler
+	// Group, when set, is a multicast overlay's (neither point nor
+	// dynamic): frames without a learned destination go to the group,
+	// and destinations are learned from the frames received.
+	Group *GroupConfig
+}
+
+// GroupConfig is a multicast overlay's, as the Linux vxlan driver's group
+// mode: broadcast, multicast and unknown-unicast frames go to a multicast
+// group that every member's underlay interface joins (the interface of
+// the listen address: IGMP for IPv4, MLD for IPv6), and each remote MAC is
+// learned from received frames (the outer source address, on the group's
+// port).
+type GroupConfig struct {
+	// Dest is the group and its port (every member's listen port).
+	Dest encap.Dest
+	// Ageing is how long a learned destination lasts without a frame
+	// from it.
+	Ageing time.Duration
+	// MaxLearned bounds the learned destinations; more are not learned
+	// (and their frames go to the group) until some age out.
+	MaxLearned int
 }
 
 // Handler is told what a data path cannot decide alone. Its methods are

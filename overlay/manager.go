@@ -284,6 +284,15 @@ func dataConfig(ov *overlay, props *prop.Set, inst search.Instance) (datapath.Ov
 			return cfg, err
 		}
 		cfg.Point = &p
+	} else if gi, ok := inst.(search.GroupInstance); ok {
+		group, ageing, max := gi.Group()
+		if listen.Addr().IsUnspecified() {
+			return cfg, fmt.Errorf("a multicast overlay joins its group on the interface of its listen address: give an address, not %s", listen.Addr())
+		}
+		if group.Is4() != listen.Addr().Unmap().Is4() {
+			return cfg, fmt.Errorf("multicast group %s and listen address %s are not of one family", group, listen.Addr())
+		}
+		cfg.Group = &datapath.GroupConfig{Dest: encap.Dest{IP: group, Port: listen.Port()}, Ageing: ageing, MaxLearned: max}
 	} else {
 		cfg.Handler = ov.engine
 	}
@@ -678,6 +687,13 @@ func (m *Manager) Targets(name string) ([]TargetInfo, error) {
 		if pi, ok := ov.inst.(search.PointInstance); ok {
 			out = append(out, TargetInfo{Overlay: ov.name, Target: "*:*:*:*:*:*", Destination: pi.Point().String()})
 			continue
+		}
+		if gi, ok := ov.inst.(search.GroupInstance); ok {
+			// Where frames without an entry go.
+			group, _, _ := gi.Group()
+			if listen, err := ov.enc.Listen(ov.props); err == nil {
+				out = append(out, TargetInfo{Overlay: ov.name, Target: "*:*:*:*:*:*", Destination: encap.Dest{IP: group, Port: listen.Port()}.String()})
+			}
 		}
 		ts := ov.dp.Targets()
 		sort.Slice(ts, func(i, j int) bool { return bytes.Compare(ts[i].MAC[:], ts[j].MAC[:]) < 0 })

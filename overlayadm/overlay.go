@@ -50,7 +50,12 @@ broadcasts to a "dhcp-proxy" MAC, and never floods broadcasts over the
 underlay; it rereads the file when it changes. svp asks a mapping server
 (portolan, or Triton's) where each MAC and IP is, over SVP, and follows
 the server's log of changes; the overlay is DEGRADED, with the reason,
-while no server answers.
+while no server answers. multicast sends broadcast, multicast and
+unknown-unicast frames to the group multicast/dest_ip on the listen port,
+joined (IGMP, MLD) on the listen address's interface, and learns where
+each remote MAC is from the frames that arrive (multicast/ageing,
+multicast/max_learned), as the Linux vxlan driver's group mode, with which
+it interoperates; show-overlay -t shows the group and what was learned.
 
 show-overlay lists every property with its permissions: besides the ones
 above, vnetid (-v), and the read-only encap (-e), search (-s), varpd/id
@@ -67,7 +72,9 @@ have at most 31 characters. Without -t the overlay is persistent.`,
       -p geneve/listen_ip=192.0.2.1 \
       -p direct/dest_ip=192.0.2.2,direct/dest_port=6081 overlay2
   overlayadm create-overlay -e nvgre -s direct -v 45 \
-      -p nvgre/listen_ip=192.0.2.1 -p direct/dest_ip=192.0.2.2 overlay3`,
+      -p nvgre/listen_ip=192.0.2.1 -p direct/dest_ip=192.0.2.2 overlay3
+  overlayadm create-overlay -e vxlan -s multicast -v 46 \
+      -p vxlan/listen_ip=192.0.2.1 -p multicast/dest_ip=239.1.1.1 overlay4`,
 		Args: oneOperand("overlay"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch {

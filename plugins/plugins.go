@@ -10,5 +10,6 @@ import (
 	_ "overlaynet/encap/vxlan"        // VXLAN encapsulation
 	_ "overlaynet/search/direct"      // point-to-point search
 	_ "overlaynet/search/files"       // MAC map from a JSON file
+	_ "overlaynet/search/multicast"   // a multicast group, and learning
 	_ "overlaynet/search/svp"         // mapping server over SVP (portolan)
 )

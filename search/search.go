@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"time"
 
 	"overlaynet/encap"
 	"overlaynet/ether"
@@ -21,10 +22,12 @@ import (
 // per-MAC lookups (dynamic).
 type Mode int
 
-// Target modes, numbered as illumos numbers them.
+// Target modes, numbered as illumos numbers them; Multicast is not
+// illumos' (its straw man only proposes the plugin).
 const (
-	Point   Mode = 1
-	Dynamic Mode = 2
+	Point     Mode = 1
+	Dynamic   Mode = 2
+	Multicast Mode = 3
 )
 
 func (m Mode) String() string {
@@ -33,6 +36,8 @@ func (m Mode) String() string {
 		return "point"
 	case Dynamic:
 		return "dynamic"
+	case Multicast:
+		return "multicast"
 	}
 	return fmt.Sprintf("Mode(%d)", int(m))
 }
@@ -147,6 +152,15 @@ type Preloader interface {
 // configuration on request (overlayadm refresh-overlay, SIGHUP).
 type Refresher interface {
 	Refresh() error
+}
+
+// GroupInstance is implemented by multicast-mode instances: the data
+// path floods to a group and learns destinations itself.
+type GroupInstance interface {
+	Instance
+	// Group is the multicast group; its port is the overlay's listen
+	// port. Ageing and MaxLearned are as datapath.GroupConfig's.
+	Group() (group netip.Addr, ageing time.Duration, maxLearned int)
 }
 
 // PointInstance is implemented by point-mode instances.

@@ -13,6 +13,8 @@ package underlayns
 
 import (
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -132,6 +134,30 @@ func (n *NS) Do(fn func() error) error {
 // do: it is the main thread's, and the main thread may be one that a
 // namespace's thread locked and moved.)
 var own, ownErr = netns.Get()
+
+// InterfaceOf returns the index of the interface that holds addr, in the
+// current thread's network namespace (call it in Do): where a multicast
+// overlay joins its group.
+func InterfaceOf(addr netip.Addr) (int, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return 0, err
+	}
+	for _, ifi := range ifs {
+		addrs, err := ifi.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == addr.Unmap() {
+					return ifi.Index, nil
+				}
+			}
+		}
+	}
+	return 0, fmt.Errorf("no interface holds %s", addr)
+}
 
 // Own returns a handle on overlayd's own network namespace, to make
 // devices there from another namespace's thread. It stays open for the

@@ -293,7 +293,7 @@ func (ov *overlay) build(cfg datapath.OverlayConfig) (*kstate, error) {
 	if err := ov.attach(st); err != nil {
 		return st, err
 	}
-	if cfg.Point == nil {
+	if cfg.Point == nil && cfg.Group == nil {
 		if err := ov.syncDHCP(); err != nil {
 			// Server replies need the chain even before any redirection.
 			ov.log.Warn("cannot install DHCP redirection; DHCP over this overlay will not work", "err", err)
@@ -310,9 +310,21 @@ func newVxlan(name string, cfg datapath.OverlayConfig) (*netlink.Vxlan, error) {
 		SrcAddr:   net.IP(cfg.Listen.Addr().AsSlice()),
 		Port:      int(cfg.Listen.Port()),
 		Learning:  false,
-		L2miss:    cfg.Point == nil,
-		L3miss:    cfg.Point == nil,
-		Proxy:     cfg.Point == nil,
+		L2miss:    dynamic(cfg),
+		L3miss:    dynamic(cfg),
+		Proxy:     dynamic(cfg),
+	}
+	if g := cfg.Group; g != nil {
+		// The driver's own group mode: it joins the group on the
+		// listen address's interface, floods to it and learns.
+		err := cfg.Underlay.Do(func() (err error) { vx.VtepDevIndex, err = underlayns.InterfaceOf(cfg.Listen.Addr()); return err })
+		if err != nil {
+			return nil, fmt.Errorf("the interface to join group %s on: %w", g.Dest.IP, err)
+		}
+		vx.Group = net.IP(g.Dest.IP.AsSlice())
+		vx.Learning = true
+		vx.Age = int(g.Ageing / time.Second)
+		vx.Limit = g.MaxLearned
 	}
 	add := func() error { return netlink.LinkAdd(vx) }
 	if ns := cfg.Underlay; ns != nil {
@@ -371,8 +383,21 @@ func (ov *overlay) attach(st *kstate) error {
 // matches reports whether an existing vxlan device is what cfg asks for.
 func matches(vx *netlink.Vxlan, cfg datapath.OverlayConfig) bool {
 	return vx.VxlanId == int(cfg.VNetID) && vx.Port == int(cfg.Listen.Port()) &&
-		vx.SrcAddr.Equal(net.IP(cfg.Listen.Addr().AsSlice())) && vx.L2miss == (cfg.Point == nil) &&
-		vx.NetNsID == underlayID(cfg.Underlay)
+		vx.SrcAddr.Equal(net.IP(cfg.Listen.Addr().AsSlice())) && vx.L2miss == dynamic(cfg) &&
+		vx.NetNsID == underlayID(cfg.Underlay) && sameGroup(vx, cfg.Group)
+}
+
+// dynamic reports whether cfg is a dynamic overlay's: lookups on misses,
+// proxy ARP and NDP, DHCP redirection.
+func dynamic(cfg datapath.OverlayConfig) bool { return cfg.Point == nil && cfg.Group == nil }
+
+// sameGroup reports whether a vxlan device is in the group mode g asks
+// for (or in none, for a nil g).
+func sameGroup(vx *netlink.Vxlan, g *datapath.GroupConfig) bool {
+	if g == nil {
+		return len(vx.Group) == 0 || vx.Group.IsUnspecified()
+	}
+	return vx.Group.Equal(net.IP(g.Dest.IP.AsSlice())) && vx.Learning && vx.Age == int(g.Ageing/time.Second) && vx.Limit == g.MaxLearned
 }
 
 // underlayID is the id overlayd's namespace gives an underlay namespace,
@@ -422,7 +447,8 @@ func (ov *overlay) Update(cfg datapath.OverlayConfig) error {
 	defer ov.mu.Unlock()
 	old := ov.st.Load()
 	st := &kstate{cfg: cfg, vx: old.vx, br: old.br, base: old.base}
-	if cfg.VNetID != old.cfg.VNetID || cfg.Listen != old.cfg.Listen || (cfg.Point == nil) != (old.cfg.Point == nil) {
+	if cfg.VNetID != old.cfg.VNetID || cfg.Listen != old.cfg.Listen || (cfg.Point == nil) != (old.cfg.Point == nil) ||
+		!sameGroupConfig(cfg.Group, old.cfg.Group) {
 		if err := ov.replaceVxlan(old, st); err != nil {
 			return err
 		}
@@ -438,6 +464,11 @@ func (ov *overlay) Update(cfg datapath.OverlayConfig) error {
 		return ov.applyMTU(st, old.cfg.MTU)
 	}
 	return nil
+}
+
+// sameGroupConfig reports whether two overlays' group modes are alike.
+func sameGroupConfig(a, b *datapath.GroupConfig) bool {
+	return a == nil && b == nil || a != nil && b != nil && *a == *b
 }
 
 // createVxlan makes a vxlan device; a test replaces it to make Update

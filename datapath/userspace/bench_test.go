@@ -131,7 +131,7 @@ func BenchmarkDecap(b *testing.B) {
 	b.SetBytes(int64(len(pkt)))
 	b.ReportAllocs()
 	for b.Loop() {
-		ln.packet(pkt, rx)
+		ln.packet(pkt, rx, netip.AddrPort{})
 	}
 	if n := ov.ctr.Snapshot(datapath.DropNoVNIC)[0].Value; n == 0 {
 		b.Fatal("nothing was decapsulated")

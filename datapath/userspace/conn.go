@@ -194,6 +194,28 @@ type recvMsg struct {
 	// A raw IPv4 socket's read puts the IP header apart (rawSocket).
 	iovs  [2]unix.Iovec
 	ipHdr [ipv4HeaderMin]byte
+	// from is the sender's address (msg.Name), for a multicast
+	// overlay's learning.
+	from unix.RawSockaddrAny
+}
+
+// source returns the sender of the last datagram read, when the read
+// asked for it (a UDP socket's does).
+func (m *recvMsg) source() netip.AddrPort {
+	if m.msg.Name == nil {
+		return netip.AddrPort{}
+	}
+	switch m.from.Addr.Family {
+	case unix.AF_INET:
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&m.from))
+		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(p[0])<<8|uint16(p[1]))
+	case unix.AF_INET6:
+		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(&m.from))
+		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(p[0])<<8|uint16(p[1]))
+	}
+	return netip.AddrPort{}
 }
 
 // recv reads one datagram (with UDP GRO, a run of them) into buf and its
@@ -206,7 +228,8 @@ func (s *udpSocket) recv(m *recvMsg, buf, oob []byte) (n, oobn int, err error) {
 	}
 	m.iov.Base = &buf[0]
 	m.iov.SetLen(len(buf))
-	m.msg = unix.Msghdr{Iov: &m.iov, Control: &oob[0]}
+	m.msg = unix.Msghdr{Iov: &m.iov, Control: &oob[0],
+		Name: (*byte)(unsafe.Pointer(&m.from)), Namelen: unix.SizeofSockaddrAny}
 	m.msg.SetIovlen(1)
 	m.msg.SetControllen(len(oob))
 	for {

@@ -1,6 +1,7 @@
 package userspace
 
 import (
+	"net/netip"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,6 +35,11 @@ type overlay struct {
 
 	targets *targetTable
 	ctr     datapath.Counters
+
+	// A multicast overlay's (cfg.Group): what it learned, and its group
+	// membership (guarded by mu).
+	learned *learnTable
+	group   *groupSub
 }
 
 // ovState is what the frame paths need to know about an overlay.
@@ -75,7 +81,15 @@ func (dp *DataPath) CreateOverlay(cfg datapath.OverlayConfig) (datapath.Overlay,
 	if err != nil {
 		return nil, err
 	}
-	ov.state.Store(&ovState{cfg: cfg, ln: ln})
+	st := &ovState{cfg: cfg, ln: ln}
+	if cfg.Group != nil {
+		ov.learned = newLearnTable(cfg.Group)
+		if ov.group, err = ov.join(st); err != nil {
+			dp.release(ln, cfg.VNetID)
+			return nil, err
+		}
+	}
+	ov.state.Store(st)
 	return ov, nil
 }
 
@@ -99,7 +113,20 @@ func (ov *overlay) Update(cfg datapath.OverlayConfig) error {
 		}
 		ov.dp.release(old.ln, old.cfg.VNetID)
 	}
-	ov.state.Store(&ovState{cfg: cfg, ln: ln})
+	st := &ovState{cfg: cfg, ln: ln}
+	if g := cfg.Group; g != nil && ov.group != nil {
+		ov.learned.setLimits(g)
+		if g.Dest != ov.group.dest || ln != old.ln {
+			sub, err := ov.join(st)
+			if err != nil {
+				return err
+			}
+			ov.group.leave()
+			ov.group = sub
+			ov.learned.flush() // learned on the old group
+		}
+	}
+	ov.state.Store(st)
 	if cfg.MTU != old.cfg.MTU {
 		mtuErr := &datapath.MTUError{MTU: cfg.MTU}
 		for _, v := range ov.vnics.Load().byName {
@@ -214,6 +241,10 @@ func (ov *overlay) Close() error {
 	}
 	ov.vnics.Store(&vnicSet{})
 	st := ov.state.Load()
+	if ov.group != nil {
+		ov.group.leave()
+		ov.group = nil
+	}
 	ov.dp.release(st.ln, st.cfg.VNetID)
 	return nil
 }
@@ -327,7 +358,9 @@ func (ov *overlay) fromVNIC(src *vnic, buf []byte, off, n, q int) {
 // it to the proxy, or drop and count it. buf has headroom before off.
 func (ov *overlay) forward(st *ovState, src *vnic, buf []byte, off, n int, vlan uint16, q int) {
 	frame := buf[off : off+n]
-	dynamic := st.cfg.Point == nil
+	// A multicast overlay floods to its group what a dynamic one hands
+	// the proxy or holds for a lookup.
+	dynamic := st.cfg.Point == nil && st.cfg.Group == nil
 	unicast := isUnicast(frame)
 	var kind proxy.Kind
 	var proxied []byte
@@ -368,6 +401,8 @@ func (ov *overlay) forward(st *ovState, src *vnic, buf []byte, off, n int, vlan 
 		}
 	}
 	switch {
+	case st.cfg.Group != nil:
+		ov.send(st, buf, off, frame, st.cfg.Group.Dest)
 	case !dynamic:
 		ov.send(st, buf, off, frame, *st.cfg.Point)
 	case kind != proxy.None && st.cfg.Handler != nil:
@@ -389,6 +424,12 @@ func (ov *overlay) unicastTo(st *ovState, vlan uint16, dst ether.MAC) (local *vn
 		return nil, *st.cfg.Point, true
 	}
 	dest, ok = ov.targets.valid(dst)
+	if g := st.cfg.Group; g != nil && !ok {
+		// Learned, or else to the group, as unknown unicast.
+		if dest, ok = ov.learned.lookup(dst, time.Now().UnixNano()); !ok {
+			dest, ok = g.Dest, true
+		}
+	}
 	return nil, dest, ok
 }
 
@@ -442,13 +483,16 @@ func (ov *overlay) send(st *ovState, buf []byte, off int, frame []byte, dest enc
 
 // fromUnderlay delivers a decapsulated frame to the local VNICs it is
 // for; TCP segments for a VNIC with offloads join rx's super-frame.
-func (ov *overlay) fromUnderlay(frame []byte, rx *rxBatch) {
+func (ov *overlay) fromUnderlay(frame []byte, rx *rxBatch, from netip.AddrPort) {
 	ov.ctr.Inc(datapath.Decapsulated)
 	ov.ctr.Add(datapath.DecapBytes, uint64(len(frame)))
 	st := ov.state.Load()
 	if len(frame) < ethHeaderLen {
 		ov.ctr.Inc(datapath.DropMalformed)
 		return
+	}
+	if st.cfg.Group != nil && from.IsValid() {
+		ov.learnFrom(st, frame, from)
 	}
 	limit := st.cfg.MTU + ethHeaderLen
 	vlan, tagged := frameVLAN(frame)
@@ -526,13 +570,30 @@ func (ov *overlay) SetDrop(mac ether.MAC) {
 }
 
 // RemoveTarget implements datapath.Overlay.
-func (ov *overlay) RemoveTarget(mac ether.MAC) { ov.targets.remove(mac) }
+func (ov *overlay) RemoveTarget(mac ether.MAC) {
+	ov.targets.remove(mac)
+	if ov.learned != nil {
+		ov.learned.remove(mac)
+	}
+}
 
 // FlushTargets implements datapath.Overlay.
-func (ov *overlay) FlushTargets() { ov.targets.flush() }
+func (ov *overlay) FlushTargets() {
+	ov.targets.flush()
+	if ov.learned != nil {
+		ov.learned.flush()
+	}
+}
 
-// Targets implements datapath.Overlay.
-func (ov *overlay) Targets() []datapath.Target { return ov.targets.list() }
+// Targets implements datapath.Overlay: a multicast overlay's learned
+// destinations too.
+func (ov *overlay) Targets() []datapath.Target {
+	ts := ov.targets.list()
+	if ov.learned != nil {
+		ts = append(ts, ov.learned.list(time.Now().UnixNano())...)
+	}
+	return ts
+}
 
 // Inject implements datapath.FrameInjector.
 func (ov *overlay) Inject(vlan uint16, frame []byte) {

@@ -272,6 +272,13 @@ func (ln *listener) sender(hash uint32) underlaySocket {
 // drain reads underlay datagrams from conn until none is
 // waiting or the budget is spent.
 func (ln *listener) drain(conn underlaySocket, sc *scratch, budget int) bool {
+	return ln.drainTo(conn, sc, budget, nil)
+}
+
+// drainTo is drain, handing each packet to the overlay of its VNI; or,
+// with only set (a multicast overlay's group socket), to only, skipping
+// other VNIs' (their overlays' own group sockets get them).
+func (ln *listener) drainTo(conn underlaySocket, sc *scratch, budget int, only *overlay) bool {
 	// With UDP GRO one read returns a run of datagrams of one size (the
 	// last may be shorter), coalesced by the kernel.
 	defer sc.rx.flush()
@@ -287,8 +294,9 @@ func (ln *listener) drain(conn underlaySocket, sc *scratch, budget int) bool {
 			ln.log.Warn("underlay receive failed", "err", err)
 			return true
 		}
-		if n == 0 {
-			ln.packet(sc.buf[:0], sc.rx) // counted short
+		from := sc.msg.source()
+		if n == 0 && only == nil {
+			ln.packet(sc.buf[:0], sc.rx, from) // counted short
 			continue
 		}
 		seg := groSize(sc.oob[:oobn])
@@ -296,14 +304,19 @@ func (ln *listener) drain(conn underlaySocket, sc *scratch, budget int) bool {
 			seg = n
 		}
 		for off := 0; off < n; off += seg {
-			ln.packet(sc.buf[off:min(off+seg, n)], sc.rx)
+			if only != nil {
+				only.fromGroup(sc.buf[off:min(off+seg, n)], sc.rx, from)
+				continue
+			}
+			ln.packet(sc.buf[off:min(off+seg, n)], sc.rx, from)
 		}
 	}
 	return true
 }
 
-// packet handles one underlay datagram.
-func (ln *listener) packet(pkt []byte, rx *rxBatch) {
+// packet handles one underlay datagram, from the underlay address from
+// (invalid when unknown).
+func (ln *listener) packet(pkt []byte, rx *rxBatch, from netip.AddrPort) {
 	ln.ctr.Inc(datapath.Decapsulated)
 	ln.ctr.Add(datapath.DecapBytes, uint64(len(pkt)))
 	vni, inner, err := ln.encap.Decap(pkt)
@@ -323,7 +336,7 @@ func (ln *listener) packet(pkt []byte, rx *rxBatch) {
 		ln.ctr.Inc(datapath.DropUnknownVNI)
 		return
 	}
-	ov.fromUnderlay(inner, rx)
+	ov.fromUnderlay(inner, rx, from)
 }
 
 // Listeners implements datapath.DataPath.
