@@ -1,10 +1,10 @@
 package userspace
 
 import (
-	"net/netip"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
