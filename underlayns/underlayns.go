@@ -34,8 +34,12 @@ type NS struct {
 }
 
 var (
-	mu     sync.Mutex
-	byPath = map[string]*NS{}
+	mu sync.Mutex
+	// byID finds a namespace's thread by the namespace's identity (the
+	// device and inode of its file), not by path: a path may name
+	// another namespace later (a recreated /run/netns/NAME, a reused
+	// PID), and two paths may name one.
+	byID = map[[2]uint64]*NS{}
 )
 
 // nameRE is a namespace name as ip netns makes them (/run/netns/NAME).
@@ -63,9 +67,14 @@ func Get(ref string) (*NS, error) {
 	if err != nil {
 		return nil, err
 	}
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return nil, fmt.Errorf("network namespace %s: %w", path, err)
+	}
+	id := [2]uint64{uint64(st.Dev), st.Ino}
 	mu.Lock()
 	defer mu.Unlock()
-	if n := byPath[path]; n != nil {
+	if n := byID[id]; n != nil {
 		return n, nil
 	}
 	fd, err := netns.GetFromPath(path)
@@ -82,7 +91,7 @@ func Get(ref string) (*NS, error) {
 		}
 		return nil, fmt.Errorf("enter network namespace %s: %w", path, err)
 	}
-	byPath[path] = n
+	byID[id] = n
 	return n, nil
 }
 

@@ -43,8 +43,9 @@ func main() {
 
 throughput (the default) builds two hosts (network namespaces joined by
 veth) and measures, in one run: the raw underlay, the kernel vxlan driver
-(alone, and behind a bridge and veth as containers use it), and overlayd's
-userspace and kernel data paths (VNICs in guest namespaces). For each:
+(alone, and behind a bridge and veth as containers use it), overlayd's
+userspace and kernel data paths (VNICs in guest namespaces), and the
+userspace path with Geneve and with NVGRE in place of VXLAN. For each:
 iperf3 TCP with 1 and 4 streams, 64-byte UDP packets per second (one
 sender, unlimited rate, counted at the receiver), the CPU seconds the
 whole machine spends per gigabit of the 1-stream run, and the average

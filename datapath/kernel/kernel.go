@@ -407,8 +407,8 @@ func underlayID(ns *underlayns.NS) int {
 		return -1
 	}
 	id, err := netlink.GetNetNsIdByFd(ns.FD())
-	if err != nil {
-		return -2 // matches no device
+	if err != nil || id < 0 {
+		return -2 // no id yet, so no device of ours has it: matches none
 	}
 	return id
 }
@@ -583,6 +583,12 @@ func (ov *overlay) copyEntries(vx *netlink.Vxlan, fdb []fdbEntry, neighs []netli
 		t, ok := e.target(oldPort)
 		if !ok || t.MAC == (ether.MAC{}) {
 			continue // a point overlay's default entry is attach's
+		}
+		if e.neigh.State&netlink.NUD_PERMANENT == 0 {
+			// Learned by the driver (group mode): the new device
+			// learns again; written here it would be permanent, and
+			// never follow the MAC.
+			continue
 		}
 		if err := fdbReplace(vx.Index, t.MAC, t.Dest); err != nil {
 			ov.log.Warn("cannot carry a forwarding entry over to the new vxlan device", "mac", ether.Long(t.MAC), "err", err)
@@ -911,6 +917,9 @@ func (ov *overlay) Targets() []datapath.Target {
 	var out []datapath.Target
 	for _, e := range es {
 		if t, ok := e.target(st.cfg.Listen.Port()); ok {
+			if st.cfg.Group != nil && t.MAC == (ether.MAC{}) {
+				continue // the group's: show-overlay -t shows it as *
+			}
 			out = append(out, t)
 		}
 	}

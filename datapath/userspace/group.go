@@ -28,6 +28,9 @@ type learnTable struct {
 	m      map[ether.MAC]*learned
 	ageing time.Duration
 	max    int
+	// swept is when a full table was last swept: at most once a second,
+	// so that a flood of new MACs into a full table is not a sweep each.
+	swept int64
 }
 
 type learned struct {
@@ -75,6 +78,10 @@ func (lt *learnTable) learn(mac ether.MAC, dest encap.Dest, now int64) bool {
 	defer lt.mu.Unlock()
 	if e = lt.m[mac]; e == nil {
 		if len(lt.m) >= lt.max {
+			if now-lt.swept < int64(time.Second) {
+				return false
+			}
+			lt.swept = now
 			lt.sweepLocked(now)
 			if len(lt.m) >= lt.max {
 				return false
@@ -137,8 +144,12 @@ func (g groupQueue) drain(sc *scratch, budget int) bool {
 func (ov *overlay) fromGroup(pkt []byte, rx *rxBatch, from netip.AddrPort) {
 	st := ov.state.Load()
 	vni, inner, err := st.cfg.Encap.Decap(pkt)
-	if err != nil || vni != st.cfg.VNetID {
+	if err != nil {
+		st.ln.countBad(pkt, err)
 		return
+	}
+	if vni != st.cfg.VNetID {
+		return // another overlay's, which has its own copy
 	}
 	ov.fromUnderlay(inner, rx, from)
 }
@@ -147,12 +158,12 @@ func (ov *overlay) fromGroup(pkt []byte, rx *rxBatch, from netip.AddrPort) {
 // source address, on the group's port (a sender's source port is flow
 // entropy, not where it listens). A MAC of a local VNIC is not learned:
 // it is here, and a frame claiming it from afar is a loop or a lie.
-func (ov *overlay) learnFrom(st *ovState, frame []byte, from netip.AddrPort) {
+func (ov *overlay) learnFrom(st *ovState, frame []byte, vlan uint16, from netip.AddrPort) {
 	src := ether.MAC(frame[6:12])
 	if !ether.IsUnicast(src) || ether.IsZero(src) {
 		return
 	}
-	if _, local := ov.vnics.Load().byKey[vnicKey{vlan: 0, mac: src}]; local {
+	if _, local := ov.vnics.Load().byKey[vnicKey{vlan: vlan, mac: src}]; local {
 		return
 	}
 	ov.learned.learn(src, encap.Dest{IP: from.Addr(), Port: st.cfg.Group.Dest.Port}, time.Now().UnixNano())
@@ -217,6 +228,9 @@ func openGroup(ns *underlayns.NS, g encap.Dest, listen netip.Addr) (*udpSocket, 
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
 		var sa unix.Sockaddr
 		if family == unix.AF_INET {
+			// Only this socket's own group: not every group some
+			// socket of this host joined on the port.
+			unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_ALL, 0)
 			sa = &unix.SockaddrInet4{Port: int(g.Port), Addr: g.IP.As4()}
 			err = unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP,
 				&unix.IPMreqn{Multiaddr: g.IP.As4(), Ifindex: int32(ifindex)})

@@ -72,6 +72,10 @@ type vnic struct {
 // CreateOverlay implements datapath.DataPath.
 func (dp *DataPath) CreateOverlay(cfg datapath.OverlayConfig) (datapath.Overlay, error) {
 	ov := &overlay{dp: dp, log: dp.log.With("overlay", cfg.Name), targets: newTargetTable()}
+	if cfg.Group != nil {
+		// Before acquire: packets may come from then on.
+		ov.learned = newLearnTable(cfg.Group)
+	}
 	// A worker may hand the overlay a packet as soon as acquire has
 	// registered it: its state must be whole by then. It has no VNICs
 	// yet, so nothing needs the listener before it is stored.
@@ -83,7 +87,6 @@ func (dp *DataPath) CreateOverlay(cfg datapath.OverlayConfig) (datapath.Overlay,
 	}
 	st := &ovState{cfg: cfg, ln: ln}
 	if cfg.Group != nil {
-		ov.learned = newLearnTable(cfg.Group)
 		if ov.group, err = ov.join(st); err != nil {
 			dp.release(ln, cfg.VNetID)
 			return nil, err
@@ -104,27 +107,36 @@ func (ov *overlay) Update(cfg datapath.OverlayConfig) error {
 	}
 	old := ov.state.Load()
 	ln := old.ln
-	if cfg.Listen != old.cfg.Listen || cfg.VNetID != old.cfg.VNetID || cfg.Encap.Name() != old.cfg.Encap.Name() {
+	moved := cfg.Listen != old.cfg.Listen || cfg.VNetID != old.cfg.VNetID || cfg.Encap.Name() != old.cfg.Encap.Name()
+	if moved {
 		// Take the new registration before dropping the old one so a
 		// failure leaves the overlay as it was.
 		var err error
 		if ln, err = ov.dp.acquire(old.cfg.Underlay, cfg.Listen, cfg.Encap, cfg.VNetID, ov); err != nil {
 			return err
 		}
-		ov.dp.release(old.ln, old.cfg.VNetID)
 	}
 	st := &ovState{cfg: cfg, ln: ln}
-	if g := cfg.Group; g != nil && ov.group != nil {
-		ov.learned.setLimits(g)
-		if g.Dest != ov.group.dest || ln != old.ln {
-			sub, err := ov.join(st)
-			if err != nil {
-				return err
+	var sub *groupSub
+	if g := cfg.Group; g != nil && ov.group != nil && (g.Dest != ov.group.dest || moved) {
+		var err error
+		if sub, err = ov.join(st); err != nil {
+			if moved {
+				ov.dp.release(ln, cfg.VNetID)
 			}
-			ov.group.leave()
-			ov.group = sub
-			ov.learned.flush() // learned on the old group
+			return err
 		}
+	}
+	if moved {
+		ov.dp.release(old.ln, old.cfg.VNetID)
+	}
+	if g := cfg.Group; g != nil && ov.learned != nil {
+		ov.learned.setLimits(g)
+	}
+	if sub != nil {
+		ov.group.leave()
+		ov.group = sub
+		ov.learned.flush() // learned on the old group or address
 	}
 	ov.state.Store(st)
 	if cfg.MTU != old.cfg.MTU {
@@ -491,9 +503,6 @@ func (ov *overlay) fromUnderlay(frame []byte, rx *rxBatch, from netip.AddrPort) 
 		ov.ctr.Inc(datapath.DropMalformed)
 		return
 	}
-	if st.cfg.Group != nil && from.IsValid() {
-		ov.learnFrom(st, frame, from)
-	}
 	limit := st.cfg.MTU + ethHeaderLen
 	vlan, tagged := frameVLAN(frame)
 	if tagged {
@@ -502,6 +511,9 @@ func (ov *overlay) fromUnderlay(frame []byte, rx *rxBatch, from netip.AddrPort) 
 			return
 		}
 		limit += vlanTagLen
+	}
+	if st.cfg.Group != nil && from.IsValid() {
+		ov.learnFrom(st, frame, vlan, from)
 	}
 	if len(frame) > limit {
 		ov.ctr.Inc(datapath.DropMTU)

@@ -22,6 +22,10 @@ type rawSocket struct {
 
 // openRaw opens and binds a raw socket for IP protocol proto on ip.
 func openRaw(ip netip.Addr, proto int) (*rawSocket, error) {
+	if ip.Is6() && ip.IsUnspecified() {
+		// A UDP socket on "::" serves IPv4 too; a raw one does not.
+		return nil, fmt.Errorf("an encapsulation straight over IP (protocol %d) needs a specific listen address: a raw socket on :: does not serve IPv4", proto)
+	}
 	family := unix.AF_INET6
 	if ip.Is4() {
 		family = unix.AF_INET

@@ -321,14 +321,7 @@ func (ln *listener) packet(pkt []byte, rx *rxBatch, from netip.AddrPort) {
 	ln.ctr.Add(datapath.DecapBytes, uint64(len(pkt)))
 	vni, inner, err := ln.encap.Decap(pkt)
 	if err != nil {
-		switch {
-		case len(pkt) < ln.encap.HeaderLen():
-			ln.ctr.Inc(datapath.DropShort)
-		case errors.Is(err, encap.ErrCritical):
-			ln.ctr.Inc(datapath.DropCritical)
-		default:
-			ln.ctr.Inc(datapath.DropBadHeader)
-		}
+		ln.countBad(pkt, err)
 		return
 	}
 	ov := (*ln.byVNI.Load())[vni]
@@ -337,6 +330,18 @@ func (ln *listener) packet(pkt []byte, rx *rxBatch, from netip.AddrPort) {
 		return
 	}
 	ov.fromUnderlay(inner, rx, from)
+}
+
+// countBad counts a packet whose header Decap refused, by reason.
+func (ln *listener) countBad(pkt []byte, err error) {
+	switch {
+	case len(pkt) < ln.encap.HeaderLen():
+		ln.ctr.Inc(datapath.DropShort)
+	case errors.Is(err, encap.ErrCritical):
+		ln.ctr.Inc(datapath.DropCritical)
+	default:
+		ln.ctr.Inc(datapath.DropBadHeader)
+	}
 }
 
 // Listeners implements datapath.DataPath.
