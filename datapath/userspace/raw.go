@@ -1,6 +1,7 @@
 package userspace
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"os"
@@ -15,7 +16,8 @@ import (
 // and sends to peers, the kernel writing the IP header. There are no
 // ports, so no SO_REUSEPORT group and no per-flow source ports: one
 // socket, drained by one worker; and no GSO or GRO for it in the kernel,
-// so super-frames are cut in overlayd and sent one packet at a time.
+// so super-frames are cut in overlayd and their packets sent together
+// with sendmmsg.
 type rawSocket struct {
 	*udpSocket // the descriptor, its lock, buffers and sendmsg
 }
@@ -103,13 +105,85 @@ func (s *rawSocket) recv(m *recvMsg, buf, oob []byte) (n, oobn int, err error) {
 }
 
 // send sends b to dest's address alone. A GSO run (a UDP_SEGMENT size in
-// oob) is refused with EINVAL, as the kernel refuses one it cannot send:
-// the caller then sends the run one packet at a time.
+// oob), which the kernel would not cut for a raw socket, is cut here and
+// sent with one sendmmsg per up to maxGSOSegments packets.
 func (s *rawSocket) send(b, oob []byte, dest netip.AddrPort) error {
-	if len(oob) > 0 {
+	dest = netip.AddrPortFrom(dest.Addr(), 0)
+	if len(oob) == 0 {
+		return s.udpSocket.send(b, nil, dest)
+	}
+	seg := segmentSize(oob)
+	if seg <= 0 {
 		return unix.EINVAL
 	}
-	return s.udpSocket.send(b, nil, netip.AddrPortFrom(dest.Addr(), 0))
+	var sa4 unix.RawSockaddrInet4
+	var sa6 unix.RawSockaddrInet6
+	var name unsafe.Pointer
+	var namelen uint32
+	ip := dest.Addr()
+	if s.family == unix.AF_INET {
+		if !ip.Unmap().Is4() {
+			return fmt.Errorf("IPv6 destination %s from an IPv4 socket", ip)
+		}
+		sa4.Family, sa4.Addr = unix.AF_INET, ip.Unmap().As4()
+		name, namelen = unsafe.Pointer(&sa4), unix.SizeofSockaddrInet4
+	} else {
+		sa6.Family, sa6.Addr = unix.AF_INET6, ip.As16()
+		name, namelen = unsafe.Pointer(&sa6), unix.SizeofSockaddrInet6
+	}
+	var msgs [maxGSOSegments]mmsghdr
+	var iovs [maxGSOSegments]unix.Iovec
+	n := 0
+	for off := 0; off < len(b) && n < len(msgs); off += seg {
+		end := min(off+seg, len(b))
+		iovs[n].Base = &b[off]
+		iovs[n].SetLen(end - off)
+		msgs[n].hdr = unix.Msghdr{Name: (*byte)(name), Namelen: namelen, Iov: &iovs[n]}
+		msgs[n].hdr.SetIovlen(1)
+		n++
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return os.ErrClosed
+	}
+	waited := false
+	for sent := 0; sent < n; {
+		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(s.sfd), uintptr(unsafe.Pointer(&msgs[sent])), uintptr(n-sent), 0, 0, 0)
+		switch {
+		case e == 0:
+			sent += int(r)
+		case e == unix.EINTR:
+		case e == unix.EAGAIN && !waited:
+			waited = true
+			pfd := [1]unix.PollFd{{Fd: int32(s.sfd), Events: unix.POLLOUT}}
+			unix.Poll(pfd[:], sendWait)
+		default:
+			return e
+		}
+	}
+	return nil
+}
+
+// mmsghdr is struct mmsghdr: a message and, on return, its length.
+type mmsghdr struct {
+	hdr unix.Msghdr
+	len uint32
+	_   [4]byte
+}
+
+// segmentSize reads the UDP_SEGMENT size gsoOOB wrote, 0 when there is
+// none.
+func segmentSize(oob []byte) int {
+	hl := unix.CmsgLen(0)
+	if len(oob) < unix.CmsgLen(2) {
+		return 0
+	}
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+	if h.Level != unix.IPPROTO_UDP || h.Type != unix.UDP_SEGMENT {
+		return 0
+	}
+	return int(binary.NativeEndian.Uint16(oob[hl:]))
 }
 
 var _ underlaySocket = (*rawSocket)(nil)
