@@ -12,6 +12,7 @@
 //	                    FrameInjector  Inject Resend   proxy answers as frames
 //	                    NeighborTable  SetNeighbor     answers ARP/NDP itself
 //	                    DHCPRedirector SetDHCPRedirect redirects DHCPv4 itself
+//	                    Flooder        SetFlood        replicates floods (EVPN)
 //	                    Deleter        Delete          objects outliving Close
 //	Overlay ──Handler: Miss (all), Proxy (FrameInjector), MissIP (NeighborTable)──▶ engine
 //
@@ -256,6 +257,16 @@ type DHCPRedirector interface {
 	SetDHCPRedirect(client, server ether.MAC)
 }
 
+// Flooder is a dynamic overlay that replicates frames to a flood list
+// (ingress replication, as EVPN's type-3 routes give one): broadcast,
+// multicast and unknown-unicast frames go to every destination on it,
+// beside what the proxy answers. An empty list floods nothing (svp's,
+// files' overlays: they never flood).
+type Flooder interface {
+	// SetFlood replaces the flood list.
+	SetFlood(dests []encap.Dest)
+}
+
 // Deleter is an overlay whose objects outlive Close (kernel devices that
 // carry traffic while overlayd is away).
 type Deleter interface {
@@ -271,6 +282,7 @@ type Capabilities struct {
 	Frames    FrameInjector
 	Neighbors NeighborTable
 	DHCP      DHCPRedirector
+	Flood     Flooder
 	Delete    Deleter
 }
 
@@ -282,6 +294,7 @@ func Discover(o Overlay) Capabilities {
 	c.Frames, _ = o.(FrameInjector)
 	c.Neighbors, _ = o.(NeighborTable)
 	c.DHCP, _ = o.(DHCPRedirector)
+	c.Flood, _ = o.(Flooder)
 	c.Delete, _ = o.(Deleter)
 	return c
 }

@@ -38,6 +38,15 @@ type Lab struct {
 	mu     sync.Mutex
 	ns     []*NS
 	procs  []*Proc
+	// cleanups run at Close, after the processes stop.
+	cleanups []func()
+}
+
+// cleanup registers fn to run at Close, after the processes stop.
+func (l *Lab) cleanup(fn func()) {
+	l.mu.Lock()
+	l.cleanups = append(l.cleanups, fn)
+	l.mu.Unlock()
 }
 
 // New returns an empty lab using the binaries in bin.
@@ -92,11 +101,14 @@ func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 // every link and TAP inside), then the scratch directory.
 func (l *Lab) Close() {
 	l.mu.Lock()
-	procs, nss := l.procs, l.ns
-	l.procs, l.ns = nil, nil
+	procs, nss, cleanups := l.procs, l.ns, l.cleanups
+	l.procs, l.ns, l.cleanups = nil, nil, nil
 	l.mu.Unlock()
 	for i := len(procs) - 1; i >= 0; i-- {
 		procs[i].Stop()
+	}
+	for _, fn := range cleanups {
+		fn()
 	}
 	for i := len(nss) - 1; i >= 0; i-- {
 		exec.Command("ip", "netns", "del", nss[i].Name).Run()

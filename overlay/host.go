@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"time"
 
+	"overlaynet/encap"
 	"overlaynet/ether"
 	"overlaynet/search"
 )
@@ -20,6 +21,16 @@ func (ov *overlay) Learn(a search.Answer) { ov.engine.learn(a) }
 // Announce implements search.Host.
 func (ov *overlay) Announce(vlan uint16, ip netip.Addr, mac ether.MAC) {
 	ov.engine.announce(vlan, ip, mac)
+}
+
+// SetFlood implements search.FloodHost.
+func (ov *overlay) SetFlood(dests []encap.Dest) bool {
+	dp := ov.engine.data()
+	if dp == nil || dp.caps.Flood == nil {
+		return false
+	}
+	dp.caps.Flood.SetFlood(dests)
+	return true
 }
 
 // Degrade implements search.Host.

@@ -428,6 +428,11 @@ func (m *Manager) setProps(ov *overlay, req SetPropsRequest) error {
 		ov.engine.setInstance(inst)
 		ov.inst.Stop()
 		ov.inst = inst
+		if w, ok := inst.(search.VNICWatcher); ok {
+			for _, v := range ov.vnics {
+				w.VNICUp(v.vlan, v.mac)
+			}
+		}
 		// Answers of the old configuration may be wrong now.
 		ov.engine.flushTargets()
 		if p, ok := inst.(search.Preloader); ok {
@@ -564,6 +569,9 @@ func (m *Manager) createVNICLocked(req CreateVNICRequest) (VNICInfo, error) {
 	}
 	ov.vnics[v.name] = v
 	m.vnics[v.name] = v
+	if w, ok := ov.inst.(search.VNICWatcher); ok {
+		w.VNICUp(v.vlan, v.mac)
+	}
 	ov.log.Info("VNIC created", "vnic", v.name, "mac", ether.Short(v.mac), "vlan", v.vlan, "temporary", v.temporary)
 	if !v.temporary {
 		m.keepVNIC(v)
@@ -607,6 +615,9 @@ func (m *Manager) DeleteVNIC(name string, temporary bool) error {
 	}
 	delete(v.overlay.vnics, name)
 	delete(m.vnics, name)
+	if w, ok := v.overlay.inst.(search.VNICWatcher); ok {
+		w.VNICDown(v.vlan, v.mac)
+	}
 	v.overlay.log.Info("VNIC deleted", "vnic", name, "temporary", temporary)
 	if !temporary && m.forgetVNIC(name) {
 		if err := m.save(); err != nil {

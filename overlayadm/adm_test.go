@@ -388,7 +388,7 @@ func TestCreateAndShowOverlay(t *testing.T) {
 		{"ov0", "varpd/id", "r-", "-", "1", "--", "--", "--"},
 		{"ov0", "vxlan/listen_ip", "rw", "y", listenIP, "--", "--", "set"},
 		{"ov0", "vxlan/listen_port", "rw", "y", "4789", "4789", "1-65535", "default"},
-		{"ov0", "search", "r-", "y", "direct", "--", "direct,files,multicast,svp", "--"},
+		{"ov0", "search", "r-", "y", "direct", "--", "direct,evpn,files,multicast,svp", "--"},
 		{"ov0", "direct/dest_ip", "rw", "y", destIP, "--", "--", "set"},
 		{"ov0", "direct/dest_port", "rw", "y", "4789", "--", "1-65535", "set"},
 		{"ov0", "datapath", "r-", "-", "memory", "memory", "memory", "--"},

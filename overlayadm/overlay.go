@@ -56,6 +56,11 @@ joined (IGMP, MLD) on the listen address's interface, and learns where
 each remote MAC is from the frames that arrive (multicast/ageing,
 multicast/max_learned), as the Linux vxlan driver's group mode, with which
 it interoperates; show-overlay -t shows the group and what was learned.
+evpn is a VTEP of a BGP EVPN fabric (FRR, switches): it advertises a
+type-3 route per overlay and a type-2 route per local VNIC to its peers
+(evpn/peers, joined by '+'; evpn/asn), learns remote VNICs from their
+type-2 routes and the flood list from their type-3 routes, and is
+DEGRADED, naming the peers, while no BGP session is up.
 
 show-overlay lists every property with its permissions: besides the ones
 above, vnetid (-v), and the read-only encap (-e), search (-s), varpd/id
@@ -74,7 +79,9 @@ have at most 31 characters. Without -t the overlay is persistent.`,
   overlayadm create-overlay -e nvgre -s direct -v 45 \
       -p nvgre/listen_ip=192.0.2.1 -p direct/dest_ip=192.0.2.2 overlay3
   overlayadm create-overlay -e vxlan -s multicast -v 46 \
-      -p vxlan/listen_ip=192.0.2.1 -p multicast/dest_ip=239.1.1.1 overlay4`,
+      -p vxlan/listen_ip=192.0.2.1 -p multicast/dest_ip=239.1.1.1 overlay4
+  overlayadm create-overlay -e vxlan -s evpn -v 47 \
+      -p vxlan/listen_ip=192.0.2.1 -p evpn/asn=65000,evpn/peers=192.0.2.10 overlay5`,
 		Args: oneOperand("overlay"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch {

@@ -9,6 +9,7 @@ import (
 	_ "overlaynet/encap/nvgre"        // NVGRE encapsulation
 	_ "overlaynet/encap/vxlan"        // VXLAN encapsulation
 	_ "overlaynet/search/direct"      // point-to-point search
+	_ "overlaynet/search/evpn"        // BGP EVPN (GoBGP)
 	_ "overlaynet/search/files"       // MAC map from a JSON file
 	_ "overlaynet/search/multicast"   // a multicast group, and learning
 	_ "overlaynet/search/svp"         // mapping server over SVP (portolan)

@@ -94,6 +94,24 @@ type Host interface {
 	Restore()
 }
 
+// FloodHost is a Host whose data path replicates broadcast and unknown
+// frames to a flood list (EVPN's type-3 routes, ingress replication). A
+// plugin that has a list asks for it by assertion.
+type FloodHost interface {
+	Host
+	// SetFlood replaces the flood list; false when the data path cannot
+	// replicate.
+	SetFlood(dests []encap.Dest) bool
+}
+
+// VNICWatcher is implemented by instances that advertise the overlay's
+// local VNICs (EVPN type-2 routes): the overlay tells them of each VNIC
+// as it comes and goes, and of those already there when they start.
+type VNICWatcher interface {
+	VNICUp(vlan uint16, mac ether.MAC)
+	VNICDown(vlan uint16, mac ether.MAC)
+}
+
 // Answer is what a plugin knows about one MAC.
 type Answer struct {
 	MAC ether.MAC

@@ -156,6 +156,7 @@ type overlay struct {
 	fdbMu sync.RWMutex
 	vnics map[string]*kvnic
 	dhcp  map[ether.MAC]ether.MAC
+	flood []encap.Dest // SetFlood's, guarded by mu
 	stop  chan struct{}
 	done  chan struct{}
 }
@@ -535,11 +536,13 @@ func (ov *overlay) replaceVxlan(old, st *kstate) error {
 			}
 			back.base = old.base.plus(oldCounters)
 			ov.copyEntries(back.vx, fdb, neighs, oldPort)
+			ov.syncFlood(back)
 			ov.st.Store(back)
 		}
 		return err
 	}
 	ov.copyEntries(vx, fdb, neighs, oldPort)
+	ov.syncFlood(st)
 	if !first {
 		// The old device carried on meanwhile.
 		oldCounters = vxCounters(old.vx.Index)
@@ -938,6 +941,52 @@ func (ov *overlay) SetNeighbor(ip netip.Addr, mac ether.MAC) {
 	if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: ov.st.Load().vx.Index, Family: family, State: netlink.NUD_PERMANENT,
 		IP: net.IP(ip.AsSlice()), HardwareAddr: net.HardwareAddr(mac[:])}); err != nil {
 		ov.log.Warn("cannot install neighbour entry", "ip", ip.String(), "err", err)
+	}
+}
+
+// SetFlood implements datapath.Flooder: the vxlan device's all-zeros
+// entries, one per destination, to each of which the driver replicates
+// broadcast and unknown frames.
+func (ov *overlay) SetFlood(dests []encap.Dest) {
+	ov.mu.Lock()
+	defer ov.mu.Unlock()
+	ov.flood = slices.Clone(dests)
+	ov.fdbMu.RLock()
+	defer ov.fdbMu.RUnlock()
+	ov.syncFlood(ov.st.Load())
+}
+
+// syncFlood makes st's device's all-zeros entries the flood list. Called
+// with ov.mu.
+func (ov *overlay) syncFlood(st *kstate) {
+	if st.cfg.Point != nil || st.cfg.Group != nil {
+		return // their all-zeros entry is attach's, or the driver's
+	}
+	es, err := fdbList(st.vx.Index)
+	if err != nil {
+		ov.log.Warn("cannot list forwarding entries for the flood list", "err", err)
+		return
+	}
+	have := map[encap.Dest]bool{}
+	for _, e := range es {
+		t, ok := e.target(st.cfg.Listen.Port())
+		if !ok || t.MAC != (ether.MAC{}) {
+			continue
+		}
+		if slices.Contains(ov.flood, t.Dest) {
+			have[t.Dest] = true
+			continue
+		}
+		if err := fdbDelete(st.vx.Index, e); err != nil {
+			ov.log.Warn("cannot remove a flood destination", "dest", t.Dest.String(), "err", err)
+		}
+	}
+	for _, d := range ov.flood {
+		if !have[d] {
+			if err := fdbWrite(unix.NLM_F_CREATE|unix.NLM_F_APPEND, st.vx.Index, ether.MAC{}, d); err != nil {
+				ov.log.Warn("cannot add a flood destination", "dest", d.String(), "err", err)
+			}
+		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +47,8 @@ type overlay struct {
 type ovState struct {
 	cfg datapath.OverlayConfig
 	ln  *listener
+	// flood is a dynamic overlay's flood list (datapath.Flooder).
+	flood []encap.Dest
 }
 
 // vnicSet indexes an overlay's VNICs.
@@ -138,6 +141,7 @@ func (ov *overlay) Update(cfg datapath.OverlayConfig) error {
 		ov.group = sub
 		ov.learned.flush() // learned on the old group or address
 	}
+	st.flood = old.flood
 	ov.state.Store(st)
 	if cfg.MTU != old.cfg.MTU {
 		mtuErr := &datapath.MTUError{MTU: cfg.MTU}
@@ -402,6 +406,10 @@ func (ov *overlay) forward(st *ovState, src *vnic, buf []byte, off, n int, vlan 
 			}
 		case ok:
 			ov.send(st, buf, off, frame, dest)
+		case len(st.flood) > 0:
+			// Unknown unicast, where a flood list says who expects
+			// it (EVPN): to each, as a broadcast.
+			ov.sendAll(st, buf, off, frame, st.flood)
 		default:
 			ov.hold(st, buf, off, frame, dst, vlan)
 		}
@@ -418,9 +426,23 @@ func (ov *overlay) forward(st *ovState, src *vnic, buf []byte, off, n int, vlan 
 	case !dynamic:
 		ov.send(st, buf, off, frame, *st.cfg.Point)
 	case kind != proxy.None && st.cfg.Handler != nil:
-		// A dynamic overlay never floods: the proxy answers what needs
-		// an answer, the rest stays local.
+		// A dynamic overlay floods only to a flood list (EVPN): the
+		// proxy answers what it can, the rest stays local.
 		st.cfg.Handler.Proxy(vlan, kind, proxied)
+		if len(st.flood) > 0 {
+			ov.sendAll(st, buf, off, frame, st.flood)
+		}
+	case len(st.flood) > 0:
+		ov.sendAll(st, buf, off, frame, st.flood)
+	}
+}
+
+// sendAll sends frame, which starts at buf[off], to every destination:
+// ingress replication. The header is written in place each time, so each
+// send completes before the next (they do: sends copy into the kernel).
+func (ov *overlay) sendAll(st *ovState, buf []byte, off int, frame []byte, dests []encap.Dest) {
+	for _, d := range dests {
+		ov.send(st, buf, off, frame, d)
 	}
 }
 
@@ -569,6 +591,15 @@ func (ov *overlay) SetTarget(mac ether.MAC, dest encap.Dest) {
 	for _, b := range held {
 		ov.send(st, b, headroom, b[headroom:], dest)
 	}
+}
+
+// SetFlood implements datapath.Flooder.
+func (ov *overlay) SetFlood(dests []encap.Dest) {
+	ov.mu.Lock()
+	defer ov.mu.Unlock()
+	st := *ov.state.Load()
+	st.flood = slices.Clone(dests)
+	ov.state.Store(&st)
 }
 
 // Drop implements datapath.Holder.

@@ -1,0 +1,198 @@
+package integration
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"overlaynet/netlab"
+)
+
+// frrRR is the FRR configuration of host 3: the route reflector of
+// hosts 1 and 2, and a VTEP itself, advertising its kernel VNIs.
+const frrRR = `frr defaults datacenter
+hostname h3
+router bgp 65000
+ bgp router-id 198.18.0.3
+ no bgp default ipv4-unicast
+ neighbor 198.18.0.1 remote-as internal
+ neighbor 198.18.0.2 remote-as internal
+ address-family l2vpn evpn
+  neighbor 198.18.0.1 activate
+  neighbor 198.18.0.1 route-reflector-client
+  neighbor 198.18.0.2 activate
+  neighbor 198.18.0.2 route-reflector-client
+  advertise-all-vni
+ exit-address-family
+`
+
+// waitFor polls cond every 100 ms until it holds or d passes, and
+// returns the last error cond gave.
+func waitFor(d time.Duration, cond func() error) error {
+	var err error
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if err = cond(); err == nil {
+			return nil
+		}
+	}
+	return err
+}
+
+// TestEVPNWithFRR: three hosts on one underlay switch. Hosts 1 and 2 run
+// overlayd with an evpn overlay (VNI 42); host 3 runs FRR (bgpd and
+// zebra) as their route reflector and as a VTEP itself, over the kernel's
+// vxlan driver and a bridge (advertise-all-vni). FRR lists our type-2
+// and type-3 routes; guests on all three hosts ping each other from empty
+// ARP caches; bgpd stopped makes our overlays DEGRADED naming the peer,
+// and started again, ONLINE with the routes back.
+func TestEVPNWithFRR(t *testing.T) {
+	need(t, "ping", "vtysh", "/usr/lib/frr/bgpd")
+	l := newLab(t)
+	hs, err := l.Hosts(3)
+	must(t, err)
+	h3 := hs[2]
+
+	// Host 3: the kernel VTEP, then FRR.
+	g3, err := l.Namespace("g3")
+	must(t, err)
+	for _, args := range [][]string{
+		{"link", "add", "br42", "type", "bridge"},
+		{"link", "add", "vx42", "type", "vxlan", "id", "42", "local", netlab.HostIP(3), "dstport", "4789", "nolearning"},
+		{"link", "set", "vx42", "master", "br42"},
+		{"link", "add", "v3", "type", "veth", "peer", "name", "eth0", "netns", g3.Name},
+		{"link", "set", "v3", "master", "br42"},
+		{"link", "set", "vx42", "mtu", "1400"},
+		{"link", "set", "br42", "up"},
+		{"link", "set", "vx42", "up"},
+		{"link", "set", "v3", "up"},
+	} {
+		_, err := h3.IP(args...)
+		must(t, err)
+	}
+	for _, args := range [][]string{{"link", "set", "eth0", "mtu", "1400"}, {"addr", "add", "10.9.0.3/24", "dev", "eth0"}, {"link", "set", "eth0", "up"}} {
+		_, err := g3.IP(args...)
+		must(t, err)
+	}
+	frr, err := l.StartFRR(h3, frrRR)
+	must(t, err)
+
+	var ds []*netlab.Daemon
+	var guests []*netlab.NS
+	macs := map[string]string{}
+	for i, h := range hs[:2] {
+		d, err := l.StartDaemon(h)
+		must(t, err)
+		ds = append(ds, d)
+		_, err = d.Adm("create-overlay", "-e", "vxlan", "-s", "evpn", "-v", "42", "-p", "vxlan/listen_ip="+netlab.HostIP(i+1),
+			"-p", "evpn/asn=65000,evpn/peers="+netlab.HostIP(3), "ov0")
+		must(t, err)
+		out, err := d.Adm("create-vnic", "-l", "ov0", "vnic0")
+		must(t, err)
+		_ = out
+		mac, err := d.Adm("show-vnic", "-p", "-o", "macaddress", "vnic0")
+		must(t, err)
+		macs[netlab.HostIP(i+1)] = strings.TrimSpace(mac)
+		g, err := d.Guest(fmt.Sprintf("g%d", i+1), "vnic0", fmt.Sprintf("10.9.0.%d/24", i+1))
+		must(t, err)
+		guests = append(guests, g)
+	}
+	online := func(d *netlab.Daemon) func() error {
+		return func() error {
+			out, err := d.Adm("show-overlay", "-f", "-p", "-o", "status,details", "ov0")
+			if err != nil {
+				return err
+			}
+			if !strings.HasPrefix(out, "ONLINE") {
+				return fmt.Errorf("%s", strings.TrimSpace(out))
+			}
+			return nil
+		}
+	}
+	for _, d := range ds {
+		if err := waitFor(30*time.Second, online(d)); err != nil {
+			t.Fatalf("%s: no BGP session with FRR in 30 s: %v", d.Host.Name, err)
+		}
+	}
+	// FRR has our routes: a type-2 per VNIC, a type-3 per host.
+	ourRoutes := func() error {
+		out, err := frr.Vtysh("show bgp l2vpn evpn route")
+		if err != nil {
+			return err
+		}
+		for ip, mac := range macs {
+			if !strings.Contains(out, "[2]:[0]:[48]:["+longMAC(mac)+"]") {
+				return fmt.Errorf("no type-2 route for %s (host %s):\n%s", mac, ip, out)
+			}
+			if !strings.Contains(out, "[3]:[0]:[32]:["+ip+"]") {
+				return fmt.Errorf("no type-3 route from %s:\n%s", ip, out)
+			}
+		}
+		return nil
+	}
+	if err := waitFor(15*time.Second, ourRoutes); err != nil {
+		t.Fatal(err)
+	}
+
+	// BGP converges in the background (FRR's zebra installs what it
+	// hears into the kernel a moment after bgpd has it): each pair pings
+	// once within a bound, then three times without loss.
+	for _, p := range []struct {
+		from *netlab.NS
+		to   string
+	}{{guests[0], "10.9.0.2"}, {guests[1], "10.9.0.1"}, {guests[0], "10.9.0.3"}, {g3, "10.9.0.2"}, {g3, "10.9.0.1"}} {
+		if err := pingConverged(p.from, p.to); err != nil {
+			t.Errorf("%s to %s: %v", p.from.Name, p.to, err)
+		}
+	}
+
+	// bgpd gone: DEGRADED, naming it; back: ONLINE, routes back.
+	frr.StopBGP()
+	for _, d := range ds {
+		err := waitFor(30*time.Second, func() error {
+			out, err := d.Adm("show-overlay", "-f", "-p", "-o", "status,details", "ov0")
+			if err != nil {
+				return err
+			}
+			if !strings.HasPrefix(out, "DEGRADED") || !strings.Contains(out, netlab.HostIP(3)) {
+				return fmt.Errorf("%s", strings.TrimSpace(out))
+			}
+			return nil
+		})
+		if err != nil {
+			t.Errorf("%s with bgpd stopped: %v, want DEGRADED naming %s", d.Host.Name, err, netlab.HostIP(3))
+		}
+	}
+	must(t, frr.StartBGP())
+	for _, d := range ds {
+		if err := waitFor(60*time.Second, online(d)); err != nil {
+			t.Errorf("%s with bgpd back: %v", d.Host.Name, err)
+		}
+	}
+	if err := waitFor(30*time.Second, ourRoutes); err != nil {
+		t.Errorf("routes after bgpd came back: %v", err)
+	}
+	if err := pingConverged(guests[0], "10.9.0.3"); err != nil {
+		t.Errorf("guest 1 to host 3's after bgpd came back: %v", err)
+	}
+}
+
+// pingConverged waits up to 20 s for one reply from to, then wants three
+// in a row.
+func pingConverged(from *netlab.NS, to string) error {
+	if err := waitFor(20*time.Second, func() error { return from.PingAll(to, 1) }); err != nil {
+		return fmt.Errorf("no reply in 20 s: %w", err)
+	}
+	return from.PingAll(to, 3)
+}
+
+// longMAC is a MAC as FRR prints it: two hex digits per byte.
+func longMAC(mac string) string {
+	parts := strings.Split(mac, ":")
+	for i, p := range parts {
+		if len(p) == 1 {
+			parts[i] = "0" + p
+		}
+	}
+	return strings.Join(parts, ":")
+}
