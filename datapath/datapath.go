@@ -71,6 +71,12 @@ type OverlayConfig struct {
 	Point *encap.Dest
 	// Handler receives misses and proxy frames in dynamic mode.
 	Handler Handler
+	// Floods marks a dynamic overlay whose plugin gives a flood list
+	// (Flooder: EVPN): ARP and NDP requests are flooded to it as well as
+	// answered where an answer is known, since the owner of an address
+	// may be known to nobody before it speaks. A data path that answers
+	// them itself (NeighborTable) must not swallow the unanswered ones.
+	Floods bool
 	// Group, when set, is a multicast overlay's (neither point nor
 	// dynamic): frames without a learned destination go to the group,
 	// and destinations are learned from the frames received.

@@ -48,6 +48,15 @@ func waitFor(d time.Duration, cond func() error) error {
 // and started again, ONLINE with the routes back.
 func TestEVPNWithFRR(t *testing.T) {
 	need(t, "ping", "vtysh", "/usr/lib/frr/bgpd")
+	forEachDataPath(t, func(t *testing.T, dp string) {
+		if dp == "kernel" {
+			mainPassOnly(t)
+		}
+		testEVPNWithFRR(t, dp)
+	})
+}
+
+func testEVPNWithFRR(t *testing.T, dp string) {
 	l := newLab(t)
 	hs, err := l.Hosts(3)
 	must(t, err)
@@ -70,7 +79,8 @@ func TestEVPNWithFRR(t *testing.T) {
 		_, err := h3.IP(args...)
 		must(t, err)
 	}
-	for _, args := range [][]string{{"link", "set", "eth0", "mtu", "1400"}, {"addr", "add", "10.9.0.3/24", "dev", "eth0"}, {"link", "set", "eth0", "up"}} {
+	for _, args := range [][]string{{"link", "set", "eth0", "mtu", "1400"}, {"addr", "add", "10.9.0.3/24", "dev", "eth0"},
+		{"addr", "add", "fd00:9::3/64", "dev", "eth0", "nodad"}, {"link", "set", "eth0", "up"}} {
 		_, err := g3.IP(args...)
 		must(t, err)
 	}
@@ -85,7 +95,7 @@ func TestEVPNWithFRR(t *testing.T) {
 		must(t, err)
 		ds = append(ds, d)
 		_, err = d.Adm("create-overlay", "-e", "vxlan", "-s", "evpn", "-v", "42", "-p", "vxlan/listen_ip="+netlab.HostIP(i+1),
-			"-p", "evpn/asn=65000,evpn/peers="+netlab.HostIP(3), "ov0")
+			"-p", "evpn/asn=65000,evpn/peers="+netlab.HostIP(3), "-p", "datapath="+dp, "ov0")
 		must(t, err)
 		out, err := d.Adm("create-vnic", "-l", "ov0", "vnic0")
 		must(t, err)
@@ -93,7 +103,7 @@ func TestEVPNWithFRR(t *testing.T) {
 		mac, err := d.Adm("show-vnic", "-p", "-o", "macaddress", "vnic0")
 		must(t, err)
 		macs[netlab.HostIP(i+1)] = strings.TrimSpace(mac)
-		g, err := d.Guest(fmt.Sprintf("g%d", i+1), "vnic0", fmt.Sprintf("10.9.0.%d/24", i+1))
+		g, err := d.Guest(fmt.Sprintf("g%d", i+1), "vnic0", fmt.Sprintf("10.9.0.%d/24", i+1), fmt.Sprintf("fd00:9::%d/64", i+1))
 		must(t, err)
 		guests = append(guests, g)
 	}
@@ -140,11 +150,39 @@ func TestEVPNWithFRR(t *testing.T) {
 	for _, p := range []struct {
 		from *netlab.NS
 		to   string
-	}{{guests[0], "10.9.0.2"}, {guests[1], "10.9.0.1"}, {guests[0], "10.9.0.3"}, {g3, "10.9.0.2"}, {g3, "10.9.0.1"}} {
+	}{{guests[0], "10.9.0.2"}, {guests[1], "10.9.0.1"}, {guests[0], "10.9.0.3"}, {g3, "10.9.0.2"}, {g3, "10.9.0.1"},
+		{guests[0], "fd00:9::2"}, {guests[1], "fd00:9::3"}, {g3, "fd00:9::1"}} {
 		if err := pingConverged(p.from, p.to); err != nil {
 			t.Errorf("%s to %s: %v", p.from.Name, p.to, err)
 		}
 	}
+
+	// A move: host 1's VNIC goes, and one with its MAC comes on host 2,
+	// into a guest with its addresses. Host 2 advertises it with the next
+	// mobility sequence number; FRR and host 1 follow.
+	_, err = ds[0].Adm("delete-vnic", "vnic0")
+	must(t, err)
+	start := time.Now()
+	_, err = ds[1].Adm("create-vnic", "-l", "ov0", "-m", macs[netlab.HostIP(1)], "vnicm")
+	must(t, err)
+	_, err = ds[1].Guest("gm", "vnicm", "10.9.0.1/24", "fd00:9::1/64")
+	must(t, err)
+	if err := pingConverged(g3, "10.9.0.1"); err != nil {
+		t.Errorf("host 3's guest to the moved guest: %v", err)
+	}
+	t.Logf("move: FRR's guest reached the moved guest %v after the VNIC was made on host 2", time.Since(start).Round(time.Millisecond))
+	out, err := frr.Vtysh("show evpn mac vni 42 mac " + longMAC(macs[netlab.HostIP(1)]))
+	must(t, err)
+	if !strings.Contains(out, netlab.HostIP(2)) {
+		t.Errorf("FRR does not place the moved MAC on host 2:\n%s", out)
+	}
+	// The test's further checks use host 1's guest: bring one back.
+	_, err = ds[1].Adm("delete-vnic", "vnicm")
+	must(t, err)
+	_, err = ds[0].Adm("create-vnic", "-l", "ov0", "-m", macs[netlab.HostIP(1)], "vnic0")
+	must(t, err)
+	guests[0], err = ds[0].Guest("g1b", "vnic0", "10.9.0.1/24", "fd00:9::1/64")
+	must(t, err)
 
 	// bgpd gone: DEGRADED, naming it; back: ONLINE, routes back.
 	frr.StopBGP()

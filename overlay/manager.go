@@ -295,6 +295,7 @@ func dataConfig(ov *overlay, props *prop.Set, inst search.Instance) (datapath.Ov
 		cfg.Group = &datapath.GroupConfig{Dest: encap.Dest{IP: group, Port: listen.Port()}, Ageing: ageing, MaxLearned: max}
 	} else {
 		cfg.Handler = ov.engine
+		_, cfg.Floods = inst.(search.FloodInstance)
 	}
 	return cfg, nil
 }

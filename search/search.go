@@ -104,6 +104,14 @@ type FloodHost interface {
 	SetFlood(dests []encap.Dest) bool
 }
 
+// FloodInstance is implemented by dynamic instances that give their
+// overlay a flood list (FloodHost.SetFlood): the data path then floods
+// ARP and NDP too (datapath.OverlayConfig.Floods).
+type FloodInstance interface {
+	Instance
+	GivesFloodList()
+}
+
 // VNICWatcher is implemented by instances that advertise the overlay's
 // local VNICs (EVPN type-2 routes): the overlay tells them of each VNIC
 // as it comes and goes, and of those already there when they start.

@@ -312,8 +312,11 @@ func newVxlan(name string, cfg datapath.OverlayConfig) (*netlink.Vxlan, error) {
 		Port:      int(cfg.Listen.Port()),
 		Learning:  false,
 		L2miss:    dynamic(cfg),
-		L3miss:    dynamic(cfg),
-		Proxy:     dynamic(cfg),
+		// ARP and NDP answered by the driver from its neighbour table,
+		// unless the plugin floods (EVPN): then they go to the flood
+		// list, which the driver's proxy mode would never do.
+		L3miss: dynamic(cfg) && !cfg.Floods,
+		Proxy:  dynamic(cfg) && !cfg.Floods,
 	}
 	if g := cfg.Group; g != nil {
 		// The driver's own group mode: it joins the group on the
@@ -385,6 +388,7 @@ func (ov *overlay) attach(st *kstate) error {
 func matches(vx *netlink.Vxlan, cfg datapath.OverlayConfig) bool {
 	return vx.VxlanId == int(cfg.VNetID) && vx.Port == int(cfg.Listen.Port()) &&
 		vx.SrcAddr.Equal(net.IP(cfg.Listen.Addr().AsSlice())) && vx.L2miss == dynamic(cfg) &&
+		vx.Proxy == (dynamic(cfg) && !cfg.Floods) &&
 		vx.NetNsID == underlayID(cfg.Underlay) && sameGroup(vx, cfg.Group)
 }
 

@@ -292,6 +292,9 @@ func (in *instance) Preload() {
 	in.floodLocked()
 }
 
+// GivesFloodList implements search.FloodInstance: type-3 routes make one.
+func (in *instance) GivesFloodList() {}
+
 // VNICUp implements search.VNICWatcher: a type-2 route for the VNIC.
 func (in *instance) VNICUp(vlan uint16, mac ether.MAC) {
 	in.mu.Lock()
