@@ -157,6 +157,27 @@ func testEVPNWithFRR(t *testing.T, dp string) {
 		}
 	}
 
+	// The addresses our guests use, seen in their ARP requests and
+	// neighbour solicitations, are advertised with their MACs (on the
+	// userspace path, where those reach overlayd).
+	if dp == "userspace" {
+		err := waitFor(15*time.Second, func() error {
+			out, err := frr.Vtysh("show bgp l2vpn evpn route")
+			if err != nil {
+				return err
+			}
+			for _, want := range []string{"[" + longMAC(macs[netlab.HostIP(1)]) + "]:[32]:[10.9.0.1]", "[" + longMAC(macs[netlab.HostIP(2)]) + "]:[128]:[fd00:9::2]"} {
+				if !strings.Contains(out, want) {
+					return fmt.Errorf("no MAC/IP route %s:\n%s", want, out)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Error(err)
+		}
+	}
+
 	// A move: host 1's VNIC goes, and one with its MAC comes on host 2,
 	// into a guest with its addresses. Host 2 advertises it with the next
 	// mobility sequence number; FRR and host 1 follow.

@@ -400,10 +400,16 @@ func (e *engine) answer(out datapath.FrameInjector, vlan uint16, kind proxy.Kind
 	switch kind {
 	case proxy.ARP:
 		req, valid := proxy.ParseARP(frame)
+		if valid {
+			guestAddress(in, vlan, req.SenderMAC, req.SenderIP)
+		}
 		return valid && resolve(req.TargetIP, req.SenderMAC,
 			func(mac ether.MAC) []byte { return proxy.ARPReply(req, mac) }, datapath.ProxyARP)
 	case proxy.NDP:
 		ns, valid := proxy.ParseNS(frame)
+		if valid {
+			guestAddress(in, vlan, ns.SrcMAC, ns.SrcIP)
+		}
 		return valid && resolve(ns.Target, ns.SrcMAC,
 			func(mac ether.MAC) []byte { return proxy.Advertisement(ns, mac) }, datapath.ProxyNDP)
 	case proxy.DHCPClient:
@@ -433,6 +439,14 @@ func (e *engine) answer(out datapath.FrameInjector, vlan uint16, kind proxy.Kind
 		return false
 	}
 	return true
+}
+
+// guestAddress tells a plugin that watches (search.AddressWatcher) the
+// address a local guest asked from: an unspecified one (a probe) is none.
+func guestAddress(in search.Instance, vlan uint16, mac ether.MAC, ip netip.Addr) {
+	if w, ok := in.(search.AddressWatcher); ok && ip.IsValid() && !ip.IsUnspecified() {
+		w.GuestAddress(vlan, mac, ip.Unmap())
+	}
 }
 
 // stats returns the engine's counters and the quantiles of lookup latency:

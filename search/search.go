@@ -112,6 +112,14 @@ type FloodInstance interface {
 	GivesFloodList()
 }
 
+// AddressWatcher is implemented by instances that advertise the
+// addresses local guests use (EVPN type-2 MAC/IP routes): the overlay
+// tells them of each address a local guest is seen to use, from the
+// ARP requests and neighbour solicitations it sends.
+type AddressWatcher interface {
+	GuestAddress(vlan uint16, mac ether.MAC, ip netip.Addr)
+}
+
 // VNICWatcher is implemented by instances that advertise the overlay's
 // local VNICs (EVPN type-2 routes): the overlay tells them of each VNIC
 // as it comes and goes, and of those already there when they start.

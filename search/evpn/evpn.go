@@ -306,7 +306,26 @@ func (in *instance) VNICUp(vlan uint16, mac ether.MAC) {
 	}
 	in.local[mac] = l
 	in.mu.Unlock()
-	in.sp.advertiseMAC(in, mac, l.seq, nil)
+	in.sp.advertiseMAC(in, mac, l.seq, nil, true)
+}
+
+// maxGuestAddresses bounds the addresses advertised for one VNIC: a guest
+// that asks from ever more addresses does not flood the fabric.
+const maxGuestAddresses = 16
+
+// GuestAddress implements search.AddressWatcher: a type-2 route with the
+// MAC and the address, once per address.
+func (in *instance) GuestAddress(vlan uint16, mac ether.MAC, ip netip.Addr) {
+	in.mu.Lock()
+	l := in.local[mac]
+	if l == nil || l.vlan != vlan || l.ips[ip] || len(l.ips) >= maxGuestAddresses {
+		in.mu.Unlock()
+		return
+	}
+	l.ips[ip] = true
+	seq := l.seq
+	in.mu.Unlock()
+	in.sp.advertiseMAC(in, mac, seq, []netip.Addr{ip}, false)
 }
 
 // VNICDown implements search.VNICWatcher: the route is withdrawn.

@@ -364,9 +364,13 @@ func (sp *speaker) macPath(in *instance, mac ether.MAC, ip netip.Addr, seq uint3
 	return apiPath(nlri, sp.attrs(in, nlri, extra...), withdraw)
 }
 
-// advertiseMAC advertises a local MAC and the addresses given.
-func (sp *speaker) advertiseMAC(in *instance, mac ether.MAC, seq uint32, ips []netip.Addr) {
-	for _, ip := range append([]netip.Addr{{}}, ips...) {
+// advertiseMAC advertises a local MAC's routes for the addresses given,
+// and with alone, the MAC's own (no address).
+func (sp *speaker) advertiseMAC(in *instance, mac ether.MAC, seq uint32, ips []netip.Addr, alone bool) {
+	if alone {
+		ips = append([]netip.Addr{{}}, ips...)
+	}
+	for _, ip := range ips {
 		p, err := sp.macPath(in, mac, ip, seq, false)
 		if err == nil {
 			_, err = sp.bgp.AddPath(context.Background(), &api.AddPathRequest{Path: p})
