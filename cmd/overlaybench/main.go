@@ -32,6 +32,7 @@ func main() {
 	quick := flag.Bool("quick", false, "svp, scale: a small run of seconds (smoke test): svp with 10,000 mappings, 100 unpipelined connections and 1s rows; scale with 200 hosts, 2,000 lookups/s, 2 changes and a 2s window")
 	restarts := flag.Int("restarts", 10, "restart: kill -9 and restart rounds")
 	missMACs := flag.Int("miss-macs", 1000, "kernel-miss: distinct MACs")
+	attaches := flag.Int("attaches", 20, "attach: VNICs made and reached, per search plugin")
 	// --help prints to stdout (and exits 0); a usage error to stderr.
 	for _, a := range os.Args[1:] {
 		if a == "-h" || a == "-help" || a == "--help" {
@@ -39,7 +40,7 @@ func main() {
 		}
 	}
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), `usage: overlaybench [flags] [throughput | storm | migrate | svp | scale | restart | kernel-miss]
+		fmt.Fprintf(flag.CommandLine.Output(), `usage: overlaybench [flags] [throughput | storm | migrate | svp | scale | restart | kernel-miss | attach]
 
 throughput (the default) builds two hosts (network namespaces joined by
 veth) and measures, in one run: the raw underlay, the kernel vxlan driver
@@ -92,7 +93,12 @@ kernel-miss measures, on the kernel data path with the files plugin, the
 time from the vxlan driver's L2 miss to the forwarding entry installed,
 over -miss-macs distinct MACs (p50, p99).
 
-The data-path modes need root, iperf3 and ping; svp and scale need
+attach times, for the evpn and svp plugins in one run, a VNIC made on
+one host to traffic from another host reaching its guest (for svp with
+the portolan registration the CNI plugin makes; evpn's route reflector is
+FRR), over -attaches VNICs each (p50, p99, and evpn's ratio to svp).
+
+The data-path modes need root, iperf3 and ping (attach also FRR); svp and scale need
 neither, only PostgreSQL's server binaries for their PostgreSQL parts.
 
 `)
@@ -104,9 +110,9 @@ neither, only PostgreSQL's server binaries for their PostgreSQL parts.
 		mode = "throughput"
 	}
 	switch mode {
-	case "throughput", "storm", "migrate", "svp", "scale", "restart", "kernel-miss":
+	case "throughput", "storm", "migrate", "svp", "scale", "restart", "kernel-miss", "attach":
 	default:
-		fmt.Fprintf(os.Stderr, "overlaybench: unknown mode %q: want throughput, storm, migrate, svp, scale, restart or kernel-miss (overlaybench --help)\n", mode)
+		fmt.Fprintf(os.Stderr, "overlaybench: unknown mode %q: want throughput, storm, migrate, svp, scale, restart, kernel-miss or attach (overlaybench --help)\n", mode)
 		os.Exit(2)
 	}
 	if flag.NArg() > 1 {
@@ -135,6 +141,11 @@ neither, only PostgreSQL's server binaries for their PostgreSQL parts.
 			var r bench.MigrateResult
 			if r, err = bench.Migrate(bench.MigrateOptions{Moves: *moves, Bin: bin, Log: os.Stderr}); err == nil {
 				bench.PrintMigrate(os.Stdout, r)
+			}
+		case "attach":
+			var rs []bench.AttachResult
+			if rs, err = bench.Attach(bench.AttachOptions{Rounds: *attaches, Bin: bin, Log: os.Stderr}); err == nil {
+				bench.PrintAttach(os.Stdout, rs)
 			}
 		case "kernel-miss":
 			var r bench.KernelMissResult
