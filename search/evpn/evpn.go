@@ -19,9 +19,11 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"overlaynet/encap"
 	"overlaynet/ether"
@@ -159,6 +161,10 @@ type instance struct {
 	// local are this host's VNICs (advertised), with their sequence
 	// numbers, and the addresses seen for them.
 	local map[ether.MAC]*localVNIC
+	// installed are the addresses given the engine for each MAC.
+	installed map[ether.MAC][]netip.Addr
+	// stopped: events still on their way from the speaker are dropped.
+	stopped bool
 }
 
 type macRoute struct {
@@ -171,7 +177,17 @@ type localVNIC struct {
 	vlan uint16
 	seq  uint32
 	ips  map[netip.Addr]bool
+	// bumps are when the sequence number was raised to win the MAC back
+	// from a remote route: at most maxBumps in bumpWindow, as RFC 7432
+	// §15.1's duplicate detection (N=5 moves in M=180 s), so that one MAC
+	// on two hosts does not churn the fabric forever.
+	bumps []time.Time
 }
+
+const (
+	maxBumps   = 5
+	bumpWindow = 180 * time.Second
+)
 
 // logger is the part of slog the plugin uses.
 type logger interface {
@@ -188,13 +204,15 @@ func newInstance(cfg search.Config) (search.Instance, error) {
 	listen := p.IP("vxlan/listen_ip")
 	port := uint16(p.Uint("vxlan/listen_port"))
 	if !listen.IsValid() {
-		listen = p.IP("geneve/listen_ip")
-		port = uint16(p.Uint("geneve/listen_port"))
+		return nil, fmt.Errorf("the evpn plugin carries VXLAN only (RFC 8365, as FRR and the kernel speak it): create the overlay with -e vxlan")
+	}
+	if listen.IsUnspecified() {
+		return nil, fmt.Errorf("the evpn plugin advertises the listen address as this VTEP's: give a specific vxlan/listen_ip, not %s", listen)
 	}
 	rid := p.IP(PropRouterID)
 	if !rid.IsValid() {
-		if !listen.Is4() || listen.IsUnspecified() {
-			return nil, fmt.Errorf("%s: the listen address %s is not a specific IPv4 address: give a router id", PropRouterID, listen)
+		if !listen.Is4() {
+			return nil, fmt.Errorf("%s: the listen address %s is not IPv4: give a router id", PropRouterID, listen)
 		}
 		rid = listen
 	}
@@ -230,11 +248,14 @@ func newInstance(cfg search.Config) (search.Instance, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", PropRT, err)
 		}
+		if a > 0xffff && n > 0xffff {
+			return nil, fmt.Errorf("%s %s: with a four-octet ASN the number is 16 bits (at most 65535)", PropRT, rt)
+		}
 		c.rt = [2]uint32{a, n}
 	}
 	return &instance{cfg: c, host: cfg.Host, log: cfg.Log,
 		remote: map[ether.MAC]map[string]macRoute{}, ips: map[netip.Addr]ether.MAC{},
-		imet: map[string]netip.Addr{}, local: map[ether.MAC]*localVNIC{}}, nil
+		imet: map[string]netip.Addr{}, local: map[ether.MAC]*localVNIC{}, installed: map[ether.MAC][]netip.Addr{}}, nil
 }
 
 // Start joins (or starts) the speaker and advertises the VNI's type-3
@@ -255,6 +276,9 @@ func (in *instance) Start() error {
 
 // Stop withdraws the overlay's routes and leaves the speaker.
 func (in *instance) Stop() {
+	in.mu.Lock()
+	in.stopped = true
+	in.mu.Unlock()
 	if in.sp != nil {
 		in.sp.release(in)
 	}
@@ -289,7 +313,11 @@ func (in *instance) Preload() {
 	for mac := range in.remote {
 		in.installLocked(mac)
 	}
-	in.floodLocked()
+	// An empty list is not known to be empty yet: a kernel device taken
+	// over keeps its flood entries until type-3 routes say otherwise.
+	if len(in.imet) > 0 {
+		in.floodLocked()
+	}
 }
 
 // GivesFloodList implements search.FloodInstance: type-3 routes make one.
@@ -326,13 +354,28 @@ func (in *instance) GuestAddress(vlan uint16, mac ether.MAC, ip netip.Addr) {
 	seq := l.seq
 	in.mu.Unlock()
 	in.sp.advertiseMAC(in, mac, seq, []netip.Addr{ip}, false)
+	in.mu.Lock()
+	gone := in.local[mac] != l
+	in.mu.Unlock()
+	if gone {
+		// VNICDown ran meanwhile and may have withdrawn before this
+		// was advertised.
+		in.sp.withdrawMAC(in, mac, &localVNIC{seq: seq, ips: map[netip.Addr]bool{ip: true}})
+	}
 }
 
 // VNICDown implements search.VNICWatcher: the route is withdrawn.
 func (in *instance) VNICDown(vlan uint16, mac ether.MAC) {
 	in.mu.Lock()
 	l := in.local[mac]
+	if l == nil || l.vlan != vlan {
+		in.mu.Unlock()
+		return
+	}
 	delete(in.local, mac)
+	// A remote route for the MAC, held back while it was local, counts
+	// now.
+	in.installLocked(mac)
 	in.mu.Unlock()
 	if l != nil {
 		in.sp.withdrawMAC(in, mac, l)
@@ -349,13 +392,24 @@ func (in *instance) best(mac ether.MAC) (macRoute, bool) {
 			best, found = r, true
 		}
 	}
+	// A VTEP sends the MAC alone and the MAC with each address, each a
+	// route: the winner's addresses are all of them.
+	best.ips = nil
+	for _, r := range in.remote[mac] {
+		if r.vtep == best.vtep && r.seq == best.seq {
+			best.ips = append(best.ips, r.ips...)
+		}
+	}
 	return best, found
 }
 
 // heardMAC records a remote type-2 route (withdrawn when del).
 func (in *instance) heardMAC(origin string, mac ether.MAC, r macRoute, del bool) {
 	in.mu.Lock()
-	defer in.mu.Unlock()
+	if in.stopped {
+		in.mu.Unlock()
+		return
+	}
 	rs := in.remote[mac]
 	if del {
 		delete(rs, origin)
@@ -369,19 +423,46 @@ func (in *instance) heardMAC(origin string, mac ether.MAC, r macRoute, del bool)
 		}
 		rs[origin] = r
 	}
-	// A local VNIC's MAC heard from afar with a higher sequence number
-	// moved there: ours is withdrawn by whoever deletes the VNIC.
 	in.installLocked(mac)
+	// A local VNIC's MAC heard from afar with as high a sequence number
+	// (a stale copy, or a duplicate): the VNIC is here, so it is
+	// advertised again with the next number, and wins (RFC 7432 §15.1).
+	l := in.local[mac]
+	var seq uint32
+	bump := false
+	if b, ok := in.best(mac); l != nil && ok && b.seq >= l.seq {
+		now := time.Now()
+		l.bumps = slices.DeleteFunc(l.bumps, func(t time.Time) bool { return now.Sub(t) > bumpWindow })
+		if len(l.bumps) < maxBumps {
+			l.bumps = append(l.bumps, now)
+			l.seq = b.seq + 1
+			seq, bump = l.seq, true
+		} else if len(l.bumps) == maxBumps {
+			l.bumps = append(l.bumps, now)
+			in.log.Warn("evpn: duplicate MAC: another VTEP keeps advertising a local VNIC's MAC; not contesting it further", "mac", ether.Long(mac), "vtep", b.vtep.String())
+		}
+	}
+	var ips []netip.Addr
+	if bump {
+		for ip := range l.ips {
+			ips = append(ips, ip)
+		}
+	}
+	in.mu.Unlock()
+	if bump {
+		in.sp.advertiseMAC(in, mac, seq, ips, true)
+	}
 }
 
 // installLocked gives the engine mac's best route, or takes it back.
 // Called with in.mu.
 func (in *instance) installLocked(mac ether.MAC) {
-	for ip, m := range in.ips {
-		if m == mac {
+	for _, ip := range in.installed[mac] {
+		if in.ips[ip] == mac {
 			delete(in.ips, ip)
 		}
 	}
+	delete(in.installed, mac)
 	if _, local := in.local[mac]; local {
 		return // ours: the data path delivers it
 	}
@@ -393,6 +474,7 @@ func (in *instance) installLocked(mac ether.MAC) {
 	for _, ip := range r.ips {
 		in.ips[ip] = mac
 	}
+	in.installed[mac] = r.ips
 	in.host.Learn(search.Answer{MAC: mac, Dest: encap.Dest{IP: r.vtep, Port: in.cfg.port}, IPs: r.ips})
 }
 
@@ -400,6 +482,9 @@ func (in *instance) installLocked(mac ether.MAC) {
 func (in *instance) heardIMET(origin string, vtep netip.Addr, del bool) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
+	if in.stopped {
+		return
+	}
 	if del {
 		delete(in.imet, origin)
 	} else {
@@ -426,6 +511,12 @@ func (in *instance) floodLocked() {
 // sessions updates the overlay's status from the speaker's sessions:
 // DEGRADED while none is up, naming each peer and its state.
 func (in *instance) sessions(states map[netip.Addr]string) {
+	in.mu.Lock()
+	stopped := in.stopped
+	in.mu.Unlock()
+	if stopped {
+		return
+	}
 	var down []string
 	up := false
 	for peer, st := range states {

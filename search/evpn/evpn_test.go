@@ -67,6 +67,23 @@ func TestBadProperties(t *testing.T) {
 			t.Errorf("%s=%s: %v, want an error naming it and %q", tc.name, tc.value, err, tc.want)
 		}
 	}
+	for _, tc := range []struct{ listen, want string }{{"0.0.0.0", "specific"}} {
+		s := prop.NewSet([]prop.Desc{{Name: "vxlan/listen_ip", Type: prop.IP}}, props(0))
+		s.Set("vxlan/listen_ip", tc.listen)
+		s.Set(PropASN, "65000")
+		s.Set(PropPeers, "192.0.2.10")
+		s.Set(PropRouterID, "192.0.2.1")
+		if _, err := newInstance(search.Config{Props: s, Dest: encap.DestIP | encap.DestPort, VNetID: 42}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("listen %s: %v, want %q", tc.listen, err, tc.want)
+		}
+	}
+	g := prop.NewSet([]prop.Desc{{Name: "geneve/listen_ip", Type: prop.IP}}, props(0))
+	g.Set("geneve/listen_ip", "192.0.2.1")
+	g.Set(PropASN, "65000")
+	g.Set(PropPeers, "192.0.2.10")
+	if _, err := newInstance(search.Config{Props: g, Dest: encap.DestIP | encap.DestPort, VNetID: 42}); err == nil || !strings.Contains(err.Error(), "VXLAN only") {
+		t.Errorf("a Geneve overlay: %v, want a refusal", err)
+	}
 	s := prop.NewSet([]prop.Desc{{Name: "vxlan/listen_ip", Type: prop.IP}}, props(0))
 	s.Set("vxlan/listen_ip", "2001:db8::1")
 	s.Set(PropASN, "65000")
@@ -123,6 +140,27 @@ func TestRoutes(t *testing.T) {
 	in.heardIMET("rd-a", a, true)
 	if len(h.flood) != 1 || h.flood[0].IP != b {
 		t.Errorf("flood list after a's withdrawal: %v", h.flood)
+	}
+
+	// A VTEP's MAC-alone and MAC/IP routes: all its addresses resolve.
+	m2 := ether.MAC{2, 8, 32, 0, 0, 2}
+	v4, v6 := netip.MustParseAddr("10.9.0.7"), netip.MustParseAddr("fd00::7")
+	in.heardMAC("rd-a/", m2, macRoute{vtep: a}, false)
+	in.heardMAC("rd-a/"+v4.String(), m2, macRoute{vtep: a, ips: []netip.Addr{v4}}, false)
+	in.heardMAC("rd-a/"+v6.String(), m2, macRoute{vtep: a, ips: []netip.Addr{v6}}, false)
+	for _, ip := range []netip.Addr{v4, v6} {
+		if m, err := in.ResolveIP(context.Background(), 0, ip); err != nil || m != m2 {
+			t.Errorf("ResolveIP(%s) = %v, %v", ip, m, err)
+		}
+	}
+	// A local MAC's remote route is held back, and counts once the VNIC
+	// goes.
+	in.local[m2] = &localVNIC{ips: map[netip.Addr]bool{}}
+	in.heardMAC("rd-a/", m2, macRoute{vtep: a}, false)
+	delete(h.targets, m2)
+	in.VNICDown(0, m2)
+	if d := h.targets[m2]; d.IP != a {
+		t.Errorf("after the local VNIC went: %v, want the remote route", d)
 	}
 
 	in.sessions(map[netip.Addr]string{netip.MustParseAddr("192.0.2.10"): "active"})

@@ -53,7 +53,9 @@ type speaker struct {
 
 var (
 	speakersMu sync.Mutex
-	speakers   = map[speakerKey]*speaker{}
+	// speakers are found by router id: two speakers with one router id
+	// (and so one source address) would collide at their peers.
+	speakers = map[netip.Addr]*speaker{}
 )
 
 var evpnFamily = &api.Family{Afi: api.Family_AFI_L2VPN, Safi: api.Family_SAFI_EVPN}
@@ -62,13 +64,22 @@ var evpnFamily = &api.Family{Afi: api.Family_AFI_L2VPN, Safi: api.Family_SAFI_EV
 func acquire(key speakerKey, log logger) (*speaker, error) {
 	speakersMu.Lock()
 	defer speakersMu.Unlock()
-	if sp := speakers[key]; sp != nil {
+	if sp := speakers[key.routerID]; sp != nil {
+		if sp.key != key {
+			o := sp.key
+			return nil, fmt.Errorf("another evpn overlay's BGP speaker has router id %s with other settings (AS %d, peers %s, peer AS %d, port %d, hold time %d, VTEP %s): evpn overlays sharing a router id share one speaker and must agree",
+				key.routerID, o.asn, o.peers, o.peerASN, o.port, o.hold, o.local)
+		}
 		sp.mu.Lock()
 		sp.refs++
 		sp.mu.Unlock()
 		return sp, nil
 	}
 	sp := &speaker{key: key, log: log, refs: 1, byRT: map[[2]uint32]*instance{}, states: map[netip.Addr]string{}}
+	peers, _ := parsePeers(key.peers)
+	for _, p := range peers {
+		sp.states[p] = "idle" // before any event can write it
+	}
 	s := server.NewBgpServer(server.LoggerOption(gobgpLogger{log}))
 	go s.Serve()
 	sp.bgp = s
@@ -89,9 +100,7 @@ func acquire(key speakerKey, log logger) (*speaker, error) {
 		s.Stop()
 		return nil, fmt.Errorf("watch BGP: %w", err)
 	}
-	peers, _ := parsePeers(key.peers)
 	for _, p := range peers {
-		sp.states[p] = "idle"
 		keep := key.hold / 3
 		peer := &api.Peer{
 			Conf:      &api.PeerConf{NeighborAddress: p.String(), PeerAsn: key.peerASN},
@@ -106,14 +115,27 @@ func acquire(key speakerKey, log logger) (*speaker, error) {
 			return nil, fmt.Errorf("BGP peer %s: %w", p, err)
 		}
 	}
-	speakers[key] = sp
+	speakers[key.routerID] = sp
 	log.Info("BGP speaker started", "asn", key.asn, "router_id", key.routerID.String(), "peers", key.peers)
 	return sp, nil
 }
 
 // release drops an overlay's routes and, with the last, the speaker.
 func (sp *speaker) release(in *instance) {
-	sp.withdrawAll(in)
+	// An instance replaced by its overlay's next one (a property changed)
+	// with the same RD leaves its routes: the next one's are the same
+	// NLRIs, and withdrawing them would withdraw the next one's.
+	sp.mu.Lock()
+	replaced := false
+	for _, o := range sp.byRT {
+		if o != in && o.host == in.host && o.cfg.rd == in.cfg.rd {
+			replaced = true
+		}
+	}
+	sp.mu.Unlock()
+	if !replaced {
+		sp.withdrawAll(in)
+	}
 	speakersMu.Lock()
 	defer speakersMu.Unlock()
 	sp.mu.Lock()
@@ -126,7 +148,7 @@ func (sp *speaker) release(in *instance) {
 	if !last {
 		return
 	}
-	delete(speakers, sp.key)
+	delete(speakers, sp.key.routerID)
 	sp.stop()
 	sp.bgp.Stop()
 	sp.log.Info("BGP speaker stopped", "router_id", sp.key.routerID.String())
@@ -136,14 +158,24 @@ func (sp *speaker) release(in *instance) {
 // VNI's type-3 route.
 func (sp *speaker) register(in *instance) error {
 	sp.mu.Lock()
-	if other := sp.byRT[in.cfg.rt]; other != nil && other != in {
-		sp.mu.Unlock()
-		return fmt.Errorf("route target %d:%d is already another overlay's on this BGP speaker", in.cfg.rt[0], in.cfg.rt[1])
+	for rt, o := range sp.byRT {
+		if o == in || o.host == in.host {
+			continue // its overlay's previous instance: replaced
+		}
+		if rt == in.cfg.rt {
+			sp.mu.Unlock()
+			return fmt.Errorf("route target %d:%d is already another overlay's on this BGP speaker: give evpn/rt", in.cfg.rt[0], in.cfg.rt[1])
+		}
+		if o.cfg.rd == in.cfg.rd {
+			sp.mu.Unlock()
+			return fmt.Errorf("route distinguisher %s is already vnetid %d's on this BGP speaker: give evpn/rd", in.cfg.rd, o.cfg.vni)
+		}
 	}
 	sp.byRT[in.cfg.rt] = in
-	states := maps(sp.states)
+	// Under sp.mu, as event does: a snapshot taken here cannot overtake
+	// a newer state reported there.
+	in.sessions(sp.states)
 	sp.mu.Unlock()
-	in.sessions(states)
 	path, err := sp.imetPath(in, false)
 	if err != nil {
 		return err
@@ -162,14 +194,6 @@ func (sp *speaker) register(in *instance) error {
 		})
 }
 
-func maps(m map[netip.Addr]string) map[netip.Addr]string {
-	out := make(map[netip.Addr]string, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
-}
-
 // event handles GoBGP's peer and best-path events.
 func (sp *speaker) event(r *api.WatchEventResponse) {
 	if p := r.GetPeer(); p != nil && p.Peer != nil && p.Peer.State != nil {
@@ -181,30 +205,18 @@ func (sp *speaker) event(r *api.WatchEventResponse) {
 		sp.mu.Lock()
 		old := sp.states[addr.Unmap()]
 		sp.states[addr.Unmap()] = st
-		states := maps(sp.states)
-		insts := slices.Collect(mapValues(sp.byRT))
+		for _, in := range sp.byRT {
+			in.sessions(sp.states)
+		}
 		sp.mu.Unlock()
 		if old != st {
 			sp.log.Info("BGP session", "peer", addr.String(), "state", st, "was", old)
-		}
-		for _, in := range insts {
-			in.sessions(states)
 		}
 		return
 	}
 	if t := r.GetTable(); t != nil {
 		for _, p := range t.Paths {
 			sp.path(p)
-		}
-	}
-}
-
-func mapValues[K comparable, V any](m map[K]V) func(func(V) bool) {
-	return func(yield func(V) bool) {
-		for _, v := range m {
-			if !yield(v) {
-				return
-			}
 		}
 	}
 }
@@ -271,6 +283,9 @@ func (sp *speaker) path(p *api.Path) {
 	}
 	switch r := e.RouteTypeData.(type) {
 	case *bgp.EVPNMacIPAdvertisementRoute:
+		if len(r.Labels) > 0 && r.Labels[0] != in.cfg.vni {
+			return // the RT's, but another VNI's (a shared RT)
+		}
 		hw, err := net.ParseMAC(r.MacAddress.String())
 		if err != nil || len(hw) != 6 {
 			return
@@ -367,6 +382,9 @@ func (sp *speaker) macPath(in *instance, mac ether.MAC, ip netip.Addr, seq uint3
 // advertiseMAC advertises a local MAC's routes for the addresses given,
 // and with alone, the MAC's own (no address).
 func (sp *speaker) advertiseMAC(in *instance, mac ether.MAC, seq uint32, ips []netip.Addr, alone bool) {
+	if sp == nil {
+		return // not started (unit tests of the instance's logic)
+	}
 	if alone {
 		ips = append([]netip.Addr{{}}, ips...)
 	}
@@ -383,6 +401,9 @@ func (sp *speaker) advertiseMAC(in *instance, mac ether.MAC, seq uint32, ips []n
 
 // withdrawMAC withdraws a local MAC's routes.
 func (sp *speaker) withdrawMAC(in *instance, mac ether.MAC, l *localVNIC) {
+	if sp == nil {
+		return
+	}
 	ips := []netip.Addr{{}}
 	for ip := range l.ips {
 		ips = append(ips, ip)
