@@ -97,9 +97,8 @@ func testEVPNWithFRR(t *testing.T, dp string) {
 		_, err = d.Adm("create-overlay", "-e", "vxlan", "-s", "evpn", "-v", "42", "-p", "vxlan/listen_ip="+netlab.HostIP(i+1),
 			"-p", "evpn/asn=65000,evpn/peers="+netlab.HostIP(3), "-p", "datapath="+dp, "ov0")
 		must(t, err)
-		out, err := d.Adm("create-vnic", "-l", "ov0", "vnic0")
+		_, err = d.Adm("create-vnic", "-l", "ov0", "vnic0")
 		must(t, err)
-		_ = out
 		mac, err := d.Adm("show-vnic", "-p", "-o", "macaddress", "vnic0")
 		must(t, err)
 		macs[netlab.HostIP(i+1)] = strings.TrimSpace(mac)
