@@ -209,6 +209,10 @@ func newInstance(cfg search.Config) (search.Instance, error) {
 	if listen.IsUnspecified() {
 		return nil, fmt.Errorf("the evpn plugin advertises the listen address as this VTEP's: give a specific vxlan/listen_ip, not %s", listen)
 	}
+	if ns := p.Get("underlay_netns"); ns != "" {
+		// GoBGP dials from the process's namespace.
+		return nil, fmt.Errorf("the evpn plugin makes its BGP sessions from overlayd's own network namespace: underlay_netns %s is not supported with it", ns)
+	}
 	rid := p.IP(PropRouterID)
 	if !rid.IsValid() {
 		if !listen.Is4() {

@@ -77,6 +77,14 @@ func TestBadProperties(t *testing.T) {
 			t.Errorf("listen %s: %v, want %q", tc.listen, err, tc.want)
 		}
 	}
+	u := prop.NewSet([]prop.Desc{{Name: "vxlan/listen_ip", Type: prop.IP}, {Name: "underlay_netns", Type: prop.String}}, props(0))
+	u.Set("vxlan/listen_ip", "192.0.2.1")
+	u.Set("underlay_netns", "ul")
+	u.Set(PropASN, "65000")
+	u.Set(PropPeers, "192.0.2.10")
+	if _, err := newInstance(search.Config{Props: u, Dest: encap.DestIP | encap.DestPort, VNetID: 42}); err == nil || !strings.Contains(err.Error(), "underlay_netns") {
+		t.Errorf("with underlay_netns: %v, want a refusal naming it", err)
+	}
 	g := prop.NewSet([]prop.Desc{{Name: "geneve/listen_ip", Type: prop.IP}}, props(0))
 	g.Set("geneve/listen_ip", "192.0.2.1")
 	g.Set(PropASN, "65000")
