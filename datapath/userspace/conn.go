@@ -60,25 +60,29 @@ func openUDP(addr netip.AddrPort, reuse bool) (*udpSocket, error) {
 	if reuse {
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
 	}
-	var sa unix.Sockaddr
-	if family == unix.AF_INET {
-		sa = &unix.SockaddrInet4{Port: int(addr.Port()), Addr: ip.As4()}
-	} else {
-		sa6 := &unix.SockaddrInet6{Port: int(addr.Port()), Addr: ip.As16()}
-		if z := ip.Zone(); z != "" {
-			if ifi, err := netInterfaceIndex(z); err == nil {
-				sa6.ZoneId = uint32(ifi)
-			}
-		}
-		sa = sa6
-	}
-	if err := unix.Bind(fd, sa); err != nil {
+	if err := unix.Bind(fd, sockaddr(addr)); err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
 	s := &udpSocket{family: family, sfd: fd}
 	s.setBuffers(sockBuf, sockBuf)
 	return s, nil
+}
+
+// sockaddr is addr as bind takes it: an IPv6 zone is its interface's
+// index.
+func sockaddr(addr netip.AddrPort) unix.Sockaddr {
+	ip := addr.Addr()
+	if ip.Is4() {
+		return &unix.SockaddrInet4{Port: int(addr.Port()), Addr: ip.As4()}
+	}
+	sa6 := &unix.SockaddrInet6{Port: int(addr.Port()), Addr: ip.As16()}
+	if z := ip.Zone(); z != "" {
+		if ifi, err := netInterfaceIndex(z); err == nil {
+			sa6.ZoneId = uint32(ifi)
+		}
+	}
+	return sa6
 }
 
 // listenUDP binds n underlay receive sockets to addr, one per worker,

@@ -36,19 +36,7 @@ func openRaw(ip netip.Addr, proto int) (*rawSocket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raw IP socket for protocol %d on %s (overlayd needs CAP_NET_RAW): %w", proto, ip, err)
 	}
-	var sa unix.Sockaddr
-	if family == unix.AF_INET {
-		sa = &unix.SockaddrInet4{Addr: ip.As4()}
-	} else {
-		sa6 := &unix.SockaddrInet6{Addr: ip.As16()}
-		if z := ip.Zone(); z != "" {
-			if ifi, err := netInterfaceIndex(z); err == nil {
-				sa6.ZoneId = uint32(ifi)
-			}
-		}
-		sa = sa6
-	}
-	if err := unix.Bind(fd, sa); err != nil {
+	if err := unix.Bind(fd, sockaddr(netip.AddrPortFrom(ip, 0))); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("cannot listen for IP protocol %d on %s: %w", proto, ip, err)
 	}
