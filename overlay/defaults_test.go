@@ -8,17 +8,8 @@ import (
 // propSource is show-overlay's value and SOURCE of one property.
 func propSource(t *testing.T, m *Manager, overlay, name string) (string, string) {
 	t.Helper()
-	infos, err := m.Overlays(overlay)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range infos[0].Props {
-		if p.Name == name {
-			return p.Value, p.Source
-		}
-	}
-	t.Fatalf("overlay %s has no property %s", overlay, name)
-	return "", ""
+	p := propInfo(t, m, overlay, name)
+	return p.Value, p.Source
 }
 
 // TestSiteDefaults: a site default is checked as its property checks

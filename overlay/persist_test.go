@@ -119,17 +119,23 @@ func mustCreateVNIC(t *testing.T, m *Manager, req CreateVNICRequest) VNICInfo {
 
 func propValue(t *testing.T, m *Manager, overlay, name string) string {
 	t.Helper()
+	return propInfo(t, m, overlay, name).Value
+}
+
+// propInfo is show-overlay's row of one property.
+func propInfo(t *testing.T, m *Manager, overlay, name string) PropInfo {
+	t.Helper()
 	infos, err := m.Overlays(overlay)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range infos[0].Props {
 		if p.Name == name {
-			return p.Value
+			return p
 		}
 	}
 	t.Fatalf("overlay %s has no property %s", overlay, name)
-	return ""
+	return PropInfo{}
 }
 
 func TestPersistCreate(t *testing.T) {
