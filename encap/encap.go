@@ -5,7 +5,9 @@ package encap
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 
 	"overlaynet/prop"
@@ -92,6 +94,30 @@ type Plugin interface {
 	// Listen derives the underlay address to receive on from the
 	// plugin's properties.
 	Listen(p *prop.Set) (netip.AddrPort, error)
+}
+
+// UDPProps are the properties of an encapsulation over UDP, named after
+// it ("vxlan": vxlan/listen_ip, vxlan/listen_port): the address and port
+// this host receives on. label names it in the help ("VXLAN").
+func UDPProps(name, label string, defaultPort int) []prop.Desc {
+	return []prop.Desc{
+		{Name: name + "/listen_ip", Type: prop.IP, Perm: prop.ReadWrite, Required: true,
+			Check: prop.CheckUnderlayIP,
+			Help:  "underlay address this host receives " + label + " on"},
+		{Name: name + "/listen_port", Type: prop.Uint, Perm: prop.ReadWrite, Required: true,
+			Default: strconv.Itoa(defaultPort), HasRange: true, Min: 1, Max: 65535,
+			Help: "UDP port this host receives " + label + " on"},
+	}
+}
+
+// UDPListen is the listen address of an encapsulation over UDP, from its
+// UDPProps.
+func UDPListen(p *prop.Set, name string) (netip.AddrPort, error) {
+	ip := p.IP(name + "/listen_ip")
+	if !ip.IsValid() {
+		return netip.AddrPort{}, fmt.Errorf("missing required property %s/listen_ip", name)
+	}
+	return netip.AddrPortFrom(ip, uint16(p.Uint(name+"/listen_port"))), nil
 }
 
 var plugins = registry.New[Plugin]("encap")

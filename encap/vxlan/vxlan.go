@@ -5,7 +5,6 @@ package vxlan
 import (
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"net/netip"
 
 	"overlaynet/encap"
@@ -54,25 +53,10 @@ func (Plugin) HeaderLen() int { return HeaderLen }
 func (Plugin) MaxVNetID() uint32 { return MaxVNI }
 
 // Props implements encap.Plugin.
-func (Plugin) Props() []prop.Desc {
-	return []prop.Desc{
-		{Name: PropListenIP, Type: prop.IP, Perm: prop.ReadWrite, Required: true,
-			Check: prop.CheckUnderlayIP,
-			Help:  "underlay address this host receives VXLAN on"},
-		{Name: PropListenPort, Type: prop.Uint, Perm: prop.ReadWrite, Required: true,
-			Default: fmt.Sprint(DefaultPort), HasRange: true, Min: 1, Max: 65535,
-			Help: "UDP port this host receives VXLAN on"},
-	}
-}
+func (Plugin) Props() []prop.Desc { return encap.UDPProps("vxlan", "VXLAN", DefaultPort) }
 
 // Listen implements encap.Plugin.
-func (Plugin) Listen(p *prop.Set) (netip.AddrPort, error) {
-	ip := p.IP(PropListenIP)
-	if !ip.IsValid() {
-		return netip.AddrPort{}, fmt.Errorf("missing required property %s", PropListenIP)
-	}
-	return netip.AddrPortFrom(ip, uint16(p.Uint(PropListenPort))), nil
-}
+func (Plugin) Listen(p *prop.Set) (netip.AddrPort, error) { return encap.UDPListen(p, "vxlan") }
 
 // Encap implements encap.Plugin.
 func (Plugin) Encap(hdr []byte, vnetid uint32) { Encap(hdr, vnetid) }
