@@ -19,21 +19,11 @@ func TestTsharkDecodesGeneve(t *testing.T) {
 	need(t, "ping", "tshark")
 	l, _, d2, g1, _ := twoHostsDirect(t, "-e", "geneve", "-p", "datapath=userspace")
 	must(t, g1.PingAll("10.9.0.2", 3))
-	pcap := filepath.Join(l.Dir, "geneve.pcap")
-	tsharkCapture(t, d2.Host, pcap, "udp port 6081", 6, func() error { _, err := g1.Ping("10.9.0.2", 2); return err })
-	out, err := d2.Host.Exec("tshark", "-r", pcap, "-T", "fields", "-E", "separator=|",
-		"-e", "geneve.version", "-e", "geneve.flags.oam", "-e", "geneve.flags.critical", "-e", "geneve.proto_type",
-		"-e", "geneve.vni", "-e", "geneve.options", "-e", "ip.src", "-e", "icmp.type", "-e", "udp.srcport", "-e", "_ws.malformed")
-	must(t, err)
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) < 6 {
-		t.Fatalf("captured %d packets, want 6:\n%s", len(lines), out)
-	}
-	for _, line := range lines {
-		f := strings.Split(line, "|")
-		if len(f) != 10 {
-			t.Fatalf("unexpected tshark line %q", line)
-		}
+	rows := tsharkFields(t, d2.Host, filepath.Join(l.Dir, "geneve.pcap"), "udp port 6081", g1,
+		"geneve.version", "geneve.flags.oam", "geneve.flags.critical", "geneve.proto_type",
+		"geneve.vni", "geneve.options", "ip.src", "icmp.type", "udp.srcport", "_ws.malformed")
+	for _, f := range rows {
+		line := strings.Join(f, "|")
 		if f[0] != "0" || !isFalse(f[1]) || !isFalse(f[2]) || f[3] != "0x6558" || (f[4] != "42" && f[4] != "0x00002a") || f[5] != "" {
 			t.Errorf("Geneve header: version %s O %s C %s protocol %s VNI %s options %q; want 0, unset, unset, 0x6558, 42, none: %q",
 				f[0], f[1], f[2], f[3], f[4], f[5], line)
@@ -50,7 +40,7 @@ func TestTsharkDecodesGeneve(t *testing.T) {
 	}
 
 	// The kernel data path: refused, with the reason and the way out.
-	_, err = d2.Adm("create-overlay", "-e", "geneve", "-s", "direct", "-v", "43", "-p", "geneve/listen_ip="+netlab.Host2IP+",geneve/listen_port=6082",
+	_, err := d2.Adm("create-overlay", "-e", "geneve", "-s", "direct", "-v", "43", "-p", "geneve/listen_ip="+netlab.Host2IP+",geneve/listen_port=6082",
 		"-p", "direct/dest_ip="+netlab.Host1IP+",direct/dest_port=6081", "-p", "datapath=kernel", "ovk")
 	if err == nil || !strings.Contains(err.Error(), "geneve device") || !strings.Contains(err.Error(), "datapath=userspace") {
 		t.Errorf("a Geneve overlay on the kernel data path: %v, want a refusal naming the geneve device and the userspace path", err)
@@ -70,20 +60,10 @@ func TestTsharkDecodesNVGRE(t *testing.T) {
 	need(t, "ping", "tshark")
 	l, _, d2, g1, _ := twoHostsDirect(t, "-e", "nvgre", "-p", "datapath=userspace")
 	must(t, g1.PingAll("10.9.0.2", 3))
-	pcap := filepath.Join(l.Dir, "nvgre.pcap")
-	tsharkCapture(t, d2.Host, pcap, "ip proto 47", 6, func() error { _, err := g1.Ping("10.9.0.2", 2); return err })
-	out, err := d2.Host.Exec("tshark", "-r", pcap, "-T", "fields", "-E", "separator=|",
-		"-e", "gre.flags_and_version", "-e", "gre.proto", "-e", "gre.key", "-e", "ip.src", "-e", "icmp.type", "-e", "_ws.malformed")
-	must(t, err)
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) < 6 {
-		t.Fatalf("captured %d packets, want 6:\n%s", len(lines), out)
-	}
-	for _, line := range lines {
-		f := strings.Split(line, "|")
-		if len(f) != 6 {
-			t.Fatalf("unexpected tshark line %q", line)
-		}
+	rows := tsharkFields(t, d2.Host, filepath.Join(l.Dir, "nvgre.pcap"), "ip proto 47", g1,
+		"gre.flags_and_version", "gre.proto", "gre.key", "ip.src", "icmp.type", "_ws.malformed")
+	for _, f := range rows {
+		line := strings.Join(f, "|")
 		key, _ := strconv.ParseUint(strings.TrimPrefix(f[2], "0x"), 16, 32)
 		if f[0] != "0x2000" || f[1] != "0x6558" || key>>8 != 42 {
 			t.Errorf("GRE flags %s protocol %s key %s; want 0x2000 (key only), 0x6558, VSID 42 << 8: %q", f[0], f[1], f[2], line)
@@ -96,7 +76,7 @@ func TestTsharkDecodesNVGRE(t *testing.T) {
 		}
 	}
 
-	_, err = d2.Adm("create-overlay", "-e", "nvgre", "-s", "direct", "-v", "43", "-p", "nvgre/listen_ip="+netlab.Host2IP,
+	_, err := d2.Adm("create-overlay", "-e", "nvgre", "-s", "direct", "-v", "43", "-p", "nvgre/listen_ip="+netlab.Host2IP,
 		"-p", "direct/dest_ip="+netlab.Host1IP, "-p", "datapath=kernel", "ovk")
 	if err == nil || !strings.Contains(err.Error(), "gretap device") || !strings.Contains(err.Error(), "datapath=userspace") {
 		t.Errorf("an NVGRE overlay on the kernel data path: %v, want a refusal naming the gretap device and the userspace path", err)

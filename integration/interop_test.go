@@ -53,19 +53,10 @@ func TestTsharkDecodesVXLAN(t *testing.T) {
 	l, _, d2, g1, _ := twoHostsDirect(t)
 	must(t, g1.PingAll("10.9.0.2", 1)) // ARP settled: the capture sees ICMP
 	pcap := filepath.Join(l.Dir, "ul0.pcap")
-	tsharkCapture(t, d2.Host, pcap, "udp port 4789", 6, func() error { _, err := g1.Ping("10.9.0.2", 2); return err })
-	out, err := d2.Host.Exec("tshark", "-r", pcap, "-T", "fields", "-E", "separator=|",
-		"-e", "vxlan.flags", "-e", "vxlan.flag_i", "-e", "vxlan.vni", "-e", "eth.type", "-e", "ip.src", "-e", "icmp.type", "-e", "_ws.malformed")
-	must(t, err)
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) < 6 {
-		t.Fatalf("captured %d packets, want 6:\n%s", len(lines), out)
-	}
-	for _, line := range lines {
-		f := strings.Split(line, "|")
-		if len(f) != 7 {
-			t.Fatalf("unexpected tshark line %q", line)
-		}
+	rows := tsharkFields(t, d2.Host, pcap, "udp port 4789", g1,
+		"vxlan.flags", "vxlan.flag_i", "vxlan.vni", "eth.type", "ip.src", "icmp.type", "_ws.malformed")
+	for _, f := range rows {
+		line := strings.Join(f, "|")
 		flags, vniFlag, vni, etypes, srcs, icmp, malformed := f[0], f[1], f[2], f[3], f[4], f[5], f[6]
 		if flags != "0x08000000" && flags != "0x0800" {
 			t.Errorf("VXLAN flags %s, want the I bit only (0x0800): %q", flags, line)
@@ -94,6 +85,33 @@ func TestTsharkDecodesVXLAN(t *testing.T) {
 		full, _ := d2.Host.Exec("tshark", "-r", pcap, "-V", "-c", "1")
 		fmt.Fprintln(os.Stderr, full)
 	}
+}
+
+// tsharkFields captures six packets matching filter on host's ul0 into
+// pcap while guest pings 10.9.0.2, and returns the fields tshark decodes
+// of each, one row per packet.
+func tsharkFields(t *testing.T, host *netlab.NS, pcap, filter string, guest *netlab.NS, fields ...string) [][]string {
+	t.Helper()
+	tsharkCapture(t, host, pcap, filter, 6, func() error { _, err := guest.Ping("10.9.0.2", 2); return err })
+	args := []string{"tshark", "-r", pcap, "-T", "fields", "-E", "separator=|"}
+	for _, f := range fields {
+		args = append(args, "-e", f)
+	}
+	out, err := host.Exec(args...)
+	must(t, err)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) < 6 {
+		t.Fatalf("captured %d packets, want 6:\n%s", len(lines), out)
+	}
+	var rows [][]string
+	for _, line := range lines {
+		f := strings.Split(line, "|")
+		if len(f) != len(fields) {
+			t.Fatalf("unexpected tshark line %q", line)
+		}
+		rows = append(rows, f)
+	}
+	return rows
 }
 
 // tsharkCapture captures n packets matching filter on host's ul0 into
