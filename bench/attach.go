@@ -28,21 +28,6 @@ type AttachResult struct {
 	Max      time.Duration
 }
 
-// attachFRR is the route reflector of the evpn overlays: hosts 1 and 2.
-const attachFRR = `frr defaults datacenter
-router bgp 65000
- bgp router-id 198.18.0.3
- no bgp default ipv4-unicast
- neighbor 198.18.0.1 remote-as internal
- neighbor 198.18.0.2 remote-as internal
- address-family l2vpn evpn
-  neighbor 198.18.0.1 activate
-  neighbor 198.18.0.1 route-reflector-client
-  neighbor 198.18.0.2 activate
-  neighbor 198.18.0.2 route-reflector-client
- exit-address-family
-`
-
 // Attach builds three hosts: host 3 runs FRR (the route reflector of the
 // evpn overlays) and, beside it, portolan (the svp overlays' server);
 // hosts 1 and 2 run overlayd with an svp and an evpn overlay. Each round,
@@ -60,7 +45,7 @@ func Attach(o AttachOptions) ([]AttachResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := l.StartFRR(hosts[2], attachFRR); err != nil {
+	if _, err := l.StartFRR(hosts[2], netlab.ReflectorConf(netlab.HostIP(3), false, netlab.HostIP(1), netlab.HostIP(2))); err != nil {
 		return nil, err
 	}
 	ps, err := l.Namespace("ps")

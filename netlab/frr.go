@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -17,6 +18,26 @@ type FRR struct {
 	conf  string
 	zebra *Proc
 	bgpd  *Proc
+}
+
+// ReflectorConf is the frr.conf of an EVPN route reflector of AS 65000
+// with router id routerID, for clients (iBGP); with vtep, it is a VTEP
+// itself, advertising its kernel's VNIs (advertise-all-vni).
+func ReflectorConf(routerID string, vtep bool, clients ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "frr defaults datacenter\nrouter bgp 65000\n bgp router-id %s\n no bgp default ipv4-unicast\n", routerID)
+	for _, c := range clients {
+		fmt.Fprintf(&b, " neighbor %s remote-as internal\n", c)
+	}
+	b.WriteString(" address-family l2vpn evpn\n")
+	for _, c := range clients {
+		fmt.Fprintf(&b, "  neighbor %s activate\n  neighbor %s route-reflector-client\n", c, c)
+	}
+	if vtep {
+		b.WriteString("  advertise-all-vni\n")
+	}
+	b.WriteString(" exit-address-family\n")
+	return b.String()
 }
 
 // StartFRR writes conf (frr.conf syntax) for host and starts zebra, then
