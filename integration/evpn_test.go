@@ -9,24 +9,6 @@ import (
 	"overlaynet/netlab"
 )
 
-// frrRR is the FRR configuration of host 3: the route reflector of
-// hosts 1 and 2, and a VTEP itself, advertising its kernel VNIs.
-const frrRR = `frr defaults datacenter
-hostname h3
-router bgp 65000
- bgp router-id 198.18.0.3
- no bgp default ipv4-unicast
- neighbor 198.18.0.1 remote-as internal
- neighbor 198.18.0.2 remote-as internal
- address-family l2vpn evpn
-  neighbor 198.18.0.1 activate
-  neighbor 198.18.0.1 route-reflector-client
-  neighbor 198.18.0.2 activate
-  neighbor 198.18.0.2 route-reflector-client
-  advertise-all-vni
- exit-address-family
-`
-
 // waitFor polls cond every 100 ms until it holds or d passes, and
 // returns the last error cond gave.
 func waitFor(d time.Duration, cond func() error) error {
@@ -84,7 +66,8 @@ func testEVPNWithFRR(t *testing.T, dp string) {
 		_, err := g3.IP(args...)
 		must(t, err)
 	}
-	frr, err := l.StartFRR(h3, frrRR)
+	// FRR: the route reflector of hosts 1 and 2, and a VTEP itself.
+	frr, err := l.StartFRR(h3, netlab.ReflectorConf(netlab.HostIP(3), true, netlab.HostIP(1), netlab.HostIP(2)))
 	must(t, err)
 
 	var ds []*netlab.Daemon
@@ -106,22 +89,8 @@ func testEVPNWithFRR(t *testing.T, dp string) {
 		must(t, err)
 		guests = append(guests, g)
 	}
-	online := func(d *netlab.Daemon) func() error {
-		return func() error {
-			out, err := d.Adm("show-overlay", "-f", "-p", "-o", "status,details", "ov0")
-			if err != nil {
-				return err
-			}
-			if !strings.HasPrefix(out, "ONLINE") {
-				return fmt.Errorf("%s", strings.TrimSpace(out))
-			}
-			return nil
-		}
-	}
 	for _, d := range ds {
-		if err := waitFor(30*time.Second, online(d)); err != nil {
-			t.Fatalf("%s: no BGP session with FRR in 30 s: %v", d.Host.Name, err)
-		}
+		waitStatusFor(t, d, 30*time.Second, "ONLINE") // a BGP session with FRR
 	}
 	// FRR has our routes: a type-2 per VNIC, a type-3 per host.
 	ourRoutes := func() error {
@@ -207,25 +176,11 @@ func testEVPNWithFRR(t *testing.T, dp string) {
 	// bgpd gone: DEGRADED, naming it; back: ONLINE, routes back.
 	frr.StopBGP()
 	for _, d := range ds {
-		err := waitFor(30*time.Second, func() error {
-			out, err := d.Adm("show-overlay", "-f", "-p", "-o", "status,details", "ov0")
-			if err != nil {
-				return err
-			}
-			if !strings.HasPrefix(out, "DEGRADED") || !strings.Contains(out, netlab.HostIP(3)) {
-				return fmt.Errorf("%s", strings.TrimSpace(out))
-			}
-			return nil
-		})
-		if err != nil {
-			t.Errorf("%s with bgpd stopped: %v, want DEGRADED naming %s", d.Host.Name, err, netlab.HostIP(3))
-		}
+		waitStatusFor(t, d, 30*time.Second, "DEGRADED", netlab.HostIP(3))
 	}
 	must(t, frr.StartBGP())
 	for _, d := range ds {
-		if err := waitFor(60*time.Second, online(d)); err != nil {
-			t.Errorf("%s with bgpd back: %v", d.Host.Name, err)
-		}
+		waitStatusFor(t, d, 60*time.Second, "ONLINE")
 	}
 	if err := waitFor(30*time.Second, ourRoutes); err != nil {
 		t.Errorf("routes after bgpd came back: %v", err)

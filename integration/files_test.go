@@ -100,8 +100,14 @@ func writeFile(t *testing.T, path string, data []byte) {
 // details contain every word in want, and returns the details.
 func waitStatus(t *testing.T, d *netlab.Daemon, status string, want ...string) string {
 	t.Helper()
+	return waitStatusFor(t, d, 10*time.Second, status, want...)
+}
+
+// waitStatusFor is waitStatus waiting up to timeout.
+func waitStatusFor(t *testing.T, d *netlab.Daemon, timeout time.Duration, status string, want ...string) string {
+	t.Helper()
 	var got, details string
-	for i := 0; i < 100; i++ {
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
 		var err error
 		got, err = d.Adm("show-overlay", "-f", "-p", "-o", "status", "ov0")
 		must(t, err)
@@ -116,7 +122,7 @@ func waitStatus(t *testing.T, d *netlab.Daemon, status string, want ...string) s
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("overlay status %q (%q), want %s with %q", got, details, status, want)
+	t.Fatalf("%s: overlay status %q (%q) after %v, want %s with %q", d.Host.Name, got, details, timeout, status, want)
 	return ""
 }
 
