@@ -140,6 +140,15 @@ func assignments(args []string) ([]overlay.Assignment, error) {
 	return out, nil
 }
 
+// someAssignments is assignments, of which there must be one at least.
+func someAssignments(args []string) ([]overlay.Assignment, error) {
+	as, err := assignments(args)
+	if err == nil && len(as) == 0 {
+		err = usagef("no property given (-p <prop>=<value>)")
+	}
+	return as, err
+}
+
 // oneOperand checks a subcommand got exactly one operand.
 func oneOperand(what string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {

@@ -74,12 +74,9 @@ overlayd --default-datapath).`,
   overlayadm set-default -p svp/host=portolan.example,svp/underlay_ip=192.0.2.1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			as, err := assignments(props)
+			as, err := someAssignments(props)
 			if err != nil {
 				return err
-			}
-			if len(as) == 0 {
-				return usagef("no property given (-p <prop>=<value>)")
 			}
 			return e.call(admin.MethodSetDefaults, overlay.SetDefaultsRequest{Props: as}, nil)
 		},

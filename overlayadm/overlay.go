@@ -154,12 +154,9 @@ them through. The change is immediate and, for a persistent VNIC, saved.`,
   overlayadm set-linkprop -p protection=none vnic0`,
 		Args: oneOperand("overlay"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			as, err := assignments(props)
+			as, err := someAssignments(props)
 			if err != nil {
 				return err
-			}
-			if len(as) == 0 {
-				return usagef("no property given (-p <prop>=<value>)")
 			}
 			return e.call(admin.MethodSetProps, overlay.SetPropsRequest{Name: args[0], Props: as}, nil)
 		},
