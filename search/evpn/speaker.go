@@ -262,7 +262,7 @@ func (sp *speaker) path(p *api.Path) {
 		}
 	}
 	nh = nh.Unmap()
-	sp.log.Debug("evpn path", "nlri", fmt.Sprint(nlri), "nexthop", nh.String(), "rts", fmt.Sprint(rts), "withdraw", p.IsWithdraw)
+	sp.log.Debug("evpn path", "nlri", nlri, "nexthop", nh, "rts", rts, "withdraw", p.IsWithdraw) // formatted only when debug logs are on
 	if nh == sp.key.local || nh == sp.key.routerID {
 		return // ours, reflected or local
 	}
